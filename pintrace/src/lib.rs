@@ -1,0 +1,10 @@
+//! pintrace: audit the Linux kernel's page-pin balance live.
+//!
+//! The flow runs one way, and the modules are named after its stages:
+//! kernel capabilities ([`caps`]) → attach plan ([`plan`]) → probes
+//! ([`probes`], the only module that touches aya) → event stream
+//! ([`events`]) → ledger ([`ledger`], pure) → views ([`views`]).
+//! [`engine`] is the O_DIRECT workload generator that drives the paths
+//! being audited.
+
+pub mod engine;
