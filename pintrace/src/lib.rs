@@ -4,7 +4,16 @@
 //! kernel capabilities ([`caps`]) → attach plan ([`plan`]) → probes
 //! ([`probes`], the only module that touches aya) → event stream
 //! ([`events`]) → ledger ([`ledger`], pure) → views ([`views`]).
-//! [`engine`] is the O_DIRECT workload generator that drives the paths
-//! being audited.
+//! [`cmd`] wires them together per command; [`engine`] is the O_DIRECT
+//! workload generator that drives the paths being audited.
 
+pub mod caps;
+pub mod cmd;
 pub mod engine;
+pub mod events;
+pub mod flags;
+pub mod ledger;
+pub mod plan;
+pub mod probes;
+pub mod views;
+pub mod vmstat;

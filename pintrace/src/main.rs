@@ -1,30 +1,70 @@
+//! The pintrace command line.
 use clap::{Parser, Subcommand};
+use pintrace::cmd::{self, exit};
 use std::process::ExitCode;
 
-/// Audit the Linux kernel's page-pin balance live.
+/// Audit the Linux kernel's page-pin balance live: every pin_user_pages and
+/// get_user_pages acquire, who took it, and whether it is released right.
+///
+/// Exit codes: 0 success, 1 findings (or, for doctor, nothing can be traced),
+/// 2 could not run (bad arguments, missing privileges or kernel features).
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, long_about)]
 struct Cli {
+    /// More output: -v shows the probes' diagnostics, -vv debug logs.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// What this kernel offers for tracing, and the attach plan pintrace would use.
+    Doctor {
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Trace GUP acquires, optionally around a command: `pintrace run -- CMD ARGS`.
+    Run(cmd::run::RunArgs),
     /// Drive O_DIRECT I/O on a file or block device (fio-like).
     Engine(pintrace::engine::EngineArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    };
+    env_logger::Builder::new()
+        .filter_level(level)
+        .parse_env("PINTRACE_LOG")
+        .format_timestamp(None)
+        .init();
     let result = match &cli.command {
+        Command::Doctor { json } => cmd::doctor::run(*json),
+        Command::Run(args) => cmd::run::run(args, cli.verbose > 0),
         Command::Engine(args) => pintrace::engine::run_cli(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("pintrace: error: {err:#}");
-            ExitCode::from(2)
+            ExitCode::from(exit::ERROR)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
     }
 }

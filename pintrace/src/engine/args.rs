@@ -1,0 +1,115 @@
+//! Command-line arguments of `pintrace engine`.
+//!
+//! Sizes and durations stay strings here so that [`EngineConfig`]'s
+//! `TryFrom<&EngineArgs>` can check them and name the flag in its error.
+//!
+//! [`EngineConfig`]: super::EngineConfig
+
+use super::config::{BufferKind, Mode, RwKind};
+use clap::Args;
+use std::path::PathBuf;
+
+/// Arguments of `pintrace engine`: a fio-like O_DIRECT workload.
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// File or block device to run I/O on.
+    #[arg(long, short = 'f', value_name = "PATH")]
+    pub filename: PathBuf,
+
+    /// I/O engine.
+    #[arg(long, value_enum, default_value_t = Mode::Psync, value_name = "MODE")]
+    pub mode: Mode,
+
+    /// I/O pattern.
+    #[arg(long, value_enum, default_value_t = RwKind::Read, value_name = "PATTERN")]
+    pub rw: RwKind,
+
+    /// Percentage of reads in a mixed workload (rw, randrw).
+    #[arg(long, default_value_t = 50, value_name = "PCT")]
+    pub rwmixread: u32,
+
+    /// Block size of each I/O (4k, 128K, 1m ...).
+    #[arg(long, default_value = "4k", value_name = "SIZE")]
+    pub bs: String,
+
+    /// Bytes of the target to use (split between jobs); default: the whole
+    /// target; required when the engine creates the file.
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<String>,
+
+    /// Run for this long (seconds, or 500ms, 2m), looping over the region;
+    /// without it, one pass over the region.
+    #[arg(long, value_name = "TIME")]
+    pub runtime: Option<String>,
+
+    /// Number of jobs (threads); each gets its own slice of the region.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub numjobs: u32,
+
+    /// I/Os in flight per job (io_uring and aio; the sync modes run at 1).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub iodepth: u32,
+
+    /// Use O_DIRECT (the default).
+    #[arg(long, conflicts_with = "buffered")]
+    pub direct: bool,
+
+    /// Use buffered I/O instead of O_DIRECT.
+    #[arg(long)]
+    pub buffered: bool,
+
+    /// Memory behind the I/O buffers.
+    #[arg(long, value_enum, default_value_t = BufferKind::Anon, value_name = "KIND")]
+    pub buffer: BufferKind,
+
+    /// io_uring: register the buffers (long-term pins) and use READ/WRITE_FIXED.
+    #[arg(long)]
+    pub fixed_buffers: bool,
+
+    /// pvsync: number of iovecs each I/O is split into (mixed sizes and alignments).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub iovecs: u32,
+
+    /// pvsync: iovec lengths only aligned to the DMA alignment, not the
+    /// logical block size (newer kernels accept this).
+    #[arg(long)]
+    pub unaligned_iovecs: bool,
+
+    /// Write blocks with a verification header and check every block read.
+    #[arg(long)]
+    pub verify: bool,
+
+    /// Seed of the random offsets, the data and the verify headers.
+    #[arg(long, default_value_t = 0x5eed, value_name = "N")]
+    pub seed: u64,
+
+    /// Print one JSON object instead of the text report.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Create and lay out the file (of --size bytes) if it does not exist,
+    /// also for read-only workloads.
+    #[arg(long)]
+    pub create: bool,
+
+    /// Allow writing to a file or block device the engine did not create.
+    #[arg(long)]
+    pub allow_overwrite: bool,
+
+    /// Keep the files the engine created.
+    #[arg(long)]
+    pub keep: bool,
+
+    /// All jobs use the whole region instead of a slice each.
+    #[arg(long)]
+    pub shared_region: bool,
+
+    /// Directory of the scratch file behind `--buffer file-shared`
+    /// (default: next to the target, or the temp dir for block devices).
+    #[arg(long, value_name = "DIR")]
+    pub scratch_dir: Option<PathBuf>,
+
+    /// fork-shared: interval between forks during I/O (e.g. 50ms).
+    #[arg(long, default_value = "50ms", value_name = "TIME")]
+    pub fork_interval: String,
+}

@@ -1,0 +1,451 @@
+//! The checked engine configuration.
+
+use super::args::EngineArgs;
+use super::size::{parse_duration, parse_size};
+use clap::ValueEnum;
+use serde::Serialize;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How I/O is issued.
+#[derive(ValueEnum, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// pread / pwrite, one I/O at a time.
+    Psync,
+    /// preadv / pwritev with several iovecs of mixed sizes and alignments.
+    Pvsync,
+    /// io_uring (plain or registered fixed buffers).
+    #[value(name = "io_uring", alias = "io-uring", alias = "uring")]
+    #[serde(rename = "io_uring")]
+    IoUring,
+    /// Linux native AIO (io_setup / io_submit / io_getevents).
+    #[value(alias = "libaio")]
+    Aio,
+}
+
+/// The I/O pattern, as fio's `rw=`.
+#[derive(ValueEnum, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RwKind {
+    Read,
+    Write,
+    #[value(name = "randread")]
+    RandRead,
+    #[value(name = "randwrite")]
+    RandWrite,
+    #[value(name = "rw", alias = "readwrite")]
+    Rw,
+    #[value(name = "randrw")]
+    RandRw,
+}
+
+impl RwKind {
+    /// Random offsets (a permutation of the region per pass).
+    pub fn is_random(self) -> bool {
+        matches!(self, RwKind::RandRead | RwKind::RandWrite | RwKind::RandRw)
+    }
+    /// Whether the pattern issues reads.
+    pub fn reads(self) -> bool {
+        !matches!(self, RwKind::Write | RwKind::RandWrite)
+    }
+    /// Whether the pattern issues writes.
+    pub fn writes(self) -> bool {
+        !matches!(self, RwKind::Read | RwKind::RandRead)
+    }
+    /// Percentage of reads given the `--rwmixread` value.
+    pub fn read_percent(self, rwmixread: u8) -> u8 {
+        match self {
+            RwKind::Read | RwKind::RandRead => 100,
+            RwKind::Write | RwKind::RandWrite => 0,
+            RwKind::Rw | RwKind::RandRw => rwmixread,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            RwKind::Read => "read",
+            RwKind::Write => "write",
+            RwKind::RandRead => "randread",
+            RwKind::RandWrite => "randwrite",
+            RwKind::Rw => "rw",
+            RwKind::RandRw => "randrw",
+        }
+    }
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Psync => "psync",
+            Mode::Pvsync => "pvsync",
+            Mode::IoUring => "io_uring",
+            Mode::Aio => "aio",
+        }
+    }
+    /// Whether the mode keeps more than one I/O in flight.
+    pub fn is_async(self) -> bool {
+        matches!(self, Mode::IoUring | Mode::Aio)
+    }
+}
+
+/// Memory behind the I/O buffers.
+#[derive(ValueEnum, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum BufferKind {
+    /// Anonymous private memory (small pages).
+    Anon,
+    /// Anonymous memory, 2 MiB aligned, madvise(MADV_HUGEPAGE): large folios.
+    Thp,
+    /// MAP_HUGETLB: needs reserved huge pages (vm.nr_hugepages).
+    Hugetlb,
+    /// MAP_SHARED mapping of a scratch file: GUP on file-backed pages.
+    FileShared,
+    /// Anonymous memory shared with children forked during I/O (COW vs pins).
+    ForkShared,
+}
+
+impl BufferKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BufferKind::Anon => "anon",
+            BufferKind::Thp => "thp",
+            BufferKind::Hugetlb => "hugetlb",
+            BufferKind::FileShared => "file-shared",
+            BufferKind::ForkShared => "fork-shared",
+        }
+    }
+}
+
+/// A usage error: which flag is wrong and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The flag at fault, e.g. `--bs`.
+    pub flag: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.flag, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(flag: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag,
+        message: message.into(),
+    }
+}
+
+/// Smallest block that can carry a verify header and some payload.
+pub const MIN_VERIFY_BS: u64 = 64;
+
+/// A checked configuration: build one with `EngineConfig::try_from(&args)` or
+/// [`EngineConfig::new`] and [`EngineConfig::validate`].
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineConfig {
+    pub filename: PathBuf,
+    pub mode: Mode,
+    pub rw: RwKind,
+    pub rwmixread: u8,
+    pub bs: u64,
+    /// Bytes of the target to use; `None`: the whole target.
+    pub size: Option<u64>,
+    pub runtime: Option<Duration>,
+    pub numjobs: u32,
+    pub iodepth: u32,
+    pub direct: bool,
+    pub buffer: BufferKind,
+    pub fixed_buffers: bool,
+    pub iovecs: u32,
+    pub unaligned_iovecs: bool,
+    pub verify: bool,
+    pub seed: u64,
+    pub create: bool,
+    pub allow_overwrite: bool,
+    pub keep: bool,
+    pub shared_region: bool,
+    pub scratch_dir: Option<PathBuf>,
+    pub fork_interval: Duration,
+}
+
+impl EngineConfig {
+    /// Defaults of the command line (4 KiB sequential psync reads, O_DIRECT).
+    pub fn new(filename: impl Into<PathBuf>) -> Self {
+        EngineConfig {
+            filename: filename.into(),
+            mode: Mode::Psync,
+            rw: RwKind::Read,
+            rwmixread: 50,
+            bs: 4096,
+            size: None,
+            runtime: None,
+            numjobs: 1,
+            iodepth: 1,
+            direct: true,
+            buffer: BufferKind::Anon,
+            fixed_buffers: false,
+            iovecs: 4,
+            unaligned_iovecs: false,
+            verify: false,
+            seed: 0x5eed,
+            create: false,
+            allow_overwrite: false,
+            keep: false,
+            shared_region: false,
+            scratch_dir: None,
+            fork_interval: Duration::from_millis(50),
+        }
+    }
+
+    /// Check the values that do not depend on the target.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.filename.as_os_str().is_empty() {
+            return Err(err("--filename", "must name a file or block device"));
+        }
+        if self.bs == 0 {
+            return Err(err("--bs", "the block size must not be zero"));
+        }
+        if self.direct && self.bs % 512 != 0 {
+            return Err(err(
+                "--bs",
+                format!(
+                    "{} bytes is not a multiple of 512, which O_DIRECT needs (or pass --buffered)",
+                    self.bs
+                ),
+            ));
+        }
+        if self.bs > 1 << 30 {
+            return Err(err("--bs", "block sizes above 1 GiB are not supported"));
+        }
+        if self.verify && self.bs < MIN_VERIFY_BS {
+            return Err(err(
+                "--bs",
+                format!("--verify needs blocks of at least {MIN_VERIFY_BS} bytes"),
+            ));
+        }
+        if let Some(size) = self.size {
+            if size == 0 {
+                return Err(err("--size", "must not be zero"));
+            }
+            if size % self.bs != 0 {
+                return Err(err(
+                    "--size",
+                    format!("{size} bytes is not a multiple of the block size ({} bytes)", self.bs),
+                ));
+            }
+        }
+        if self.rwmixread > 100 {
+            return Err(err("--rwmixread", format!("{} is above 100 (percent)", self.rwmixread)));
+        }
+        if self.numjobs == 0 {
+            return Err(err("--numjobs", "must be at least 1"));
+        }
+        if self.numjobs > 1024 {
+            return Err(err("--numjobs", "at most 1024 jobs"));
+        }
+        if self.iodepth == 0 {
+            return Err(err("--iodepth", "must be at least 1"));
+        }
+        if self.iodepth > 4096 {
+            return Err(err("--iodepth", "at most 4096"));
+        }
+        if let Some(size) = self.size {
+            if !self.shared_region && size / self.bs < u64::from(self.numjobs) {
+                return Err(err(
+                    "--numjobs",
+                    format!(
+                        "{} jobs need at least one block each, but --size holds {} blocks",
+                        self.numjobs,
+                        size / self.bs
+                    ),
+                ));
+            }
+        }
+        if let Some(rt) = self.runtime {
+            if rt.is_zero() {
+                return Err(err("--runtime", "must be above zero"));
+            }
+        }
+        if self.fixed_buffers && self.mode != Mode::IoUring {
+            return Err(err("--fixed-buffers", "only applies to --mode io_uring"));
+        }
+        if self.mode == Mode::Pvsync && (self.iovecs == 0 || self.iovecs > 64) {
+            return Err(err("--iovecs", "must be between 1 and 64"));
+        }
+        if self.unaligned_iovecs && self.mode != Mode::Pvsync {
+            return Err(err("--unaligned-iovecs", "only applies to --mode pvsync"));
+        }
+        if self.shared_region && self.verify && self.rw.writes() && self.numjobs > 1 {
+            return Err(err(
+                "--shared-region",
+                "jobs writing the same blocks cannot be verified (drop --verify or --shared-region)",
+            ));
+        }
+        if self.fork_interval.is_zero() {
+            return Err(err("--fork-interval", "must be above zero"));
+        }
+        Ok(())
+    }
+
+    /// Number of I/O buffers each job needs.
+    pub fn slots(&self) -> u32 {
+        if self.mode.is_async() {
+            self.iodepth
+        } else {
+            1
+        }
+    }
+}
+
+impl TryFrom<&EngineArgs> for EngineConfig {
+    type Error = ConfigError;
+
+    fn try_from(a: &EngineArgs) -> Result<Self, ConfigError> {
+        let bs = parse_size(&a.bs).map_err(|m| err("--bs", m))?;
+        let size = a
+            .size
+            .as_deref()
+            .map(|s| parse_size(s).map_err(|m| err("--size", m)))
+            .transpose()?;
+        let runtime = a
+            .runtime
+            .as_deref()
+            .map(|s| parse_duration(s).map_err(|m| err("--runtime", m)))
+            .transpose()?;
+        let fork_interval =
+            parse_duration(&a.fork_interval).map_err(|m| err("--fork-interval", m))?;
+        if a.rwmixread > 100 {
+            return Err(err("--rwmixread", format!("{} is above 100 (percent)", a.rwmixread)));
+        }
+        let cfg = EngineConfig {
+            filename: a.filename.clone(),
+            mode: a.mode,
+            rw: a.rw,
+            rwmixread: a.rwmixread as u8,
+            bs,
+            size,
+            runtime,
+            numjobs: a.numjobs,
+            iodepth: a.iodepth,
+            direct: !a.buffered,
+            buffer: a.buffer,
+            fixed_buffers: a.fixed_buffers,
+            iovecs: a.iovecs,
+            unaligned_iovecs: a.unaligned_iovecs,
+            verify: a.verify,
+            seed: a.seed,
+            create: a.create,
+            allow_overwrite: a.allow_overwrite,
+            keep: a.keep,
+            shared_region: a.shared_region,
+            scratch_dir: a.scratch_dir.clone(),
+            fork_interval,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: EngineArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<EngineConfig, ConfigError> {
+        let mut argv = vec!["engine", "--filename", "/x"];
+        argv.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(argv).expect("clap accepts the arguments");
+        EngineConfig::try_from(&cli.args)
+    }
+
+    fn flag_of(extra: &[&str]) -> &'static str {
+        parse(extra).expect_err("should be refused").flag
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.bs, 4096);
+        assert!(c.direct);
+        assert_eq!(c.mode, Mode::Psync);
+        assert_eq!(c.rw, RwKind::Read);
+        assert_eq!(c.slots(), 1);
+        assert_eq!(c.seed, EngineConfig::new("/x").seed);
+    }
+
+    #[test]
+    fn parses_full_line() {
+        let c = parse(&[
+            "--mode", "io_uring", "--rw", "randrw", "--rwmixread", "70", "--bs", "128K",
+            "--size", "1g", "--runtime", "10", "--numjobs", "2", "--iodepth", "32",
+            "--buffer", "file-shared", "--fixed-buffers", "--verify",
+        ])
+        .unwrap();
+        assert_eq!(c.mode, Mode::IoUring);
+        assert_eq!(c.rw.read_percent(c.rwmixread), 70);
+        assert_eq!(c.bs, 128 << 10);
+        assert_eq!(c.size, Some(1 << 30));
+        assert_eq!(c.runtime, Some(Duration::from_secs(10)));
+        assert_eq!(c.slots(), 32);
+        assert_eq!(c.buffer, BufferKind::FileShared);
+    }
+
+    #[test]
+    fn errors_name_the_flag() {
+        assert_eq!(flag_of(&["--bs", "0"]), "--bs");
+        assert_eq!(flag_of(&["--bs", "1000"]), "--bs");
+        assert_eq!(flag_of(&["--bs", "4x"]), "--bs");
+        assert_eq!(flag_of(&["--size", "6k"]), "--size");
+        assert_eq!(flag_of(&["--size", "0"]), "--size");
+        assert_eq!(flag_of(&["--iodepth", "0"]), "--iodepth");
+        assert_eq!(flag_of(&["--rwmixread", "101"]), "--rwmixread");
+        assert_eq!(flag_of(&["--numjobs", "0"]), "--numjobs");
+        assert_eq!(flag_of(&["--numjobs", "3", "--size", "8k"]), "--numjobs");
+        assert_eq!(flag_of(&["--runtime", "abc"]), "--runtime");
+        assert_eq!(flag_of(&["--runtime", "0"]), "--runtime");
+        assert_eq!(flag_of(&["--fixed-buffers"]), "--fixed-buffers");
+        assert_eq!(flag_of(&["--unaligned-iovecs"]), "--unaligned-iovecs");
+        assert_eq!(flag_of(&["--buffered", "--bs", "32", "--verify"]), "--bs");
+        assert_eq!(
+            flag_of(&["--shared-region", "--verify", "--rw", "write", "--numjobs", "2"]),
+            "--shared-region"
+        );
+        let e = parse(&["--bs", "1000"]).unwrap_err();
+        assert!(e.to_string().starts_with("--bs: "), "{e}");
+        assert!(e.to_string().contains("512"), "{e}");
+    }
+
+    #[test]
+    fn buffered_allows_odd_sizes() {
+        let c = parse(&["--buffered", "--bs", "1000", "--size", "3000"]).unwrap();
+        assert!(!c.direct);
+        assert_eq!(c.bs, 1000);
+    }
+
+    #[test]
+    fn unknown_mode_is_a_clap_error() {
+        let e = Cli::try_parse_from(["engine", "--filename", "/x", "--mode", "mmap"])
+            .err()
+            .expect("unknown mode refused");
+        assert!(e.to_string().contains("--mode"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn pattern_helpers() {
+        assert!(RwKind::RandRw.is_random() && RwKind::RandRw.reads() && RwKind::RandRw.writes());
+        assert!(!RwKind::Write.reads());
+        assert_eq!(RwKind::Write.read_percent(70), 0);
+        assert_eq!(RwKind::RandRead.read_percent(0), 100);
+    }
+}

@@ -1,0 +1,200 @@
+//! The ledger: pure accounting over the event stream. No I/O, no clock, no
+//! kernel: it is fed [`Event`]s and answers questions about them.
+//!
+//! For now it keeps the per-kind tally of acquires (calls and pages), per
+//! process, and the block completions it saw.
+
+use crate::{
+    events::{Acquire, Comm, Event},
+    flags::FollFlags,
+};
+use pintrace_common::Site;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+/// How a page reference was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// FOLL_PIN (released with unpin_user_page*).
+    Pin,
+    /// FOLL_PIN | FOLL_LONGTERM (io_uring fixed buffers, RDMA, vfio).
+    LongtermPin,
+    /// FOLL_GET (released with put_page).
+    Get,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Pin, Kind::LongtermPin, Kind::Get];
+
+    pub fn of(acquire: &Acquire, flags: &FollFlags) -> Kind {
+        match acquire.site {
+            Site::PinUserPagesFast if acquire.gup_flags & flags.longterm != 0 => Kind::LongtermPin,
+            Site::PinUserPagesFast => Kind::Pin,
+            Site::GetUserPagesFast => Kind::Get,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Pin => "FOLL_PIN",
+            Kind::LongtermPin => "FOLL_PIN|FOLL_LONGTERM",
+            Kind::Get => "FOLL_GET",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Calls that grabbed at least one page.
+    pub calls: u64,
+    /// Pages grabbed.
+    pub pages: u64,
+    /// Calls that returned an error or zero pages.
+    pub failed_calls: u64,
+}
+
+impl Counts {
+    fn add(&mut self, a: &Acquire) {
+        if a.ret > 0 {
+            self.calls += 1;
+            self.pages += a.pages_grabbed();
+        } else {
+            self.failed_calls += 1;
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProcessTally {
+    pub tgid: u32,
+    pub comm: Comm,
+    pub by_kind: BTreeMap<Kind, Counts>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Completions {
+    pub requests: u64,
+    pub sectors: u64,
+    pub errors: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Tally {
+    pub flags: FollFlags,
+    pub by_kind: BTreeMap<Kind, Counts>,
+    #[serde(skip)]
+    processes: HashMap<u32, ProcessTally>,
+    pub completions: Completions,
+    pub events: u64,
+}
+
+impl Tally {
+    pub fn new(flags: FollFlags) -> Tally {
+        Tally {
+            flags,
+            by_kind: Kind::ALL.iter().map(|&k| (k, Counts::default())).collect(),
+            processes: HashMap::new(),
+            completions: Completions::default(),
+            events: 0,
+        }
+    }
+
+    pub fn apply(&mut self, event: &Event) {
+        self.events += 1;
+        match event {
+            Event::Acquire(a) => {
+                let kind = Kind::of(a, &self.flags);
+                self.by_kind.entry(kind).or_default().add(a);
+                let p = self.processes.entry(a.tgid).or_insert_with(|| ProcessTally {
+                    tgid: a.tgid,
+                    comm: a.comm,
+                    by_kind: BTreeMap::new(),
+                });
+                p.by_kind.entry(kind).or_default().add(a);
+            }
+            Event::RqComplete(r) => {
+                self.completions.requests += 1;
+                self.completions.sectors += r.nr_sector as u64;
+                if r.error != 0 {
+                    self.completions.errors += 1;
+                }
+            }
+        }
+    }
+
+    pub fn kind(&self, kind: Kind) -> Counts {
+        self.by_kind.get(&kind).copied().unwrap_or_default()
+    }
+
+    pub fn process(&self, tgid: u32) -> Option<&ProcessTally> {
+        self.processes.get(&tgid)
+    }
+
+    /// Processes, the busiest first.
+    pub fn processes(&self) -> Vec<&ProcessTally> {
+        let mut v: Vec<&ProcessTally> = self.processes.values().collect();
+        let pages = |p: &ProcessTally| p.by_kind.values().map(|c| c.pages).sum::<u64>();
+        v.sort_by(|a, b| pages(b).cmp(&pages(a)).then(a.tgid.cmp(&b.tgid)));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::RqComplete;
+
+    fn acquire(site: Site, tgid: u32, ret: i64, flags: u32) -> Event {
+        Event::Acquire(Acquire {
+            site,
+            ts_ns: 0,
+            tgid,
+            tid: tgid,
+            start: 0,
+            pages_array: 0,
+            ret,
+            nr_pages: ret.max(1) as i32,
+            gup_flags: flags,
+            comm: Comm::default(),
+        })
+    }
+
+    #[test]
+    fn counts_pages_per_kind_and_process() {
+        let f = FollFlags::FROM_6_3;
+        let mut t = Tally::new(f);
+        for _ in 0..8 {
+            t.apply(&acquire(Site::PinUserPagesFast, 10, 256, f.pin));
+        }
+        t.apply(&acquire(Site::PinUserPagesFast, 11, 4, f.pin | f.longterm));
+        t.apply(&acquire(Site::GetUserPagesFast, 12, 1, f.get));
+        t.apply(&acquire(Site::GetUserPagesFast, 12, -14, f.get));
+        t.apply(&Event::RqComplete(RqComplete {
+            ts_ns: 0,
+            major: 7,
+            minor: 0,
+            sector: 0,
+            nr_sector: 8,
+            error: -5,
+        }));
+        assert_eq!(t.kind(Kind::Pin).pages, 2048);
+        assert_eq!(t.kind(Kind::Pin).calls, 8);
+        assert_eq!(t.kind(Kind::LongtermPin).pages, 4);
+        assert_eq!(t.kind(Kind::Get), Counts { calls: 1, pages: 1, failed_calls: 1 });
+        assert_eq!(t.process(10).unwrap().by_kind[&Kind::Pin].pages, 2048);
+        assert_eq!(t.processes()[0].tgid, 10);
+        assert_eq!(t.completions, Completions { requests: 1, sectors: 8, errors: 1 });
+        assert_eq!(t.events, 12);
+    }
+
+    #[test]
+    fn longterm_flag_value_depends_on_the_kernel() {
+        // 0x10000 is FOLL_LONGTERM before 6.3 but not after.
+        let old = FollFlags::UP_TO_6_2;
+        let ev = acquire(Site::PinUserPagesFast, 1, 1, 0x10000);
+        let Event::Acquire(a) = ev else { unreachable!() };
+        assert_eq!(Kind::of(&a, &old), Kind::LongtermPin);
+        assert_eq!(Kind::of(&a, &FollFlags::FROM_6_3), Kind::Pin);
+    }
+}

@@ -1,0 +1,247 @@
+//! The attach plan: from the kernel's capabilities, which probe goes where and
+//! by which method. Pure: built from [`Caps`], executed by the probes module.
+
+use crate::caps::{Availability, Caps, RqCompleteLayout};
+use pintrace_common::Site;
+use serde::Serialize;
+use std::fmt;
+
+/// How a function is probed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// One fexit program: arguments and return value in one call, through a
+    /// BTF trampoline (the cheapest).
+    Fexit,
+    /// A kprobe parks the arguments, a kretprobe emits the event.
+    Kprobe,
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Method::Fexit => "fexit",
+            Method::Kprobe => "kprobe+kretprobe",
+        })
+    }
+}
+
+/// Which methods the user allows (`--attach`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preference {
+    /// fexit where it loads, kprobes otherwise.
+    #[default]
+    Auto,
+    Fexit,
+    Kprobe,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SitePlan {
+    pub site: &'static str,
+    pub symbol: &'static str,
+    /// `None`: this site is not watched, see `reason`.
+    pub method: Option<Method>,
+    pub reason: String,
+    #[serde(skip)]
+    pub id: Site,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    pub sites: Vec<SitePlan>,
+    /// `block:block_rq_complete`, with the field offsets of this kernel.
+    pub rq_complete: Option<RqCompleteLayout>,
+    pub notes: Vec<String>,
+}
+
+/// Why no plan can be made; the message names what is missing and the way out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoPlan(pub String);
+
+impl fmt::Display for NoPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NoPlan {}
+
+fn why_not(a: &Availability) -> &str {
+    match a {
+        Availability::Yes => "available",
+        Availability::No(why) | Availability::Unknown(why) => why,
+    }
+}
+
+impl Plan {
+    /// Chooses, per acquire site, fexit where fentry programs load and the
+    /// function is traceable, kprobes otherwise. Fails when not a single
+    /// acquire site can be watched.
+    pub fn build(caps: &Caps, preference: Preference) -> Result<Plan, NoPlan> {
+        let mut sites = Vec::new();
+        let mut notes = Vec::new();
+        for site in Site::ALL {
+            let symbol = site.symbol();
+            let info = caps.symbol(symbol);
+            let present = info.is_some_and(|s| s.present);
+            let traceable = info.and_then(|s| s.traceable).unwrap_or(present);
+            let fexit_ok = preference != Preference::Kprobe && caps.fentry.is_yes() && traceable;
+            let kprobe_ok = preference != Preference::Fexit && caps.kprobes.is_yes() && present;
+            let (method, reason) = if !present {
+                (None, format!("{symbol} is not in /proc/kallsyms"))
+            } else if fexit_ok {
+                (Some(Method::Fexit), "fentry/fexit programs load here".into())
+            } else if kprobe_ok {
+                let why = if preference == Preference::Kprobe {
+                    "chosen with --attach kprobe".to_owned()
+                } else {
+                    format!("fexit unavailable: {}", why_not(&caps.fentry))
+                };
+                (Some(Method::Kprobe), why)
+            } else {
+                let mut missing = Vec::new();
+                if preference != Preference::Kprobe {
+                    missing.push(format!("fexit: {}", why_not(&caps.fentry)));
+                }
+                if preference != Preference::Fexit {
+                    missing.push(format!("kprobes: {}", why_not(&caps.kprobes)));
+                }
+                (None, missing.join("; "))
+            };
+            sites.push(SitePlan {
+                site: site_name(site),
+                symbol,
+                method,
+                reason,
+                id: site,
+            });
+        }
+        if caps.rq_complete.is_none() {
+            notes.push(
+                "block:block_rq_complete is not readable in tracefs: bio completions are not seen"
+                    .into(),
+            );
+        }
+        if !caps.vmstat_pin_counters {
+            notes.push("/proc/vmstat has no nr_foll_pin_* counters: no cross-check".into());
+        }
+        if sites.iter().all(|s| s.method.is_none()) {
+            // Say once what the kernel lacks as a whole, then any per-symbol detail.
+            let mut missing = Vec::new();
+            if preference != Preference::Kprobe && !caps.fentry.is_yes() {
+                missing.push(format!("fentry/fexit: {}", why_not(&caps.fentry)));
+            }
+            if preference != Preference::Fexit && !caps.kprobes.is_yes() {
+                missing.push(format!("kprobes: {}", why_not(&caps.kprobes)));
+            }
+            if missing.is_empty() {
+                missing = sites
+                    .iter()
+                    .map(|s| format!("{}: {}", s.symbol, s.reason))
+                    .collect();
+            }
+            return Err(NoPlan(format!(
+                "cannot watch any acquire site on kernel {}.\n  {}\n\
+                 pintrace needs kprobes (CONFIG_KPROBES) or fentry/fexit programs (BTF \
+                 trampolines). Run it on a kernel that has them, for instance in the QEMU \
+                 harness: `cargo xtask vm -- pintrace run ...`",
+                caps.release,
+                missing.join("\n  ")
+            )));
+        }
+        Ok(Plan {
+            sites,
+            rq_complete: caps.rq_complete,
+            notes,
+        })
+    }
+
+    pub fn summary(&self) -> String {
+        let mut parts: Vec<String> = self
+            .sites
+            .iter()
+            .map(|s| match s.method {
+                Some(m) => format!("{}={m}", s.symbol),
+                None => format!("{}=off", s.symbol),
+            })
+            .collect();
+        parts.push(format!(
+            "block_rq_complete={}",
+            if self.rq_complete.is_some() {
+                "tracepoint"
+            } else {
+                "off"
+            }
+        ));
+        parts.join(" ")
+    }
+}
+
+pub fn site_name(site: Site) -> &'static str {
+    match site {
+        Site::PinUserPagesFast => "pin_fast",
+        Site::GetUserPagesFast => "get_fast",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caps::symbol_table;
+
+    fn caps(kprobes: bool, fentry: bool) -> Caps {
+        let kallsyms = "ffffffff815f3b40 T get_user_pages_fast\nffffffff815f3ba0 T pin_user_pages_fast\n";
+        Caps {
+            release: "6.12.0-test".into(),
+            privileged: Availability::Yes,
+            btf: true,
+            kprobes: if kprobes {
+                Availability::Yes
+            } else {
+                Availability::No("no CONFIG_KPROBES".into())
+            },
+            fentry: if fentry {
+                Availability::Yes
+            } else {
+                Availability::No("loading an fexit program failed: EPERM".into())
+            },
+            tracefs: None,
+            rq_complete: None,
+            vmstat_pin_counters: true,
+            symbols: symbol_table(kallsyms, Some("pin_user_pages_fast\nget_user_pages_fast\n")),
+        }
+    }
+
+    #[test]
+    fn prefers_fexit_then_kprobes() {
+        let plan = Plan::build(&caps(true, true), Preference::Auto).unwrap();
+        assert!(plan.sites.iter().all(|s| s.method == Some(Method::Fexit)));
+        let plan = Plan::build(&caps(true, false), Preference::Auto).unwrap();
+        assert!(plan.sites.iter().all(|s| s.method == Some(Method::Kprobe)));
+        assert!(plan.sites[0].reason.contains("EPERM"));
+        let plan = Plan::build(&caps(true, true), Preference::Kprobe).unwrap();
+        assert!(plan.sites.iter().all(|s| s.method == Some(Method::Kprobe)));
+    }
+
+    #[test]
+    fn no_kprobes_no_fentry_names_both_and_the_way_out() {
+        let err = Plan::build(&caps(false, false), Preference::Auto).unwrap_err();
+        assert!(err.0.contains("CONFIG_KPROBES"), "{err}");
+        assert!(err.0.contains("EPERM"), "{err}");
+        assert!(err.0.contains("cargo xtask vm"), "{err}");
+        let err = Plan::build(&caps(true, false), Preference::Fexit).unwrap_err();
+        assert!(err.0.contains("fexit"), "{err}");
+    }
+
+    #[test]
+    fn missing_symbol_is_off_with_reason() {
+        let mut c = caps(true, false);
+        c.symbols = symbol_table("ffffffff815f3ba0 T pin_user_pages_fast\n", None);
+        let plan = Plan::build(&c, Preference::Auto).unwrap();
+        let get = plan.sites.iter().find(|s| s.symbol == "get_user_pages_fast").unwrap();
+        assert_eq!(get.method, None);
+        assert!(get.reason.contains("kallsyms"));
+        assert!(plan.summary().contains("get_user_pages_fast=off"));
+    }
+}

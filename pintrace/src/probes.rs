@@ -1,0 +1,204 @@
+//! The probes: loading the eBPF object and attaching it as the plan says.
+//! This is the only module that speaks aya; what leaves it is raw records
+//! (through [`EventSource`]) and plain counters.
+
+use crate::{
+    caps::{Availability, RqCompleteLayout},
+    plan::{Method, Plan},
+};
+use anyhow::{anyhow, Context as _, Result};
+use aya::{
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{FExit, KProbe, TracePoint},
+    Btf, Ebpf, EbpfLoader,
+};
+use pintrace_common::{
+    Counter, Site, COUNTERS_MAP, EVENTS_MAP, GLOBAL_RQ_DEV_OFF, GLOBAL_RQ_ERROR_OFF,
+    GLOBAL_RQ_NR_SECTOR_OFF, GLOBAL_RQ_SECTOR_OFF, PROG_RQ_COMPLETE,
+};
+use std::os::fd::{AsRawFd, RawFd};
+
+/// The compiled probes, embedded at build time.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pintrace"));
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Ring buffer size in bytes (a power of two, a multiple of the page size).
+    pub ringbuf_bytes: u32,
+    pub rq_layout: Option<RqCompleteLayout>,
+    /// Forward the probes' aya-log diagnostics to the `log` crate.
+    pub verbose: bool,
+}
+
+pub struct Probes {
+    ebpf: Ebpf,
+    btf: Option<Btf>,
+    _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+/// Raises RLIMIT_MEMLOCK for kernels that still account BPF memory there.
+/// Kernels from 5.11 account it to the cgroup, so failing is only a warning.
+fn raise_memlock() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid, initialised rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        log::info!(
+            "could not raise RLIMIT_MEMLOCK ({}); fine on kernels from 5.11",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+impl Probes {
+    pub fn load(opts: &LoadOptions) -> Result<Probes> {
+        raise_memlock();
+        let btf = Btf::from_sys_fs().ok();
+        let layout = opts.rq_layout.unwrap_or(RqCompleteLayout {
+            dev: 8,
+            sector: 16,
+            nr_sector: 24,
+            error: 28,
+        });
+        let mut ebpf = EbpfLoader::new()
+            .btf(btf.as_ref())
+            .map_max_entries(EVENTS_MAP, opts.ringbuf_bytes)
+            .override_global(GLOBAL_RQ_DEV_OFF, &layout.dev, true)
+            .override_global(GLOBAL_RQ_SECTOR_OFF, &layout.sector, true)
+            .override_global(GLOBAL_RQ_NR_SECTOR_OFF, &layout.nr_sector, true)
+            .override_global(GLOBAL_RQ_ERROR_OFF, &layout.error, true)
+            .load(OBJECT)
+            .context("loading the eBPF object (maps)")?;
+        let logger = if opts.verbose {
+            match aya_log::EbpfLogger::init(&mut ebpf) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    log::debug!("no probe diagnostics: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Probes {
+            ebpf,
+            btf,
+            _logger: logger,
+        })
+    }
+
+    /// Whether fentry/fexit tracing programs load on this kernel: tries to
+    /// load (not attach) the fexit program of the first present site.
+    pub fn probe_fentry(&mut self, symbol: &str) -> Availability {
+        let Some(btf) = self.btf.as_ref() else {
+            return Availability::No("no kernel BTF (/sys/kernel/btf/vmlinux)".into());
+        };
+        let Some(site) = Site::ALL.into_iter().find(|s| s.symbol() == symbol) else {
+            return Availability::Unknown(format!("no fexit program for {symbol}"));
+        };
+        let name = site.programs().fexit;
+        let result = (|| -> Result<()> {
+            let prog: &mut FExit = program(&mut self.ebpf, name)?.try_into()?;
+            prog.load(symbol, btf)
+                .with_context(|| format!("loading fexit program {name} on {symbol}"))?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Availability::Yes,
+            Err(e) => Availability::No(format!("{e:#}")),
+        }
+    }
+
+    /// Attaches every probe of the plan. Nothing is attached twice: each site
+    /// gets either its fexit program or its kprobe pair.
+    pub fn attach(&mut self, plan: &Plan) -> Result<()> {
+        for site in &plan.sites {
+            let Some(method) = site.method else { continue };
+            let progs = site.id.programs();
+            match method {
+                Method::Fexit => {
+                    let btf = self.btf.as_ref().ok_or_else(|| anyhow!("fexit needs kernel BTF"))?;
+                    let prog: &mut FExit = program(&mut self.ebpf, progs.fexit)?.try_into()?;
+                    if prog.fd().is_err() {
+                        prog.load(site.symbol, btf)
+                            .with_context(|| format!("loading {}", progs.fexit))?;
+                    }
+                    prog.attach()
+                        .with_context(|| format!("attaching fexit to {}", site.symbol))?;
+                }
+                Method::Kprobe => {
+                    for name in [progs.kprobe, progs.kretprobe] {
+                        let prog: &mut KProbe = program(&mut self.ebpf, name)?.try_into()?;
+                        prog.load().with_context(|| format!("loading {name}"))?;
+                        prog.attach(site.symbol, 0)
+                            .with_context(|| format!("attaching {name} to {}", site.symbol))?;
+                    }
+                }
+            }
+        }
+        if plan.rq_complete.is_some() {
+            let prog: &mut TracePoint = program(&mut self.ebpf, PROG_RQ_COMPLETE)?.try_into()?;
+            prog.load().context("loading the block_rq_complete program")?;
+            prog.attach("block", "block_rq_complete")
+                .context("attaching to block:block_rq_complete")?;
+        }
+        Ok(())
+    }
+
+    /// Takes the ring buffer out, for the reader task.
+    pub fn take_events(&mut self) -> Result<EventSource> {
+        let map = self
+            .ebpf
+            .take_map(EVENTS_MAP)
+            .ok_or_else(|| anyhow!("the eBPF object has no {EVENTS_MAP} map"))?;
+        Ok(EventSource {
+            ring: RingBuf::try_from(map)?,
+        })
+    }
+
+    /// The probes' counters, summed over CPUs, in [`Counter::ALL`] order.
+    pub fn counters(&self) -> Result<Vec<(Counter, u64)>> {
+        let map = self
+            .ebpf
+            .map(COUNTERS_MAP)
+            .ok_or_else(|| anyhow!("the eBPF object has no {COUNTERS_MAP} map"))?;
+        let array: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
+        Counter::ALL
+            .iter()
+            .map(|&c| {
+                let values = array.get(&(c as u32), 0)?;
+                Ok((c, values.iter().sum()))
+            })
+            .collect()
+    }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| anyhow!("the eBPF object has no program {name}"))
+}
+
+/// The ring buffer, read record by record.
+pub struct EventSource {
+    ring: RingBuf<MapData>,
+}
+
+impl EventSource {
+    /// Hands every record now in the ring buffer to `f`; returns how many.
+    pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> usize {
+        let mut n = 0;
+        while let Some(item) = self.ring.next() {
+            f(&item);
+            n += 1;
+        }
+        n
+    }
+}
+
+impl AsRawFd for EventSource {
+    fn as_raw_fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+}

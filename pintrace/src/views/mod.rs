@@ -1,0 +1,5 @@
+//! Views: what a person or a program reads. Pure: each takes a value and
+//! returns text; the commands decide where it goes.
+
+pub mod doctor;
+pub mod summary;

@@ -1,0 +1,161 @@
+//! The end-of-run summary, for a person and as JSON.
+
+use crate::{
+    ledger::{Completions, Counts, Kind, ProcessTally, Tally},
+    vmstat::PinCounters,
+};
+use serde::Serialize;
+use std::{collections::BTreeMap, fmt::Write as _};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Workload {
+    pub command: Vec<String>,
+    pub pid: u32,
+    /// Exit code, or `None` when killed by a signal.
+    pub exit_code: Option<i32>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct VmstatCheck {
+    pub before: PinCounters,
+    pub after: PinCounters,
+    pub delta: PinCounters,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub kernel: String,
+    pub plan: String,
+    pub duration_s: f64,
+    pub events: u64,
+    pub by_kind: BTreeMap<Kind, Counts>,
+    pub processes: Vec<ProcessTally>,
+    pub completions: Completions,
+    /// Events the kernel side could not deliver, by cause.
+    pub lost: BTreeMap<&'static str, u64>,
+    pub decode_errors: u64,
+    pub lossless: bool,
+    pub vmstat: Option<VmstatCheck>,
+    pub workload: Option<Workload>,
+}
+
+impl Summary {
+    pub fn new(
+        tally: &Tally,
+        kernel: String,
+        plan: String,
+        duration_s: f64,
+        lost: BTreeMap<&'static str, u64>,
+        decode_errors: u64,
+    ) -> Summary {
+        let lossless = lost.values().all(|&v| v == 0) && decode_errors == 0;
+        Summary {
+            kind: "summary",
+            kernel,
+            plan,
+            duration_s,
+            events: tally.events,
+            by_kind: tally.by_kind.clone(),
+            processes: tally.processes().into_iter().take(20).cloned().collect(),
+            completions: tally.completions,
+            lost,
+            decode_errors,
+            lossless,
+            vmstat: None,
+            workload: None,
+        }
+    }
+}
+
+pub fn render(s: &Summary) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "pintrace on {} ({:.2} s)", s.kernel, s.duration_s);
+    let _ = writeln!(o, "plan: {}", s.plan);
+    let _ = writeln!(o, "\n{:<24} {:>10} {:>12} {:>8}", "acquired as", "calls", "pages", "failed");
+    for (kind, c) in &s.by_kind {
+        let _ = writeln!(
+            o,
+            "{:<24} {:>10} {:>12} {:>8}",
+            kind.label(),
+            c.calls,
+            c.pages,
+            c.failed_calls
+        );
+    }
+    if !s.processes.is_empty() {
+        let _ = writeln!(o, "\n{:>8} {:<16} {:>12} {:>12} {:>12}", "tgid", "comm", "pin", "longterm", "get");
+        for p in &s.processes {
+            let pages = |k| p.by_kind.get(&k).map(|c: &Counts| c.pages).unwrap_or(0);
+            let _ = writeln!(
+                o,
+                "{:>8} {:<16} {:>12} {:>12} {:>12}",
+                p.tgid,
+                p.comm.to_string(),
+                pages(Kind::Pin),
+                pages(Kind::LongtermPin),
+                pages(Kind::Get)
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\nblock requests completed: {} ({} sectors, {} with errors)",
+        s.completions.requests, s.completions.sectors, s.completions.errors
+    );
+    if let Some(v) = &s.vmstat {
+        let _ = writeln!(
+            o,
+            "vmstat: nr_foll_pin_acquired +{}, nr_foll_pin_released +{}",
+            v.delta.acquired, v.delta.released
+        );
+    }
+    if s.lossless {
+        let _ = writeln!(o, "events: {} (lossless)", s.events);
+    } else {
+        let lost: Vec<String> = s
+            .lost
+            .iter()
+            .filter(|(_, &v)| v > 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(
+            o,
+            "events: {} (LOSSY: lost {}; {} undecodable) - totals above are lower bounds",
+            s.events,
+            lost.join(" "),
+            s.decode_errors
+        );
+    }
+    if let Some(w) = &s.workload {
+        let status = w
+            .exit_code
+            .map(|c| format!("exit {c}"))
+            .unwrap_or_else(|| "killed by a signal".into());
+        let _ = writeln!(o, "workload: `{}` pid {} ({status})", w.command.join(" "), w.pid);
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flags::FollFlags;
+
+    #[test]
+    fn lossy_runs_say_so() {
+        let t = Tally::new(FollFlags::FROM_6_3);
+        let mut lost = BTreeMap::new();
+        lost.insert("ringbuf_full", 3);
+        let s = Summary::new(&t, "6.12".into(), "p".into(), 1.0, lost, 0);
+        assert!(!s.lossless);
+        let text = render(&s);
+        assert!(text.contains("LOSSY") && text.contains("ringbuf_full=3"), "{text}");
+        let s = Summary::new(&t, "6.12".into(), "p".into(), 1.0, BTreeMap::new(), 0);
+        assert!(s.lossless && render(&s).contains("(lossless)"));
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["type"], "summary");
+        assert_eq!(json["by_kind"]["pin"]["pages"], 0);
+    }
+}

@@ -1,0 +1,123 @@
+//! The pintrace binary on this machine's own kernel: what it says, how it
+//! fails, its exit codes. These run as part of the host test suite; the
+//! kernel-side behaviour is tested in the QEMU guests (tests/guest.rs).
+
+use std::{path::Path, process::Command};
+
+fn pintrace() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pintrace"))
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn kernel_has_kprobes() -> bool {
+    Path::new("/sys/bus/event_source/devices/kprobe").exists()
+}
+
+#[test]
+fn doctor_json_tells_the_truth_about_this_kernel() {
+    let out = pintrace().args(["doctor", "--json"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["type"], "doctor");
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(report["caps"]["release"], release.trim());
+    let kprobes = report["caps"]["kprobes"]["state"].as_str().unwrap();
+    assert_eq!(kprobes == "yes", kernel_has_kprobes(), "{report}");
+    assert_eq!(
+        report["caps"]["btf"].as_bool().unwrap(),
+        Path::new("/sys/kernel/btf/vmlinux").exists()
+    );
+    let vmstat = std::fs::read_to_string("/proc/vmstat").unwrap();
+    assert_eq!(
+        report["caps"]["vmstat_pin_counters"].as_bool().unwrap(),
+        vmstat.contains("nr_foll_pin_acquired")
+    );
+    // Every symbol the report calls present is in kallsyms (when readable).
+    if is_root() {
+        let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap();
+        for sym in report["caps"]["symbols"].as_array().unwrap() {
+            let name = sym["name"].as_str().unwrap();
+            let listed = kallsyms
+                .lines()
+                .any(|l| l.split_whitespace().nth(2) == Some(name));
+            assert_eq!(sym["present"].as_bool().unwrap(), listed, "{name}");
+        }
+    }
+    // Exit code: 0 when a plan exists, 1 when nothing can be traced.
+    let has_plan = report["plan"].get("Ok").is_some();
+    assert_eq!(out.status.code(), Some(if has_plan { 0 } else { 1 }));
+}
+
+#[test]
+fn doctor_text_names_missing_features() {
+    let out = pintrace().arg("doctor").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("kprobes") && text.contains("fentry/fexit"), "{text}");
+    if !kernel_has_kprobes() {
+        assert!(text.contains("CONFIG_KPROBES"), "{text}");
+    }
+}
+
+/// On a kernel with neither kprobes nor fentry (this project's build machines),
+/// `run` must fail with the missing features named and the way out, exit 2.
+#[test]
+fn run_without_kprobes_or_fentry_explains_and_exits_2() {
+    if !is_root() || kernel_has_kprobes() {
+        eprintln!("skipped: needs root on a kernel without kprobes");
+        return;
+    }
+    let doctor = pintrace().args(["doctor", "--json"]).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    if report["caps"]["fentry"]["state"] == "yes" {
+        eprintln!("skipped: fentry works on this kernel");
+        return;
+    }
+    let out = pintrace().args(["run", "--", "true"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("CONFIG_KPROBES"), "{stderr}");
+    assert!(stderr.contains("fentry/fexit"), "{stderr}");
+    assert!(stderr.contains("cargo xtask vm"), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+}
+
+#[test]
+fn run_unprivileged_names_the_capabilities() {
+    if !is_root() || !Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("skipped: needs root and setpriv to drop privileges");
+        return;
+    }
+    let out = Command::new("/usr/bin/setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(env!("CARGO_BIN_EXE_pintrace"))
+        .args(["run", "--", "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for cap in ["CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN"] {
+        assert!(stderr.contains(cap), "{stderr}");
+    }
+}
+
+#[test]
+fn bad_flags_name_the_flag_and_exit_2() {
+    for (args, needle) in [
+        (&["run", "--ringbuf-mib", "3"][..], "--ringbuf-mib"),
+        (&["run", "--ringbuf-mib", "-4"][..], "--ringbuf-mib"),
+        (&["run", "--duration", "abc"][..], "--duration"),
+        (&["run", "--duration", "0"][..], "--duration"),
+        (&["run", "--attach", "uprobe"][..], "--attach"),
+        (&["frobnicate"][..], "frobnicate"),
+    ] {
+        let out = pintrace().args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}

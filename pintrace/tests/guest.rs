@@ -1,0 +1,170 @@
+//! Tests against a real kernel with kprobes and fentry. They are `#[ignore]`d
+//! on the host and run inside the QEMU guests (Debian 6.1 and 6.12) by
+//! `cargo xtask vm` / `cargo xtask test`, which put this binary in the guest
+//! as /bin/pintrace-guest-tests and set `PINTRACE_BIN`.
+
+use pintrace::flags::parse_version;
+use serde_json::Value;
+use std::{
+    fs::{self, File, OpenOptions},
+    os::fd::AsRawFd,
+    path::PathBuf,
+    process::{Command, Output},
+};
+
+const IN_GUEST: &str = "needs a kernel with kprobes/fentry: run by `cargo xtask vm`";
+
+fn bin() -> String {
+    std::env::var("PINTRACE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_pintrace").to_owned())
+}
+
+fn pintrace(args: &[&str]) -> Output {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    eprintln!(
+        "$ pintrace {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn kernel_version() -> (u32, u32) {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    parse_version(release.trim()).unwrap()
+}
+
+/// A loop device over a file in the guest's tmpfs, detached on drop.
+struct LoopDev {
+    path: PathBuf,
+    _backing: PathBuf,
+    dev: File,
+}
+
+const LOOP_SET_FD: libc::c_ulong = 0x4C00;
+const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+
+impl LoopDev {
+    fn new(bytes: u64) -> LoopDev {
+        let backing = PathBuf::from(format!("/tmp/loop-backing-{}", std::process::id()));
+        let file = File::create(&backing).unwrap();
+        file.set_len(bytes).unwrap();
+        let ctl = File::open("/dev/loop-control").expect("the loop module is loaded");
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
+        let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) };
+        assert!(n >= 0, "no free loop device: {}", std::io::Error::last_os_error());
+        let path = PathBuf::from(format!("/dev/loop{n}"));
+        let dev = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let backing_fd = OpenOptions::new().read(true).write(true).open(&backing).unwrap();
+        // SAFETY: LOOP_SET_FD takes the backing file's descriptor as its argument.
+        let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_FD, backing_fd.as_raw_fd()) };
+        assert_eq!(rc, 0, "LOOP_SET_FD: {}", std::io::Error::last_os_error());
+        LoopDev {
+            path,
+            _backing: backing,
+            dev,
+        }
+    }
+}
+
+impl Drop for LoopDev {
+    fn drop(&mut self) {
+        // SAFETY: LOOP_CLR_FD takes no argument.
+        unsafe { libc::ioctl(self.dev.as_raw_fd(), LOOP_CLR_FD) };
+        let _ = fs::remove_file(&self._backing);
+    }
+}
+
+fn summary_of(out: &Output) -> Value {
+    assert!(out.status.success(), "pintrace run failed: {:?}", out.status);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains("\"type\":\"summary\""))
+        .expect("a summary line");
+    serde_json::from_str(line).unwrap()
+}
+
+fn pages(process: &Value, kind: &str) -> u64 {
+    process["by_kind"][kind]["pages"].as_u64().unwrap_or(0)
+}
+
+/// One 8 MiB O_DIRECT read from a loop device is 2048 page references taken
+/// by the reader: FOLL_PIN from 6.5 on (iov_iter_extract_pages), FOLL_GET
+/// before (iov_iter_get_pages). Checked with each attach method.
+fn dio_read_is_counted_by_kind(attach: &str) {
+    let dev = LoopDev::new(16 << 20);
+    let devpath = dev.path.to_str().unwrap();
+    let b = bin();
+    let out = pintrace(&[
+        "run", "--json", "--attach", attach, "--", &b, "engine", "--filename", devpath, "--rw",
+        "read", "--bs", "8M", "--size", "8M",
+    ]);
+    let summary = summary_of(&out);
+    let pid = summary["workload"]["pid"].as_u64().unwrap();
+    let reader = summary["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["tgid"].as_u64() == Some(pid))
+        .unwrap_or_else(|| panic!("the reader (pid {pid}) was not seen: {summary}"));
+    let converted = kernel_version() >= (6, 5);
+    let (taken, other) = if converted { ("pin", "get") } else { ("get", "pin") };
+    assert_eq!(pages(reader, taken), 2048, "{reader}");
+    assert_eq!(pages(reader, other), 0, "{reader}");
+    assert_eq!(pages(reader, "longterm_pin"), 0, "{reader}");
+    assert_eq!(summary["lossless"], true, "{summary}");
+    assert!(summary["completions"]["requests"].as_u64().unwrap() > 0, "{summary}");
+    let plan = summary["plan"].as_str().unwrap();
+    let method = if attach == "fexit" { "=fexit" } else { "=kprobe+kretprobe" };
+    assert!(plan.contains(&format!("pin_user_pages_fast{method}")), "{plan}");
+    // The kernel's own counters agree: the pins were taken and released.
+    let delta = &summary["vmstat"]["delta"];
+    if converted {
+        assert!(delta["acquired"].as_u64().unwrap() >= 2048, "{delta}");
+        assert!(delta["released"].as_u64().unwrap() >= 2048, "{delta}");
+    }
+}
+
+#[test]
+#[ignore = "needs a kernel with kprobes/fentry: run by `cargo xtask vm`"]
+fn dio_read_is_counted_by_kind_with_fexit() {
+    dio_read_is_counted_by_kind("fexit");
+}
+
+#[test]
+#[ignore = "needs a kernel with kprobes/fentry: run by `cargo xtask vm`"]
+fn dio_read_is_counted_by_kind_with_kprobes() {
+    dio_read_is_counted_by_kind("kprobe");
+}
+
+#[test]
+#[ignore = "needs a kernel with kprobes/fentry: run by `cargo xtask vm`"]
+fn doctor_sees_kprobes_fentry_and_the_symbols() {
+    let out = pintrace(&["doctor", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let caps = &report["caps"];
+    assert_eq!(caps["kprobes"]["state"], "yes", "{caps}");
+    assert_eq!(caps["fentry"]["state"], "yes", "{caps}");
+    assert_eq!(caps["btf"], true);
+    let present = |name: &str| {
+        caps["symbols"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .map(|s| s["present"] == true)
+            .unwrap()
+    };
+    assert!(present("pin_user_pages_fast") && present("get_user_pages_fast"));
+    // Release API differences of shared/KERNEL.md, checked on the real kernel.
+    let v = kernel_version();
+    assert_eq!(present("unpin_user_folio"), v >= (6, 12), "unpin_user_folio on {v:?}");
+    assert_eq!(present("iov_iter_extract_pages"), v >= (6, 3));
+    let sites = report["plan"]["Ok"]["sites"].as_array().unwrap();
+    assert!(sites.iter().all(|s| s["method"] == "fexit"), "{sites:?}");
+    let _ = IN_GUEST;
+}
