@@ -13,10 +13,14 @@
 #![no_main]
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::{bpf_get_func_arg, bpf_get_func_ret},
+    },
     macros::{fexit, kprobe, kretprobe, map, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::{FExitContext, ProbeContext, RetProbeContext, TracePointContext},
+    EbpfContext as _,
 };
 use aya_log_ebpf::warn;
 use pintrace_common::{
@@ -94,18 +98,35 @@ fn fast_args_kprobe(ctx: &ProbeContext) -> EntryArgs {
     }
 }
 
+/// The `n`th raw argument of a traced function. `bpf_get_func_arg` reads the
+/// trampoline's saved registers without the BTF type check of a context
+/// load, which rejects pointer-to-pointer arguments such as `struct page **`.
+#[inline(always)]
+fn func_arg(ctx: &FExitContext, n: u32) -> u64 {
+    let mut v = 0u64;
+    // SAFETY: ctx is the tracing context; the helper bounds-checks n.
+    unsafe { bpf_get_func_arg(ctx.as_ptr(), n, &mut v) };
+    v
+}
+
+#[inline(always)]
+fn func_ret(ctx: &FExitContext) -> u64 {
+    let mut v = 0u64;
+    // SAFETY: ctx is an fexit context, where the helper is allowed.
+    unsafe { bpf_get_func_ret(ctx.as_ptr(), &mut v) };
+    v
+}
+
 #[inline(always)]
 fn fast_fexit(ctx: &FExitContext, site: Site) -> u32 {
     let args = EntryArgs {
-        start: ctx.arg::<u64>(0),
-        nr_pages: ctx.arg::<i32>(1),
-        gup_flags: ctx.arg::<u32>(2),
-        pages: ctx.arg::<u64>(3),
+        start: func_arg(ctx, 0),
+        nr_pages: func_arg(ctx, 1) as i32,
+        gup_flags: func_arg(ctx, 2) as u32,
+        pages: func_arg(ctx, 3),
         ts_ns: now_ns(),
     };
-    // The return value sits right after the four arguments.
-    let ret: i32 = ctx.arg::<i32>(4);
-    emit_acquire(site, &args, ret as i64);
+    emit_acquire(site, &args, func_ret(ctx) as i32 as i64);
     0
 }
 
