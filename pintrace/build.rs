@@ -1,7 +1,6 @@
 //! Builds the eBPF object (pintrace-ebpf) with aya-build; `main.rs` embeds it.
 use anyhow::{anyhow, Context as _};
 
-
 fn main() -> anyhow::Result<()> {
     let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
         .no_deps()
@@ -20,6 +19,7 @@ fn main() -> anyhow::Result<()> {
         root_dir: root.as_str(),
         ..Default::default()
     };
-    aya_build::build_ebpf([package], aya_build::Toolchain::default())
-        .context("building the eBPF probes: run `cargo xtask setup` if bpf-linker or rust-src is missing")
+    aya_build::build_ebpf([package], aya_build::Toolchain::default()).context(
+        "building the eBPF probes: run `cargo xtask setup` if bpf-linker or rust-src is missing",
+    )
 }

@@ -108,7 +108,9 @@ impl Caps {
             .as_ref()
             .and_then(|t| fs::read_to_string(t.join("available_filter_functions")).ok());
         let kprobes = if Path::new("/sys/bus/event_source/devices/kprobe").exists()
-            || tracefs.as_ref().is_some_and(|t| t.join("kprobe_events").exists())
+            || tracefs
+                .as_ref()
+                .is_some_and(|t| t.join("kprobe_events").exists())
         {
             Availability::Yes
         } else {
@@ -119,7 +121,8 @@ impl Caps {
             )
         };
         let rq_complete = tracefs.as_ref().and_then(|t| {
-            let format = fs::read_to_string(t.join("events/block/block_rq_complete/format")).ok()?;
+            let format =
+                fs::read_to_string(t.join("events/block/block_rq_complete/format")).ok()?;
             parse_rq_complete_format(&format)
         });
         let vmstat = fs::read_to_string("/proc/vmstat").unwrap_or_default();
@@ -333,7 +336,10 @@ format:
 
     #[test]
     fn privileges_name_the_capabilities() {
-        assert_eq!(privileges_from_capeff(1 << CAP_SYS_ADMIN), Availability::Yes);
+        assert_eq!(
+            privileges_from_capeff(1 << CAP_SYS_ADMIN),
+            Availability::Yes
+        );
         assert_eq!(
             privileges_from_capeff((1 << CAP_BPF) | (1 << CAP_PERFMON)),
             Availability::Yes

@@ -279,11 +279,20 @@ mod tests {
 
     #[test]
     fn bad_records_are_errors() {
-        assert!(matches!(decode(&[1, 0]), Err(DecodeError::Truncated { .. })));
+        assert!(matches!(
+            decode(&[1, 0]),
+            Err(DecodeError::Truncated { .. })
+        ));
         let mut bytes = encode::acquire(&sample());
         bytes.truncate(20);
-        assert!(matches!(decode(&bytes), Err(DecodeError::Truncated { tag: 1, .. })));
-        assert_eq!(decode(&99u32.to_ne_bytes()), Err(DecodeError::UnknownTag(99)));
+        assert!(matches!(
+            decode(&bytes),
+            Err(DecodeError::Truncated { tag: 1, .. })
+        ));
+        assert_eq!(
+            decode(&99u32.to_ne_bytes()),
+            Err(DecodeError::UnknownTag(99))
+        );
         let mut bytes = encode::acquire(&sample());
         bytes[4] = 77;
         assert_eq!(decode(&bytes), Err(DecodeError::UnknownSite(77)));

@@ -48,7 +48,10 @@ mod tests {
         assert_eq!(parse_version("6.12.117+deb12-cloud-amd64"), Some((6, 12)));
         assert_eq!(parse_version("6.1.0-56-cloud-amd64"), Some((6, 1)));
         assert_eq!(parse_version("garbage"), None);
-        assert_eq!(FollFlags::for_release("6.1.0-56-cloud-amd64"), FollFlags::UP_TO_6_2);
+        assert_eq!(
+            FollFlags::for_release("6.1.0-56-cloud-amd64"),
+            FollFlags::UP_TO_6_2
+        );
         assert_eq!(FollFlags::for_release("6.3.0"), FollFlags::FROM_6_3);
         assert_eq!(FollFlags::for_release("6.18.44"), FollFlags::FROM_6_3);
     }

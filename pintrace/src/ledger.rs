@@ -106,11 +106,14 @@ impl Tally {
             Event::Acquire(a) => {
                 let kind = Kind::of(a, &self.flags);
                 self.by_kind.entry(kind).or_default().add(a);
-                let p = self.processes.entry(a.tgid).or_insert_with(|| ProcessTally {
-                    tgid: a.tgid,
-                    comm: a.comm,
-                    by_kind: BTreeMap::new(),
-                });
+                let p = self
+                    .processes
+                    .entry(a.tgid)
+                    .or_insert_with(|| ProcessTally {
+                        tgid: a.tgid,
+                        comm: a.comm,
+                        by_kind: BTreeMap::new(),
+                    });
                 p.by_kind.entry(kind).or_default().add(a);
             }
             Event::RqComplete(r) => {
@@ -181,10 +184,24 @@ mod tests {
         assert_eq!(t.kind(Kind::Pin).pages, 2048);
         assert_eq!(t.kind(Kind::Pin).calls, 8);
         assert_eq!(t.kind(Kind::LongtermPin).pages, 4);
-        assert_eq!(t.kind(Kind::Get), Counts { calls: 1, pages: 1, failed_calls: 1 });
+        assert_eq!(
+            t.kind(Kind::Get),
+            Counts {
+                calls: 1,
+                pages: 1,
+                failed_calls: 1
+            }
+        );
         assert_eq!(t.process(10).unwrap().by_kind[&Kind::Pin].pages, 2048);
         assert_eq!(t.processes()[0].tgid, 10);
-        assert_eq!(t.completions, Completions { requests: 1, sectors: 8, errors: 1 });
+        assert_eq!(
+            t.completions,
+            Completions {
+                requests: 1,
+                sectors: 8,
+                errors: 1
+            }
+        );
         assert_eq!(t.events, 12);
     }
 
@@ -193,7 +210,9 @@ mod tests {
         // 0x10000 is FOLL_LONGTERM before 6.3 but not after.
         let old = FollFlags::UP_TO_6_2;
         let ev = acquire(Site::PinUserPagesFast, 1, 1, 0x10000);
-        let Event::Acquire(a) = ev else { unreachable!() };
+        let Event::Acquire(a) = ev else {
+            unreachable!()
+        };
         assert_eq!(Kind::of(&a, &old), Kind::LongtermPin);
         assert_eq!(Kind::of(&a, &FollFlags::FROM_6_3), Kind::Pin);
     }

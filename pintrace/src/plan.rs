@@ -91,7 +91,10 @@ impl Plan {
             let (method, reason) = if !present {
                 (None, format!("{symbol} is not in /proc/kallsyms"))
             } else if fexit_ok {
-                (Some(Method::Fexit), "fentry/fexit programs load here".into())
+                (
+                    Some(Method::Fexit),
+                    "fentry/fexit programs load here".into(),
+                )
             } else if kprobe_ok {
                 let why = if preference == Preference::Kprobe {
                     "chosen with --attach kprobe".to_owned()
@@ -191,7 +194,8 @@ mod tests {
     use crate::caps::symbol_table;
 
     fn caps(kprobes: bool, fentry: bool) -> Caps {
-        let kallsyms = "ffffffff815f3b40 T get_user_pages_fast\nffffffff815f3ba0 T pin_user_pages_fast\n";
+        let kallsyms =
+            "ffffffff815f3b40 T get_user_pages_fast\nffffffff815f3ba0 T pin_user_pages_fast\n";
         Caps {
             release: "6.12.0-test".into(),
             privileged: Availability::Yes,
@@ -239,7 +243,11 @@ mod tests {
         let mut c = caps(true, false);
         c.symbols = symbol_table("ffffffff815f3ba0 T pin_user_pages_fast\n", None);
         let plan = Plan::build(&c, Preference::Auto).unwrap();
-        let get = plan.sites.iter().find(|s| s.symbol == "get_user_pages_fast").unwrap();
+        let get = plan
+            .sites
+            .iter()
+            .find(|s| s.symbol == "get_user_pages_fast")
+            .unwrap();
         assert_eq!(get.method, None);
         assert!(get.reason.contains("kallsyms"));
         assert!(plan.summary().contains("get_user_pages_fast=off"));

@@ -119,7 +119,10 @@ impl Probes {
             let progs = site.id.programs();
             match method {
                 Method::Fexit => {
-                    let btf = self.btf.as_ref().ok_or_else(|| anyhow!("fexit needs kernel BTF"))?;
+                    let btf = self
+                        .btf
+                        .as_ref()
+                        .ok_or_else(|| anyhow!("fexit needs kernel BTF"))?;
                     let prog: &mut FExit = program(&mut self.ebpf, progs.fexit)?.try_into()?;
                     if prog.fd().is_err() {
                         prog.load(site.symbol, btf)
@@ -140,7 +143,8 @@ impl Probes {
         }
         if plan.rq_complete.is_some() {
             let prog: &mut TracePoint = program(&mut self.ebpf, PROG_RQ_COMPLETE)?.try_into()?;
-            prog.load().context("loading the block_rq_complete program")?;
+            prog.load()
+                .context("loading the block_rq_complete program")?;
             prog.attach("block", "block_rq_complete")
                 .context("attaching to block:block_rq_complete")?;
         }

@@ -51,9 +51,16 @@ mod tests {
 
     #[test]
     fn parses_and_subtracts() {
-        let a = parse("nr_free_pages 5\nnr_foll_pin_acquired 10\nnr_foll_pin_released 4\n").unwrap();
+        let a =
+            parse("nr_free_pages 5\nnr_foll_pin_acquired 10\nnr_foll_pin_released 4\n").unwrap();
         let b = parse("nr_foll_pin_released 2052\nnr_foll_pin_acquired 2058\n").unwrap();
-        assert_eq!(a.delta_to(&b), PinCounters { acquired: 2048, released: 2048 });
+        assert_eq!(
+            a.delta_to(&b),
+            PinCounters {
+                acquired: 2048,
+                released: 2048
+            }
+        );
         assert_eq!(parse("nr_free_pages 5\n"), None);
     }
 }

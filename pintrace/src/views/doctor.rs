@@ -36,7 +36,11 @@ pub fn render(r: &DoctorReport) -> String {
     let _ = writeln!(
         s,
         "BTF                 {}",
-        if c.btf { "yes (/sys/kernel/btf/vmlinux)" } else { "NO" }
+        if c.btf {
+            "yes (/sys/kernel/btf/vmlinux)"
+        } else {
+            "NO"
+        }
     );
     let _ = writeln!(
         s,
@@ -101,7 +105,11 @@ pub fn render(r: &DoctorReport) -> String {
                 s,
                 "  {:<22} {}",
                 "block:block_rq_complete",
-                if plan.rq_complete.is_some() { "tracepoint" } else { "not watched" }
+                if plan.rq_complete.is_some() {
+                    "tracepoint"
+                } else {
+                    "not watched"
+                }
             );
             for note in &plan.notes {
                 let _ = writeln!(s, "  note: {note}");

@@ -73,7 +73,11 @@ pub fn render(s: &Summary) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "pintrace on {} ({:.2} s)", s.kernel, s.duration_s);
     let _ = writeln!(o, "plan: {}", s.plan);
-    let _ = writeln!(o, "\n{:<24} {:>10} {:>12} {:>8}", "acquired as", "calls", "pages", "failed");
+    let _ = writeln!(
+        o,
+        "\n{:<24} {:>10} {:>12} {:>8}",
+        "acquired as", "calls", "pages", "failed"
+    );
     for (kind, c) in &s.by_kind {
         let _ = writeln!(
             o,
@@ -85,7 +89,11 @@ pub fn render(s: &Summary) -> String {
         );
     }
     if !s.processes.is_empty() {
-        let _ = writeln!(o, "\n{:>8} {:<16} {:>12} {:>12} {:>12}", "tgid", "comm", "pin", "longterm", "get");
+        let _ = writeln!(
+            o,
+            "\n{:>8} {:<16} {:>12} {:>12} {:>12}",
+            "tgid", "comm", "pin", "longterm", "get"
+        );
         for p in &s.processes {
             let pages = |k| p.by_kind.get(&k).map(|c: &Counts| c.pages).unwrap_or(0);
             let _ = writeln!(
@@ -133,7 +141,12 @@ pub fn render(s: &Summary) -> String {
             .exit_code
             .map(|c| format!("exit {c}"))
             .unwrap_or_else(|| "killed by a signal".into());
-        let _ = writeln!(o, "workload: `{}` pid {} ({status})", w.command.join(" "), w.pid);
+        let _ = writeln!(
+            o,
+            "workload: `{}` pid {} ({status})",
+            w.command.join(" "),
+            w.pid
+        );
     }
     o
 }
@@ -151,7 +164,10 @@ mod tests {
         let s = Summary::new(&t, "6.12".into(), "p".into(), 1.0, lost, 0);
         assert!(!s.lossless);
         let text = render(&s);
-        assert!(text.contains("LOSSY") && text.contains("ringbuf_full=3"), "{text}");
+        assert!(
+            text.contains("LOSSY") && text.contains("ringbuf_full=3"),
+            "{text}"
+        );
         let s = Summary::new(&t, "6.12".into(), "p".into(), 1.0, BTreeMap::new(), 0);
         assert!(s.lossless && render(&s).contains("(lossless)"));
         let json = serde_json::to_value(&s).unwrap();
