@@ -1,0 +1,439 @@
+//! Boot a kernel in QEMU with a generated initramfs, stream its console,
+//! and judge the run. `boot` is the API the xtask commands share.
+
+use crate::console::{self, Verdict};
+use crate::debian::Kernel;
+use crate::initramfs::{self, GuestFile, Payload};
+use crate::util::{self, display, Workspace};
+use anyhow::{anyhow, Context as _, Result};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const APPEND: &str = "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init";
+/// How long the KVM probe waits for the BOOTED marker.
+const KVM_PROBE: Duration = Duration::from_secs(20);
+/// After EXIT, how long QEMU gets to power off before it is killed.
+const POWEROFF_GRACE: Duration = Duration::from_secs(30);
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Accel {
+    /// KVM when /dev/kvm works and a cached probe says it boots guests here.
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// Everything one guest run needs.
+#[derive(Debug, Clone)]
+pub struct BootRequest {
+    pub kernel: Kernel,
+    /// Module names to load (with their dependencies) when the kernel has a
+    /// module tree.
+    pub modules: Vec<String>,
+    pub payload: Payload,
+    /// `/bin/<name>` ← host binary; shared libraries come along.
+    pub binaries: Vec<(String, PathBuf)>,
+    pub files: Vec<GuestFile>,
+    pub timeout: Duration,
+    pub memory_mib: u32,
+    pub smp: u32,
+    pub accel: Accel,
+    /// Copy the console to stdout while it runs.
+    pub echo: bool,
+    /// Appended to the QEMU command line (disks, devices).
+    pub qemu_args: Vec<String>,
+}
+
+impl BootRequest {
+    pub fn new(kernel: Kernel, payload: Payload) -> Self {
+        Self {
+            kernel,
+            modules: vec!["loop".into()],
+            payload,
+            binaries: Vec::new(),
+            files: Vec::new(),
+            timeout: Duration::from_secs(900),
+            memory_mib: 2048,
+            smp: 2,
+            accel: Accel::Auto,
+            echo: true,
+            qemu_args: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    pub log: PathBuf,
+    /// The whole console, for commands that read more than the verdict.
+    #[allow(dead_code)]
+    pub console: String,
+    /// Files the guest exported, decoded on the host.
+    pub exports: Vec<PathBuf>,
+    /// Kernel release from the BOOTED marker.
+    pub release: Option<String>,
+    /// From QEMU's start to the BOOTED marker.
+    pub boot_time: Option<Duration>,
+    pub total_time: Duration,
+    pub accel: &'static str,
+    /// Harness notes: damaged exports, modules that failed, kernel warnings.
+    pub notes: Vec<String>,
+}
+
+/// Build the initramfs, boot, stream, judge.
+pub fn boot(ws: &Workspace, req: &BootRequest) -> Result<Outcome> {
+    let qemu = qemu_binary()?;
+    let accel = choose_accel(ws, req, &qemu)?;
+    launch(ws, req, &qemu, accel)
+}
+
+fn qemu_binary() -> Result<PathBuf> {
+    which::which("qemu-system-x86_64")
+        .map_err(|_| anyhow!("qemu-system-x86_64 is not installed: run `cargo xtask setup`"))
+}
+
+fn busybox() -> Result<PathBuf> {
+    which::which("busybox")
+        .map_err(|_| anyhow!("busybox is not installed: run `cargo xtask setup` (busybox-static)"))
+}
+
+/// A fresh run name: `<kernel>-<unix time>`, unique among the logs.
+fn run_id(ws: &Workspace, label: &str) -> String {
+    let base = format!("{}-{}", console::safe_name(label), util::unix_time());
+    let logs = ws.vm_dir().join("logs");
+    (0..)
+        .map(|i| {
+            if i == 0 {
+                base.clone()
+            } else {
+                format!("{base}-{i}")
+            }
+        })
+        .find(|id| !logs.join(format!("{id}.log")).exists())
+        .expect("some name is free")
+}
+
+fn launch(ws: &Workspace, req: &BootRequest, qemu: &Path, accel: &'static str) -> Result<Outcome> {
+    let mut notes = Vec::new();
+    let modules = match req.kernel.module_index()? {
+        Some(index) => {
+            let plan = index.plan(&req.modules)?;
+            if !plan.builtin.is_empty() {
+                notes.push(format!(
+                    "built into the kernel: {}",
+                    plan.builtin.join(", ")
+                ));
+            }
+            plan.order
+        }
+        None => {
+            if !req.modules.is_empty() {
+                notes.push(format!(
+                    "no module tree for {} (give --modules DIR): loading no modules",
+                    req.kernel.origin
+                ));
+            }
+            Vec::new()
+        }
+    };
+    let id = run_id(ws, &req.kernel.label);
+    let vm = ws.vm_dir();
+    let run_dir = vm.join("runs").join(&id);
+    let log_path = vm.join("logs").join(format!("{id}.log"));
+    util::create_dir(&run_dir)?;
+    util::create_dir(log_path.parent().expect("logs folder"))?;
+
+    let busybox = busybox()?;
+    let cpio = initramfs::build(&initramfs::Spec {
+        busybox: &busybox,
+        binaries: &req.binaries,
+        files: &req.files,
+        modules: &modules,
+        payload: &req.payload,
+    })?;
+    let initrd = run_dir.join("initramfs.cpio");
+    std::fs::write(&initrd, &cpio).with_context(|| format!("writing {}", initrd.display()))?;
+    let export_file = run_dir.join("export.txt");
+
+    let mut cmd = Command::new(qemu);
+    cmd.arg("-kernel")
+        .arg(&req.kernel.image)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", APPEND])
+        .args([
+            "-m",
+            &req.memory_mib.to_string(),
+            "-smp",
+            &req.smp.to_string(),
+        ])
+        .args(["-display", "none", "-no-reboot", "-nodefaults"])
+        .args(["-serial", "stdio", "-serial"])
+        .arg(format!(
+            "file:{}",
+            export_file.display().to_string().replace(',', ",,")
+        ))
+        .args([
+            "-accel",
+            accel,
+            "-cpu",
+            if accel == "kvm" { "host" } else { "max" },
+        ])
+        .args(&req.qemu_args);
+    let module_names: Vec<&str> = modules.iter().map(|(n, _)| n.as_str()).collect();
+    if req.echo {
+        println!(
+            "vm: booting {} ({}) with {accel}, modules [{}], initramfs {} MiB, timeout {} s",
+            req.kernel.label,
+            req.kernel.origin,
+            module_names.join(" "),
+            cpio.len() >> 20,
+            req.timeout.as_secs()
+        );
+    }
+    let mut log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    writeln!(log, "# {}", display(&cmd))?;
+
+    let run = stream(&mut cmd, req.timeout, req.echo, &mut log)?;
+    let console_text = String::from_utf8_lossy(&run.console).into_owned();
+    let verdict = console::verdict(
+        &console_text,
+        run.timed_out.then_some(req.timeout.as_secs()),
+    );
+
+    for l in console::markers(&console_text, "WARN") {
+        notes.push(format!("guest: {l}"));
+    }
+    notes.extend(
+        console::kernel_trouble(&console_text)
+            .into_iter()
+            .map(|l| format!("kernel: {l}")),
+    );
+    let export_text = std::fs::read_to_string(&export_file).unwrap_or_default();
+    let out_dir = vm.join("out").join(&id);
+    let mut exports = Vec::new();
+    for e in console::exports(&console_text)
+        .into_iter()
+        .chain(console::exports(&export_text))
+    {
+        util::create_dir(&out_dir)?;
+        let path = out_dir.join(&e.name);
+        std::fs::write(&path, &e.data).with_context(|| format!("writing {}", path.display()))?;
+        if e.damaged {
+            notes.push(format!("export {} arrived damaged", e.name));
+        }
+        exports.push(path);
+    }
+    writeln!(
+        log,
+        "\n# verdict: {verdict} ({accel}, {:.1} s)",
+        run.elapsed.as_secs_f64()
+    )?;
+    let _ = std::fs::remove_dir_all(&run_dir);
+    Ok(Outcome {
+        release: console::booted(&console_text).map(str::to_string),
+        verdict,
+        log: log_path,
+        console: console_text,
+        exports,
+        boot_time: run.booted_at,
+        total_time: run.elapsed,
+        accel,
+        notes,
+    })
+}
+
+struct Streamed {
+    console: Vec<u8>,
+    timed_out: bool,
+    booted_at: Option<Duration>,
+    elapsed: Duration,
+}
+
+enum Chunk {
+    Out(Vec<u8>),
+    Err(Vec<u8>),
+    OutDone,
+}
+
+fn pump(mut from: impl Read + Send + 'static, tx: mpsc::Sender<Chunk>, out: bool) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let c = buf[..n].to_vec();
+                    let _ = tx.send(if out { Chunk::Out(c) } else { Chunk::Err(c) });
+                }
+            }
+        }
+        if out {
+            let _ = tx.send(Chunk::OutDone);
+        }
+    });
+}
+
+fn find(hay: &[u8], needle: &[u8], from: usize) -> bool {
+    let from = from.saturating_sub(needle.len());
+    hay.get(from..)
+        .is_some_and(|h| h.windows(needle.len()).any(|w| w == needle))
+}
+
+/// Run QEMU, copying its output to the log (and stdout), until it exits, the
+/// timeout passes, or it lingers after the EXIT marker.
+fn stream(
+    cmd: &mut Command,
+    timeout: Duration,
+    echo: bool,
+    log: &mut std::fs::File,
+) -> Result<Streamed> {
+    let start = Instant::now();
+    let mut child: Child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", display(cmd)))?;
+    let (tx, rx) = mpsc::channel();
+    pump(child.stdout.take().expect("piped"), tx.clone(), true);
+    pump(child.stderr.take().expect("piped"), tx, false);
+    let booted_mark = format!("{}BOOTED", console::MARK).into_bytes();
+    let exit_mark = format!("{}EXIT", console::MARK).into_bytes();
+    let mut console = Vec::new();
+    let (mut booted_at, mut exited_at, mut timed_out) = (None, None::<Instant>, false);
+    loop {
+        let deadline = match exited_at {
+            Some(t) => (t + POWEROFF_GRACE).min(start + timeout),
+            None => start + timeout,
+        };
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(wait) {
+            Ok(Chunk::Out(c)) => {
+                let from = console.len();
+                console.extend_from_slice(&c);
+                log.write_all(&c)?;
+                if echo {
+                    let mut so = std::io::stdout().lock();
+                    let _ = so.write_all(&c);
+                    let _ = so.flush();
+                }
+                if booted_at.is_none() && find(&console, &booted_mark, from) {
+                    booted_at = Some(start.elapsed());
+                }
+                if exited_at.is_none() && find(&console, &exit_mark, from) {
+                    exited_at = Some(Instant::now());
+                }
+            }
+            Ok(Chunk::Err(c)) => {
+                log.write_all(&c)?;
+                if echo {
+                    let _ = std::io::stderr().write_all(&c);
+                }
+            }
+            Ok(Chunk::OutDone) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                timed_out = exited_at.is_none();
+                let _ = child.kill();
+                break;
+            }
+        }
+    }
+    let _ = child.wait();
+    // Whatever was still in flight when QEMU ended.
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_millis(200)) {
+        match chunk {
+            Chunk::Out(c) => {
+                console.extend_from_slice(&c);
+                log.write_all(&c)?;
+            }
+            Chunk::Err(c) => log.write_all(&c)?,
+            Chunk::OutDone => {}
+        }
+    }
+    Ok(Streamed {
+        console,
+        timed_out,
+        booted_at,
+        elapsed: start.elapsed(),
+    })
+}
+
+// ---------------------------------------------------------------- KVM
+
+fn kvm_usable() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+fn choose_accel(ws: &Workspace, req: &BootRequest, qemu: &Path) -> Result<&'static str> {
+    match req.accel {
+        Accel::Tcg => return Ok("tcg"),
+        Accel::Kvm => return Ok("kvm"),
+        Accel::Auto => {}
+    }
+    if !kvm_usable() {
+        return Ok("tcg");
+    }
+    // The verdict holds for this host kernel and this QEMU.
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let qemu_version = util::try_output(Command::new(qemu).arg("--version")).unwrap_or_default();
+    let key = format!(
+        "host={} qemu={}",
+        host.trim(),
+        qemu_version.lines().next().unwrap_or("").trim()
+    );
+    let cache = ws.vm_dir().join("kvm-verdict");
+    if let Ok(text) = std::fs::read_to_string(&cache) {
+        let mut lines = text.lines();
+        if let (Some(verdict), Some(k)) = (lines.next(), lines.next()) {
+            if k == key {
+                return Ok(if verdict.starts_with("kvm=yes") {
+                    "kvm"
+                } else {
+                    "tcg"
+                });
+            }
+        }
+    }
+    println!(
+        "vm: /dev/kvm is present; probing whether KVM boots guests here (up to {} s)",
+        KVM_PROBE.as_secs()
+    );
+    let mut probe = BootRequest::new(req.kernel.clone(), Payload::new(["true"]));
+    probe.modules.clear();
+    probe.timeout = KVM_PROBE;
+    probe.echo = false;
+    probe.memory_mib = 512;
+    probe.smp = 1;
+    let (works, why) = match launch(ws, &probe, qemu, "kvm") {
+        Ok(o) if o.release.is_some() => (
+            true,
+            format!("booted in {:.1} s", o.total_time.as_secs_f64()),
+        ),
+        Ok(o) => (false, format!("{} (log {})", o.verdict, o.log.display())),
+        Err(e) => (false, format!("{e:#}")),
+    };
+    println!(
+        "vm: KVM {}: {why}",
+        if works {
+            "works"
+        } else {
+            "does not boot guests"
+        }
+    );
+    util::create_dir(&ws.vm_dir())?;
+    let line = if works { "kvm=yes" } else { "kvm=no" };
+    std::fs::write(&cache, format!("{line} {why}\n{key}\n"))
+        .with_context(|| format!("writing {}", cache.display()))?;
+    Ok(if works { "kvm" } else { "tcg" })
+}

@@ -1,0 +1,161 @@
+//! `cargo xtask test`: the one command that runs every test. Setup, the
+//! host tests, then the guest suite on each Debian kernel, then a table.
+
+use crate::debian::SERIES;
+use crate::setup::{self, SetupArgs};
+use crate::util::{self, Workspace};
+use crate::vm::{self, GuestOpts};
+use anyhow::Result;
+use std::time::Instant;
+
+#[derive(clap::Args, Debug)]
+pub struct TestArgs {
+    /// Only `cargo test --workspace` on the host.
+    #[arg(long, conflicts_with = "vm_only")]
+    pub host_only: bool,
+    /// Only the guest suite in QEMU.
+    #[arg(long)]
+    pub vm_only: bool,
+    #[command(flatten)]
+    pub guest: GuestOpts,
+}
+
+struct Row {
+    suite: &'static str,
+    kernel: String,
+    verdict: String,
+    passed: bool,
+    secs: f64,
+}
+
+pub fn test(ws: &Workspace, args: &TestArgs) -> Result<bool> {
+    setup::setup(&SetupArgs::default())?;
+    let mut rows = Vec::new();
+
+    if !args.vm_only {
+        let t = Instant::now();
+        let mut cmd = util::cargo();
+        cmd.args(["test", "--workspace"]).current_dir(&ws.root);
+        let res = util::run(&mut cmd);
+        let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        rows.push(Row {
+            suite: "host",
+            kernel: format!("host {}", host.trim()),
+            verdict: match &res {
+                Ok(()) => "pass".into(),
+                Err(e) => format!("fail: {e:#}"),
+            },
+            passed: res.is_ok(),
+            secs: t.elapsed().as_secs_f64(),
+        });
+    }
+
+    if !args.host_only {
+        let kernels: Vec<String> = if args.guest.kernel.is_empty() {
+            SERIES.iter().map(|s| s.to_string()).collect()
+        } else {
+            args.guest.kernel.clone()
+        };
+        let t = Instant::now();
+        match vm::build(ws, true) {
+            Err(e) => rows.extend(kernels.iter().map(|k| Row {
+                suite: "guest",
+                kernel: k.clone(),
+                verdict: format!("fail: {e:#}"),
+                passed: false,
+                secs: t.elapsed().as_secs_f64(),
+            })),
+            Ok(built) => {
+                for k in &kernels {
+                    let t = Instant::now();
+                    let res = vm::run_guest(ws, &args.guest, k, &built, vm::suite_payload());
+                    let row = match res {
+                        Ok(o) => {
+                            vm::report(&o);
+                            Row {
+                                suite: "guest",
+                                kernel: match &o.release {
+                                    Some(r) => format!("{k} ({r})"),
+                                    None => k.clone(),
+                                },
+                                verdict: format!("{} [{}]", o.verdict, o.log.display()),
+                                passed: o.verdict.passed(),
+                                secs: t.elapsed().as_secs_f64(),
+                            }
+                        }
+                        Err(e) => Row {
+                            suite: "guest",
+                            kernel: k.clone(),
+                            verdict: format!("fail: {e:#}"),
+                            passed: false,
+                            secs: t.elapsed().as_secs_f64(),
+                        },
+                    };
+                    rows.push(row);
+                }
+            }
+        }
+    }
+
+    print!("{}", table(&rows));
+    Ok(rows.iter().all(|r| r.passed))
+}
+
+fn table(rows: &[Row]) -> String {
+    let kw = rows
+        .iter()
+        .map(|r| r.kernel.len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    let mut s = format!(
+        "\n{:<6}  {:<kw$}  {:>8}  verdict\n",
+        "suite", "kernel", "seconds"
+    );
+    for r in rows {
+        s += &format!(
+            "{:<6}  {:<kw$}  {:>8.1}  {}\n",
+            r.suite, r.kernel, r.secs, r.verdict
+        );
+    }
+    let failed = rows.iter().filter(|r| !r.passed).count();
+    s += &if failed == 0 {
+        format!("all {} passed\n", rows.len())
+    } else {
+        format!("{failed} of {} failed\n", rows.len())
+    };
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_table() {
+        let rows = [
+            Row {
+                suite: "host",
+                kernel: "host 6.18".into(),
+                verdict: "pass".into(),
+                passed: true,
+                secs: 3.0,
+            },
+            Row {
+                suite: "guest",
+                kernel: "6.1 (6.1.0-56-cloud-amd64)".into(),
+                verdict: "fail (payload exited with 101)".into(),
+                passed: false,
+                secs: 75.25,
+            },
+        ];
+        let t = table(&rows);
+        assert!(
+            t.contains(
+                "guest   6.1 (6.1.0-56-cloud-amd64)      75.2  fail (payload exited with 101)"
+            ),
+            "{t}"
+        );
+        assert!(t.ends_with("1 of 2 failed\n"));
+    }
+}

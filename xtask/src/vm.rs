@@ -1,0 +1,230 @@
+//! `cargo xtask vm`: build pintrace and its guest tests, boot a kernel, run
+//! the guest suite (or any command) inside, report.
+
+use crate::debian::{self, KernelSpec};
+use crate::initramfs::Payload;
+use crate::qemu::{self, Accel, BootRequest, Outcome};
+use crate::util::{self, Workspace};
+use anyhow::{anyhow, bail, Context as _, Result};
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+/// Where the guest finds the agent and the guest test binary.
+pub const GUEST_PINTRACE: &str = "/bin/pintrace";
+pub const GUEST_TESTS: &str = "/bin/pintrace-guest-tests";
+
+/// Options shared by every command that boots guests.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GuestOpts {
+    /// 6.1 or 6.12 (Debian cloud kernels) or the path of a bzImage; repeat
+    /// for several.
+    #[arg(long, value_name = "6.1|6.12|PATH")]
+    pub kernel: Vec<String>,
+    /// Modules for a custom kernel: a lib/modules/<release> tree or a folder
+    /// of .ko files.
+    #[arg(long, value_name = "DIR")]
+    pub modules: Option<PathBuf>,
+    /// Kill the guest after this many seconds.
+    #[arg(long, default_value_t = 900, value_name = "SECS")]
+    pub timeout: u64,
+    /// Guest memory.
+    #[arg(long, default_value_t = 2048, value_name = "MiB")]
+    pub memory: u32,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub smp: u32,
+    /// Load this module too (with its dependencies); `loop` always is.
+    #[arg(long = "module", value_name = "NAME")]
+    pub module: Vec<String>,
+    /// Put this host binary (a path, or a name on PATH) at /bin/<name>,
+    /// with its shared libraries.
+    #[arg(long = "bin", value_name = "PATH|NAME")]
+    pub bin: Vec<String>,
+    #[arg(long, value_enum, default_value_t = Accel::Auto)]
+    pub accel: Accel,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct VmArgs {
+    #[command(flatten)]
+    pub guest: GuestOpts,
+    /// Run this in the guest instead of the guest test suite
+    /// (e.g. `-- pintrace doctor`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// The host files that go into every guest.
+pub struct Built {
+    pub pintrace: PathBuf,
+    pub guest_tests: Option<PathBuf>,
+}
+
+pub fn vm(ws: &Workspace, args: &VmArgs) -> Result<bool> {
+    let want_suite = args.command.is_empty();
+    let built = build(ws, want_suite)?;
+    let payload = if want_suite {
+        suite_payload()
+    } else {
+        Payload::new(args.command.clone())
+    };
+    let kernels = if args.guest.kernel.is_empty() {
+        vec!["6.12".to_string()]
+    } else {
+        args.guest.kernel.clone()
+    };
+    let mut all_passed = true;
+    for k in &kernels {
+        let outcome = run_guest(ws, &args.guest, k, &built, payload.clone())?;
+        report(&outcome);
+        all_passed &= outcome.verdict.passed();
+    }
+    Ok(all_passed)
+}
+
+/// The guest suite: every ignored test of `pintrace/tests/guest.rs`, one
+/// at a time.
+pub fn suite_payload() -> Payload {
+    Payload::new([GUEST_TESTS, "--ignored", "--test-threads=1"])
+        .env("PINTRACE_BIN", GUEST_PINTRACE)
+        .env("RUST_BACKTRACE", "1")
+}
+
+/// Resolve the kernel and boot it with the built binaries and `payload`.
+pub fn run_guest(
+    ws: &Workspace,
+    opts: &GuestOpts,
+    kernel: &str,
+    built: &Built,
+    payload: Payload,
+) -> Result<Outcome> {
+    let spec = KernelSpec::parse(kernel);
+    let kernel = debian::resolve(ws, &spec, opts.modules.as_deref())?;
+    let mut req = BootRequest::new(kernel, payload);
+    req.modules.extend(opts.module.iter().cloned());
+    req.timeout = Duration::from_secs(opts.timeout);
+    req.memory_mib = opts.memory;
+    req.smp = opts.smp;
+    req.accel = opts.accel;
+    req.binaries
+        .push(("pintrace".into(), built.pintrace.clone()));
+    if let Some(t) = &built.guest_tests {
+        req.binaries
+            .push((GUEST_TESTS.trim_start_matches("/bin/").into(), t.clone()));
+    }
+    for b in &opts.bin {
+        req.binaries.push(host_binary(b)?);
+    }
+    qemu::boot(ws, &req)
+}
+
+/// `--bin` value → (name in the guest, host path).
+fn host_binary(spec: &str) -> Result<(String, PathBuf)> {
+    let path = if spec.contains('/') {
+        PathBuf::from(spec)
+    } else {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+        dirs.extend(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from));
+        let joined = std::env::join_paths(dirs)?;
+        let cwd = std::env::current_dir()?;
+        which::which_in(spec, Some(joined), cwd)
+            .map_err(|_| anyhow!("--bin {spec}: not found on PATH"))?
+    };
+    if !path.is_file() {
+        bail!("--bin {}: no such file", path.display());
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| anyhow!("--bin {}: no file name", path.display()))?;
+    Ok((name, path))
+}
+
+pub fn report(o: &Outcome) {
+    println!();
+    for n in &o.notes {
+        println!("vm: note: {n}");
+    }
+    for e in &o.exports {
+        println!("vm: exported {}", e.display());
+    }
+    let boot = o
+        .boot_time
+        .map(|d| format!("booted in {:.1} s, ", d.as_secs_f64()))
+        .unwrap_or_default();
+    println!(
+        "vm: {} — {} ({}), {boot}{:.1} s in all",
+        o.verdict,
+        o.release.as_deref().unwrap_or("kernel did not boot"),
+        o.accel,
+        o.total_time.as_secs_f64()
+    );
+    println!("vm: log {}", o.log.display());
+}
+
+/// `cargo build --release -p pintrace` and, when wanted or present, the
+/// guest test binary.
+pub fn build(ws: &Workspace, need_suite: bool) -> Result<Built> {
+    if need_suite && !ws.has_guest_tests {
+        bail!(
+            "pintrace has no `guest` test target (pintrace/tests/guest.rs) yet; \
+             give a command to run after `--`, e.g. `cargo xtask vm -- uname -a`"
+        );
+    }
+    let pintrace = artifact(&["build", "--release", "-p", "pintrace"], "pintrace").context(
+        "building pintrace (run `cargo xtask setup` first if bpf-linker or rust-src is missing)",
+    )?;
+    let guest_tests = if ws.has_guest_tests {
+        Some(
+            artifact(
+                &[
+                    "test",
+                    "--release",
+                    "-p",
+                    "pintrace",
+                    "--test",
+                    "guest",
+                    "--no-run",
+                ],
+                "guest",
+            )
+            .context("building the guest tests")?,
+        )
+    } else {
+        None
+    };
+    Ok(Built {
+        pintrace,
+        guest_tests,
+    })
+}
+
+/// Run cargo with JSON messages and return the executable of target `name`.
+fn artifact(args: &[&str], name: &str) -> Result<PathBuf> {
+    let mut cmd = util::cargo();
+    cmd.args(args)
+        .arg("--message-format=json-render-diagnostics")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let shown = util::display(&cmd);
+    let mut child = cmd.spawn().with_context(|| format!("starting {shown}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut exe = None;
+    for msg in cargo_metadata::Message::parse_stream(BufReader::new(stdout)) {
+        if let cargo_metadata::Message::CompilerArtifact(a) = msg? {
+            if a.target.name == name {
+                if let Some(e) = a.executable {
+                    exe = Some(e.into_std_path_buf());
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("`{shown}` failed ({status})");
+    }
+    exe.ok_or_else(|| anyhow!("`{shown}` produced no executable named {name}"))
+}
