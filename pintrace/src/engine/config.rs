@@ -234,12 +234,18 @@ impl EngineConfig {
             if size % self.bs != 0 {
                 return Err(err(
                     "--size",
-                    format!("{size} bytes is not a multiple of the block size ({} bytes)", self.bs),
+                    format!(
+                        "{size} bytes is not a multiple of the block size ({} bytes)",
+                        self.bs
+                    ),
                 ));
             }
         }
         if self.rwmixread > 100 {
-            return Err(err("--rwmixread", format!("{} is above 100 (percent)", self.rwmixread)));
+            return Err(err(
+                "--rwmixread",
+                format!("{} is above 100 (percent)", self.rwmixread),
+            ));
         }
         if self.numjobs == 0 {
             return Err(err("--numjobs", "must be at least 1"));
@@ -319,7 +325,10 @@ impl TryFrom<&EngineArgs> for EngineConfig {
         let fork_interval =
             parse_duration(&a.fork_interval).map_err(|m| err("--fork-interval", m))?;
         if a.rwmixread > 100 {
-            return Err(err("--rwmixread", format!("{} is above 100 (percent)", a.rwmixread)));
+            return Err(err(
+                "--rwmixread",
+                format!("{} is above 100 (percent)", a.rwmixread),
+            ));
         }
         let cfg = EngineConfig {
             filename: a.filename.clone(),
@@ -386,9 +395,26 @@ mod tests {
     #[test]
     fn parses_full_line() {
         let c = parse(&[
-            "--mode", "io_uring", "--rw", "randrw", "--rwmixread", "70", "--bs", "128K",
-            "--size", "1g", "--runtime", "10", "--numjobs", "2", "--iodepth", "32",
-            "--buffer", "file-shared", "--fixed-buffers", "--verify",
+            "--mode",
+            "io_uring",
+            "--rw",
+            "randrw",
+            "--rwmixread",
+            "70",
+            "--bs",
+            "128K",
+            "--size",
+            "1g",
+            "--runtime",
+            "10",
+            "--numjobs",
+            "2",
+            "--iodepth",
+            "32",
+            "--buffer",
+            "file-shared",
+            "--fixed-buffers",
+            "--verify",
         ])
         .unwrap();
         assert_eq!(c.mode, Mode::IoUring);
@@ -417,7 +443,14 @@ mod tests {
         assert_eq!(flag_of(&["--unaligned-iovecs"]), "--unaligned-iovecs");
         assert_eq!(flag_of(&["--buffered", "--bs", "32", "--verify"]), "--bs");
         assert_eq!(
-            flag_of(&["--shared-region", "--verify", "--rw", "write", "--numjobs", "2"]),
+            flag_of(&[
+                "--shared-region",
+                "--verify",
+                "--rw",
+                "write",
+                "--numjobs",
+                "2"
+            ]),
             "--shared-region"
         );
         let e = parse(&["--bs", "1000"]).unwrap_err();

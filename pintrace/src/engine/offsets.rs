@@ -54,7 +54,11 @@ struct Permutation {
 
 impl Permutation {
     fn new(bits: u32, key: u64) -> Self {
-        let mask = if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 };
+        let mask = if bits >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << bits) - 1
+        };
         let k1 = splitmix(key);
         let k2 = splitmix(k1);
         let k3 = splitmix(k2);
@@ -180,7 +184,9 @@ mod tests {
 
     #[test]
     fn random_covers_every_block_exactly_once() {
-        for &n in &[1u64, 2, 3, 7, 8, 9, 100, 1000, 4096, 4097, 65_535, 262_144, 300_001] {
+        for &n in &[
+            1u64, 2, 3, 7, 8, 9, 100, 1000, 4096, 4097, 65_535, 262_144, 300_001,
+        ] {
             for key in [0u64, 1, 0xdead_beef] {
                 let mut g = OffsetGen::new(n, true, key);
                 for _pass in 0..2 {
@@ -203,7 +209,11 @@ mod tests {
         let a = one_pass(&mut g);
         g.next_pass();
         let b = one_pass(&mut g);
-        let in_place = a.iter().enumerate().filter(|(i, &x)| *i as u64 == x).count();
+        let in_place = a
+            .iter()
+            .enumerate()
+            .filter(|(i, &x)| *i as u64 == x)
+            .count();
         assert!(in_place < 100, "{in_place} blocks stayed in place");
         assert_ne!(a, b);
         // Neighbours in the order are rarely neighbours on disk.

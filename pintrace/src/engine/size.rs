@@ -25,19 +25,33 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "g" | "gb" | "gib" => 30,
         "t" | "tb" | "tib" => 40,
         "p" | "pb" | "pib" => 50,
-        other => return Err(format!("unknown size suffix `{other}` in `{text}` (use k, m, g, t)")),
+        other => {
+            return Err(format!(
+                "unknown size suffix `{other}` in `{text}` (use k, m, g, t)"
+            ))
+        }
     };
     let mult = 1u64 << shift;
     if let Some((int, frac)) = num.split_once('.') {
         // Fractions such as 1.5M: exact in binary multiples, must come out whole.
-        let int: u64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| format!("bad number in `{text}`"))? };
+        let int: u64 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| format!("bad number in `{text}`"))?
+        };
         if frac.contains('.') || frac.is_empty() {
             return Err(format!("bad number in `{text}`"));
         }
         let digits = frac.len() as u32;
-        let frac_val: u64 = frac.parse().map_err(|_| format!("bad number in `{text}`"))?;
-        let scale = 10u64.checked_pow(digits).ok_or_else(|| format!("too many digits in `{text}`"))?;
-        let whole = int.checked_mul(mult).ok_or_else(|| format!("`{text}` is too large"))?;
+        let frac_val: u64 = frac
+            .parse()
+            .map_err(|_| format!("bad number in `{text}`"))?;
+        let scale = 10u64
+            .checked_pow(digits)
+            .ok_or_else(|| format!("too many digits in `{text}`"))?;
+        let whole = int
+            .checked_mul(mult)
+            .ok_or_else(|| format!("`{text}` is too large"))?;
         let part = (frac_val as u128 * mult as u128) / scale as u128;
         if (frac_val as u128 * mult as u128) % scale as u128 != 0 {
             return Err(format!("`{text}` is not a whole number of bytes"));
@@ -128,7 +142,17 @@ mod tests {
 
     #[test]
     fn bad_sizes() {
-        for bad in ["", "k", "4q", "4kk", "1.3", "1..5M", "-4k", "99999999999999999999", "16384P"] {
+        for bad in [
+            "",
+            "k",
+            "4q",
+            "4kk",
+            "1.3",
+            "1..5M",
+            "-4k",
+            "99999999999999999999",
+            "16384P",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad} should not parse");
         }
     }

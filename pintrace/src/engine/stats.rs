@@ -26,12 +26,6 @@ impl LatHist {
     pub fn add(&mut self, other: &LatHist) {
         let _ = self.0.add(&other.0);
     }
-    pub fn len(&self) -> u64 {
-        self.0.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
     pub fn summary(&self) -> LatSummary {
         if self.0.is_empty() {
             return LatSummary::default();

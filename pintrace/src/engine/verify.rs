@@ -322,12 +322,24 @@ mod tests {
         unsafe { fill(&[iov(&mut b)], &header(4096)) };
         let segs = [iov(&mut b)];
         unsafe {
-            assert_eq!(check(&segs, 0, 0x5eed, 4096, None), Err(VerifyError::WrongOffset { found: 4096 }));
-            assert_eq!(check(&segs, 4096, 1, 4096, None), Err(VerifyError::WrongSeed { found: 0x5eed }));
-            assert_eq!(check(&segs, 4096, 0x5eed, 512, None), Err(VerifyError::WrongLength { found: 4096 }));
+            assert_eq!(
+                check(&segs, 0, 0x5eed, 4096, None),
+                Err(VerifyError::WrongOffset { found: 4096 })
+            );
+            assert_eq!(
+                check(&segs, 4096, 1, 4096, None),
+                Err(VerifyError::WrongSeed { found: 0x5eed })
+            );
+            assert_eq!(
+                check(&segs, 4096, 0x5eed, 512, None),
+                Err(VerifyError::WrongLength { found: 4096 })
+            );
             assert_eq!(
                 check(&segs, 4096, 0x5eed, 4096, Some(4)),
-                Err(VerifyError::WrongGeneration { expected: 4, found: 3 })
+                Err(VerifyError::WrongGeneration {
+                    expected: 4,
+                    found: 3
+                })
             );
         }
         b[100] ^= 0xff;

@@ -1,0 +1,458 @@
+//! One job's state, shared by every I/O mode: what to issue next, what to do
+//! with a completion. Nothing here allocates per I/O.
+
+use super::config::EngineConfig;
+use super::fork::Forker;
+use super::offsets::{splitmix, OffsetGen, Rng};
+use super::stats::DirStats;
+use super::verify::{self, VerifyError};
+use serde::Serialize;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Most verify failures kept per job (all are counted).
+pub const MAX_FAILURES_KEPT: usize = 32;
+/// Largest region (in blocks) for which the last written generation is tracked.
+const MAX_TRACKED_BLOCKS: u64 = 1 << 26;
+
+/// One I/O to issue.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IoReq {
+    pub offset: u64,
+    pub block: u64,
+    pub write: bool,
+    /// A read of the verify phase (after the writes).
+    pub verify_phase: bool,
+}
+
+/// What the I/O loop should do next.
+#[derive(Debug)]
+pub enum Next {
+    Io(IoReq),
+    /// Issue nothing now: reap completions, then ask again.
+    Wait,
+    /// The job is over (nothing in flight).
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Main,
+    Verify,
+    Done,
+}
+
+/// A block that failed verification.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyFailure {
+    pub job: u32,
+    pub offset: u64,
+    pub error: VerifyError,
+    pub message: String,
+}
+
+/// The I/O error that stopped a job.
+#[derive(Debug, Clone, Serialize)]
+pub struct IoFailure {
+    pub job: u32,
+    pub offset: u64,
+    pub op: &'static str,
+    pub errno: i32,
+    pub message: String,
+}
+
+pub struct Job<'a> {
+    pub id: u32,
+    pub fd: RawFd,
+    pub bs: u64,
+    pub region_start: u64,
+    cfg: &'a EngineConfig,
+    gen: OffsetGen,
+    rng: Rng,
+    read_pct: u8,
+    stop: &'a AtomicBool,
+    deadline: Option<Instant>,
+    phase: Phase,
+    /// Last generation written per block (verify), 0: not written by this run.
+    generations: Vec<u32>,
+    vpos: u64,
+    start: Instant,
+    pub main_elapsed: Duration,
+    pub verify_elapsed: Duration,
+    verify_start: Instant,
+    pub read: DirStats,
+    pub write: DirStats,
+    pub verify_reads: DirStats,
+    pub verified: u64,
+    pub verify_failed: u64,
+    pub failures: Vec<VerifyFailure>,
+    pub io_error: Option<IoFailure>,
+    pub forker: Option<Forker>,
+}
+
+impl<'a> Job<'a> {
+    pub fn new(
+        cfg: &'a EngineConfig,
+        id: u32,
+        fd: RawFd,
+        region_start: u64,
+        blocks: u64,
+        stop: &'a AtomicBool,
+    ) -> Self {
+        let key = splitmix(cfg.seed ^ splitmix(u64::from(id) + 1));
+        let track = cfg.verify && cfg.rw.writes() && blocks <= MAX_TRACKED_BLOCKS;
+        let now = Instant::now();
+        Job {
+            id,
+            fd,
+            bs: cfg.bs,
+            region_start,
+            cfg,
+            gen: OffsetGen::new(blocks, cfg.rw.is_random(), key),
+            rng: Rng::new(key ^ 0x7277),
+            read_pct: cfg.rw.read_percent(cfg.rwmixread),
+            stop,
+            deadline: None,
+            phase: Phase::Main,
+            generations: if track {
+                vec![0; blocks as usize]
+            } else {
+                Vec::new()
+            },
+            vpos: 0,
+            start: now,
+            main_elapsed: Duration::ZERO,
+            verify_elapsed: Duration::ZERO,
+            verify_start: now,
+            read: DirStats::default(),
+            write: DirStats::default(),
+            verify_reads: DirStats::default(),
+            verified: 0,
+            verify_failed: 0,
+            failures: Vec::with_capacity(MAX_FAILURES_KEPT),
+            io_error: None,
+            forker: None,
+        }
+    }
+
+    /// Whether write generations are tracked (the verify phase needs them).
+    pub fn tracks_generations(&self) -> bool {
+        !self.generations.is_empty()
+    }
+
+    pub fn passes(&self) -> u64 {
+        self.gen.pass()
+    }
+
+    /// Start the clock (after every job is set up).
+    pub fn start(&mut self, now: Instant) {
+        self.start = now;
+        self.deadline = self.cfg.runtime.map(|r| now + r);
+        if let Some(f) = self.forker.as_mut() {
+            f.start(now);
+        }
+    }
+
+    #[inline]
+    pub fn tick(&mut self, now: Instant) {
+        if let Some(f) = self.forker.as_mut() {
+            f.tick(now);
+        }
+    }
+
+    fn halted(&self) -> bool {
+        self.io_error.is_some() || self.stop.load(Ordering::Relaxed)
+    }
+
+    /// The next I/O, given the latest timestamp and the I/Os in flight.
+    #[inline]
+    pub fn next_io(&mut self, now: Instant, inflight: usize) -> Next {
+        match self.phase {
+            Phase::Main => self.next_main(now, inflight),
+            Phase::Verify => self.next_verify(now, inflight),
+            Phase::Done => self.drain(inflight),
+        }
+    }
+
+    #[inline]
+    fn drain(&self, inflight: usize) -> Next {
+        if inflight > 0 {
+            Next::Wait
+        } else {
+            Next::Done
+        }
+    }
+
+    #[inline]
+    fn next_main(&mut self, now: Instant, inflight: usize) -> Next {
+        let over = self.halted() || self.deadline.is_some_and(|d| now >= d);
+        if !over {
+            let block = match self.gen.next_block() {
+                Some(b) => Some(b),
+                None if self.deadline.is_some() => {
+                    // Verify: no I/O of the next pass may overlap one of this pass.
+                    if self.cfg.verify && inflight > 0 {
+                        return Next::Wait;
+                    }
+                    self.gen.next_pass();
+                    self.gen.next_block()
+                }
+                None => None,
+            };
+            if let Some(block) = block {
+                let write = self.read_pct < 100
+                    && (self.read_pct == 0 || self.rng.percent() >= self.read_pct);
+                return Next::Io(IoReq {
+                    offset: self.region_start + block * self.bs,
+                    block,
+                    write,
+                    verify_phase: false,
+                });
+            }
+        }
+        if inflight > 0 {
+            return Next::Wait;
+        }
+        self.main_elapsed = now.saturating_duration_since(self.start);
+        let wrote = self.write.ios > 0;
+        if self.tracks_generations() && wrote && !self.halted() {
+            self.phase = Phase::Verify;
+            self.verify_start = Instant::now();
+            self.next_verify(self.verify_start, 0)
+        } else {
+            self.phase = Phase::Done;
+            Next::Done
+        }
+    }
+
+    #[inline]
+    fn next_verify(&mut self, now: Instant, inflight: usize) -> Next {
+        if !self.halted() {
+            while (self.vpos as usize) < self.generations.len() {
+                let b = self.vpos;
+                self.vpos += 1;
+                if self.generations[b as usize] != 0 {
+                    return Next::Io(IoReq {
+                        offset: self.region_start + b * self.bs,
+                        block: b,
+                        write: false,
+                        verify_phase: true,
+                    });
+                }
+            }
+        }
+        if inflight > 0 {
+            return Next::Wait;
+        }
+        self.verify_elapsed = now.saturating_duration_since(self.verify_start);
+        self.phase = Phase::Done;
+        Next::Done
+    }
+
+    /// Fill a write's buffer (verify header) just before it is issued.
+    #[inline]
+    pub fn prepare_write(&mut self, req: &IoReq, segs: &[libc::iovec]) {
+        if !self.cfg.verify {
+            return;
+        }
+        let mut generation = 1;
+        if let Some(g) = self.generations.get_mut(req.block as usize) {
+            *g = g.wrapping_add(1).max(1);
+            generation = *g;
+        }
+        let h = verify::Header {
+            offset: req.offset,
+            seed: self.cfg.seed,
+            generation,
+            length: self.bs as u32,
+            job: self.id,
+        };
+        // Safety: the slot's iovecs are this job's memory, not in flight.
+        unsafe { verify::fill(segs, &h) };
+    }
+
+    /// Account a completion: `res` is the byte count or `-errno`.
+    #[inline]
+    pub fn complete(&mut self, req: &IoReq, res: i64, lat_ns: u64, segs: &[libc::iovec]) {
+        if res < 0 || res as u64 != self.bs {
+            self.fail_io(req, res);
+            return;
+        }
+        if req.write {
+            self.write.record(self.bs, lat_ns);
+            return;
+        }
+        if req.verify_phase {
+            self.verify_reads.record(self.bs, lat_ns);
+        } else {
+            self.read.record(self.bs, lat_ns);
+        }
+        if self.cfg.verify {
+            let expected = self
+                .generations
+                .get(req.block as usize)
+                .copied()
+                .filter(|g| *g != 0);
+            // Safety: the read has completed into this slot.
+            let r =
+                unsafe { verify::check(segs, req.offset, self.cfg.seed, self.bs as u32, expected) };
+            self.verified += 1;
+            if let Err(e) = r {
+                self.verify_fail(req.offset, e);
+            }
+        }
+    }
+
+    #[cold]
+    fn verify_fail(&mut self, offset: u64, error: VerifyError) {
+        self.verify_failed += 1;
+        if self.failures.len() < MAX_FAILURES_KEPT {
+            self.failures.push(VerifyFailure {
+                job: self.id,
+                offset,
+                error,
+                message: format!(
+                    "verify failed at offset {offset} (job {}): {error}",
+                    self.id
+                ),
+            });
+        }
+    }
+
+    #[cold]
+    fn fail_io(&mut self, req: &IoReq, res: i64) {
+        if self.io_error.is_some() {
+            return;
+        }
+        let op = if req.write { "write" } else { "read" };
+        let (errno, message) = if res < 0 {
+            let e = std::io::Error::from_raw_os_error(-res as i32);
+            (
+                -res as i32,
+                format!(
+                    "{op} of {} bytes at offset {} failed: {e}",
+                    self.bs, req.offset
+                ),
+            )
+        } else {
+            (
+                0,
+                format!(
+                    "short {op} at offset {}: {res} of {} bytes",
+                    req.offset, self.bs
+                ),
+            )
+        };
+        self.io_error = Some(IoFailure {
+            job: self.id,
+            offset: req.offset,
+            op,
+            errno,
+            message,
+        });
+    }
+
+    /// Record a failure of the I/O machinery itself (submit, ring set-up).
+    #[cold]
+    pub fn fail_engine(&mut self, what: &str, err: std::io::Error) {
+        if self.io_error.is_none() {
+            self.io_error = Some(IoFailure {
+                job: self.id,
+                offset: 0,
+                op: "engine",
+                errno: err.raw_os_error().unwrap_or(0),
+                message: format!("{what}: {err}"),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::config::RwKind;
+
+    fn drive(cfg: &EngineConfig, blocks: u64) -> (Vec<IoReq>, Job<'_>) {
+        static STOP: AtomicBool = AtomicBool::new(false);
+        let mut job = Job::new(cfg, 0, -1, 1 << 20, blocks, &STOP);
+        job.start(Instant::now());
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; cfg.bs as usize];
+        let iov = [libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        }];
+        loop {
+            match job.next_io(Instant::now(), 0) {
+                Next::Io(r) => {
+                    if r.write {
+                        job.prepare_write(&r, &iov);
+                    } else if cfg.verify {
+                        // Pretend the device returned what was last written.
+                        let g = job.generations.get(r.block as usize).copied().unwrap_or(1);
+                        let h = verify::Header {
+                            offset: r.offset,
+                            seed: cfg.seed,
+                            generation: g,
+                            length: cfg.bs as u32,
+                            job: 0,
+                        };
+                        unsafe { verify::fill(&iov, &h) };
+                    }
+                    job.complete(&r, cfg.bs as i64, 1000, &iov);
+                    out.push(r);
+                }
+                Next::Wait => panic!("wait with nothing in flight"),
+                Next::Done => break,
+            }
+        }
+        (out, job)
+    }
+
+    #[test]
+    fn one_pass_then_verify_phase() {
+        let mut cfg = EngineConfig::new("/x");
+        cfg.rw = RwKind::RandWrite;
+        cfg.verify = true;
+        let (ios, job) = drive(&cfg, 64);
+        let writes: Vec<_> = ios.iter().filter(|r| r.write).collect();
+        let checks: Vec<_> = ios.iter().filter(|r| r.verify_phase).collect();
+        assert_eq!(writes.len(), 64);
+        assert_eq!(checks.len(), 64);
+        assert!(checks.windows(2).all(|w| w[0].offset < w[1].offset));
+        assert_eq!(job.verified, 64);
+        assert_eq!(job.verify_failed, 0);
+        assert!(ios
+            .iter()
+            .all(|r| r.offset >= 1 << 20 && r.offset < (1 << 20) + 64 * 4096));
+    }
+
+    #[test]
+    fn mix_follows_rwmixread() {
+        let mut cfg = EngineConfig::new("/x");
+        cfg.rw = RwKind::RandRw;
+        cfg.rwmixread = 70;
+        let (ios, job) = drive(&cfg, 10_000);
+        assert_eq!(ios.len(), 10_000);
+        let reads = ios.iter().filter(|r| !r.write).count();
+        assert!((6_700..7_300).contains(&reads), "{reads}");
+        assert_eq!(job.read.ios as usize, reads);
+    }
+
+    #[test]
+    fn io_errors_stop_the_job() {
+        static STOP: AtomicBool = AtomicBool::new(false);
+        let cfg = EngineConfig::new("/x");
+        let mut job = Job::new(&cfg, 3, -1, 0, 8, &STOP);
+        job.start(Instant::now());
+        let Next::Io(r) = job.next_io(Instant::now(), 0) else {
+            panic!()
+        };
+        job.complete(&r, -(libc::EIO as i64), 10, &[]);
+        assert!(matches!(job.next_io(Instant::now(), 0), Next::Done));
+        let e = job.io_error.unwrap();
+        assert_eq!((e.job, e.errno, e.op), (3, libc::EIO, "read"));
+        assert!(e.message.contains("offset 0"), "{}", e.message);
+    }
+}

@@ -1,0 +1,260 @@
+//! The result of a run: serialisable (`--json`) and printable like fio.
+
+use super::job::{IoFailure, VerifyFailure};
+use super::size::{fmt_bytes, fmt_si};
+use super::stats::{DirReport, LatSummary};
+use super::target::TargetInfo;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// The settings a run used (after defaults and adjustments).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSettings {
+    pub mode: &'static str,
+    pub rw: &'static str,
+    pub rwmixread: u8,
+    pub bs: u64,
+    /// Bytes of the target in use (all jobs).
+    pub size: u64,
+    pub runtime_s: Option<f64>,
+    pub numjobs: u32,
+    /// I/Os in flight per job as run (1 for the sync modes).
+    pub iodepth: u32,
+    pub direct: bool,
+    pub buffer: &'static str,
+    pub fixed_buffers: bool,
+    pub iovecs: Option<u32>,
+    pub verify: bool,
+    pub seed: u64,
+}
+
+/// The buffer memory of a job.
+#[derive(Debug, Clone, Serialize)]
+pub struct BufferReport {
+    pub kind: &'static str,
+    pub bytes: u64,
+    /// Bytes backed by huge pages, when known (THP from smaps, hugetlb).
+    pub huge_bytes: Option<u64>,
+    /// Scratch file behind `file-shared` (unlinked after mapping).
+    pub scratch_file: Option<String>,
+    /// Children forked during I/O (`fork-shared`).
+    pub forks: u64,
+    pub fork_failures: u64,
+}
+
+/// Figures of one job.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobReport {
+    pub job: u32,
+    pub region_offset: u64,
+    pub region_size: u64,
+    pub passes: u64,
+    pub elapsed_ms: f64,
+    pub read: DirReport,
+    pub write: DirReport,
+    /// Reads of the verify phase that follows the writes.
+    pub verify_reads: DirReport,
+    pub verified_blocks: u64,
+    pub verify_failures: u64,
+    pub buffer: BufferReport,
+    pub io_error: Option<IoFailure>,
+}
+
+/// Figures of all jobs together (bandwidth over the longest job).
+#[derive(Debug, Clone, Serialize)]
+pub struct TotalReport {
+    pub elapsed_ms: f64,
+    pub read: DirReport,
+    pub write: DirReport,
+    pub verify_reads: DirReport,
+}
+
+/// Verification outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub enabled: bool,
+    pub blocks_checked: u64,
+    pub failures: u64,
+    /// The first failures (with the offset of each block).
+    pub failed_blocks: Vec<VerifyFailure>,
+}
+
+/// Everything a run found; `--json` prints it as one object.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub settings: RunSettings,
+    pub target: TargetInfo,
+    pub jobs: Vec<JobReport>,
+    pub total: TotalReport,
+    pub verify: VerifyReport,
+    pub io_errors: Vec<IoFailure>,
+    pub interrupted: bool,
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    /// No I/O error and no verify failure.
+    pub fn ok(&self) -> bool {
+        self.io_errors.is_empty() && self.verify.failures == 0
+    }
+
+    /// Process exit code: 0 when ok, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        if self.ok() {
+            0
+        } else {
+            1
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// The human report, fio style.
+    pub fn to_text(&self) -> String {
+        let s = &self.settings;
+        let t = &self.target;
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "pintrace engine: mode={} rw={}{} bs={} iodepth={} numjobs={} direct={} buffer={}{}{}",
+            s.mode,
+            s.rw,
+            if s.rw == "rw" || s.rw == "randrw" {
+                format!(" rwmixread={}", s.rwmixread)
+            } else {
+                String::new()
+            },
+            fmt_bytes(s.bs),
+            s.iodepth,
+            s.numjobs,
+            u8::from(s.direct),
+            s.buffer,
+            if s.fixed_buffers {
+                " fixed-buffers"
+            } else {
+                ""
+            },
+            if s.verify { " verify" } else { "" },
+        );
+        let what = match (&t.fs_type, &t.device) {
+            (Some(fs), _) => format!("file on {fs}"),
+            (None, Some(dev)) => format!("block device {dev}"),
+            _ => t.kind.to_string(),
+        };
+        let _ = writeln!(
+            o,
+            "target: {} ({what}, {}, logical block {}, dma align {} from {}{})",
+            t.path.display(),
+            fmt_bytes(t.size),
+            t.logical_block_size,
+            t.dio_mem_align,
+            t.align_source,
+            if t.created { ", created" } else { "" },
+        );
+        for j in &self.jobs {
+            let _ = writeln!(
+                o,
+                "job {}: region {}+{}, {} pass(es), {:.0} ms{}",
+                j.job,
+                j.region_offset,
+                fmt_bytes(j.region_size),
+                j.passes,
+                j.elapsed_ms,
+                buffer_note(&j.buffer)
+            );
+            dir_text(&mut o, "read", &j.read);
+            dir_text(&mut o, "write", &j.write);
+            dir_text(&mut o, "verify", &j.verify_reads);
+            if let Some(e) = &j.io_error {
+                let _ = writeln!(o, "  error: {}", e.message);
+            }
+        }
+        if self.jobs.len() > 1 {
+            let _ = writeln!(
+                o,
+                "total ({} jobs, {:.0} ms):",
+                self.jobs.len(),
+                self.total.elapsed_ms
+            );
+            dir_text(&mut o, "read", &self.total.read);
+            dir_text(&mut o, "write", &self.total.write);
+            dir_text(&mut o, "verify", &self.total.verify_reads);
+        }
+        if self.verify.enabled {
+            let _ = writeln!(
+                o,
+                "verify: {} blocks checked, {} failed",
+                self.verify.blocks_checked, self.verify.failures
+            );
+            for f in &self.verify.failed_blocks {
+                let _ = writeln!(o, "  {}", f.message);
+            }
+        }
+        for w in &self.warnings {
+            let _ = writeln!(o, "warning: {w}");
+        }
+        if self.interrupted {
+            let _ = writeln!(o, "interrupted: figures cover the time until the signal");
+        }
+        o
+    }
+}
+
+fn buffer_note(b: &BufferReport) -> String {
+    let mut s = format!(", buffer {} {}", b.kind, fmt_bytes(b.bytes));
+    if let Some(h) = b.huge_bytes {
+        let _ = write!(s, " ({} in huge pages)", fmt_bytes(h));
+    }
+    if b.kind == "fork-shared" {
+        let _ = write!(s, ", {} forks", b.forks);
+    }
+    s
+}
+
+fn us(ns: u64) -> String {
+    format!("{:.1}", ns as f64 / 1000.0)
+}
+
+fn dir_text(o: &mut String, name: &str, d: &DirReport) {
+    if d.ios == 0 {
+        return;
+    }
+    let mib = d.bw_bytes_per_sec / (1 << 20) as f64;
+    let mb = d.bw_bytes_per_sec / 1e6;
+    let _ = writeln!(
+        o,
+        "  {name}: IOPS={}, BW={mib:.1}MiB/s ({mb:.1}MB/s) ({}/{:.0}msec, {} ios)",
+        fmt_si(d.iops),
+        fmt_bytes(d.bytes),
+        d.runtime_ms,
+        d.ios
+    );
+    let LatSummary {
+        min,
+        max,
+        mean,
+        stdev,
+        p50,
+        p90,
+        p99,
+        p99_9,
+    } = d.lat_ns;
+    let _ = writeln!(
+        o,
+        "    lat (usec): min={}, max={}, avg={:.1}, stdev={:.1}",
+        us(min),
+        us(max),
+        mean / 1000.0,
+        stdev / 1000.0
+    );
+    let _ = writeln!(
+        o,
+        "    lat percentiles (usec): p50={}, p90={}, p99={}, p99.9={}",
+        us(p50),
+        us(p90),
+        us(p99),
+        us(p99_9)
+    );
+}
