@@ -42,7 +42,7 @@ pub fn run(cfg: &EngineConfig) -> Result<Report> {
 /// As [`run`], stopping early (with figures so far) once `stop` is set.
 pub fn run_until(cfg: &EngineConfig, stop: &AtomicBool) -> Result<Report> {
     cfg.validate()?;
-    let target = open_target(cfg)?;
+    let mut target = open_target(cfg)?;
     let info = target.info.clone();
     let bs = cfg.bs;
     let region = cfg.size.unwrap_or(info.size) / bs * bs;
@@ -122,6 +122,9 @@ pub fn run_until(cfg: &EngineConfig, stop: &AtomicBool) -> Result<Report> {
         if let Some(jr) = r? {
             job_results.push(jr);
         }
+    }
+    if cfg.keep {
+        target.keep_file();
     }
     Ok(build_report(
         cfg,

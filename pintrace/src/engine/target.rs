@@ -48,6 +48,13 @@ pub struct Target {
     remove_on_drop: Option<PathBuf>,
 }
 
+impl Target {
+    /// Keep the file this run created (`--keep`, once the run went through).
+    pub fn keep_file(&mut self) {
+        self.remove_on_drop = None;
+    }
+}
+
 impl Drop for Target {
     fn drop(&mut self) {
         if let Some(p) = self.remove_on_drop.take() {
@@ -216,7 +223,18 @@ pub fn open_target(cfg: &EngineConfig) -> Result<Target> {
         // O_EXCL on a block device: the kernel refuses it while the device is
         // mounted or claimed, a second guard beside the checks above.
         let excl = if writes { libc::O_EXCL } else { 0 };
-        let fd = open_raw(path, access | direct_flag | excl, 0).map_err(|e| match e.raw_os_error() {
+        let mut tries = 0;
+        let opened = loop {
+            // A ring torn down just before may hold its claim a moment longer.
+            match open_raw(path, access | direct_flag | excl, 0) {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                r => break r,
+            }
+        };
+        let fd = opened.map_err(|e| match e.raw_os_error() {
             Some(libc::EBUSY) => anyhow!("refusing to write to {shown}: the device is busy (mounted or claimed by another driver)"),
             Some(libc::EINVAL) if cfg.direct => anyhow!("{shown} does not accept O_DIRECT"),
             _ => anyhow!("cannot open {shown}: {e}"),
@@ -321,9 +339,9 @@ fn create_target(cfg: &EngineConfig) -> Result<Target> {
     let info = file_info(cfg, &fd, path, Some(magic), size, true)?;
     check_alignment(cfg, &info)?;
     layout(cfg, &fd, &info, size)?;
-    // From here on the Target removes the file (unless --keep).
-    let remove = guard.disarm().filter(|_| !cfg.keep);
-    finish(cfg, fd, info, remove)
+    // From here on the Target removes the file (unless the run goes
+    // through with --keep).
+    finish(cfg, fd, info, guard.disarm())
 }
 
 /// Removes a file when dropped unless disarmed.

@@ -175,8 +175,13 @@ impl Uring {
         }
     }
 
-    /// Release the registered buffers (and their long-term pins).
+    /// Release the registered buffers (and their long-term pins) and the
+    /// registered file, now rather than when the ring's teardown runs.
     pub fn unregister(&mut self) -> io::Result<()> {
+        if self.fixed_file {
+            self.fixed_file = false;
+            let _ = self.ring.submitter().unregister_files();
+        }
         if self.fixed_buffers {
             self.fixed_buffers = false;
             self.ring.submitter().unregister_buffers()?;
