@@ -24,6 +24,8 @@ impl Uring {
         fixed_buffers: bool,
     ) -> Result<Self> {
         let entries = depth.next_power_of_two();
+        // Single issuer with deferred task work: completions are run when
+        // this thread waits for them, not by interrupting it (kernel 6.1+).
         let ring = match IoUring::builder()
             .setup_coop_taskrun()
             .setup_single_issuer()

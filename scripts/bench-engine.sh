@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Benchmark `pintrace engine` against fio on the same file with the same
+# parameters, in turns, and print the ratio engine/fio for each workload:
+#   4 KiB random read, psync, QD1
+#   4 KiB random read, io_uring, QD32
+#   128 KiB sequential write, psync
+#
+# Usage: scripts/bench-engine.sh [DIR] ; environment:
+#   ROUNDS=3         rounds per tool and workload (alternating engine, fio)
+#   RUNTIME=8        seconds per run
+#   SIZE=1g          file size
+#   PINTRACE_BIN=... use this binary instead of building the release one
+# DIR (default /var/tmp) must be on a filesystem with real O_DIRECT
+# (ext4, xfs, btrfs; not tmpfs). Needs fio and python3.
+set -euo pipefail
+
+dir=${1:-/var/tmp}
+rounds=${ROUNDS:-3}
+runtime=${RUNTIME:-8}
+size=${SIZE:-1g}
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+command -v fio >/dev/null || { echo "fio is not installed (apt-get install fio)" >&2; exit 2; }
+command -v python3 >/dev/null || { echo "python3 is needed to read the JSON reports" >&2; exit 2; }
+
+if [[ -z ${PINTRACE_BIN:-} ]]; then
+    (cd "$here" && cargo build --release -q -p pintrace --bin pintrace)
+    target_dir=$(cd "$here" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+    PINTRACE_BIN=$target_dir/release/pintrace
+fi
+
+file=$dir/pintrace-bench-$$.dat
+trap 'rm -f "$file"' EXIT
+echo "laying out $size at $file"
+"$PINTRACE_BIN" engine --filename "$file" --rw write --bs 1m --size "$size" --keep --json >/dev/null
+
+iops_engine() { python3 -c 'import json,sys; r=json.load(sys.stdin)["total"]; print(r["read"]["iops"]+r["write"]["iops"])'; }
+iops_fio() { python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print(j["read"]["iops"]+j["write"]["iops"])'; }
+
+# name | engine args | fio args
+workloads=(
+    "randread-4k-psync-qd1|--rw randread --bs 4k --mode psync --iodepth 1|--rw=randread --bs=4k --ioengine=psync --iodepth=1"
+    "randread-4k-io_uring-qd32|--rw randread --bs 4k --mode io_uring --iodepth 32|--rw=randread --bs=4k --ioengine=io_uring --iodepth=32"
+    "write-128k-psync|--rw write --bs 128k --mode psync --iodepth 1 --allow-overwrite|--rw=write --bs=128k --ioengine=psync --iodepth=1"
+)
+
+# Warm up the device (and the host's cache of it) before anything is timed.
+"$PINTRACE_BIN" engine --filename "$file" --rw read --bs 1m --json >/dev/null
+fio --name=warmup --filename="$file" --size="$size" --direct=1 --rw=randread --bs=4k --ioengine=psync \
+    --runtime=2 --time_based=1 --output-format=json >/dev/null
+
+printf '%-26s %12s %12s %7s\n' workload engine_iops fio_iops ratio
+summary=()
+for w in "${workloads[@]}"; do
+    IFS='|' read -r name eargs fargs <<<"$w"
+    e_all=() f_all=()
+    for ((i = 0; i < rounds; i++)); do
+        # shellcheck disable=SC2086
+        e=$("$PINTRACE_BIN" engine --filename "$file" --size "$size" --runtime "$runtime" $eargs --json | iops_engine)
+        # shellcheck disable=SC2086
+        f=$(fio --name=bench --filename="$file" --size="$size" --direct=1 --runtime="$runtime" --time_based=1 \
+            --numjobs=1 --output-format=json $fargs | iops_fio)
+        e_all+=("$e") f_all+=("$f")
+        printf '  round %d: engine %.0f IOPS, fio %.0f IOPS\n' "$((i + 1))" "$e" "$f" >&2
+    done
+    line=$(python3 - "$name" "${e_all[*]}" "${f_all[*]}" <<'PY'
+import statistics, sys
+name, e, f = sys.argv[1], [float(x) for x in sys.argv[2].split()], [float(x) for x in sys.argv[3].split()]
+me, mf = statistics.median(e), statistics.median(f)
+print(f"{name:<26} {me:12.0f} {mf:12.0f} {me / mf:7.3f}")
+PY
+)
+    echo "$line"
+    summary+=("$line")
+done
+echo
+echo "medians over $rounds rounds of ${runtime}s each, file $size on $(stat -f -c %T "$dir"), $(uname -r), $(fio --version)"
