@@ -66,6 +66,10 @@ pub struct Spec<'a> {
     /// insmod order: (name, host file, possibly compressed).
     pub modules: &'a [(String, PathBuf)],
     pub payload: &'a Payload,
+    /// If the payload still runs after this many seconds, print the
+    /// processes' kernel stacks and the blocked tasks (before the host's
+    /// timeout kills the guest).
+    pub watchdog_secs: Option<u64>,
 }
 
 /// Build the archive bytes.
@@ -86,7 +90,11 @@ pub fn build(spec: &Spec) -> Result<Vec<u8>> {
     }
     a.char_device("/dev/console", 0o600, 5, 1);
     a.char_device("/dev/null", 0o666, 1, 3);
-    a.file("/init", 0o755, init_script(spec.payload).as_bytes());
+    a.file(
+        "/init",
+        0o755,
+        init_script(spec.payload, spec.watchdog_secs).as_bytes(),
+    );
     a.file("/bin/pintrace-vm-export", 0o755, EXPORT_SCRIPT.as_bytes());
     a.file("/etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n");
     a.file("/etc/group", 0o644, b"root:x:0:\n");
@@ -193,8 +201,12 @@ pub fn parse_ldd(text: &str) -> Vec<LddEntry> {
 }
 
 /// `/init`: a busybox shell script.
-pub fn init_script(payload: &Payload) -> String {
+pub fn init_script(payload: &Payload, watchdog_secs: Option<u64>) -> String {
+    let watchdog = watchdog_secs
+        .map(|s| WATCHDOG_TEMPLATE.replace("@SECS@", &s.to_string()))
+        .unwrap_or_default();
     INIT_TEMPLATE
+        .replace("@WATCHDOG@\n", &watchdog)
         .replace("@MODULE_DIR@", MODULE_DIR)
         .replace("@OUT_DIR@", GUEST_OUT_DIR)
         .replace("@EXPORT_TTY@", EXPORT_TTY)
@@ -223,13 +235,32 @@ export PINTRACE_VM=1 PINTRACE_VM_OUT=@OUT_DIR@ PINTRACE_VM_EXPORT_TTY=@EXPORT_TT
 mkdir -p "$PINTRACE_VM_OUT"
 echo "PINTRACE-VM: BOOTED $(uname -r)"
 cd /tmp
+wd=
+@WATCHDOG@
 @PAYLOAD@ </dev/null
 code=$?
+[ -n "$wd" ] && kill "$wd" 2>/dev/null
 for f in "$PINTRACE_VM_OUT"/*; do
     [ -f "$f" ] && pintrace-vm-export "$f"
 done
 echo "PINTRACE-VM: EXIT $code"
 poweroff -f
+"#;
+
+/// Runs in the background while the payload runs; `wd` is its pid.
+const WATCHDOG_TEMPLATE: &str = r#"(
+    sleep @SECS@
+    warn "payload still running after @SECS@ s; kernel stacks follow"
+    for t in /proc/[0-9]*/task/[0-9]*; do
+        c=$(tr '\0' ' ' < "$t/cmdline" 2>/dev/null)
+        [ -n "$c" ] || continue
+        echo "--- task ${t##*/}: $c[$(sed -n 's/^State:[[:space:]]*//p' "$t/status")]"
+        cat "$t/stack" 2>/dev/null
+    done
+    echo w > /proc/sysrq-trigger
+    dmesg | sed -n '/sysrq: Show Blocked State/,$p'
+) &
+wd=$!
 "#;
 
 /// `/bin/pintrace-vm-export FILE [NAME]`: print FILE base64-encoded between
@@ -275,7 +306,8 @@ mod tests {
             p.shell_line(),
             r#"PINTRACE_BIN='/bin/pintrace' '/bin/t' '--ignored' 'it'\''s'"#
         );
-        let init = init_script(&p);
+        let init = init_script(&p, Some(5));
+        assert!(init.contains("sleep 5"));
         assert!(init.contains(&p.shell_line()));
         assert!(!init.contains('@'), "unreplaced placeholder");
     }
@@ -286,7 +318,8 @@ mod tests {
             return;
         };
         for script in [
-            init_script(&Payload::new(["true"])),
+            init_script(&Payload::new(["true"]), Some(9)),
+            init_script(&Payload::new(["true"]), None),
             EXPORT_SCRIPT.to_string(),
         ] {
             let ok = Command::new(&bb)

@@ -105,6 +105,7 @@ fn debian_packages(_: &SetupArgs) -> Result<String> {
         println!("setup: warning: `{p}` is not in the apt index; skipping it");
     }
     if !available.is_empty() {
+        println!("setup: installing {} with apt-get", available.join(" "));
         let mut cmd = Command::new("apt-get");
         cmd.env("DEBIAN_FRONTEND", "noninteractive")
             .args(["-q", "install", "-y", "--no-install-recommends"])
@@ -243,6 +244,7 @@ fn bpf_linker(args: &SetupArgs) -> Result<String> {
         return Ok(what);
     }
     match (&found, &version) {
+        _ if args.rebuild_linker => println!("setup: rebuilding bpf-linker (about 80 s)"),
         (None, _) => println!("setup: bpf-linker not found; building it (about 80 s)"),
         (Some(p), None) => println!("setup: {} does not run; rebuilding it", p.display()),
         (Some(_), Some(v)) => {

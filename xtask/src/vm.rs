@@ -44,6 +44,10 @@ pub struct GuestOpts {
     pub bin: Vec<String>,
     #[arg(long, value_enum, default_value_t = Accel::Auto)]
     pub accel: Accel,
+    /// Keep debug info in the guest's binaries (file:line in backtraces;
+    /// a ~10x larger initramfs that boots slower).
+    #[arg(long)]
+    pub no_strip: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -108,6 +112,7 @@ pub fn run_guest(
     req.memory_mib = opts.memory;
     req.smp = opts.smp;
     req.accel = opts.accel;
+    req.strip = !opts.no_strip;
     req.binaries
         .push(("pintrace".into(), built.pintrace.clone()));
     if let Some(t) = &built.guest_tests {
