@@ -16,6 +16,19 @@ pub const ENTRY_ARGS_MAP: &str = "ENTRY_ARGS";
 /// Record tags: the first `u32` of every ring-buffer record.
 pub const TAG_ACQUIRE: u32 = 1;
 pub const TAG_RQ_COMPLETE: u32 = 2;
+pub const TAG_FOLIOS: u32 = 3;
+pub const TAG_RELEASE: u32 = 4;
+pub const TAG_EXIT: u32 = 5;
+
+/// Name of the stack-trace map (kernel stacks of acquires and releases).
+pub const STACKS_MAP: &str = "STACKS";
+
+/// Folio addresses carried by one [`FolioBatch`] record.
+pub const FOLIOS_PER_RECORD: usize = 32;
+/// Batches read per acquire call (256 pages: a bio's worth, which is what the
+/// Direct I/O paths grab per call); pages beyond are counted as truncated.
+/// Bounded by what the verifier accepts for an unrolled loop on 6.1.
+pub const MAX_FOLIO_RECORDS: u32 = 8;
 
 /// Where an acquire was seen: the kernel function the probe sits on.
 #[repr(u32)]
@@ -23,15 +36,22 @@ pub const TAG_RQ_COMPLETE: u32 = 2;
 pub enum Site {
     PinUserPagesFast = 1,
     GetUserPagesFast = 2,
+    /// `gup_put_folio(folio, refs, flags)`: every counted unpin goes through it.
+    GupPutFolio = 3,
 }
 
 impl Site {
-    pub const ALL: [Site; 2] = [Site::PinUserPagesFast, Site::GetUserPagesFast];
+    pub const ALL: [Site; 3] = [
+        Site::PinUserPagesFast,
+        Site::GetUserPagesFast,
+        Site::GupPutFolio,
+    ];
 
     pub const fn from_u32(v: u32) -> Option<Site> {
         match v {
             1 => Some(Site::PinUserPagesFast),
             2 => Some(Site::GetUserPagesFast),
+            3 => Some(Site::GupPutFolio),
             _ => None,
         }
     }
@@ -41,37 +61,54 @@ impl Site {
         match self {
             Site::PinUserPagesFast => "pin_user_pages_fast",
             Site::GetUserPagesFast => "get_user_pages_fast",
+            Site::GupPutFolio => "gup_put_folio",
         }
+    }
+
+    /// Whether the site takes references (else it drops them).
+    pub const fn is_acquire(self) -> bool {
+        !matches!(self, Site::GupPutFolio)
     }
 
     /// Names of the programs in the eBPF object that probe this site.
     pub const fn programs(self) -> SitePrograms {
         match self {
             Site::PinUserPagesFast => SitePrograms {
-                fexit: "fexit_pin_user_pages_fast",
+                trampoline: "fexit_pin_user_pages_fast",
+                trampoline_is_exit: true,
                 kprobe: "kprobe_pin_user_pages_fast",
-                kretprobe: "kretprobe_pin_user_pages_fast",
+                kretprobe: Some("kretprobe_pin_user_pages_fast"),
             },
             Site::GetUserPagesFast => SitePrograms {
-                fexit: "fexit_get_user_pages_fast",
+                trampoline: "fexit_get_user_pages_fast",
+                trampoline_is_exit: true,
                 kprobe: "kprobe_get_user_pages_fast",
-                kretprobe: "kretprobe_get_user_pages_fast",
+                kretprobe: Some("kretprobe_get_user_pages_fast"),
+            },
+            Site::GupPutFolio => SitePrograms {
+                trampoline: "fentry_gup_put_folio",
+                trampoline_is_exit: false,
+                kprobe: "kprobe_gup_put_folio",
+                kretprobe: None,
             },
         }
     }
 }
 
-/// The programs able to watch one acquire site: one fexit, or a kprobe and
-/// kretprobe pair.
+/// The programs able to watch one site: one fentry/fexit program, or a
+/// kprobe (with a kretprobe where the return value is needed).
 #[derive(Clone, Copy, Debug)]
 pub struct SitePrograms {
-    pub fexit: &'static str,
+    pub trampoline: &'static str,
+    pub trampoline_is_exit: bool,
     pub kprobe: &'static str,
-    pub kretprobe: &'static str,
+    pub kretprobe: Option<&'static str>,
 }
 
 /// Program name of the `block:block_rq_complete` tracepoint handler.
 pub const PROG_RQ_COMPLETE: &str = "block_rq_complete";
+/// Program name of the `sched:sched_process_exit` tracepoint handler.
+pub const PROG_PROCESS_EXIT: &str = "sched_process_exit";
 
 /// Per-CPU counters kept by the probes, indexes into [`COUNTERS_MAP`].
 #[repr(u32)]
@@ -86,9 +123,13 @@ pub enum Counter {
     MissingEntry = 2,
     /// Records successfully submitted.
     Submitted = 3,
+    /// Pages of an acquire beyond what one call's records carry.
+    FoliosTruncated = 4,
+    /// A stack could not be stored (stack map full or collision).
+    StackLost = 5,
 }
 
-pub const COUNTER_SLOTS: u32 = 4;
+pub const COUNTER_SLOTS: u32 = 6;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_SLOTS as usize] = [
@@ -96,6 +137,8 @@ impl Counter {
         Counter::EntryArgsFull,
         Counter::MissingEntry,
         Counter::Submitted,
+        Counter::FoliosTruncated,
+        Counter::StackLost,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -104,12 +147,14 @@ impl Counter {
             Counter::EntryArgsFull => "entry_args_full",
             Counter::MissingEntry => "missing_entry",
             Counter::Submitted => "submitted",
+            Counter::FoliosTruncated => "folios_truncated",
+            Counter::StackLost => "stack_lost",
         }
     }
 
     /// Whether a non-zero value means an event the agent never saw.
     pub const fn is_loss(self) -> bool {
-        !matches!(self, Counter::Submitted)
+        !matches!(self, Counter::Submitted | Counter::StackLost)
     }
 }
 
@@ -143,7 +188,55 @@ pub struct AcquireEvent {
     /// Pages asked for.
     pub nr_pages: i32,
     pub gup_flags: u32,
+    /// Kernel stack id in [`STACKS_MAP`], or a negative errno.
+    pub stack_id: i32,
+    /// [`FolioBatch`] records that follow for this call.
+    pub folio_records: u32,
     pub comm: [u8; 16],
+}
+
+/// The folios of the pages one acquire call grabbed: `folios[i]` is the folio
+/// of page `first + i` of the caller's array. Follows its [`AcquireEvent`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FolioBatch {
+    pub tag: u32,
+    pub count: u32,
+    /// `ts_ns` of the acquire call this belongs to.
+    pub ts_ns: u64,
+    pub pid_tgid: u64,
+    pub first: u32,
+    pub site: u32,
+    pub folios: [u64; FOLIOS_PER_RECORD],
+}
+
+/// References dropped from one folio (`gup_put_folio`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ReleaseEvent {
+    pub tag: u32,
+    pub site: u32,
+    pub ts_ns: u64,
+    pub pid_tgid: u64,
+    pub folio: u64,
+    pub refs: i32,
+    pub gup_flags: u32,
+    /// `folio->_refcount` just before the release.
+    pub refcount: i32,
+    pub stack_id: i32,
+    /// 1 when the folio is large (its first tail page points back at it).
+    pub large: u32,
+    pub _reserved: u32,
+    pub comm: [u8; 16],
+}
+
+/// A process (thread-group leader) exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitEvent {
+    pub tag: u32,
+    pub tgid: u32,
+    pub ts_ns: u64,
 }
 
 /// A blk-mq request completion (`block:block_rq_complete`).
@@ -165,6 +258,11 @@ pub const GLOBAL_RQ_DEV_OFF: &str = "RQ_DEV_OFF";
 pub const GLOBAL_RQ_SECTOR_OFF: &str = "RQ_SECTOR_OFF";
 pub const GLOBAL_RQ_NR_SECTOR_OFF: &str = "RQ_NR_SECTOR_OFF";
 pub const GLOBAL_RQ_ERROR_OFF: &str = "RQ_ERROR_OFF";
+/// Offset of `struct page::compound_head` and of `struct folio::_refcount`.
+pub const GLOBAL_PAGE_COMPOUND_HEAD_OFF: &str = "PAGE_COMPOUND_HEAD_OFF";
+pub const GLOBAL_FOLIO_REFCOUNT_OFF: &str = "FOLIO_REFCOUNT_OFF";
+/// `sizeof(struct page)`: the first tail page of a folio sits right after it.
+pub const GLOBAL_PAGE_SIZEOF: &str = "PAGE_SIZEOF";
 
 #[cfg(feature = "user")]
 mod pod {
@@ -172,6 +270,9 @@ mod pod {
     unsafe impl aya::Pod for super::EntryArgs {}
     unsafe impl aya::Pod for super::AcquireEvent {}
     unsafe impl aya::Pod for super::RqCompleteEvent {}
+    unsafe impl aya::Pod for super::FolioBatch {}
+    unsafe impl aya::Pod for super::ReleaseEvent {}
+    unsafe impl aya::Pod for super::ExitEvent {}
 }
 
 #[cfg(test)]
@@ -181,7 +282,13 @@ mod tests {
 
     #[test]
     fn layouts_have_no_padding() {
-        assert_eq!(size_of::<AcquireEvent>(), 4 + 4 + 8 * 5 + 4 + 4 + 16);
+        assert_eq!(size_of::<AcquireEvent>(), 4 + 4 + 8 * 5 + 4 * 4 + 16);
+        assert_eq!(
+            size_of::<FolioBatch>(),
+            4 + 4 + 8 + 8 + 4 + 4 + 8 * FOLIOS_PER_RECORD
+        );
+        assert_eq!(size_of::<ReleaseEvent>(), 4 + 4 + 8 * 3 + 4 * 6 + 16);
+        assert_eq!(size_of::<ExitEvent>(), 16);
         assert_eq!(size_of::<RqCompleteEvent>(), 4 + 4 + 8 + 8 + 4 + 4);
         assert_eq!(size_of::<EntryArgs>(), 8 * 3 + 4 + 4);
     }

@@ -1,12 +1,12 @@
 //! pintrace's kernel probes.
 //!
-//! Each acquire site has two ways in: an `fexit` program (one call, arguments
-//! and return value together; preferred where BTF trampolines load) and a
-//! `kprobe`/`kretprobe` pair (arguments parked in [`ENTRY_ARGS`] by thread
-//! until the return). User space attaches exactly one of the two per site, so
-//! no call is seen twice.
+//! Each site has two ways in: a BTF trampoline program (`fexit` for the
+//! acquire calls, whose return value and `pages` array are needed; `fentry`
+//! for `gup_put_folio`) and a `kprobe` (with a `kretprobe` for acquires, the
+//! arguments parked in [`ENTRY_ARGS`] by thread until the return). User space
+//! attaches exactly one of the two per site, so no call is seen twice.
 //!
-//! The hot path does no string work and no logging: a record is reserved in
+//! The hot path does no string work and no logging: records are reserved in
 //! the ring buffer, filled and submitted. Every record that cannot be
 //! delivered is counted in [`COUNTERS`]; aya-log speaks only on rare paths.
 #![no_std]
@@ -14,21 +14,25 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
         generated::{bpf_get_func_arg, bpf_get_func_ret},
     },
-    macros::{fexit, kprobe, kretprobe, map, tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
-    programs::{FExitContext, ProbeContext, RetProbeContext, TracePointContext},
-    EbpfContext as _,
+    macros::{fentry, fexit, kprobe, kretprobe, map, tracepoint},
+    maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
+    programs::{
+        tracing::StackIdContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext,
+        TracePointContext,
+    },
+    EbpfContext,
 };
 use aya_log_ebpf::warn;
 use pintrace_common::{
-    AcquireEvent, Counter, EntryArgs, RqCompleteEvent, Site, COUNTER_SLOTS, TAG_ACQUIRE,
-    TAG_RQ_COMPLETE,
+    AcquireEvent, Counter, EntryArgs, ExitEvent, FolioBatch, ReleaseEvent, RqCompleteEvent, Site,
+    COUNTER_SLOTS, FOLIOS_PER_RECORD, MAX_FOLIO_RECORDS, TAG_ACQUIRE, TAG_EXIT, TAG_FOLIOS,
+    TAG_RELEASE, TAG_RQ_COMPLETE,
 };
 
-/// Ring buffer of events; user space resizes it before load (`--ringbuf-pages`).
+/// Ring buffer of events; user space sizes it before load (`--ringbuf-mib`).
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
@@ -39,6 +43,10 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS,
 #[map]
 static ENTRY_ARGS: HashMap<u64, EntryArgs> = HashMap::with_max_entries(16384, 0);
 
+/// Kernel stacks of acquires and releases, deduplicated by the kernel.
+#[map]
+static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
+
 /// Field offsets of `block:block_rq_complete`, set by user space from tracefs.
 #[unsafe(no_mangle)]
 static RQ_DEV_OFF: u32 = 8;
@@ -48,6 +56,21 @@ static RQ_SECTOR_OFF: u32 = 16;
 static RQ_NR_SECTOR_OFF: u32 = 24;
 #[unsafe(no_mangle)]
 static RQ_ERROR_OFF: u32 = 28;
+/// `struct page::compound_head` (bit 0 set on tail pages) and
+/// `struct folio::_refcount`, set by user space.
+#[unsafe(no_mangle)]
+static PAGE_COMPOUND_HEAD_OFF: u32 = 8;
+#[unsafe(no_mangle)]
+static FOLIO_REFCOUNT_OFF: u32 = 52;
+#[unsafe(no_mangle)]
+static PAGE_SIZEOF: u32 = 64;
+
+#[inline(always)]
+fn global(v: &'static u32) -> u64 {
+    // SAFETY: reading a global the loader may have rewritten; volatile keeps
+    // the compiler from folding the default value in.
+    unsafe { core::ptr::read_volatile(v) as u64 }
+}
 
 #[inline(always)]
 fn now_ns() -> u64 {
@@ -58,53 +81,141 @@ fn now_ns() -> u64 {
 #[inline(always)]
 fn bump(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
-        // SAFETY: the slot is this CPU's own copy; programs on one CPU do not
-        // preempt each other for the same map slot in these program types.
+        // SAFETY: the slot is this CPU's own copy.
         unsafe { *slot += 1 };
     }
 }
 
 #[inline(always)]
-fn emit_acquire(site: Site, args: &EntryArgs, ret: i64) {
+fn stack_id<C: StackIdContext>(ctx: &C) -> i32 {
+    match ctx.get_stackid(&STACKS, 0) {
+        Ok(id) => id as i32,
+        Err(e) => {
+            bump(Counter::StackLost);
+            e
+        }
+    }
+}
+
+#[inline(always)]
+fn read_u64(addr: u64) -> u64 {
+    // SAFETY: bpf_probe_read_kernel checks the address and fails cleanly.
+    unsafe { bpf_probe_read_kernel(addr as *const u64) }.unwrap_or(0)
+}
+
+/// The folio of a `struct page *`: its head when it is a tail page.
+#[inline(always)]
+fn folio_of(page: u64) -> u64 {
+    if page == 0 {
+        return 0;
+    }
+    let head = read_u64(page + global(&PAGE_COMPOUND_HEAD_OFF));
+    if head & 1 != 0 {
+        head - 1
+    } else {
+        page
+    }
+}
+
+/// Emits the folios of the first `n` pages of a `struct page **` array, in
+/// batches; returns how many batches were submitted.
+#[inline(always)]
+fn emit_folios(site: Site, pid_tgid: u64, ts_ns: u64, pages: u64, n: i64) -> u32 {
+    if pages == 0 || n <= 0 {
+        return 0;
+    }
+    let n = n as u64;
+    let mut emitted = 0u32;
+    for chunk in 0..MAX_FOLIO_RECORDS {
+        let first = chunk as u64 * FOLIOS_PER_RECORD as u64;
+        if first >= n {
+            break;
+        }
+        let Some(mut rec) = EVENTS.reserve::<FolioBatch>(0) else {
+            bump(Counter::RingbufFull);
+            continue;
+        };
+        let out = rec.as_mut_ptr();
+        // Branch-free, so the verifier walks each iteration once: slots past
+        // `count` may hold whatever lies beyond the caller's array (read
+        // safely) and are ignored by user space.
+        for j in 0..FOLIOS_PER_RECORD {
+            let folio = folio_of(read_u64(pages + (first + j as u64) * 8));
+            // SAFETY: `out` is this reserved record; j is below the array length.
+            unsafe { (*out).folios[j] = folio };
+        }
+        let left = n - first;
+        let count = if left < FOLIOS_PER_RECORD as u64 {
+            left as u32
+        } else {
+            FOLIOS_PER_RECORD as u32
+        };
+        // SAFETY: as above, for the header fields.
+        unsafe {
+            (*out).tag = TAG_FOLIOS;
+            (*out).count = count;
+            (*out).ts_ns = ts_ns;
+            (*out).pid_tgid = pid_tgid;
+            (*out).first = first as u32;
+            (*out).site = site as u32;
+        }
+        rec.submit(0);
+        bump(Counter::Submitted);
+        emitted += 1;
+    }
+    if n > MAX_FOLIO_RECORDS as u64 * FOLIOS_PER_RECORD as u64 {
+        bump(Counter::FoliosTruncated);
+    }
+    emitted
+}
+
+#[inline(always)]
+fn emit_acquire<C: StackIdContext>(ctx: &C, site: Site, args: &EntryArgs, ret: i64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
     let Some(mut entry) = EVENTS.reserve::<AcquireEvent>(0) else {
         bump(Counter::RingbufFull);
         return;
+    };
+    let stack_id = stack_id(ctx);
+    // Folios are read only for calls that grabbed pages; the acquire record
+    // says how many batches to expect after it.
+    let batches = if ret > 0 {
+        let per = FOLIOS_PER_RECORD as i64;
+        let want = (ret + per - 1) / per;
+        if want > MAX_FOLIO_RECORDS as i64 {
+            MAX_FOLIO_RECORDS
+        } else {
+            want as u32
+        }
+    } else {
+        0
     };
     entry.write(AcquireEvent {
         tag: TAG_ACQUIRE,
         site: site as u32,
         ts_ns: args.ts_ns,
-        pid_tgid: bpf_get_current_pid_tgid(),
+        pid_tgid,
         start: args.start,
         pages: args.pages,
         ret,
         nr_pages: args.nr_pages,
         gup_flags: args.gup_flags,
+        stack_id,
+        folio_records: batches,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });
     entry.submit(0);
     bump(Counter::Submitted);
-}
-
-/// `(start, int nr_pages, gup_flags, struct page **pages)` of both `*_user_pages_fast`.
-#[inline(always)]
-fn fast_args_kprobe(ctx: &ProbeContext) -> EntryArgs {
-    EntryArgs {
-        start: ctx.arg::<u64>(0).unwrap_or(0),
-        nr_pages: ctx.arg::<i32>(1).unwrap_or(0),
-        gup_flags: ctx.arg::<u32>(2).unwrap_or(0),
-        pages: ctx.arg::<u64>(3).unwrap_or(0),
-        ts_ns: now_ns(),
-    }
+    emit_folios(site, pid_tgid, args.ts_ns, args.pages, ret);
 }
 
 /// The `n`th raw argument of a traced function. `bpf_get_func_arg` reads the
 /// trampoline's saved registers without the BTF type check of a context
 /// load, which rejects pointer-to-pointer arguments such as `struct page **`.
 #[inline(always)]
-fn func_arg(ctx: &FExitContext, n: u32) -> u64 {
+fn func_arg<C: EbpfContext>(ctx: &C, n: u32) -> u64 {
     let mut v = 0u64;
-    // SAFETY: ctx is the tracing context; the helper bounds-checks n.
+    // SAFETY: ctx is a tracing context; the helper bounds-checks n.
     unsafe { bpf_get_func_arg(ctx.as_ptr(), n, &mut v) };
     v
 }
@@ -126,13 +237,20 @@ fn fast_fexit(ctx: &FExitContext, site: Site) -> u32 {
         pages: func_arg(ctx, 3),
         ts_ns: now_ns(),
     };
-    emit_acquire(site, &args, func_ret(ctx) as i32 as i64);
+    emit_acquire(ctx, site, &args, func_ret(ctx) as i32 as i64);
     0
 }
 
+/// `(start, int nr_pages, gup_flags, struct page **pages)` of both `*_user_pages_fast`.
 #[inline(always)]
 fn park_args(ctx: &ProbeContext) -> u32 {
-    let args = fast_args_kprobe(ctx);
+    let args = EntryArgs {
+        start: ctx.arg::<u64>(0).unwrap_or(0),
+        nr_pages: ctx.arg::<i32>(1).unwrap_or(0),
+        gup_flags: ctx.arg::<u32>(2).unwrap_or(0),
+        pages: ctx.arg::<u64>(3).unwrap_or(0),
+        ts_ns: now_ns(),
+    };
     if ENTRY_ARGS
         .insert(bpf_get_current_pid_tgid(), args, 0)
         .is_err()
@@ -153,7 +271,7 @@ fn finish_kretprobe(ctx: &RetProbeContext, site: Site) -> u32 {
     };
     let _ = ENTRY_ARGS.remove(&key);
     let ret: i32 = ctx.ret();
-    emit_acquire(site, &args, ret as i64);
+    emit_acquire(ctx, site, &args, ret as i64);
     0
 }
 
@@ -187,11 +305,54 @@ pub fn kretprobe_get_user_pages_fast(ctx: RetProbeContext) -> u32 {
     finish_kretprobe(&ctx, Site::GetUserPagesFast)
 }
 
+/// `gup_put_folio(struct folio *folio, int refs, unsigned int flags)`.
 #[inline(always)]
-fn global(v: &'static u32) -> usize {
-    // SAFETY: reading a global the loader may have rewritten; volatile keeps
-    // the compiler from folding the default value in.
-    unsafe { core::ptr::read_volatile(v) as usize }
+fn emit_release<C: StackIdContext>(ctx: &C, folio: u64, refs: i32, flags: u32) -> u32 {
+    let Some(mut entry) = EVENTS.reserve::<ReleaseEvent>(0) else {
+        bump(Counter::RingbufFull);
+        return 0;
+    };
+    let refcount = read_u64(folio + global(&FOLIO_REFCOUNT_OFF)) as u32 as i32;
+    // A large folio's first tail page has compound_head == folio | 1.
+    let tail_head = read_u64(folio + global(&PAGE_SIZEOF) + global(&PAGE_COMPOUND_HEAD_OFF));
+    let large = (folio != 0 && tail_head == folio + 1) as u32;
+    entry.write(ReleaseEvent {
+        tag: TAG_RELEASE,
+        site: Site::GupPutFolio as u32,
+        ts_ns: now_ns(),
+        pid_tgid: bpf_get_current_pid_tgid(),
+        folio,
+        refs,
+        gup_flags: flags,
+        refcount,
+        stack_id: stack_id(ctx),
+        large,
+        _reserved: 0,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    });
+    entry.submit(0);
+    bump(Counter::Submitted);
+    0
+}
+
+#[fentry(function = "gup_put_folio")]
+pub fn fentry_gup_put_folio(ctx: FEntryContext) -> u32 {
+    emit_release(
+        &ctx,
+        func_arg(&ctx, 0),
+        func_arg(&ctx, 1) as i32,
+        func_arg(&ctx, 2) as u32,
+    )
+}
+
+#[kprobe]
+pub fn kprobe_gup_put_folio(ctx: ProbeContext) -> u32 {
+    emit_release(
+        &ctx,
+        ctx.arg::<u64>(0).unwrap_or(0),
+        ctx.arg::<i32>(1).unwrap_or(0),
+        ctx.arg::<u32>(2).unwrap_or(0),
+    )
 }
 
 #[tracepoint(category = "block", name = "block_rq_complete")]
@@ -200,18 +361,42 @@ pub fn block_rq_complete(ctx: TracePointContext) -> u32 {
         bump(Counter::RingbufFull);
         return 0;
     };
+    let at = |off: &'static u32| global(off) as usize;
     // SAFETY: offsets come from the tracepoint's own format file.
     let ev = unsafe {
         RqCompleteEvent {
             tag: TAG_RQ_COMPLETE,
-            dev: ctx.read_at::<u32>(global(&RQ_DEV_OFF)).unwrap_or(0),
+            dev: ctx.read_at::<u32>(at(&RQ_DEV_OFF)).unwrap_or(0),
             ts_ns: now_ns(),
-            sector: ctx.read_at::<u64>(global(&RQ_SECTOR_OFF)).unwrap_or(0),
-            nr_sector: ctx.read_at::<u32>(global(&RQ_NR_SECTOR_OFF)).unwrap_or(0),
-            error: ctx.read_at::<i32>(global(&RQ_ERROR_OFF)).unwrap_or(0),
+            sector: ctx.read_at::<u64>(at(&RQ_SECTOR_OFF)).unwrap_or(0),
+            nr_sector: ctx.read_at::<u32>(at(&RQ_NR_SECTOR_OFF)).unwrap_or(0),
+            error: ctx.read_at::<i32>(at(&RQ_ERROR_OFF)).unwrap_or(0),
         }
     };
     entry.write(ev);
+    entry.submit(0);
+    bump(Counter::Submitted);
+    0
+}
+
+/// Process exits, for "pin held by a process that exited".
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // Only the thread-group leader's exit ends the process.
+    if tgid != pid_tgid as u32 {
+        return 0;
+    }
+    let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
+        bump(Counter::RingbufFull);
+        return 0;
+    };
+    entry.write(ExitEvent {
+        tag: TAG_EXIT,
+        tgid,
+        ts_ns: now_ns(),
+    });
     entry.submit(0);
     bump(Counter::Submitted);
     0

@@ -6,7 +6,10 @@
 //! error, never a panic.
 
 use bytes::Buf;
-use pintrace_common::{AcquireEvent, RqCompleteEvent, Site, TAG_ACQUIRE, TAG_RQ_COMPLETE};
+use pintrace_common::{
+    AcquireEvent, ExitEvent, FolioBatch, ReleaseEvent, RqCompleteEvent, Site, FOLIOS_PER_RECORD,
+    TAG_ACQUIRE, TAG_EXIT, TAG_FOLIOS, TAG_RELEASE, TAG_RQ_COMPLETE,
+};
 use serde::{Serialize, Serializer};
 use std::{fmt, mem::size_of};
 
@@ -52,6 +55,48 @@ pub struct Acquire {
     pub ret: i64,
     pub nr_pages: i32,
     pub gup_flags: u32,
+    /// Kernel stack id, or a negative errno when the stack was not stored.
+    pub stack_id: i32,
+    /// [`Folios`] batches that follow for this call.
+    pub folio_records: u32,
+    pub comm: Comm,
+}
+
+/// The folios of pages `first..first + count` of one acquire call, matched to
+/// it by `(tid, ts_ns)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Folios {
+    pub site: Site,
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub first: u32,
+    pub count: u32,
+    pub folios: [u64; FOLIOS_PER_RECORD],
+}
+
+impl Folios {
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.folios[..(self.count as usize).min(FOLIOS_PER_RECORD)]
+            .iter()
+            .copied()
+    }
+}
+
+/// References dropped from one folio by `gup_put_folio`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Release {
+    pub site: Site,
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub folio: u64,
+    pub refs: i32,
+    pub gup_flags: u32,
+    /// `folio->_refcount` just before the release.
+    pub refcount: i32,
+    pub stack_id: i32,
+    pub large: bool,
     pub comm: Comm,
 }
 
@@ -76,7 +121,14 @@ pub struct RqComplete {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     Acquire(Acquire),
+    Folios(Folios),
+    Release(Release),
     RqComplete(RqComplete),
+    /// A process (thread-group leader) exited.
+    Exit {
+        tgid: u32,
+        ts_ns: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,6 +152,16 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+fn site(raw: u32) -> Result<Site, DecodeError> {
+    Site::from_u32(raw).ok_or(DecodeError::UnknownSite(raw))
+}
+
+fn comm(buf: &mut &[u8]) -> Comm {
+    let mut c = [0u8; 16];
+    buf.copy_to_slice(&mut c);
+    Comm(c)
+}
+
 /// Decodes one ring-buffer record.
 pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
     let mut buf = record;
@@ -114,6 +176,9 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
     let need = match tag {
         TAG_ACQUIRE => size_of::<AcquireEvent>(),
         TAG_RQ_COMPLETE => size_of::<RqCompleteEvent>(),
+        TAG_FOLIOS => size_of::<FolioBatch>(),
+        TAG_RELEASE => size_of::<ReleaseEvent>(),
+        TAG_EXIT => size_of::<ExitEvent>(),
         other => return Err(DecodeError::UnknownTag(other)),
     };
     if record.len() < need {
@@ -125,8 +190,7 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
     }
     Ok(match tag {
         TAG_ACQUIRE => {
-            let site_raw = buf.get_u32_ne();
-            let site = Site::from_u32(site_raw).ok_or(DecodeError::UnknownSite(site_raw))?;
+            let site = site(buf.get_u32_ne())?;
             let ts_ns = buf.get_u64_ne();
             let pid_tgid = buf.get_u64_ne();
             let start = buf.get_u64_ne();
@@ -134,8 +198,8 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
             let ret = buf.get_i64_ne();
             let nr_pages = buf.get_i32_ne();
             let gup_flags = buf.get_u32_ne();
-            let mut comm = [0u8; 16];
-            buf.copy_to_slice(&mut comm);
+            let stack_id = buf.get_i32_ne();
+            let folio_records = buf.get_u32_ne();
             Event::Acquire(Acquire {
                 site,
                 ts_ns,
@@ -146,8 +210,60 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
                 ret,
                 nr_pages,
                 gup_flags,
-                comm: Comm(comm),
+                stack_id,
+                folio_records,
+                comm: comm(&mut buf),
             })
+        }
+        TAG_FOLIOS => {
+            let count = buf.get_u32_ne();
+            let ts_ns = buf.get_u64_ne();
+            let pid_tgid = buf.get_u64_ne();
+            let first = buf.get_u32_ne();
+            let site = site(buf.get_u32_ne())?;
+            let mut folios = [0u64; FOLIOS_PER_RECORD];
+            for f in folios.iter_mut() {
+                *f = buf.get_u64_ne();
+            }
+            Event::Folios(Folios {
+                site,
+                ts_ns,
+                tgid: (pid_tgid >> 32) as u32,
+                tid: pid_tgid as u32,
+                first,
+                count: count.min(FOLIOS_PER_RECORD as u32),
+                folios,
+            })
+        }
+        TAG_RELEASE => {
+            let site = site(buf.get_u32_ne())?;
+            let ts_ns = buf.get_u64_ne();
+            let pid_tgid = buf.get_u64_ne();
+            let folio = buf.get_u64_ne();
+            let refs = buf.get_i32_ne();
+            let gup_flags = buf.get_u32_ne();
+            let refcount = buf.get_i32_ne();
+            let stack_id = buf.get_i32_ne();
+            let large = buf.get_u32_ne() != 0;
+            let _reserved = buf.get_u32_ne();
+            Event::Release(Release {
+                site,
+                ts_ns,
+                tgid: (pid_tgid >> 32) as u32,
+                tid: pid_tgid as u32,
+                folio,
+                refs,
+                gup_flags,
+                refcount,
+                stack_id,
+                large,
+                comm: comm(&mut buf),
+            })
+        }
+        TAG_EXIT => {
+            let tgid = buf.get_u32_ne();
+            let ts_ns = buf.get_u64_ne();
+            Event::Exit { tgid, ts_ns }
         }
         _ => {
             let dev = buf.get_u32_ne();
@@ -185,7 +301,48 @@ pub mod encode {
         v.put_i64_ne(a.ret);
         v.put_i32_ne(a.nr_pages);
         v.put_u32_ne(a.gup_flags);
+        v.put_i32_ne(a.stack_id);
+        v.put_u32_ne(a.folio_records);
         v.put_slice(&a.comm.0);
+        v
+    }
+
+    pub fn folios(f: &Folios) -> Vec<u8> {
+        let mut v = Vec::with_capacity(size_of::<FolioBatch>());
+        v.put_u32_ne(TAG_FOLIOS);
+        v.put_u32_ne(f.count);
+        v.put_u64_ne(f.ts_ns);
+        v.put_u64_ne(((f.tgid as u64) << 32) | f.tid as u64);
+        v.put_u32_ne(f.first);
+        v.put_u32_ne(f.site as u32);
+        for x in f.folios {
+            v.put_u64_ne(x);
+        }
+        v
+    }
+
+    pub fn release(r: &Release) -> Vec<u8> {
+        let mut v = Vec::with_capacity(size_of::<ReleaseEvent>());
+        v.put_u32_ne(TAG_RELEASE);
+        v.put_u32_ne(r.site as u32);
+        v.put_u64_ne(r.ts_ns);
+        v.put_u64_ne(((r.tgid as u64) << 32) | r.tid as u64);
+        v.put_u64_ne(r.folio);
+        v.put_i32_ne(r.refs);
+        v.put_u32_ne(r.gup_flags);
+        v.put_i32_ne(r.refcount);
+        v.put_i32_ne(r.stack_id);
+        v.put_u32_ne(r.large as u32);
+        v.put_u32_ne(0);
+        v.put_slice(&r.comm.0);
+        v
+    }
+
+    pub fn exit(tgid: u32, ts_ns: u64) -> Vec<u8> {
+        let mut v = Vec::with_capacity(size_of::<ExitEvent>());
+        v.put_u32_ne(TAG_EXIT);
+        v.put_u32_ne(tgid);
+        v.put_u64_ne(ts_ns);
         v
     }
 
@@ -222,6 +379,8 @@ mod tests {
             ret: 256,
             nr_pages: 256,
             gup_flags: 1 << 19,
+            stack_id: 3,
+            folio_records: 8,
             comm: comm("pintrace"),
         }
     }
@@ -261,6 +420,8 @@ mod tests {
             ret: -14,
             nr_pages: 4,
             gup_flags: 0x4,
+            stack_id: -17,
+            folio_records: 0,
             comm: comm("dd").0,
         };
         // SAFETY: AcquireEvent is repr(C) plain integers without padding.
@@ -275,6 +436,46 @@ mod tests {
         };
         assert_eq!((a.tgid, a.tid, a.ret, a.pages_grabbed()), (5, 6, -14, 0));
         assert_eq!(a.site, Site::GetUserPagesFast);
+    }
+
+    #[test]
+    fn folios_release_and_exit_round_trip() {
+        let mut folios = [0u64; FOLIOS_PER_RECORD];
+        folios[0] = 0xffffea0000001000;
+        folios[1] = 0xffffea0000001040;
+        let f = Folios {
+            site: Site::PinUserPagesFast,
+            ts_ns: 9,
+            tgid: 1,
+            tid: 2,
+            first: 32,
+            count: 2,
+            folios,
+        };
+        let bytes = encode::folios(&f);
+        assert_eq!(bytes.len(), size_of::<FolioBatch>());
+        assert_eq!(decode(&bytes), Ok(Event::Folios(f)));
+        assert_eq!(f.iter().count(), 2);
+        let r = Release {
+            site: Site::GupPutFolio,
+            ts_ns: 10,
+            tgid: 1,
+            tid: 2,
+            folio: 0xffffea0000001000,
+            refs: 1,
+            gup_flags: 1 << 19,
+            refcount: 1025,
+            stack_id: 4,
+            large: true,
+            comm: comm("fio"),
+        };
+        let bytes = encode::release(&r);
+        assert_eq!(bytes.len(), size_of::<ReleaseEvent>());
+        assert_eq!(decode(&bytes), Ok(Event::Release(r)));
+        assert_eq!(
+            decode(&encode::exit(7, 11)),
+            Ok(Event::Exit { tgid: 7, ts_ns: 11 })
+        );
     }
 
     #[test]

@@ -15,5 +15,6 @@ pub mod flags;
 pub mod ledger;
 pub mod plan;
 pub mod probes;
+pub mod symbols;
 pub mod views;
 pub mod vmstat;

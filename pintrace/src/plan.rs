@@ -10,29 +10,37 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
-    /// One fexit program: arguments and return value in one call, through a
-    /// BTF trampoline (the cheapest).
-    Fexit,
-    /// A kprobe parks the arguments, a kretprobe emits the event.
+    /// An fentry or fexit program through a BTF trampoline: arguments and
+    /// return value in one call (the cheapest).
+    Trampoline,
+    /// A kprobe (a kprobe parks the arguments and a kretprobe emits the event
+    /// where the return value is needed).
     Kprobe,
 }
 
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Method::Fexit => "fexit",
-            Method::Kprobe => "kprobe+kretprobe",
-        })
+impl Method {
+    /// The program kinds this method uses on a site, e.g. "fexit" or "kprobe+kretprobe".
+    pub fn program_kind(self, site: Site) -> &'static str {
+        let p = site.programs();
+        match (self, p.trampoline_is_exit, p.kretprobe.is_some()) {
+            (Method::Trampoline, true, _) => "fexit",
+            (Method::Trampoline, false, _) => "fentry",
+            (Method::Kprobe, _, true) => "kprobe+kretprobe",
+            (Method::Kprobe, _, false) => "kprobe",
+        }
     }
 }
 
 /// Which methods the user allows (`--attach`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Preference {
-    /// fexit where it loads, kprobes otherwise.
+    /// fentry/fexit where they load, kprobes otherwise.
     #[default]
     Auto,
-    Fexit,
+    /// fentry/fexit programs only.
+    #[value(alias = "fexit")]
+    Fentry,
+    /// kprobes (and kretprobes) only.
     Kprobe,
 }
 
@@ -42,6 +50,10 @@ pub struct SitePlan {
     pub symbol: &'static str,
     /// `None`: this site is not watched, see `reason`.
     pub method: Option<Method>,
+    /// The program kinds attached: "fexit", "fentry", "kprobe+kretprobe", "kprobe" or "off".
+    pub programs: &'static str,
+    /// Takes references (else drops them).
+    pub acquire: bool,
     pub reason: String,
     #[serde(skip)]
     pub id: Site,
@@ -87,27 +99,27 @@ impl Plan {
             let present = info.is_some_and(|s| s.present);
             let traceable = info.and_then(|s| s.traceable).unwrap_or(present);
             let fexit_ok = preference != Preference::Kprobe && caps.fentry.is_yes() && traceable;
-            let kprobe_ok = preference != Preference::Fexit && caps.kprobes.is_yes() && present;
+            let kprobe_ok = preference != Preference::Fentry && caps.kprobes.is_yes() && present;
             let (method, reason) = if !present {
                 (None, format!("{symbol} is not in /proc/kallsyms"))
             } else if fexit_ok {
                 (
-                    Some(Method::Fexit),
+                    Some(Method::Trampoline),
                     "fentry/fexit programs load here".into(),
                 )
             } else if kprobe_ok {
                 let why = if preference == Preference::Kprobe {
                     "chosen with --attach kprobe".to_owned()
                 } else {
-                    format!("fexit unavailable: {}", why_not(&caps.fentry))
+                    format!("fentry/fexit unavailable: {}", why_not(&caps.fentry))
                 };
                 (Some(Method::Kprobe), why)
             } else {
                 let mut missing = Vec::new();
                 if preference != Preference::Kprobe {
-                    missing.push(format!("fexit: {}", why_not(&caps.fentry)));
+                    missing.push(format!("fentry/fexit: {}", why_not(&caps.fentry)));
                 }
-                if preference != Preference::Fexit {
+                if preference != Preference::Fentry {
                     missing.push(format!("kprobes: {}", why_not(&caps.kprobes)));
                 }
                 (None, missing.join("; "))
@@ -116,6 +128,8 @@ impl Plan {
                 site: site_name(site),
                 symbol,
                 method,
+                programs: method.map(|m| m.program_kind(site)).unwrap_or("off"),
+                acquire: site.is_acquire(),
                 reason,
                 id: site,
             });
@@ -129,13 +143,23 @@ impl Plan {
         if !caps.vmstat_pin_counters {
             notes.push("/proc/vmstat has no nr_foll_pin_* counters: no cross-check".into());
         }
-        if sites.iter().all(|s| s.method.is_none()) {
+        if let Some(off) = sites.iter().find(|s| !s.acquire && s.method.is_none()) {
+            notes.push(format!(
+                "{} is not watched ({}): releases are not seen, so no leak or mismatch can be told",
+                off.symbol, off.reason
+            ));
+        }
+        if sites
+            .iter()
+            .filter(|s| s.acquire)
+            .all(|s| s.method.is_none())
+        {
             // Say once what the kernel lacks as a whole, then any per-symbol detail.
             let mut missing = Vec::new();
             if preference != Preference::Kprobe && !caps.fentry.is_yes() {
                 missing.push(format!("fentry/fexit: {}", why_not(&caps.fentry)));
             }
-            if preference != Preference::Fexit && !caps.kprobes.is_yes() {
+            if preference != Preference::Fentry && !caps.kprobes.is_yes() {
                 missing.push(format!("kprobes: {}", why_not(&caps.kprobes)));
             }
             if missing.is_empty() {
@@ -164,10 +188,7 @@ impl Plan {
         let mut parts: Vec<String> = self
             .sites
             .iter()
-            .map(|s| match s.method {
-                Some(m) => format!("{}={m}", s.symbol),
-                None => format!("{}=off", s.symbol),
-            })
+            .map(|s| format!("{}={}", s.symbol, s.programs))
             .collect();
         parts.push(format!(
             "block_rq_complete={}",
@@ -185,6 +206,7 @@ pub fn site_name(site: Site) -> &'static str {
     match site {
         Site::PinUserPagesFast => "pin_fast",
         Site::GetUserPagesFast => "get_fast",
+        Site::GupPutFolio => "put_folio",
     }
 }
 
@@ -194,8 +216,9 @@ mod tests {
     use crate::caps::symbol_table;
 
     fn caps(kprobes: bool, fentry: bool) -> Caps {
-        let kallsyms =
-            "ffffffff815f3b40 T get_user_pages_fast\nffffffff815f3ba0 T pin_user_pages_fast\n";
+        let kallsyms = "ffffffff815f3b40 T get_user_pages_fast\n\
+                        ffffffff815f3ba0 T pin_user_pages_fast\n\
+                        ffffffff815eed50 t gup_put_folio\n";
         Caps {
             release: "6.12.0-test".into(),
             privileged: Availability::Yes,
@@ -213,17 +236,27 @@ mod tests {
             tracefs: None,
             rq_complete: None,
             vmstat_pin_counters: true,
-            symbols: symbol_table(kallsyms, Some("pin_user_pages_fast\nget_user_pages_fast\n")),
+            symbols: symbol_table(
+                kallsyms,
+                Some("pin_user_pages_fast\nget_user_pages_fast\ngup_put_folio\n"),
+            ),
         }
     }
 
     #[test]
     fn prefers_fexit_then_kprobes() {
         let plan = Plan::build(&caps(true, true), Preference::Auto).unwrap();
-        assert!(plan.sites.iter().all(|s| s.method == Some(Method::Fexit)));
+        assert!(plan
+            .sites
+            .iter()
+            .all(|s| s.method == Some(Method::Trampoline)));
+        assert_eq!(plan.sites[0].programs, "fexit");
+        assert_eq!(plan.sites[2].programs, "fentry");
         let plan = Plan::build(&caps(true, false), Preference::Auto).unwrap();
         assert!(plan.sites.iter().all(|s| s.method == Some(Method::Kprobe)));
         assert!(plan.sites[0].reason.contains("EPERM"));
+        assert_eq!(plan.sites[0].programs, "kprobe+kretprobe");
+        assert_eq!(plan.sites[2].programs, "kprobe");
         let plan = Plan::build(&caps(true, true), Preference::Kprobe).unwrap();
         assert!(plan.sites.iter().all(|s| s.method == Some(Method::Kprobe)));
     }
@@ -234,8 +267,8 @@ mod tests {
         assert!(err.0.contains("CONFIG_KPROBES"), "{err}");
         assert!(err.0.contains("EPERM"), "{err}");
         assert!(err.0.contains("cargo xtask vm"), "{err}");
-        let err = Plan::build(&caps(true, false), Preference::Fexit).unwrap_err();
-        assert!(err.0.contains("fexit"), "{err}");
+        let err = Plan::build(&caps(true, false), Preference::Fentry).unwrap_err();
+        assert!(err.0.contains("fentry/fexit"), "{err}");
     }
 
     #[test]
@@ -251,5 +284,15 @@ mod tests {
         assert_eq!(get.method, None);
         assert!(get.reason.contains("kallsyms"));
         assert!(plan.summary().contains("get_user_pages_fast=off"));
+        let put = plan
+            .sites
+            .iter()
+            .find(|s| s.symbol == "gup_put_folio")
+            .unwrap();
+        assert_eq!(put.method, None);
+        assert!(plan
+            .notes
+            .iter()
+            .any(|n| n.contains("releases are not seen")));
     }
 }

@@ -8,13 +8,14 @@ use crate::{
 };
 use anyhow::{anyhow, Context as _, Result};
 use aya::{
-    maps::{MapData, PerCpuArray, RingBuf},
-    programs::{FExit, KProbe, TracePoint},
+    maps::{MapData, PerCpuArray, RingBuf, StackTraceMap},
+    programs::{FEntry, FExit, KProbe, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
 use pintrace_common::{
-    Counter, Site, COUNTERS_MAP, EVENTS_MAP, GLOBAL_RQ_DEV_OFF, GLOBAL_RQ_ERROR_OFF,
-    GLOBAL_RQ_NR_SECTOR_OFF, GLOBAL_RQ_SECTOR_OFF, PROG_RQ_COMPLETE,
+    Counter, Site, COUNTERS_MAP, EVENTS_MAP, GLOBAL_FOLIO_REFCOUNT_OFF,
+    GLOBAL_PAGE_COMPOUND_HEAD_OFF, GLOBAL_PAGE_SIZEOF, GLOBAL_RQ_DEV_OFF, GLOBAL_RQ_ERROR_OFF,
+    GLOBAL_RQ_NR_SECTOR_OFF, GLOBAL_RQ_SECTOR_OFF, PROG_PROCESS_EXIT, PROG_RQ_COMPLETE, STACKS_MAP,
 };
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -26,8 +27,29 @@ pub struct LoadOptions {
     /// Ring buffer size in bytes (a power of two, a multiple of the page size).
     pub ringbuf_bytes: u32,
     pub rq_layout: Option<RqCompleteLayout>,
+    pub struct_offsets: StructOffsets,
     /// Forward the probes' aya-log diagnostics to the `log` crate.
     pub verbose: bool,
+}
+
+/// Offsets of the `struct page` / `struct folio` fields the probes read.
+/// `compound_head` is the first word after `flags` and `_refcount` follows the
+/// mapcount union on every 64-bit kernel from 5.10 to 6.18.
+#[derive(Clone, Copy, Debug)]
+pub struct StructOffsets {
+    pub page_compound_head: u32,
+    pub folio_refcount: u32,
+    pub page_sizeof: u32,
+}
+
+impl Default for StructOffsets {
+    fn default() -> Self {
+        StructOffsets {
+            page_compound_head: 8,
+            folio_refcount: 52,
+            page_sizeof: 64,
+        }
+    }
 }
 
 pub struct Probes {
@@ -69,6 +91,17 @@ impl Probes {
             .override_global(GLOBAL_RQ_SECTOR_OFF, &layout.sector, true)
             .override_global(GLOBAL_RQ_NR_SECTOR_OFF, &layout.nr_sector, true)
             .override_global(GLOBAL_RQ_ERROR_OFF, &layout.error, true)
+            .override_global(
+                GLOBAL_PAGE_COMPOUND_HEAD_OFF,
+                &opts.struct_offsets.page_compound_head,
+                true,
+            )
+            .override_global(
+                GLOBAL_FOLIO_REFCOUNT_OFF,
+                &opts.struct_offsets.folio_refcount,
+                true,
+            )
+            .override_global(GLOBAL_PAGE_SIZEOF, &opts.struct_offsets.page_sizeof, true)
             .load(OBJECT)
             .context("loading the eBPF object (maps)")?;
         let logger = if opts.verbose {
@@ -98,7 +131,7 @@ impl Probes {
         let Some(site) = Site::ALL.into_iter().find(|s| s.symbol() == symbol) else {
             return Availability::Unknown(format!("no fexit program for {symbol}"));
         };
-        let name = site.programs().fexit;
+        let name = site.programs().trampoline;
         let result = (|| -> Result<()> {
             let prog: &mut FExit = program(&mut self.ebpf, name)?.try_into()?;
             prog.load(symbol, btf)
@@ -118,21 +151,31 @@ impl Probes {
             let Some(method) = site.method else { continue };
             let progs = site.id.programs();
             match method {
-                Method::Fexit => {
+                Method::Trampoline => {
                     let btf = self
                         .btf
                         .as_ref()
-                        .ok_or_else(|| anyhow!("fexit needs kernel BTF"))?;
-                    let prog: &mut FExit = program(&mut self.ebpf, progs.fexit)?.try_into()?;
-                    if prog.fd().is_err() {
+                        .ok_or_else(|| anyhow!("fentry/fexit need kernel BTF"))?;
+                    let name = progs.trampoline;
+                    let what = || format!("{} on {}", name, site.symbol);
+                    if progs.trampoline_is_exit {
+                        let prog: &mut FExit = program(&mut self.ebpf, name)?.try_into()?;
+                        if prog.fd().is_err() {
+                            prog.load(site.symbol, btf)
+                                .with_context(|| format!("loading {}", what()))?;
+                        }
+                        prog.attach()
+                            .with_context(|| format!("attaching {}", what()))?;
+                    } else {
+                        let prog: &mut FEntry = program(&mut self.ebpf, name)?.try_into()?;
                         prog.load(site.symbol, btf)
-                            .with_context(|| format!("loading {}", progs.fexit))?;
+                            .with_context(|| format!("loading {}", what()))?;
+                        prog.attach()
+                            .with_context(|| format!("attaching {}", what()))?;
                     }
-                    prog.attach()
-                        .with_context(|| format!("attaching fexit to {}", site.symbol))?;
                 }
                 Method::Kprobe => {
-                    for name in [progs.kprobe, progs.kretprobe] {
+                    for name in std::iter::once(progs.kprobe).chain(progs.kretprobe) {
                         let prog: &mut KProbe = program(&mut self.ebpf, name)?.try_into()?;
                         prog.load().with_context(|| format!("loading {name}"))?;
                         prog.attach(site.symbol, 0)
@@ -141,6 +184,11 @@ impl Probes {
                 }
             }
         }
+        let exit: &mut TracePoint = program(&mut self.ebpf, PROG_PROCESS_EXIT)?.try_into()?;
+        exit.load()
+            .context("loading the sched_process_exit program")?;
+        exit.attach("sched", "sched_process_exit")
+            .context("attaching to sched:sched_process_exit")?;
         if plan.rq_complete.is_some() {
             let prog: &mut TracePoint = program(&mut self.ebpf, PROG_RQ_COMPLETE)?.try_into()?;
             prog.load()
@@ -176,6 +224,19 @@ impl Probes {
                 Ok((c, values.iter().sum()))
             })
             .collect()
+    }
+}
+
+impl Probes {
+    /// The kernel addresses of a stack id, innermost first.
+    pub fn stack(&self, id: i32) -> Option<Vec<u64>> {
+        if id < 0 {
+            return None;
+        }
+        let map = self.ebpf.map(STACKS_MAP)?;
+        let stacks: StackTraceMap<&MapData> = StackTraceMap::try_from(map).ok()?;
+        let trace = stacks.get(&(id as u32), 0).ok()?;
+        Some(trace.frames().iter().map(|f| f.ip).collect())
     }
 }
 

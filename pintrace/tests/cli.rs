@@ -57,7 +57,10 @@ fn doctor_json_tells_the_truth_about_this_kernel() {
 fn doctor_text_names_missing_features() {
     let out = pintrace().arg("doctor").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("kprobes") && text.contains("fentry/fexit"), "{text}");
+    assert!(
+        text.contains("kprobes") && text.contains("fentry/fexit"),
+        "{text}"
+    );
     if !kernel_has_kprobes() {
         assert!(text.contains("CONFIG_KPROBES"), "{text}");
     }
@@ -83,7 +86,10 @@ fn run_without_kprobes_or_fentry_explains_and_exits_2() {
     assert!(stderr.contains("CONFIG_KPROBES"), "{stderr}");
     assert!(stderr.contains("fentry/fexit"), "{stderr}");
     assert!(stderr.contains("cargo xtask vm"), "{stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -93,7 +99,12 @@ fn run_unprivileged_names_the_capabilities() {
         return;
     }
     let out = Command::new("/usr/bin/setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
         .arg(env!("CARGO_BIN_EXE_pintrace"))
         .args(["run", "--", "true"])
         .output()

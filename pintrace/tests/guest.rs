@@ -53,10 +53,22 @@ impl LoopDev {
         let ctl = File::open("/dev/loop-control").expect("the loop module is loaded");
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
         let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) };
-        assert!(n >= 0, "no free loop device: {}", std::io::Error::last_os_error());
+        assert!(
+            n >= 0,
+            "no free loop device: {}",
+            std::io::Error::last_os_error()
+        );
         let path = PathBuf::from(format!("/dev/loop{n}"));
-        let dev = OpenOptions::new().read(true).write(true).open(&path).unwrap();
-        let backing_fd = OpenOptions::new().read(true).write(true).open(&backing).unwrap();
+        let dev = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let backing_fd = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&backing)
+            .unwrap();
         // SAFETY: LOOP_SET_FD takes the backing file's descriptor as its argument.
         let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_FD, backing_fd.as_raw_fd()) };
         assert_eq!(rc, 0, "LOOP_SET_FD: {}", std::io::Error::last_os_error());
@@ -77,7 +89,11 @@ impl Drop for LoopDev {
 }
 
 fn summary_of(out: &Output) -> Value {
-    assert!(out.status.success(), "pintrace run failed: {:?}", out.status);
+    assert!(
+        out.status.success(),
+        "pintrace run failed: {:?}",
+        out.status
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout
         .lines()
@@ -99,8 +115,21 @@ fn dio_read_is_counted_by_kind(attach: &str) {
     let devpath = dev.path.to_str().unwrap();
     let b = bin();
     let out = pintrace(&[
-        "run", "--json", "--attach", attach, "--", &b, "engine", "--filename", devpath, "--rw",
-        "read", "--bs", "8M", "--size", "8M",
+        "run",
+        "--json",
+        "--attach",
+        attach,
+        "--",
+        &b,
+        "engine",
+        "--filename",
+        devpath,
+        "--rw",
+        "read",
+        "--bs",
+        "8M",
+        "--size",
+        "8M",
     ]);
     let summary = summary_of(&out);
     let pid = summary["workload"]["pid"].as_u64().unwrap();
@@ -111,15 +140,29 @@ fn dio_read_is_counted_by_kind(attach: &str) {
         .find(|p| p["tgid"].as_u64() == Some(pid))
         .unwrap_or_else(|| panic!("the reader (pid {pid}) was not seen: {summary}"));
     let converted = kernel_version() >= (6, 5);
-    let (taken, other) = if converted { ("pin", "get") } else { ("get", "pin") };
+    let (taken, other) = if converted {
+        ("pin", "get")
+    } else {
+        ("get", "pin")
+    };
     assert_eq!(pages(reader, taken), 2048, "{reader}");
     assert_eq!(pages(reader, other), 0, "{reader}");
     assert_eq!(pages(reader, "longterm_pin"), 0, "{reader}");
     assert_eq!(summary["lossless"], true, "{summary}");
-    assert!(summary["completions"]["requests"].as_u64().unwrap() > 0, "{summary}");
+    assert!(
+        summary["completions"]["requests"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
     let plan = summary["plan"].as_str().unwrap();
-    let method = if attach == "fexit" { "=fexit" } else { "=kprobe+kretprobe" };
-    assert!(plan.contains(&format!("pin_user_pages_fast{method}")), "{plan}");
+    let method = if attach == "fexit" {
+        "=fexit"
+    } else {
+        "=kprobe+kretprobe"
+    };
+    assert!(
+        plan.contains(&format!("pin_user_pages_fast{method}")),
+        "{plan}"
+    );
     // The kernel's own counters agree: the pins were taken and released.
     let delta = &summary["vmstat"]["delta"];
     if converted {
@@ -162,7 +205,11 @@ fn doctor_sees_kprobes_fentry_and_the_symbols() {
     assert!(present("pin_user_pages_fast") && present("get_user_pages_fast"));
     // Release API differences of shared/KERNEL.md, checked on the real kernel.
     let v = kernel_version();
-    assert_eq!(present("unpin_user_folio"), v >= (6, 12), "unpin_user_folio on {v:?}");
+    assert_eq!(
+        present("unpin_user_folio"),
+        v >= (6, 12),
+        "unpin_user_folio on {v:?}"
+    );
     assert_eq!(present("iov_iter_extract_pages"), v >= (6, 3));
     let sites = report["plan"]["Ok"]["sites"].as_array().unwrap();
     assert!(sites.iter().all(|s| s["method"] == "fexit"), "{sites:?}");

@@ -12,6 +12,7 @@ pub fn run(json: bool) -> Result<u8> {
     let opts = LoadOptions {
         ringbuf_bytes: 1 << 16,
         rq_layout: None,
+        struct_offsets: Default::default(),
         verbose: false,
     };
     let s = startup(Preference::Auto, &opts)?;

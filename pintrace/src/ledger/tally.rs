@@ -1,8 +1,5 @@
-//! The ledger: pure accounting over the event stream. No I/O, no clock, no
-//! kernel: it is fed [`Event`]s and answers questions about them.
-//!
-//! For now it keeps the per-kind tally of acquires (calls and pages), per
-//! process, and the block completions it saw.
+//! The tally: acquires per kind (calls and pages), per process, releases and
+//! block completions. Totals only; the per-folio books are in [`super::Ledger`].
 
 use crate::{
     events::{Acquire, Comm, Event},
@@ -31,7 +28,7 @@ impl Kind {
         match acquire.site {
             Site::PinUserPagesFast if acquire.gup_flags & flags.longterm != 0 => Kind::LongtermPin,
             Site::PinUserPagesFast => Kind::Pin,
-            Site::GetUserPagesFast => Kind::Get,
+            Site::GetUserPagesFast | Site::GupPutFolio => Kind::Get,
         }
     }
 
@@ -79,10 +76,21 @@ pub struct Completions {
     pub errors: u64,
 }
 
+/// Pin references dropped through `gup_put_folio`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Releases {
+    pub calls: u64,
+    /// FOLL_PIN references released (what `nr_foll_pin_released` counts).
+    pub pin_refs: u64,
+    /// FOLL_GET references released through the same path.
+    pub get_refs: u64,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Tally {
     pub flags: FollFlags,
     pub by_kind: BTreeMap<Kind, Counts>,
+    pub releases: Releases,
     #[serde(skip)]
     processes: HashMap<u32, ProcessTally>,
     pub completions: Completions,
@@ -95,6 +103,7 @@ impl Tally {
             flags,
             by_kind: Kind::ALL.iter().map(|&k| (k, Counts::default())).collect(),
             processes: HashMap::new(),
+            releases: Releases::default(),
             completions: Completions::default(),
             events: 0,
         }
@@ -116,6 +125,16 @@ impl Tally {
                     });
                 p.by_kind.entry(kind).or_default().add(a);
             }
+            Event::Release(r) => {
+                self.releases.calls += 1;
+                let refs = r.refs.max(0) as u64;
+                if r.gup_flags & self.flags.pin != 0 {
+                    self.releases.pin_refs += refs;
+                } else {
+                    self.releases.get_refs += refs;
+                }
+            }
+            Event::Folios(_) | Event::Exit { .. } => {}
             Event::RqComplete(r) => {
                 self.completions.requests += 1;
                 self.completions.sectors += r.nr_sector as u64;
@@ -159,6 +178,8 @@ mod tests {
             ret,
             nr_pages: ret.max(1) as i32,
             gup_flags: flags,
+            stack_id: -1,
+            folio_records: 0,
             comm: Comm::default(),
         })
     }

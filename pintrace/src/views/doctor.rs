@@ -95,10 +95,11 @@ pub fn render(r: &DoctorReport) -> String {
         Ok(plan) => {
             let _ = writeln!(s, "attach plan:");
             for site in &plan.sites {
-                let how = site
-                    .method
-                    .map(|m| m.to_string())
-                    .unwrap_or_else(|| "not watched".into());
+                let how = if site.method.is_some() {
+                    site.programs
+                } else {
+                    "not watched"
+                };
                 let _ = writeln!(s, "  {:<22} {:<18} {}", site.symbol, how, site.reason);
             }
             let _ = writeln!(

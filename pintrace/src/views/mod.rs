@@ -2,4 +2,5 @@
 //! returns text; the commands decide where it goes.
 
 pub mod doctor;
+pub mod findings;
 pub mod summary;

@@ -1,7 +1,7 @@
 //! The end-of-run summary, for a person and as JSON.
 
 use crate::{
-    ledger::{Completions, Counts, Kind, ProcessTally, Tally},
+    ledger::{Completions, Counts, Kind, ProcessTally, Releases, Tally},
     vmstat::PinCounters,
 };
 use serde::Serialize;
@@ -37,6 +37,13 @@ pub struct Summary {
     pub lost: BTreeMap<&'static str, u64>,
     pub decode_errors: u64,
     pub lossless: bool,
+    /// Findings reported (leaks, mismatches, long-term pins held at the end).
+    pub findings: u64,
+    /// Findings that fail a check (all but long-term pins of live owners).
+    pub failures: u64,
+    /// Pin releases of folios pinned before tracing began (never findings).
+    pub unknown_releases: u64,
+    pub releases: Releases,
     pub vmstat: Option<VmstatCheck>,
     pub workload: Option<Workload>,
 }
@@ -63,6 +70,10 @@ impl Summary {
             lost,
             decode_errors,
             lossless,
+            findings: 0,
+            failures: 0,
+            unknown_releases: 0,
+            releases: tally.releases,
             vmstat: None,
             workload: None,
         }
@@ -112,6 +123,11 @@ pub fn render(s: &Summary) -> String {
         "\nblock requests completed: {} ({} sectors, {} with errors)",
         s.completions.requests, s.completions.sectors, s.completions.errors
     );
+    let _ = writeln!(
+        o,
+        "pins released (gup_put_folio): {} refs in {} calls; {} from before tracing",
+        s.releases.pin_refs, s.releases.calls, s.unknown_releases
+    );
     if let Some(v) = &s.vmstat {
         let _ = writeln!(
             o,
@@ -136,6 +152,7 @@ pub fn render(s: &Summary) -> String {
             s.decode_errors
         );
     }
+    let _ = writeln!(o, "findings: {} ({} failing)", s.findings, s.failures);
     if let Some(w) = &s.workload {
         let status = w
             .exit_code
