@@ -49,29 +49,42 @@ workloads=(
 fio --name=warmup --filename="$file" --size="$size" --direct=1 --rw=randread --bs=4k --ioengine=psync \
     --runtime=2 --time_based=1 --output-format=json >/dev/null
 
-printf '%-26s %12s %12s %7s\n' workload engine_iops fio_iops ratio
-summary=()
+# shellcheck disable=SC2086
+run_engine() { "$PINTRACE_BIN" engine --filename "$file" --size "$size" --runtime "$runtime" $1 --json | iops_engine; }
+# shellcheck disable=SC2086
+run_fio() {
+    fio --name=bench --filename="$file" --size="$size" --direct=1 --runtime="$runtime" --time_based=1 \
+        --numjobs=1 --output-format=json $1 | iops_fio
+}
+
+echo "ratio: engine/fio of the median IOPS; paired: median of the per-round ratios"
+printf '%-26s %12s %12s %7s %7s\n' workload engine_iops fio_iops ratio paired
 for w in "${workloads[@]}"; do
     IFS='|' read -r name eargs fargs <<<"$w"
     e_all=() f_all=()
     for ((i = 0; i < rounds; i++)); do
-        # shellcheck disable=SC2086
-        e=$("$PINTRACE_BIN" engine --filename "$file" --size "$size" --runtime "$runtime" $eargs --json | iops_engine)
-        # shellcheck disable=SC2086
-        f=$(fio --name=bench --filename="$file" --size="$size" --direct=1 --runtime="$runtime" --time_based=1 \
-            --numjobs=1 --output-format=json $fargs | iops_fio)
+        # Alternate which tool goes first, so that drift (device, host cache,
+        # other load) does not favour one of them.
+        if ((i % 2 == 0)); then
+            e=$(run_engine "$eargs")
+            f=$(run_fio "$fargs")
+        else
+            f=$(run_fio "$fargs")
+            e=$(run_engine "$eargs")
+        fi
         e_all+=("$e") f_all+=("$f")
-        printf '  round %d: engine %.0f IOPS, fio %.0f IOPS\n' "$((i + 1))" "$e" "$f" >&2
+        printf '  %s round %d: engine %.0f IOPS, fio %.0f IOPS (%.3f)\n' "$name" "$((i + 1))" "$e" "$f" \
+            "$(python3 -c "print($e / $f)")" >&2
     done
     line=$(python3 - "$name" "${e_all[*]}" "${f_all[*]}" <<'PY'
 import statistics, sys
 name, e, f = sys.argv[1], [float(x) for x in sys.argv[2].split()], [float(x) for x in sys.argv[3].split()]
 me, mf = statistics.median(e), statistics.median(f)
-print(f"{name:<26} {me:12.0f} {mf:12.0f} {me / mf:7.3f}")
+paired = statistics.median([a / b for a, b in zip(e, f)])
+print(f"{name:<26} {me:12.0f} {mf:12.0f} {me / mf:7.3f} {paired:7.3f}")
 PY
 )
     echo "$line"
-    summary+=("$line")
 done
 echo
 echo "medians over $rounds rounds of ${runtime}s each, file $size on $(stat -f -c %T "$dir"), $(uname -r), $(fio --version)"

@@ -38,7 +38,7 @@ impl SegLayout {
     /// and some straddle pages.
     pub fn scattered(bs: usize, n: u32, unit: usize, mem_align: usize) -> Self {
         let unit = unit.max(8);
-        if bs % unit != 0 || bs / unit < 2 || n < 2 {
+        if !bs.is_multiple_of(unit) || bs / unit < 2 || n < 2 {
             return Self::contiguous(bs);
         }
         let units = bs / unit;
@@ -313,7 +313,7 @@ mod tests {
                 assert!(off >= end, "segments overlap");
                 end = off + len;
             }
-            assert!(end <= l.slot_len && l.slot_len % PAGE == 0);
+            assert!(end <= l.slot_len && l.slot_len.is_multiple_of(PAGE));
             let sizes: Vec<usize> = l.segs.iter().map(|s| s.1).collect();
             assert!(
                 sizes.iter().any(|&s| s != sizes[0]),

@@ -209,7 +209,7 @@ impl EngineConfig {
         if self.bs == 0 {
             return Err(err("--bs", "the block size must not be zero"));
         }
-        if self.direct && self.bs % 512 != 0 {
+        if self.direct && !self.bs.is_multiple_of(512) {
             return Err(err(
                 "--bs",
                 format!(
@@ -220,6 +220,12 @@ impl EngineConfig {
         }
         if self.bs > 1 << 30 {
             return Err(err("--bs", "block sizes above 1 GiB are not supported"));
+        }
+        if self.verify && !self.bs.is_multiple_of(8) {
+            return Err(err(
+                "--bs",
+                "--verify needs a block size that is a multiple of 8",
+            ));
         }
         if self.verify && self.bs < MIN_VERIFY_BS {
             return Err(err(

@@ -166,7 +166,7 @@ impl Report {
             );
             dir_text(&mut o, "read", &j.read);
             dir_text(&mut o, "write", &j.write);
-            dir_text(&mut o, "verify", &j.verify_reads);
+            dir_text(&mut o, "verify-read", &j.verify_reads);
             if let Some(e) = &j.io_error {
                 let _ = writeln!(o, "  error: {}", e.message);
             }
@@ -180,7 +180,7 @@ impl Report {
             );
             dir_text(&mut o, "read", &self.total.read);
             dir_text(&mut o, "write", &self.total.write);
-            dir_text(&mut o, "verify", &self.total.verify_reads);
+            dir_text(&mut o, "verify-read", &self.total.verify_reads);
         }
         if self.verify.enabled {
             let _ = writeln!(

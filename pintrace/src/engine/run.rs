@@ -29,7 +29,7 @@ struct JobResult {
 
 enum Engine {
     Sync { vectored: bool },
-    Uring(Uring),
+    Uring(Box<Uring>),
     Aio(Aio),
 }
 
@@ -68,7 +68,7 @@ pub fn run_until(cfg: &EngineConfig, stop: &AtomicBool) -> Result<Report> {
             cfg.mode.name()
         ));
     }
-    if !cfg.shared_region && total_blocks % jobs != 0 {
+    if !cfg.shared_region && !total_blocks.is_multiple_of(jobs) {
         warnings.push(format!(
             "{} block(s) at the end of the region unused (not divisible by --numjobs)",
             total_blocks % jobs
@@ -184,7 +184,12 @@ fn run_job(
         let engine = match cfg.mode {
             Mode::Psync => Engine::Sync { vectored: false },
             Mode::Pvsync => Engine::Sync { vectored: true },
-            Mode::IoUring => Engine::Uring(Uring::new(cfg.iodepth, fd, &iovs, cfg.fixed_buffers)?),
+            Mode::IoUring => Engine::Uring(Box::new(Uring::new(
+                cfg.iodepth,
+                fd,
+                &iovs,
+                cfg.fixed_buffers,
+            )?)),
             Mode::Aio => Engine::Aio(Aio::new(cfg.iodepth)?),
         };
         Ok((arena, iovs, engine))

@@ -53,7 +53,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
             .checked_mul(mult)
             .ok_or_else(|| format!("`{text}` is too large"))?;
         let part = (frac_val as u128 * mult as u128) / scale as u128;
-        if (frac_val as u128 * mult as u128) % scale as u128 != 0 {
+        if !(frac_val as u128 * mult as u128).is_multiple_of(scale as u128) {
             return Err(format!("`{text}` is not a whole number of bytes"));
         }
         return whole
@@ -83,7 +83,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => value * 3600.0,
         other => return Err(format!("unknown time unit `{other}` in `{text}`")),
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 1.0e9 {
+    if !secs.is_finite() || !(0.0..=1.0e9).contains(&secs) {
         return Err(format!("duration `{text}` is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))

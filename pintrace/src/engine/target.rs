@@ -362,7 +362,11 @@ impl Drop for RemoveGuard {
 }
 
 fn check_alignment(cfg: &EngineConfig, info: &TargetInfo) -> Result<()> {
-    if cfg.direct && cfg.bs % u64::from(info.logical_block_size.max(1)) != 0 {
+    if cfg.direct
+        && !cfg
+            .bs
+            .is_multiple_of(u64::from(info.logical_block_size.max(1)))
+    {
         bail!(
             "--bs: {} bytes is not a multiple of the logical block size ({} bytes) of {}",
             cfg.bs,
