@@ -418,6 +418,30 @@ fn block_size_below_the_logical_block_size_is_refused() {
         "1m",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // iovecs of 512 bytes on a 4096-byte device: newer kernels take them,
+    // older ones refuse with EINVAL, which the engine must explain.
+    let out = engine(&[
+        "--filename",
+        lo.dev.to_str().unwrap(),
+        "--rw",
+        "randread",
+        "--bs",
+        "16k",
+        "--mode",
+        "pvsync",
+        "--unaligned-iovecs",
+        "--size",
+        "1m",
+    ]);
+    match out.status.code() {
+        Some(0) => {}
+        Some(1) => assert!(
+            stderr(&out).contains("--unaligned-iovecs"),
+            "{}",
+            stderr(&out)
+        ),
+        c => panic!("exit {c:?}: {}", stderr(&out)),
+    }
 }
 
 #[test]

@@ -147,6 +147,8 @@ impl Aio {
                     }
                 } else {
                     pending.drain(..r as usize);
+                    // fork-shared: fork while these I/Os are in flight.
+                    job.tick(t);
                 }
             }
             let submitted = inflight - pending.len();
@@ -180,7 +182,6 @@ impl Aio {
                 free.push(slot);
                 inflight -= 1;
             }
-            job.tick(now);
         }
         drop(iocbs);
     }

@@ -35,6 +35,12 @@ impl Forker {
         self.next = now;
     }
 
+    /// Whether the next fork is due at `now`.
+    #[inline]
+    pub fn due_at(&self, now: Instant) -> bool {
+        now >= self.next
+    }
+
     /// Called from the I/O loop with the latest timestamp; cheap when not due.
     #[inline]
     pub fn tick(&mut self, now: Instant) {

@@ -154,6 +154,13 @@ impl<'a> Job<'a> {
         }
     }
 
+    /// Whether a fork is due (`fork-shared`).
+    #[inline]
+    pub fn fork_due(&self, now: Instant) -> bool {
+        self.forker.as_ref().is_some_and(|f| f.due_at(now))
+    }
+
+    /// Fork if due (`fork-shared`); call while I/O is in flight.
     #[inline]
     pub fn tick(&mut self, now: Instant) {
         if let Some(f) = self.forker.as_mut() {
@@ -328,10 +335,20 @@ impl<'a> Job<'a> {
         let op = if req.write { "write" } else { "read" };
         let (errno, message) = if res < 0 {
             let e = std::io::Error::from_raw_os_error(-res as i32);
+            let hint = match (-res as i32, self.cfg.direct, self.cfg.unaligned_iovecs) {
+                (libc::EINVAL, true, true) => {
+                    " (the kernel refuses iovecs whose lengths are not multiples of the \
+                     logical block size: drop --unaligned-iovecs)"
+                }
+                (libc::EINVAL, true, false) => {
+                    " (O_DIRECT refused the alignment of offset, length or memory)"
+                }
+                _ => "",
+            };
             (
                 -res as i32,
                 format!(
-                    "{op} of {} bytes at offset {} failed: {e}",
+                    "{op} of {} bytes at offset {} failed: {e}{hint}",
                     self.bs, req.offset
                 ),
             )

@@ -146,6 +146,11 @@ impl Uring {
                 issued[s] = t;
             }
             fresh.clear();
+            if job.fork_due(t) {
+                // fork-shared: fork while these I/Os are in flight.
+                let _ = self.ring.submit();
+                job.tick(t);
+            }
             loop {
                 match self.ring.submit_and_wait(1) {
                     Ok(_) => break,
@@ -173,7 +178,6 @@ impl Uring {
                 free.push(slot);
                 inflight -= 1;
             }
-            job.tick(now);
         }
     }
 
