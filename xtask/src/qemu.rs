@@ -106,20 +106,30 @@ fn busybox() -> Result<PathBuf> {
         .map_err(|_| anyhow!("busybox is not installed: run `cargo xtask setup` (busybox-static)"))
 }
 
-/// A fresh run name: `<kernel>-<unix time>`, unique among the logs.
-fn run_id(ws: &Workspace, label: &str) -> String {
+/// A fresh run name, `<kernel>-<unix time>[-n]`, and its new log file
+/// (created exclusively, so concurrent runs never share one).
+fn new_run(ws: &Workspace, label: &str) -> Result<(String, PathBuf, std::fs::File)> {
     let base = format!("{}-{}", console::safe_name(label), util::unix_time());
     let logs = ws.vm_dir().join("logs");
-    (0..)
-        .map(|i| {
-            if i == 0 {
-                base.clone()
-            } else {
-                format!("{base}-{i}")
-            }
-        })
-        .find(|id| !logs.join(format!("{id}.log")).exists())
-        .expect("some name is free")
+    util::create_dir(&logs)?;
+    for i in 0.. {
+        let id = if i == 0 {
+            base.clone()
+        } else {
+            format!("{base}-{i}")
+        };
+        let path = logs.join(format!("{id}.log"));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => return Ok((id, path, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+        }
+    }
+    unreachable!("some run name is free")
 }
 
 fn launch(ws: &Workspace, req: &BootRequest, qemu: &Path, accel: &'static str) -> Result<Outcome> {
@@ -145,12 +155,11 @@ fn launch(ws: &Workspace, req: &BootRequest, qemu: &Path, accel: &'static str) -
             Vec::new()
         }
     };
-    let id = run_id(ws, &req.kernel.label);
+    let (id, log_path, mut log) = new_run(ws, &req.kernel.label)?;
     let vm = ws.vm_dir();
     let run_dir = vm.join("runs").join(&id);
-    let log_path = vm.join("logs").join(format!("{id}.log"));
     util::create_dir(&run_dir)?;
-    util::create_dir(log_path.parent().expect("logs folder"))?;
+    let _cleanup = RemoveOnDrop(run_dir.clone());
 
     let busybox = busybox()?;
     let binaries = if req.strip {
@@ -206,8 +215,6 @@ fn launch(ws: &Workspace, req: &BootRequest, qemu: &Path, accel: &'static str) -
             req.timeout.as_secs()
         );
     }
-    let mut log = std::fs::File::create(&log_path)
-        .with_context(|| format!("creating {}", log_path.display()))?;
     writeln!(log, "# {}", display(&cmd))?;
 
     let run = stream(&mut cmd, req.timeout, req.echo, &mut log)?;
@@ -245,7 +252,6 @@ fn launch(ws: &Workspace, req: &BootRequest, qemu: &Path, accel: &'static str) -
         "\n# verdict: {verdict} ({accel}, {:.1} s)",
         run.elapsed.as_secs_f64()
     )?;
-    let _ = std::fs::remove_dir_all(&run_dir);
     Ok(Outcome {
         release: console::booted(&console_text).map(str::to_string),
         verdict,
@@ -257,6 +263,15 @@ fn launch(ws: &Workspace, req: &BootRequest, qemu: &Path, accel: &'static str) -
         accel,
         notes,
     })
+}
+
+/// The run's scratch folder (initramfs, export channel) goes when the run ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// When the guest dumps its stacks: well before the host kills it, leaving

@@ -243,6 +243,7 @@ fn bpf_linker(args: &SetupArgs) -> Result<String> {
         }
         return Ok(what);
     }
+    let (major, prefix) = llvm_prefix(&home)?;
     match (&found, &version) {
         _ if args.rebuild_linker => println!("setup: rebuilding bpf-linker (about 80 s)"),
         (None, _) => println!("setup: bpf-linker not found; building it (about 80 s)"),
@@ -251,7 +252,6 @@ fn bpf_linker(args: &SetupArgs) -> Result<String> {
             println!("setup: bpf-linker {v} is not {LINKER_SERIES}.x; rebuilding")
         }
     }
-    let (major, prefix) = llvm_prefix(&home)?;
     let mut install = rustup()?;
     install
         .args([
