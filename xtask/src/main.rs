@@ -16,7 +16,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "cargo xtask", about = "pintrace developer and CI tooling")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "pintrace developer and CI tooling"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

@@ -23,7 +23,9 @@ pub enum Accel {
     /// KVM when /dev/kvm works and a cached probe says it boots guests here.
     #[default]
     Auto,
+    /// Hardware virtualization (-cpu host).
     Kvm,
+    /// Software emulation (-cpu max); slower, works everywhere.
     Tcg,
 }
 

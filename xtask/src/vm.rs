@@ -19,7 +19,7 @@ pub const GUEST_TESTS: &str = "/bin/pintrace-guest-tests";
 #[derive(clap::Args, Debug, Clone)]
 pub struct GuestOpts {
     /// 6.1 or 6.12 (Debian cloud kernels) or the path of a bzImage; repeat
-    /// for several.
+    /// for several [default: `vm` 6.12, `test` 6.1 and 6.12].
     #[arg(long, value_name = "6.1|6.12|PATH")]
     pub kernel: Vec<String>,
     /// Modules for a custom kernel: a lib/modules/<release> tree or a folder
