@@ -34,8 +34,18 @@ trap 'rm -f "$file"' EXIT
 echo "laying out $size at $file"
 "$PINTRACE_BIN" engine --filename "$file" --rw write --bs 1m --size "$size" --keep --json >/dev/null
 
-iops_engine() { python3 -c 'import json,sys; r=json.load(sys.stdin)["total"]; print(r["read"]["iops"]+r["write"]["iops"])'; }
-iops_fio() { python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print(j["read"]["iops"]+j["write"]["iops"])'; }
+# Each prints "IOPS CPU-usec-per-IO".
+iops_engine() {
+    python3 -c 'import json,sys; r=json.load(sys.stdin)["total"]; print(r["read"]["iops"]+r["write"]["iops"], r["cpu"]["us_per_io"])'
+}
+iops_fio() {
+    python3 -c '
+import json, sys
+j = json.load(sys.stdin)["jobs"][0]
+ios = j["read"]["total_ios"] + j["write"]["total_ios"]
+cpu_s = (j["usr_cpu"] + j["sys_cpu"]) / 100 * j["job_runtime"] / 1000
+print(j["read"]["iops"] + j["write"]["iops"], cpu_s * 1e6 / max(ios, 1))'
+}
 
 # name | engine args | fio args
 workloads=(
@@ -57,11 +67,12 @@ run_fio() {
         --numjobs=1 --output-format=json $1 | iops_fio
 }
 
-echo "ratio: engine/fio of the median IOPS; paired: median of the per-round ratios"
-printf '%-26s %12s %12s %7s %7s\n' workload engine_iops fio_iops ratio paired
+echo "ratio: engine/fio of the median IOPS; paired: median of the per-round ratios;"
+echo "cpu: median CPU microseconds (user + system) per I/O"
+printf '%-26s %12s %12s %7s %7s %9s %9s\n' workload engine_iops fio_iops ratio paired e_cpu f_cpu
 for w in "${workloads[@]}"; do
     IFS='|' read -r name eargs fargs <<<"$w"
-    e_all=() f_all=()
+    e_all=() f_all=() ec_all=() fc_all=()
     for ((i = 0; i < rounds; i++)); do
         # Alternate which tool goes first, so that drift (device, host cache,
         # other load) does not favour one of them.
@@ -72,16 +83,20 @@ for w in "${workloads[@]}"; do
             f=$(run_fio "$fargs")
             e=$(run_engine "$eargs")
         fi
-        e_all+=("$e") f_all+=("$f")
-        printf '  %s round %d: engine %.0f IOPS, fio %.0f IOPS (%.3f)\n' "$name" "$((i + 1))" "$e" "$f" \
-            "$(python3 -c "print($e / $f)")" >&2
+        read -r e ecpu <<<"$e"
+        read -r f fcpu <<<"$f"
+        e_all+=("$e") f_all+=("$f") ec_all+=("$ecpu") fc_all+=("$fcpu")
+        printf '  %s round %d: engine %.0f IOPS (%.2f cpu-us/io), fio %.0f IOPS (%.2f cpu-us/io), ratio %.3f\n' \
+            "$name" "$((i + 1))" "$e" "$ecpu" "$f" "$fcpu" "$(python3 -c "print($e / $f)")" >&2
     done
-    line=$(python3 - "$name" "${e_all[*]}" "${f_all[*]}" <<'PY'
+    line=$(python3 - "$name" "${e_all[*]}" "${f_all[*]}" "${ec_all[*]}" "${fc_all[*]}" <<'PY'
 import statistics, sys
-name, e, f = sys.argv[1], [float(x) for x in sys.argv[2].split()], [float(x) for x in sys.argv[3].split()]
+name = sys.argv[1]
+e, f, ec, fc = ([float(x) for x in a.split()] for a in sys.argv[2:6])
 me, mf = statistics.median(e), statistics.median(f)
 paired = statistics.median([a / b for a, b in zip(e, f)])
-print(f"{name:<26} {me:12.0f} {mf:12.0f} {me / mf:7.3f} {paired:7.3f}")
+print(f"{name:<26} {me:12.0f} {mf:12.0f} {me / mf:7.3f} {paired:7.3f} "
+      f"{statistics.median(ec):9.2f} {statistics.median(fc):9.2f}")
 PY
 )
     echo "$line"

@@ -79,6 +79,9 @@ pub struct Job<'a> {
     vpos: u64,
     start: Instant,
     pub main_elapsed: Duration,
+    /// CPU time of this thread during the main phase: (user, system).
+    pub cpu: (Duration, Duration),
+    cpu_start: (Duration, Duration),
     pub verify_elapsed: Duration,
     verify_start: Instant,
     pub read: DirStats,
@@ -123,6 +126,8 @@ impl<'a> Job<'a> {
             vpos: 0,
             start: now,
             main_elapsed: Duration::ZERO,
+            cpu: (Duration::ZERO, Duration::ZERO),
+            cpu_start: (Duration::ZERO, Duration::ZERO),
             verify_elapsed: Duration::ZERO,
             verify_start: now,
             read: DirStats::default(),
@@ -148,6 +153,7 @@ impl<'a> Job<'a> {
     /// Start the clock (after every job is set up).
     pub fn start(&mut self, now: Instant) {
         self.start = now;
+        self.cpu_start = thread_cpu();
         self.deadline = self.cfg.runtime.map(|r| now + r);
         if let Some(f) = self.forker.as_mut() {
             f.start(now);
@@ -222,6 +228,11 @@ impl<'a> Job<'a> {
             return Next::Wait;
         }
         self.main_elapsed = now.saturating_duration_since(self.start);
+        let (u, s) = thread_cpu();
+        self.cpu = (
+            u.saturating_sub(self.cpu_start.0),
+            s.saturating_sub(self.cpu_start.1),
+        );
         let wrote = self.write.ios > 0;
         if self.tracks_generations() && wrote && !self.halted() {
             self.phase = Phase::Verify;
@@ -383,6 +394,16 @@ impl<'a> Job<'a> {
             });
         }
     }
+}
+
+/// CPU time used by the calling thread so far: (user, system).
+pub fn thread_cpu() -> (Duration, Duration) {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    (tv(ru.ru_utime), tv(ru.ru_stime))
 }
 
 #[cfg(test)]

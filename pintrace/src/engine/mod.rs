@@ -29,7 +29,9 @@ pub use args::EngineArgs;
 pub use config::{BufferKind, ConfigError, EngineConfig, Mode, RwKind};
 pub use job::{IoFailure, VerifyFailure};
 pub use offsets::OffsetGen;
-pub use report::{BufferReport, JobReport, Report, RunSettings, TotalReport, VerifyReport};
+pub use report::{
+    BufferReport, CpuReport, JobReport, Report, RunSettings, TotalReport, VerifyReport,
+};
 pub use run::{run, run_until};
 pub use stats::{DirReport, LatSummary};
 pub use target::TargetInfo;

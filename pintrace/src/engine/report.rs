@@ -56,14 +56,52 @@ pub struct JobReport {
     pub verify_reads: DirReport,
     pub verified_blocks: u64,
     pub verify_failures: u64,
+    pub cpu: CpuReport,
     pub buffer: BufferReport,
     pub io_error: Option<IoFailure>,
+}
+
+/// CPU time spent issuing and completing I/O (like fio's `cpu:` line).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CpuReport {
+    pub user_s: f64,
+    pub sys_s: f64,
+    /// Percent of the elapsed time (per job thread, summed over jobs).
+    pub usr_pct: f64,
+    pub sys_pct: f64,
+    /// CPU microseconds per I/O (user + system).
+    pub us_per_io: f64,
+}
+
+impl CpuReport {
+    pub fn new(user_s: f64, sys_s: f64, elapsed_s: f64, ios: u64) -> Self {
+        let pct = |v: f64| {
+            if elapsed_s > 0.0 {
+                100.0 * v / elapsed_s
+            } else {
+                0.0
+            }
+        };
+        CpuReport {
+            user_s,
+            sys_s,
+            usr_pct: pct(user_s),
+            sys_pct: pct(sys_s),
+            us_per_io: if ios > 0 {
+                (user_s + sys_s) * 1e6 / ios as f64
+            } else {
+                0.0
+            },
+        }
+    }
 }
 
 /// Figures of all jobs together (bandwidth over the longest job).
 #[derive(Debug, Clone, Serialize)]
 pub struct TotalReport {
     pub elapsed_ms: f64,
+    /// CPU seconds of the job threads during the I/O (all jobs).
+    pub cpu: CpuReport,
     pub read: DirReport,
     pub write: DirReport,
     pub verify_reads: DirReport,
@@ -167,6 +205,7 @@ impl Report {
             dir_text(&mut o, "read", &j.read);
             dir_text(&mut o, "write", &j.write);
             dir_text(&mut o, "verify-read", &j.verify_reads);
+            cpu_text(&mut o, &j.cpu);
             if let Some(e) = &j.io_error {
                 let _ = writeln!(o, "  error: {}", e.message);
             }
@@ -181,6 +220,7 @@ impl Report {
             dir_text(&mut o, "read", &self.total.read);
             dir_text(&mut o, "write", &self.total.write);
             dir_text(&mut o, "verify-read", &self.total.verify_reads);
+            cpu_text(&mut o, &self.total.cpu);
         }
         if self.verify.enabled {
             let _ = writeln!(
@@ -211,6 +251,14 @@ fn buffer_note(b: &BufferReport) -> String {
         let _ = write!(s, ", {} forks", b.forks);
     }
     s
+}
+
+fn cpu_text(o: &mut String, c: &CpuReport) {
+    let _ = writeln!(
+        o,
+        "  cpu: usr={:.2}%, sys={:.2}%, {:.2} usec/io",
+        c.usr_pct, c.sys_pct, c.us_per_io
+    );
 }
 
 fn us(ns: u64) -> String {

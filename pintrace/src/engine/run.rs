@@ -6,7 +6,9 @@ use super::buffer::{Arena, SegLayout};
 use super::config::{BufferKind, EngineConfig, Mode};
 use super::fork::Forker;
 use super::job::Job;
-use super::report::{BufferReport, JobReport, Report, RunSettings, TotalReport, VerifyReport};
+use super::report::{
+    BufferReport, CpuReport, JobReport, Report, RunSettings, TotalReport, VerifyReport,
+};
 use super::stats::DirStats;
 use super::target::{open_target, TargetInfo};
 use super::uring::Uring;
@@ -237,6 +239,12 @@ fn run_job(
         verify_reads: job.verify_reads.report(job.verify_elapsed),
         verified_blocks: job.verified,
         verify_failures: job.verify_failed,
+        cpu: CpuReport::new(
+            job.cpu.0.as_secs_f64(),
+            job.cpu.1.as_secs_f64(),
+            elapsed.as_secs_f64(),
+            job.read.ios + job.write.ios,
+        ),
         buffer: BufferReport {
             kind: arena.kind.name(),
             bytes: arena.len() as u64,
@@ -308,6 +316,12 @@ fn build_report(
         target: info,
         total: TotalReport {
             elapsed_ms: elapsed.as_secs_f64() * 1e3,
+            cpu: CpuReport::new(
+                results.iter().map(|r| r.report.cpu.user_s).sum(),
+                results.iter().map(|r| r.report.cpu.sys_s).sum(),
+                elapsed.as_secs_f64(),
+                read.ios + write.ios,
+            ),
             read: read.report(elapsed),
             write: write.report(elapsed),
             verify_reads: vr.report(velapsed),
