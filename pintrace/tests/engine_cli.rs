@@ -516,3 +516,81 @@ fn text_report_and_keep() {
     }
     assert_eq!(fs::metadata(&p).unwrap().len(), 1 << 20, "kept");
 }
+
+#[test]
+fn interrupt_stops_cleanly_and_cleans_up() {
+    let dir = TempDir::new("sigint");
+    let p = dir.path("data");
+    let child = Command::new(engine_util::BIN)
+        .args([
+            "engine",
+            "--filename",
+            p.to_str().unwrap(),
+            "--rw",
+            "randrw",
+            "--size",
+            "4m",
+        ])
+        .args([
+            "--runtime",
+            "60",
+            "--mode",
+            "io_uring",
+            "--iodepth",
+            "4",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !p.exists() && t.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert!(t.elapsed().as_secs() < 30, "stopped at the signal");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["interrupted"], true);
+    assert!(v["total"]["read"]["ios"].as_u64().unwrap() > 0);
+    assert!(!p.exists(), "created file removed after the interrupt");
+}
+
+#[test]
+fn sequential_mix_with_verify_over_several_passes() {
+    let dir = TempDir::new("rwmix");
+    let p = dir.path("data");
+    for mode in ["psync", "aio"] {
+        let out = engine(&[
+            "--filename",
+            p.to_str().unwrap(),
+            "--rw",
+            "rw",
+            "--rwmixread",
+            "30",
+            "--size",
+            "256k",
+            "--bs",
+            "4k",
+            "--mode",
+            mode,
+            "--iodepth",
+            "8",
+            "--runtime",
+            "400ms",
+            "--verify",
+            "--json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{mode}: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            v["jobs"][0]["passes"].as_u64().unwrap() > 1,
+            "{mode}: several passes"
+        );
+        assert_eq!(v["verify"]["failures"], 0);
+        assert!(v["verify"]["blocks_checked"].as_u64().unwrap() > 64);
+    }
+}

@@ -75,7 +75,9 @@ pub struct EngineArgs {
     #[arg(long)]
     pub unaligned_iovecs: bool,
 
-    /// Write blocks with a verification header and check every block read.
+    /// Write blocks with a verification header (offset, seed, generation,
+    /// checksum), check every block read, and read back what was written at
+    /// the end; a block not written with --verify fails the check.
     #[arg(long)]
     pub verify: bool,
 
