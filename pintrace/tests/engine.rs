@@ -116,7 +116,7 @@ fn file_hugetlb_every_mode() {
 
 #[test]
 fn loop_device_every_mode_and_buffer() {
-    need_root!();
+    need_root!("losetup");
     let lo = LoopDev::new(16, 512);
     let scratch = TempDir::new("loopscratch");
     let _huge = HugePages::reserve(8);

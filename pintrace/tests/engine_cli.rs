@@ -101,7 +101,7 @@ fn verify_catches_planted_corruption_in_a_file() {
 
 #[test]
 fn verify_catches_planted_corruption_on_a_loop_device() {
-    need_root!();
+    need_root!("losetup");
     let lo = LoopDev::new(8, 512);
     planted_corruption(
         &lo.dev,
@@ -189,7 +189,7 @@ fn refuses_to_overwrite_an_existing_file() {
 
 #[test]
 fn refuses_a_mounted_block_device() {
-    need_root!();
+    need_root!("losetup", "mkfs.ext4", "mount", "e2fsck");
     let lo = LoopDev::new(32, 512);
     sh("mkfs.ext4", &["-q", "-F", lo.dev.to_str().unwrap()]);
     let mnt = TempDir::new("mnt");
@@ -219,11 +219,7 @@ fn refuses_a_mounted_block_device() {
 
 #[test]
 fn refuses_a_device_whose_partition_is_mounted() {
-    need_root!();
-    if Command::new("sfdisk").arg("--version").output().is_err() {
-        eprintln!("skipped: no sfdisk");
-        return;
-    }
+    need_root!("losetup", "sfdisk", "mkfs.ext4", "mount");
     let dir = TempDir::new("parts");
     let backing = dir.path("disk");
     fs::File::create(&backing)
@@ -289,7 +285,7 @@ fn refuses_tmpfs_for_o_direct() {
     let dir = if shm_is_tmpfs {
         PathBuf::from("/dev/shm")
     } else {
-        need_root!();
+        need_root!("mount");
         let d = TempDir::new("tmpfs");
         sh(
             "mount",
@@ -392,7 +388,7 @@ fn bad_arguments_name_the_flag() {
 
 #[test]
 fn block_size_below_the_logical_block_size_is_refused() {
-    need_root!();
+    need_root!("losetup");
     let lo = LoopDev::new(8, 4096);
     let out = engine(&[
         "--filename",

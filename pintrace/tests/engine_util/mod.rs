@@ -14,12 +14,28 @@ pub fn is_root() -> bool {
 }
 
 macro_rules! need_root {
-    () => {
+    ($($tool:literal),*) => {
         if !$crate::engine_util::is_root() {
             eprintln!("skipped: needs root (loop devices, mounts, huge pages)");
             return;
         }
+        for tool in [$($tool),*] {
+            if !$crate::engine_util::have(tool) {
+                eprintln!("skipped: needs {tool}");
+                return;
+            }
+        }
     };
+}
+
+/// Whether a command is on the PATH (or in /sbin, /usr/sbin).
+pub fn have(tool: &str) -> bool {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/sbin", "/usr/sbin"])
+        .any(|d| std::path::Path::new(d).join(tool).exists());
+    found
 }
 
 /// A fresh directory on a filesystem with real O_DIRECT (not tmpfs), removed on drop.
