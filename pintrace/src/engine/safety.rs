@@ -6,6 +6,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// statfs magic numbers of the filesystems worth naming.
@@ -163,9 +164,21 @@ pub fn check_block_device_writable(path: &Path, dev: (u32, u32)) -> Result<()> {
     }
     let swaps = fs::read_to_string("/proc/swaps").unwrap_or_default();
     for line in swaps.lines().skip(1) {
-        if let Some(name) = line.split_whitespace().next() {
-            if canonical(name).is_some() && canonical(name) == target_real {
-                bail!("refusing to write to {shown}: it is in use as swap");
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Ok(md) = fs::metadata(name) else {
+            continue;
+        };
+        let swap_dev = (libc::major(md.rdev()), libc::minor(md.rdev()));
+        if md.file_type().is_block_device() {
+            if let Some((_, part)) = devs.iter().find(|(d, _)| *d == swap_dev) {
+                let what = if part.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (partition {part})")
+                };
+                bail!("refusing to write to {shown}: it is in use as swap{what}");
             }
         }
     }

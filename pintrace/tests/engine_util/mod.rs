@@ -1,5 +1,5 @@
 //! Helpers shared by the engine's integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
 
 use std::fs;
 use std::path::PathBuf;
