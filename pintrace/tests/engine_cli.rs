@@ -357,6 +357,73 @@ fn refuses_tmpfs_for_o_direct() {
 }
 
 #[test]
+fn overlay_is_judged_by_its_layers() {
+    need_root!("mount", "umount");
+    // Upper layer on tmpfs: refused, naming overlay and tmpfs.
+    let shm = TempDir::new("ovl-tmpfs");
+    sh(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=8m",
+            "tmpfs",
+            shm.0.to_str().unwrap(),
+        ],
+    );
+    struct Unmount(Vec<PathBuf>);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            for p in self.0.iter().rev() {
+                let _ = Command::new("umount").arg(p).status();
+            }
+        }
+    }
+    let mut mounts = Unmount(vec![shm.0.clone()]);
+    let disk = TempDir::new("ovl-disk");
+    for (base, name) in [(&shm.0, "on-tmpfs"), (&disk.0, "on-disk")] {
+        for d in ["l", "u", "w", "m"] {
+            fs::create_dir_all(base.join(d)).unwrap();
+        }
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            base.join("l").display(),
+            base.join("u").display(),
+            base.join("w").display()
+        );
+        let m = base.join("m");
+        if !Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opts, m.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success()
+        {
+            eprintln!("skipped: overlay mounts refused here");
+            return;
+        }
+        mounts.0.push(m.clone());
+        let out = engine(&[
+            "--filename",
+            m.join("x").to_str().unwrap(),
+            "--rw",
+            "write",
+            "--size",
+            "1m",
+        ]);
+        if name == "on-tmpfs" {
+            assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+            let err = stderr(&out);
+            assert!(err.contains("overlay") && err.contains("tmpfs"), "{err}");
+        } else {
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        }
+        assert!(!m.join("x").exists());
+    }
+    drop(mounts);
+}
+
+#[test]
 fn reading_a_missing_file_is_a_clear_error() {
     let dir = TempDir::new("missing");
     let p = dir.path("nope");

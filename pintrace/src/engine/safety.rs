@@ -69,6 +69,30 @@ pub fn is_memory_fs(magic: i64) -> bool {
     matches!(magic & 0xffff_ffff, 0x0102_1994 | 0x8584_58f6)
 }
 
+/// The overlay mount holding `path`, if any: the directory of its upper
+/// layer (or its first lower layer when read-only) and that layer's statfs magic.
+pub fn overlay_layer(path: &Path) -> Option<(PathBuf, i64)> {
+    let real = fs::canonicalize(path).ok()?;
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let m = mountinfo
+        .lines()
+        .filter_map(parse_mountinfo_line)
+        .filter(|m| real.starts_with(&m.mount_point))
+        .max_by_key(|m| m.mount_point.len())?;
+    if m.fstype != "overlay" {
+        return None;
+    }
+    let opt = |key: &str| {
+        m.super_opts
+            .split(',')
+            .find_map(|o| o.strip_prefix(key))
+            .map(|v| v.split(':').next().unwrap_or(v).to_string())
+    };
+    let layer = PathBuf::from(unescape(&opt("upperdir=").or_else(|| opt("lowerdir="))?));
+    let magic = statfs_magic(&layer).ok()?;
+    Some((layer, magic))
+}
+
 /// One line of /proc/self/mountinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
@@ -76,6 +100,8 @@ pub struct MountEntry {
     pub mount_point: String,
     pub fstype: String,
     pub source: String,
+    /// Superblock options (e.g. overlay's `upperdir=`).
+    pub super_opts: String,
 }
 
 /// Parse a mountinfo line: `36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw`.
@@ -90,11 +116,13 @@ pub fn parse_mountinfo_line(line: &str) -> Option<MountEntry> {
     let mut r = right.split_whitespace();
     let fstype = r.next()?.to_string();
     let source = unescape(r.next().unwrap_or(""));
+    let super_opts = r.next().unwrap_or("").to_string();
     Some(MountEntry {
         dev: (maj.parse().ok()?, min.parse().ok()?),
         mount_point,
         fstype,
         source,
+        super_opts,
     })
 }
 
@@ -214,6 +242,7 @@ mod tests {
         assert_eq!(m.mount_point, "/mnt two");
         assert_eq!(m.fstype, "ext3");
         assert_eq!(m.source, "/dev/root");
+        assert_eq!(m.super_opts, "rw,errors=continue");
         let t = parse_mountinfo_line("25 24 0:23 / /dev/shm rw,relatime - tmpfs tmpfs rw").unwrap();
         assert_eq!(t.dev, (0, 23));
         assert!(parse_mountinfo_line("garbage").is_none());

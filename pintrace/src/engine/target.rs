@@ -134,6 +134,26 @@ fn memory_fs_refusal(path: &Path, magic: i64) -> anyhow::Error {
     )
 }
 
+/// Refuse O_DIRECT on memory-backed filesystems, also behind an overlay.
+fn refuse_memory_backed(probe: &Path, path: &Path, magic: i64) -> Result<()> {
+    if is_memory_fs(magic) {
+        return Err(memory_fs_refusal(path, magic));
+    }
+    if fs_name(magic) == "overlay" {
+        if let Some((layer, m)) = safety::overlay_layer(probe).filter(|(_, m)| is_memory_fs(*m)) {
+            bail!(
+                "{} is on overlay whose layer {} is on {} (statfs magic {m:#x}): memory-backed, \
+                 O_DIRECT there is served from the page cache and pins no user pages; use a \
+                 file on ext4, xfs or btrfs, or a block device, or pass --buffered",
+                path.display(),
+                layer.display(),
+                fs_name(m)
+            );
+        }
+    }
+    Ok(())
+}
+
 /// statx(STATX_DIOALIGN): `Some((mem_align, offset_align))`, `Some((0, 0))` when the
 /// file does not support direct I/O, `None` when the kernel does not say.
 fn statx_dioalign(fd: RawFd) -> Option<(u32, u32)> {
@@ -264,8 +284,8 @@ pub fn open_target(cfg: &EngineConfig) -> Result<Target> {
     }
     let magic = statfs_magic(path).ok();
     if cfg.direct {
-        if let Some(m) = magic.filter(|m| is_memory_fs(*m)) {
-            return Err(memory_fs_refusal(path, m));
+        if let Some(m) = magic {
+            refuse_memory_backed(path, path, m)?;
         }
     }
     let fd = open_raw(path, access | direct_flag, 0).map_err(|e| match e.raw_os_error() {
@@ -322,8 +342,8 @@ fn create_target(cfg: &EngineConfig) -> Result<Target> {
     };
     let magic = statfs_magic(&parent)
         .with_context(|| format!("cannot create {shown}: directory {}", parent.display()))?;
-    if cfg.direct && is_memory_fs(magic) {
-        return Err(memory_fs_refusal(path, magic));
+    if cfg.direct {
+        refuse_memory_backed(&parent, path, magic)?;
     }
     // Create without O_DIRECT (a refused O_DIRECT open would leave the file
     // behind), remember it for removal, then reopen.
