@@ -176,3 +176,25 @@ fn buffered_mode_and_shared_region() {
         .all(|j| j.region_offset == 0 && j.write.ios == 256));
     assert!(!p.exists());
 }
+
+#[test]
+fn batched_submission_with_verify() {
+    let dir = TempDir::new("batch");
+    for mode in [Mode::IoUring, Mode::Aio] {
+        let path = dir.path("data");
+        let mut c = EngineConfig::new(&path);
+        c.mode = mode;
+        c.rw = RwKind::RandRw;
+        c.iodepth = 16;
+        c.iodepth_batch = 5;
+        c.verify = true;
+        c.create = true;
+        c.size = Some(2 << 20);
+        c.runtime = Some(std::time::Duration::from_millis(300));
+        let r = run(&c).unwrap_or_else(|e| panic!("{}: {e:#}", mode.name()));
+        assert_clean(&r, mode.name());
+        assert_eq!(r.settings.iodepth_batch, Some(5));
+        assert!(r.jobs[0].passes > 1, "{}: several passes", mode.name());
+        assert!(r.verify.blocks_checked > 512);
+    }
+}

@@ -40,6 +40,15 @@ struct IoEvent {
 const _: () = assert!(std::mem::size_of::<Iocb>() == 64);
 const _: () = assert!(std::mem::size_of::<IoEvent>() == 32);
 
+/// Slots and the iocbs waiting to be submitted.
+struct Queue {
+    reqs: Vec<IoReq>,
+    free: Vec<usize>,
+    pending: Vec<*mut Iocb>,
+    /// Submitted or pending.
+    inflight: usize,
+}
+
 pub struct Aio {
     ctx: libc::c_ulong,
 }
@@ -60,24 +69,28 @@ impl Aio {
         Ok(Aio { ctx })
     }
 
-    pub fn run(&mut self, job: &mut Job<'_>, slots: &[Vec<libc::iovec>]) {
+    /// Run the job to its end, submitting every `batch` I/Os.
+    pub fn run(&mut self, job: &mut Job<'_>, slots: &[Vec<libc::iovec>], batch: usize) {
         let depth = slots.len();
+        let batch = batch.clamp(1, depth);
         let fd = job.fd as u32;
         let mut iocbs = vec![Iocb::default(); depth];
         let iocb_base = iocbs.as_mut_ptr();
-        let mut reqs = vec![IoReq::default(); depth];
+        let mut q = Queue {
+            reqs: vec![IoReq::default(); depth],
+            free: (0..depth).rev().collect(),
+            pending: Vec::with_capacity(depth),
+            inflight: 0,
+        };
         let mut issued = vec![Instant::now(); depth];
-        let mut free: Vec<usize> = (0..depth).rev().collect();
-        let mut pending: Vec<*mut Iocb> = Vec::with_capacity(depth);
         let mut events = vec![IoEvent::default(); depth];
-        let mut inflight = 0usize; // submitted or pending
         let mut now = Instant::now();
         loop {
             let mut done = false;
-            while inflight < depth {
-                match job.next_io(now, inflight) {
+            while q.inflight < depth {
+                match job.next_io(now, q.inflight) {
                     Next::Io(req) => {
-                        let slot = free.pop().expect("a free slot below the depth");
+                        let slot = q.free.pop().expect("a free slot below the depth");
                         if req.write {
                             job.prepare_write(&req, &slots[slot]);
                         }
@@ -98,9 +111,13 @@ impl Aio {
                         // Safety: slot < depth; `iocbs` is neither moved nor resized.
                         let p = unsafe { iocb_base.add(slot) };
                         unsafe { p.write(cb) };
-                        reqs[slot] = req;
-                        pending.push(p);
-                        inflight += 1;
+                        q.reqs[slot] = req;
+                        q.pending.push(p);
+                        q.inflight += 1;
+                        issued[slot] = Instant::now();
+                        if q.pending.len() >= batch {
+                            self.flush(job, &mut q, slots);
+                        }
                     }
                     Next::Wait => break,
                     Next::Done => {
@@ -109,50 +126,17 @@ impl Aio {
                     }
                 }
             }
-            if inflight == 0 {
+            if q.inflight == 0 {
                 if done {
                     break;
                 }
                 continue;
             }
-            if !pending.is_empty() {
-                let t = Instant::now();
-                for &p in &pending {
-                    // Safety: pointers into `iocbs`, which is neither moved nor resized.
-                    issued[unsafe { (*p).aio_data } as usize] = t;
-                }
-                let r = unsafe {
-                    libc::syscall(
-                        libc::SYS_io_submit,
-                        self.ctx,
-                        pending.len() as libc::c_long,
-                        pending.as_ptr(),
-                    )
-                };
-                if r < 0 {
-                    let e = io::Error::last_os_error();
-                    match e.raw_os_error() {
-                        Some(libc::EAGAIN) | Some(libc::EINTR) if inflight > pending.len() => {}
-                        Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
-                        _ => {
-                            // The first iocb was refused: report it as its I/O's error.
-                            let slot = unsafe { (*pending[0]).aio_data } as usize;
-                            let errno = e.raw_os_error().unwrap_or(libc::EIO);
-                            job.complete(&reqs[slot], -(errno as i64), 0, &slots[slot]);
-                            free.push(slot);
-                            pending.remove(0);
-                            inflight -= 1;
-                            continue;
-                        }
-                    }
-                } else {
-                    pending.drain(..r as usize);
-                    // fork-shared: fork while these I/Os are in flight.
-                    job.tick(t);
-                }
-            }
-            let submitted = inflight - pending.len();
+            self.flush(job, &mut q, slots);
+            let submitted = q.inflight - q.pending.len();
             if submitted == 0 {
+                // The kernel took nothing (EAGAIN) and nothing is in flight: retry.
+                std::thread::yield_now();
                 continue;
             }
             let n = unsafe {
@@ -178,12 +162,49 @@ impl Aio {
             for ev in &events[..n as usize] {
                 let slot = ev.data as usize;
                 let lat = now.duration_since(issued[slot]).as_nanos() as u64;
-                job.complete(&reqs[slot], ev.res, lat, &slots[slot]);
-                free.push(slot);
-                inflight -= 1;
+                job.complete(&q.reqs[slot], ev.res, lat, &slots[slot]);
+                q.free.push(slot);
+                q.inflight -= 1;
             }
         }
         drop(iocbs);
+    }
+
+    /// Submit what is pending; what the kernel does not take yet stays
+    /// pending, an iocb it refuses completes with the error.
+    fn flush(&mut self, job: &mut Job<'_>, q: &mut Queue, slots: &[Vec<libc::iovec>]) {
+        while !q.pending.is_empty() {
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_io_submit,
+                    self.ctx,
+                    q.pending.len() as libc::c_long,
+                    q.pending.as_ptr(),
+                )
+            };
+            if r > 0 {
+                q.pending.drain(..r as usize);
+                if job.wants_fork() {
+                    // fork-shared: fork while these I/Os are in flight.
+                    job.tick(Instant::now());
+                }
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                _ if r == 0 => break,
+                Some(libc::EAGAIN) | Some(libc::EINTR) => break,
+                errno => {
+                    // Safety: pointers into the iocb array, valid for the run.
+                    let slot = unsafe { (*q.pending[0]).aio_data } as usize;
+                    let errno = errno.unwrap_or(libc::EIO);
+                    job.complete(&q.reqs[slot], -(errno as i64), 0, &slots[slot]);
+                    q.free.push(slot);
+                    q.pending.remove(0);
+                    q.inflight -= 1;
+                }
+            }
+        }
     }
 
     /// Wait for `n` submitted I/Os after a failure, so no buffer is freed under DMA.

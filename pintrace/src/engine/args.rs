@@ -50,6 +50,11 @@ pub struct EngineArgs {
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub iodepth: u32,
 
+    /// I/Os gathered before each submission (io_uring, aio); 1 submits each
+    /// I/O as soon as it is ready, like fio's default.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub iodepth_batch: u32,
+
     /// Use O_DIRECT (the default).
     #[arg(long, conflicts_with = "buffered")]
     pub direct: bool,

@@ -157,6 +157,8 @@ pub struct EngineConfig {
     pub runtime: Option<Duration>,
     pub numjobs: u32,
     pub iodepth: u32,
+    /// I/Os gathered before each submission (io_uring, aio); 1 like fio.
+    pub iodepth_batch: u32,
     pub direct: bool,
     pub buffer: BufferKind,
     pub fixed_buffers: bool,
@@ -185,6 +187,7 @@ impl EngineConfig {
             runtime: None,
             numjobs: 1,
             iodepth: 1,
+            iodepth_batch: 1,
             direct: true,
             buffer: BufferKind::Anon,
             fixed_buffers: false,
@@ -261,6 +264,9 @@ impl EngineConfig {
         }
         if self.iodepth == 0 {
             return Err(err("--iodepth", "must be at least 1"));
+        }
+        if self.iodepth_batch == 0 {
+            return Err(err("--iodepth-batch", "must be at least 1"));
         }
         if self.iodepth > 4096 {
             return Err(err("--iodepth", "at most 4096"));
@@ -346,6 +352,7 @@ impl TryFrom<&EngineArgs> for EngineConfig {
             runtime,
             numjobs: a.numjobs,
             iodepth: a.iodepth,
+            iodepth_batch: a.iodepth_batch,
             direct: !a.buffered,
             buffer: a.buffer,
             fixed_buffers: a.fixed_buffers,
@@ -440,6 +447,7 @@ mod tests {
         assert_eq!(flag_of(&["--size", "6k"]), "--size");
         assert_eq!(flag_of(&["--size", "0"]), "--size");
         assert_eq!(flag_of(&["--iodepth", "0"]), "--iodepth");
+        assert_eq!(flag_of(&["--iodepth-batch", "0"]), "--iodepth-batch");
         assert_eq!(flag_of(&["--rwmixread", "101"]), "--rwmixread");
         assert_eq!(flag_of(&["--numjobs", "0"]), "--numjobs");
         assert_eq!(flag_of(&["--numjobs", "3", "--size", "8k"]), "--numjobs");

@@ -160,6 +160,12 @@ impl<'a> Job<'a> {
         }
     }
 
+    /// Whether this job forks during I/O (`fork-shared`).
+    #[inline]
+    pub fn wants_fork(&self) -> bool {
+        self.forker.is_some()
+    }
+
     /// Whether a fork is due (`fork-shared`).
     #[inline]
     pub fn fork_due(&self, now: Instant) -> bool {

@@ -20,6 +20,8 @@ pub struct RunSettings {
     pub numjobs: u32,
     /// I/Os in flight per job as run (1 for the sync modes).
     pub iodepth: u32,
+    /// I/Os gathered per submission (io_uring, aio).
+    pub iodepth_batch: Option<u32>,
     pub direct: bool,
     pub buffer: &'static str,
     pub fixed_buffers: bool,

@@ -212,12 +212,12 @@ fn run_job(
     match &mut engine {
         Engine::Sync { vectored } => psync::run(&mut job, &iovs[0], *vectored),
         Engine::Uring(u) => {
-            u.run(&mut job, &iovs);
+            u.run(&mut job, &iovs, cfg.iodepth_batch as usize);
             if let Err(e) = u.unregister() {
                 job.fail_engine("unregistering the fixed buffers", e);
             }
         }
-        Engine::Aio(a) => a.run(&mut job, &iovs),
+        Engine::Aio(a) => a.run(&mut job, &iovs, cfg.iodepth_batch as usize),
     }
     let (forks, fork_failures) = match job.forker.as_mut() {
         Some(f) => {
@@ -306,6 +306,10 @@ fn build_report(
             runtime_s: cfg.runtime.map(|d| d.as_secs_f64()),
             numjobs: cfg.numjobs,
             iodepth: cfg.slots(),
+            iodepth_batch: cfg
+                .mode
+                .is_async()
+                .then_some(cfg.iodepth_batch.min(cfg.iodepth)),
             direct: cfg.direct,
             buffer: cfg.buffer.name(),
             fixed_buffers: cfg.fixed_buffers,

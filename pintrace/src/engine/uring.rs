@@ -94,13 +94,14 @@ impl Uring {
         e.user_data(slot as u64)
     }
 
-    /// Run the job to its end.
-    pub fn run(&mut self, job: &mut Job<'_>, slots: &[Vec<libc::iovec>]) {
+    /// Run the job to its end, submitting every `batch` I/Os.
+    pub fn run(&mut self, job: &mut Job<'_>, slots: &[Vec<libc::iovec>], batch: usize) {
         let depth = slots.len();
+        let batch = batch.clamp(1, depth);
         let mut free: Vec<usize> = (0..depth).rev().collect();
         let mut reqs = vec![IoReq::default(); depth];
         let mut issued = vec![Instant::now(); depth];
-        let mut fresh: Vec<usize> = Vec::with_capacity(depth);
+        let mut queued = 0usize;
         let mut inflight = 0usize;
         let mut now = Instant::now();
         let fd = job.fd;
@@ -125,8 +126,23 @@ impl Uring {
                             break;
                         }
                         reqs[slot] = req;
-                        fresh.push(slot);
                         inflight += 1;
+                        queued += 1;
+                        issued[slot] = Instant::now();
+                        if queued >= batch {
+                            match self.ring.submit() {
+                                Ok(n) => queued = queued.saturating_sub(n),
+                                Err(e) if retryable(&e) => {}
+                                Err(e) => {
+                                    job.fail_engine("io_uring_enter", e);
+                                    return;
+                                }
+                            }
+                            if job.wants_fork() {
+                                // fork-shared: fork while these I/Os are in flight.
+                                job.tick(Instant::now());
+                            }
+                        }
                     }
                     Next::Wait => break,
                     Next::Done => {
@@ -141,25 +157,18 @@ impl Uring {
                 }
                 continue;
             }
-            let t = Instant::now();
-            for &s in &fresh {
-                issued[s] = t;
+            if job.wants_fork() {
+                let t = Instant::now();
+                if job.fork_due(t) {
+                    let _ = self.ring.submit();
+                    job.tick(t);
+                }
             }
-            fresh.clear();
-            if job.fork_due(t) {
-                // fork-shared: fork while these I/Os are in flight.
-                let _ = self.ring.submit();
-                job.tick(t);
-            }
+            // Submit the rest and wait for a completion.
             loop {
                 match self.ring.submit_and_wait(1) {
                     Ok(_) => break,
-                    Err(e)
-                        if matches!(
-                            e.raw_os_error(),
-                            Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
-                        ) =>
-                    {
+                    Err(e) if retryable(&e) => {
                         if !self.ring.completion().is_empty() {
                             break;
                         }
@@ -170,6 +179,7 @@ impl Uring {
                     }
                 }
             }
+            queued = 0;
             now = Instant::now();
             for cqe in self.ring.completion() {
                 let slot = cqe.user_data() as usize;
@@ -194,6 +204,13 @@ impl Uring {
         }
         Ok(())
     }
+}
+
+fn retryable(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
+    )
 }
 
 impl Drop for Uring {
