@@ -6,7 +6,27 @@
 //!
 //! Library use: build an [`EngineConfig`] (from [`EngineArgs`] with
 //! `TryFrom`, or [`EngineConfig::new`] and public fields), then [`run`] it;
-//! the [`Report`] serialises to JSON.
+//! the [`Report`] serialises to JSON. `Err` from [`run`] means the run could
+//! not start (bad target, a safety refusal, set-up failure); I/O errors and
+//! verify failures are in the report ([`Report::ok`], [`Report::exit_code`]).
+//!
+//! ```no_run
+//! use pintrace::engine::{run, BufferKind, EngineConfig, Mode, RwKind};
+//!
+//! let mut cfg = EngineConfig::new("/var/tmp/pintrace-check.dat");
+//! cfg.mode = Mode::IoUring;
+//! cfg.fixed_buffers = true;
+//! cfg.buffer = BufferKind::Thp;
+//! cfg.rw = RwKind::RandWrite;
+//! cfg.size = Some(64 << 20);
+//! cfg.iodepth = 32;
+//! cfg.verify = true;
+//! cfg.validate()?;
+//! let report = run(&cfg)?;
+//! assert!(report.ok());
+//! println!("{}", report.to_json());
+//! # Ok::<(), anyhow::Error>(())
+//! ```
 
 mod aio;
 mod args;
