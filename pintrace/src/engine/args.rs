@@ -112,7 +112,7 @@ pub struct EngineArgs {
     pub shared_region: bool,
 
     /// Directory of the scratch file behind `--buffer file-shared`
-    /// (default: next to the target, or the temp dir for block devices).
+    /// (default: next to the target, or /var/tmp for block devices).
     #[arg(long, value_name = "DIR")]
     pub scratch_dir: Option<PathBuf>,
 

@@ -84,6 +84,8 @@ pub struct Arena {
     pub huge_bytes: Option<u64>,
     /// Where the scratch file of `file-shared` lived (already unlinked).
     pub scratch_file: Option<PathBuf>,
+    /// Filesystem of that scratch file.
+    pub scratch_fs: Option<String>,
 }
 
 // The arena is plain memory owned by one job thread at a time.
@@ -176,6 +178,7 @@ impl Arena {
                     kind,
                     huge_bytes: None,
                     scratch_file: None,
+                    scratch_fs: None,
                 }
             }
             BufferKind::Hugetlb => {
@@ -216,6 +219,7 @@ impl Arena {
             kind,
             huge_bytes: None,
             scratch_file: None,
+            scratch_fs: None,
         }
     }
 
@@ -249,6 +253,9 @@ impl Arena {
         let _ = fs::remove_file(&path);
         let p = r.with_context(|| format!("--buffer file-shared: mapping {}", path.display()))?;
         let mut a = Arena::plain(p, l, BufferKind::FileShared);
+        a.scratch_fs = super::safety::statfs_magic(dir)
+            .ok()
+            .map(super::safety::fs_name);
         a.scratch_file = Some(path);
         Ok(a)
     }

@@ -39,6 +39,8 @@ pub struct BufferReport {
     pub huge_bytes: Option<u64>,
     /// Scratch file behind `file-shared` (unlinked after mapping).
     pub scratch_file: Option<String>,
+    /// Filesystem of the scratch file.
+    pub scratch_fs: Option<String>,
     /// Children forked during I/O (`fork-shared`).
     pub forks: u64,
     pub fork_failures: u64,
@@ -248,6 +250,9 @@ fn buffer_note(b: &BufferReport) -> String {
     let mut s = format!(", buffer {} {}", b.kind, fmt_bytes(b.bytes));
     if let Some(h) = b.huge_bytes {
         let _ = write!(s, " ({} in huge pages)", fmt_bytes(h));
+    }
+    if let Some(fs) = &b.scratch_fs {
+        let _ = write!(s, " (scratch file on {fs})");
     }
     if b.kind == "fork-shared" {
         let _ = write!(s, ", {} forks", b.forks);

@@ -148,7 +148,14 @@ fn scratch_dir(cfg: &EngineConfig, info: &TargetInfo) -> PathBuf {
         }
         return PathBuf::from(".");
     }
-    std::env::temp_dir()
+    // A disk-backed directory: the point of file-shared is page-cache pages
+    // of a filesystem with writeback, which /tmp on tmpfs would not give.
+    let var_tmp = PathBuf::from("/var/tmp");
+    if var_tmp.is_dir() {
+        var_tmp
+    } else {
+        std::env::temp_dir()
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -250,6 +257,7 @@ fn run_job(
             bytes: arena.len() as u64,
             huge_bytes: arena.huge_bytes,
             scratch_file: arena.scratch_file.as_ref().map(|p| p.display().to_string()),
+            scratch_fs: arena.scratch_fs.clone(),
             forks,
             fork_failures,
         },
