@@ -51,13 +51,18 @@ fn per_io_path_does_not_allocate() {
     let dir = if std::fs::create_dir_all(&dir).is_ok() && !on_tmpfs(&dir) {
         dir
     } else {
-        let d = PathBuf::from("/var/tmp").join(format!("pintrace-engine-alloc-{}", std::process::id()));
+        let d =
+            PathBuf::from("/var/tmp").join(format!("pintrace-engine-alloc-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         d
     };
     let path = dir.join("data");
     for mode in [Mode::Psync, Mode::Pvsync, Mode::IoUring, Mode::Aio] {
-        for (rw, verify) in [(RwKind::RandRead, false), (RwKind::RandRw, true), (RwKind::Write, true)] {
+        for (rw, verify) in [
+            (RwKind::RandRead, false),
+            (RwKind::RandRw, true),
+            (RwKind::Write, true),
+        ] {
             // Warm up lazily initialised state (thread locals, the signal set, ...).
             allocations(&path, mode, rw, verify, 64);
             let short = allocations(&path, mode, rw, verify, 256);
