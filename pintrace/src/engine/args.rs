@@ -11,6 +11,16 @@ use std::path::PathBuf;
 
 /// Arguments of `pintrace engine`: a fio-like O_DIRECT workload.
 #[derive(Args, Debug, Clone)]
+#[command(after_help = "\
+Exit status: 0 ok; 1 I/O errors or verify failures; 2 bad usage, or the run could not start.
+Safety: writes go only to files this run creates, unless --allow-overwrite; block devices that \
+are mounted (or have a mounted partition), used as swap or held by another driver are always \
+refused; O_DIRECT on tmpfs (also under an overlay) is refused. Created files are removed \
+unless --keep.
+
+Examples:
+  pintrace engine -f /var/tmp/t.dat --size 1g --rw randread --create --mode io_uring --iodepth 32 --runtime 10
+  pintrace engine -f /dev/loop0 --rw randwrite --bs 16k --verify --allow-overwrite --buffer thp")]
 pub struct EngineArgs {
     /// File or block device to run I/O on.
     #[arg(long, short = 'f', value_name = "PATH")]
