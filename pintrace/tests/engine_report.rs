@@ -33,6 +33,13 @@ fn json_report_is_one_object() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(v["settings"]["mode"], "io_uring");
+    // Set-up I/O is reported apart: the layout (8 x 1 MiB) and one probe read.
+    let setup = &v["target"]["setup_io"];
+    assert_eq!(
+        (setup["writes"].as_u64(), setup["write_bytes"].as_u64()),
+        (Some(8), Some(8 << 20))
+    );
+    assert_eq!(setup["reads"], 1);
     assert_eq!(v["jobs"].as_array().unwrap().len(), 2);
     assert_eq!(v["jobs"][1]["region_offset"], 4 << 20);
     for d in ["read", "write"] {

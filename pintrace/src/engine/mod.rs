@@ -54,7 +54,7 @@ pub use report::{
 };
 pub use run::{run, run_until};
 pub use stats::{DirReport, LatSummary};
-pub use target::TargetInfo;
+pub use target::{SetupIo, TargetInfo};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

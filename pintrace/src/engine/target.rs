@@ -38,6 +38,18 @@ pub struct TargetInfo {
     pub align_source: &'static str,
     /// Whether this run created (and laid out) the file.
     pub created: bool,
+    /// I/O done before the jobs started (the layout of a created file, the
+    /// O_DIRECT probe read), for callers that count pins exactly.
+    pub setup_io: SetupIo,
+}
+
+/// Set-up I/O: syscalls and bytes, outside the jobs' figures.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct SetupIo {
+    pub writes: u64,
+    pub write_bytes: u64,
+    pub reads: u64,
+    pub read_bytes: u64,
 }
 
 /// An open target; removes the file it created when dropped (unless kept).
@@ -270,6 +282,7 @@ pub fn open_target(cfg: &EngineConfig) -> Result<Target> {
             dio_mem_align: mem,
             align_source: src,
             created: false,
+            setup_io: SetupIo::default(),
         };
         return finish(cfg, fd, info, None);
     }
@@ -322,6 +335,7 @@ fn file_info(
         dio_mem_align: mem,
         align_source: src,
         created,
+        setup_io: SetupIo::default(),
     })
 }
 
@@ -356,9 +370,9 @@ fn create_target(cfg: &EngineConfig) -> Result<Target> {
         Some(libc::EINVAL) if cfg.direct => no_odirect(path, Some(magic)),
         _ => anyhow!("cannot open {shown}: {e}"),
     })?;
-    let info = file_info(cfg, &fd, path, Some(magic), size, true)?;
+    let mut info = file_info(cfg, &fd, path, Some(magic), size, true)?;
     check_alignment(cfg, &info)?;
-    layout(cfg, &fd, &info, size)?;
+    layout(cfg, &fd, &mut info, size)?;
     // From here on the Target removes the file (unless the run goes
     // through with --keep).
     finish(cfg, fd, info, guard.disarm())
@@ -399,7 +413,7 @@ fn check_alignment(cfg: &EngineConfig, info: &TargetInfo) -> Result<()> {
 
 /// Write the whole file once (verify headers with generation 0, or random
 /// data), so that reads hit real blocks and not holes.
-fn layout(cfg: &EngineConfig, fd: &OwnedFd, info: &TargetInfo, size: u64) -> Result<()> {
+fn layout(cfg: &EngineConfig, fd: &OwnedFd, info: &mut TargetInfo, size: u64) -> Result<()> {
     let bs = cfg.bs as usize;
     let chunk = (((1usize << 20) / bs).max(1) * bs).min(size as usize);
     let chunk = chunk.div_ceil(4096) * 4096;
@@ -446,6 +460,8 @@ fn layout(cfg: &EngineConfig, fd: &OwnedFd, info: &TargetInfo, size: u64) -> Res
             );
         }
         off += n as u64;
+        info.setup_io.writes += 1;
+        info.setup_io.write_bytes += n as u64;
     }
     if unsafe { libc::fdatasync(fd.as_raw_fd()) } != 0 {
         return Err(io::Error::last_os_error()).context("fdatasync after layout");
@@ -460,7 +476,7 @@ fn finish(
     info: TargetInfo,
     remove: Option<PathBuf>,
 ) -> Result<Target> {
-    let target = Target {
+    let mut target = Target {
         fd,
         info,
         remove_on_drop: remove,
@@ -505,6 +521,8 @@ fn finish(
             }
             return Err(e).with_context(|| format!("probe read of {}", info.path.display()));
         }
+        target.info.setup_io.reads += 1;
+        target.info.setup_io.read_bytes += lbs as u64;
     }
     Ok(target)
 }
