@@ -118,6 +118,9 @@ pub struct RqComplete {
     pub error: i32,
 }
 
+/// Decoded on the stack once per record; boxing the folio batch would put an
+/// allocation on the hot path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     Acquire(Acquire),

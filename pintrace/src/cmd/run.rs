@@ -1,28 +1,22 @@
 //! `pintrace run`: attach, optionally run a workload, tally until it ends
 //! (or `--duration`, SIGINT, SIGTERM), then print the summary.
 
-use super::{exit, startup};
+use super::exit;
 use crate::{
-    caps,
-    events::decode,
-    flags::FollFlags,
     ledger::{Finding, Ledger, LedgerConfig},
+    pipeline::Pipeline,
     plan::Preference,
-    probes::{EventSource, LoadOptions, Probes},
-    symbols::Kallsyms,
+    session::{monotonic_ns, Session, SessionOptions},
     views::{
         findings,
         summary::{render, Summary, VmstatCheck, Workload},
     },
     vmstat,
 };
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use clap::Args;
-use std::{collections::BTreeMap, time::Duration};
-use tokio::{
-    io::{unix::AsyncFd, Interest},
-    signal::unix::{signal, SignalKind},
-};
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
@@ -67,65 +61,53 @@ fn parse_ringbuf_mib(s: &str) -> Result<u32, String> {
 }
 
 pub fn run(args: &RunArgs, verbose: bool) -> Result<u8> {
-    if let caps::Availability::No(why) = caps::privileges() {
-        bail!("pintrace run: {why}");
-    }
-    let opts = LoadOptions {
-        ringbuf_bytes: args.ringbuf_mib << 20,
-        rq_layout: None,
-        struct_offsets: Default::default(),
-        verbose,
-    };
-    let mut s = startup(args.attach, &opts)?;
-    let plan = s.plan.map_err(anyhow::Error::new)?;
-    let mut probes = s.probes.take().context("probes were not loaded")?;
-    probes.attach(&plan)?;
-    let events = probes.take_events()?;
-    let flags = FollFlags::for_release(&s.caps.release);
-    let vm_before = vmstat::read();
-
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the event loop")?;
+    rt.block_on(run_async(args, verbose))
+}
+
+async fn run_async(args: &RunArgs, verbose: bool) -> Result<u8> {
+    let opts = SessionOptions {
+        attach: args.attach,
+        ringbuf_mib: args.ringbuf_mib,
+        verbose,
+    };
+    let mut session = Session::start(&opts, "run")?;
+    let vm_before = vmstat::read();
     let config = LedgerConfig {
         leak_age_ns: args.leak_age.map(|s| (s * 1e9) as u64),
         ..LedgerConfig::default()
     };
+    let mut pipeline = Pipeline::new(Ledger::new(session.flags, config));
     let mut out = FindingsOut {
         json: args.json,
-        kallsyms: Kallsyms::load(),
-        probes: &probes,
         certain: true,
         failures: 0,
         reported: 0,
     };
     let started = std::time::Instant::now();
-    let mut outcome = rt.block_on(trace(args, events, Ledger::new(flags, config), &mut out))?;
+    let workload = trace(args, &mut session, &mut pipeline, &mut out).await?;
     let duration_s = started.elapsed().as_secs_f64();
 
-    let lost: BTreeMap<&'static str, u64> = probes
-        .counters()?
-        .into_iter()
-        .filter(|(c, _)| c.is_loss())
-        .map(|(c, v)| (c.name(), v))
-        .collect();
+    let lost = session.lost()?;
     // Findings at the end are stated as certain only for a lossless run.
-    out.certain = lost.values().all(|&v| v == 0) && outcome.decode_errors == 0;
+    out.certain = lost.values().all(|&v| v == 0) && pipeline.decode_errors == 0;
     let mut last = Vec::new();
-    outcome.ledger.finish(monotonic_ns(), &mut last);
-    out.emit(&last);
+    pipeline.ledger.finish(monotonic_ns(), &mut last);
+    out.emit(&session, &last);
     let mut summary = Summary::new(
-        &outcome.ledger.tally,
-        s.caps.release.clone(),
-        plan.summary(),
+        &pipeline.ledger.tally,
+        session.caps.release.clone(),
+        session.plan.summary(),
         duration_s,
         lost,
-        outcome.decode_errors,
+        pipeline.decode_errors,
     );
     summary.findings = out.reported;
     summary.failures = out.failures;
-    summary.unknown_releases = outcome.ledger.unknown_releases;
+    summary.unknown_releases = pipeline.ledger.unknown_releases;
     if let (Some(before), Some(after)) = (vm_before, vmstat::read()) {
         summary.vmstat = Some(VmstatCheck {
             before,
@@ -133,7 +115,7 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<u8> {
             delta: before.delta_to(&after),
         });
     }
-    summary.workload = outcome.workload.clone();
+    summary.workload = workload.clone();
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
@@ -142,7 +124,7 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<u8> {
     if out.failures > 0 {
         return Ok(exit::FINDINGS);
     }
-    match outcome.workload {
+    match workload {
         Some(Workload {
             exit_code: Some(0), ..
         })
@@ -160,37 +142,18 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<u8> {
     }
 }
 
-/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// Where findings go as they are found: stdout, with their stacks resolved.
-struct FindingsOut<'a> {
+struct FindingsOut {
     json: bool,
-    kallsyms: Kallsyms,
-    probes: &'a Probes,
     certain: bool,
     failures: u64,
     reported: u64,
 }
 
-impl FindingsOut<'_> {
-    fn emit(&mut self, found: &[Finding]) {
+impl FindingsOut {
+    fn emit(&mut self, session: &Session, found: &[Finding]) {
         for f in found {
-            let stack: Vec<String> = self
-                .probes
-                .stack(f.stack_id)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|ip| self.kallsyms.resolve(ip))
-                .collect();
+            let stack = session.stack(f.stack_id);
             let report = findings::Report {
                 kind: "finding",
                 certain: self.certain,
@@ -213,32 +176,15 @@ impl FindingsOut<'_> {
     }
 }
 
-struct Outcome {
-    ledger: Ledger,
-    decode_errors: u64,
-    workload: Option<Workload>,
-}
-
+/// Feeds the pipeline until the workload ends, the duration passes or a
+/// signal arrives; returns the workload's outcome.
 async fn trace(
     args: &RunArgs,
-    events: EventSource,
-    mut ledger: Ledger,
-    out: &mut FindingsOut<'_>,
-) -> Result<Outcome> {
-    // SAFETY: EventSource owns the ring buffer map, whose fd stays open and
-    // unchanged until the AsyncFd (which owns the EventSource) is dropped.
-    let mut ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("watching the ring buffer: {e}"))?;
-    let mut decode_errors = 0u64;
+    session: &mut Session,
+    pipeline: &mut Pipeline,
+    out: &mut FindingsOut,
+) -> Result<Option<Workload>> {
     let mut found = Vec::new();
-    let mut consume =
-        |record: &[u8], ledger: &mut Ledger, found: &mut Vec<Finding>| match decode(record) {
-            Ok(ev) => ledger.apply(&ev, found),
-            Err(e) => {
-                decode_errors += 1;
-                log::warn!("undecodable record: {e}");
-            }
-        };
     let mut child = match args.command.split_first() {
         Some((program, rest)) => Some(
             tokio::process::Command::new(program)
@@ -261,12 +207,8 @@ async fn trace(
     let mut workload = None;
     loop {
         tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard.context("waiting for events")?;
-                guard.get_inner_mut().drain(|r| consume(r, &mut ledger, &mut found));
-                guard.clear_ready();
-            }
-            _ = ticker.tick() => ledger.tick(monotonic_ns(), &mut found),
+            n = session.next_batch(|r| pipeline.feed(r, &mut found)) => { n?; }
+            _ = ticker.tick() => pipeline.ledger.tick(monotonic_ns(), &mut found),
             status = async { child.as_mut().unwrap().wait().await }, if child.is_some() => {
                 let status = status.context("waiting for the workload")?;
                 workload = Some(Workload {
@@ -281,7 +223,7 @@ async fn trace(
             _ = &mut deadline => break,
         }
         if !found.is_empty() {
-            out.emit(&found);
+            out.emit(session, &found);
             found.clear();
         }
     }
@@ -291,14 +233,9 @@ async fn trace(
         }
     }
     // Records submitted before the stop are all in the ring by now.
-    ring.get_mut()
-        .drain(|r| consume(r, &mut ledger, &mut found));
-    out.emit(&found);
-    Ok(Outcome {
-        ledger,
-        decode_errors,
-        workload,
-    })
+    session.drain(|r| pipeline.feed(r, &mut found));
+    out.emit(session, &found);
+    Ok(workload)
 }
 
 #[cfg(test)]

@@ -86,7 +86,7 @@ impl Stream {
 }
 
 fn folio(i: u64) -> u64 {
-    0xffffea00_0000_0000 + i * 64
+    0xffff_ea00_0000_0000 + i * 64
 }
 
 #[test]

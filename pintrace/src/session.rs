@@ -1,0 +1,120 @@
+//! A tracing session: start-up, the plan attached, the ring buffer watched by
+//! tokio, the loss counters and stack resolution. `run`, `check` and `top`
+//! each hold one; none of them touches aya directly.
+
+use crate::{
+    caps::{self, Caps},
+    cmd::startup,
+    flags::FollFlags,
+    plan::{Plan, Preference},
+    probes::{EventSource, LoadOptions, Probes},
+    symbols::Kallsyms,
+};
+use anyhow::{bail, Context as _, Result};
+use std::collections::BTreeMap;
+use tokio::io::{unix::AsyncFd, Interest};
+
+#[derive(Clone, Copy, Debug)]
+pub struct SessionOptions {
+    pub attach: Preference,
+    pub ringbuf_mib: u32,
+    /// Forward the probes' diagnostics (aya-log) to the log.
+    pub verbose: bool,
+}
+
+/// Probes attached and their ring buffer registered with the running tokio
+/// reactor. Dropping it detaches everything.
+pub struct Session {
+    pub caps: Caps,
+    pub plan: Plan,
+    pub flags: FollFlags,
+    /// What start-up did to the system (mounting tracefs), for the record.
+    pub actions: Vec<String>,
+    ring: AsyncFd<EventSource>,
+    probes: Probes,
+    kallsyms: Kallsyms,
+}
+
+impl Session {
+    /// Detects, loads, plans and attaches. Must be called inside a tokio
+    /// runtime with I/O enabled.
+    pub fn start(opts: &SessionOptions, command: &str) -> Result<Session> {
+        if let caps::Availability::No(why) = caps::privileges() {
+            bail!("pintrace {command}: {why}");
+        }
+        let load = LoadOptions {
+            ringbuf_bytes: opts.ringbuf_mib << 20,
+            rq_layout: None,
+            struct_offsets: Default::default(),
+            verbose: opts.verbose,
+        };
+        let mut s = startup(opts.attach, &load)?;
+        let plan = s.plan.map_err(anyhow::Error::new)?;
+        let mut probes = s.probes.take().context("probes were not loaded")?;
+        probes.attach(&plan)?;
+        let events = probes.take_events()?;
+        // SAFETY: EventSource owns the ring buffer map, whose fd stays open
+        // and unchanged until the AsyncFd (which owns the EventSource) drops.
+        let ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("watching the ring buffer: {e}"))?;
+        Ok(Session {
+            flags: FollFlags::for_release(&s.caps.release),
+            caps: s.caps,
+            plan,
+            actions: s.actions,
+            ring,
+            probes,
+            kallsyms: Kallsyms::load(),
+        })
+    }
+
+    /// Waits until the ring buffer has records, then hands each to `f`.
+    /// Cancel-safe: use it as a `tokio::select!` branch.
+    pub async fn next_batch(&mut self, f: impl FnMut(&[u8])) -> Result<usize> {
+        let mut guard = self
+            .ring
+            .readable_mut()
+            .await
+            .context("waiting for events")?;
+        let n = guard.get_inner_mut().drain(f);
+        guard.clear_ready();
+        Ok(n)
+    }
+
+    /// Hands every record already in the ring buffer to `f`, without waiting.
+    pub fn drain(&mut self, f: impl FnMut(&[u8])) -> usize {
+        self.ring.get_mut().drain(f)
+    }
+
+    /// Events the kernel side could not deliver so far, by cause.
+    pub fn lost(&self) -> Result<BTreeMap<&'static str, u64>> {
+        Ok(self
+            .probes
+            .counters()?
+            .into_iter()
+            .filter(|(c, _)| c.is_loss())
+            .map(|(c, v)| (c.name(), v))
+            .collect())
+    }
+
+    /// A kernel stack by id, symbolized (empty when unknown or evicted).
+    pub fn stack(&self, id: i32) -> Vec<String> {
+        self.probes
+            .stack(id)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|ip| self.kallsyms.resolve(ip))
+            .collect()
+    }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
