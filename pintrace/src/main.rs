@@ -30,6 +30,9 @@ enum Command {
     Run(cmd::run::RunArgs),
     /// Drive O_DIRECT I/O on a file or block device (fio-like).
     Engine(pintrace::engine::EngineArgs),
+    /// Drive the pin-bug zoo test module (/dev/pinzoo).
+    #[command(hide = true)]
+    Zoo(cmd::zoo::ZooArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Doctor { json } => cmd::doctor::run(*json),
         Command::Run(args) => cmd::run::run(args, cli.verbose > 0),
         Command::Engine(args) => pintrace::engine::run_cli(args),
+        Command::Zoo(args) => cmd::zoo::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -12,10 +12,19 @@ use std::{
     process::{Command, Output},
 };
 
+#[path = "guest/zoo.rs"]
+mod zoo;
+
 const IN_GUEST: &str = "needs a kernel with kprobes/fentry: run by `cargo xtask vm`";
 
 fn bin() -> String {
-    std::env::var("PINTRACE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_pintrace").to_owned())
+    if let Ok(b) = std::env::var("PINTRACE_BIN") {
+        return b;
+    }
+    if std::env::var_os("PINTRACE_VM").is_some() {
+        return "/bin/pintrace".into();
+    }
+    env!("CARGO_BIN_EXE_pintrace").to_owned()
 }
 
 fn pintrace(args: &[&str]) -> Output {

@@ -5,6 +5,7 @@ mod cpio;
 mod debian;
 mod initramfs;
 mod modules;
+mod pinzoo;
 mod qemu;
 mod setup;
 mod test;

@@ -2,7 +2,8 @@
 //! the guest suite (or any command) inside, report.
 
 use crate::debian::{self, KernelSpec};
-use crate::initramfs::Payload;
+use crate::initramfs::{GuestFile, Payload};
+use crate::pinzoo;
 use crate::qemu::{self, Accel, BootRequest, Outcome};
 use crate::util::{self, Workspace};
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -44,6 +45,10 @@ pub struct GuestOpts {
     pub bin: Vec<String>,
     #[arg(long, value_enum, default_value_t = Accel::Auto)]
     pub accel: Accel,
+    /// Build the pin-bug zoo module for the kernel and put it at
+    /// /lib/pinzoo.ko (always done for the guest suite).
+    #[arg(long)]
+    pub pinzoo: bool,
     /// Keep debug info in the guest's binaries (file:line in backtraces;
     /// a ~10x larger initramfs that boots slower).
     #[arg(long)]
@@ -106,7 +111,28 @@ pub fn run_guest(
 ) -> Result<Outcome> {
     let spec = KernelSpec::parse(kernel);
     let kernel = debian::resolve(ws, &spec, opts.modules.as_deref())?;
+    let mut payload = payload;
+    let mut files = Vec::new();
+    if opts.pinzoo || payload.argv.first().map(String::as_str) == Some(GUEST_TESTS) {
+        match pinzoo::build(ws, &kernel) {
+            Ok(ko) => {
+                files.push(GuestFile {
+                    path: pinzoo::GUEST_PATH.into(),
+                    mode: 0o644,
+                    data: std::fs::read(&ko)
+                        .with_context(|| format!("reading {}", ko.display()))?,
+                });
+                payload = payload.env("PINZOO_KO", pinzoo::GUEST_PATH);
+            }
+            // A Debian kernel always has its headers; a custom one may not.
+            Err(e) if matches!(spec, KernelSpec::Path(_)) => {
+                println!("vm: note: no pin-bug zoo in this guest: {e:#}")
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let mut req = BootRequest::new(kernel, payload);
+    req.files.extend(files);
     req.modules.extend(opts.module.iter().cloned());
     req.timeout = Duration::from_secs(opts.timeout);
     req.memory_mib = opts.memory;

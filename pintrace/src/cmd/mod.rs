@@ -3,6 +3,7 @@
 
 pub mod doctor;
 pub mod run;
+pub mod zoo;
 
 use crate::{
     caps::{self, Availability, Caps},

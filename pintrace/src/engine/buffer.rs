@@ -264,6 +264,10 @@ impl Arena {
         self.base
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

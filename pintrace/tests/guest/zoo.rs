@@ -1,0 +1,226 @@
+//! The pin-bug zoo (`xtask/pinzoo`) on the real kernel: every scenario runs,
+//! the guest survives it, and the kernel's own view (vmstat pin counters,
+//! folio refcounts) agrees with what the scenario claims. Then pintrace,
+//! attached while the scenarios run, names each bug.
+
+use super::{pintrace, IN_GUEST};
+use serde_json::Value;
+use std::{path::Path, process::Command, sync::Once};
+
+/// Small folios: one pin adds this to the refcount.
+const BIAS: i64 = 1024;
+const PAGES: i64 = 16;
+
+/// Loads the module the harness put in the guest (once per test binary).
+pub fn load_zoo() {
+    static LOAD: Once = Once::new();
+    LOAD.call_once(|| {
+        if Path::new("/dev/pinzoo").exists() {
+            return;
+        }
+        let ko = std::env::var("PINZOO_KO").expect(
+            "PINZOO_KO: the guest has no pinzoo.ko (boot it with `cargo xtask vm --pinzoo`)",
+        );
+        let out = Command::new("insmod").arg(&ko).output().unwrap();
+        assert!(
+            out.status.success(),
+            "insmod {ko}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Hugetlb scenarios need reserved huge pages.
+        let _ = std::fs::write("/proc/sys/vm/nr_hugepages", "4");
+    });
+}
+
+/// `pintrace zoo ARGS`, parsed; panics (with the output) on failure.
+pub fn zoo(args: &[&str]) -> Value {
+    load_zoo();
+    let mut all = vec!["zoo"];
+    all.extend_from_slice(args);
+    let out = pintrace(&all);
+    assert!(out.status.success(), "pintrace zoo {args:?} failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().next().expect("one JSON line")).unwrap()
+}
+
+fn num(v: &Value, key: &str) -> i64 {
+    v[key]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+fn release_all() -> Value {
+    zoo(&["release-all"])
+}
+
+/// The kernel complained about nothing: no bad page, no BUG, no WARNING.
+fn assert_kernel_quiet() {
+    let out = Command::new("dmesg").output().unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    let bad: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            ["Bad page", "BUG:", "WARNING:", "refcount_t:"]
+                .iter()
+                .any(|p| l.contains(p))
+        })
+        .collect();
+    assert!(bad.is_empty(), "the kernel complained:\n{}", bad.join("\n"));
+}
+
+fn thp_available() -> bool {
+    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .map(|s| !s.contains("[never]"))
+        .unwrap_or(false)
+}
+
+/// What each scenario claims, checked against vmstat and refcounts. The
+/// guest is otherwise idle, so the pin counters move by exactly what the
+/// scenario did.
+#[test]
+#[ignore = "needs the pinzoo module in a guest: run by `cargo xtask vm`"]
+fn zoo_scenarios_match_the_kernels_view() {
+    let _ = IN_GUEST;
+    release_all();
+    let p = PAGES.to_string();
+
+    let b = zoo(&["run", "balanced", "--pages", &p]);
+    assert_eq!((num(&b, "acquired"), num(&b, "released")), (PAGES, PAGES));
+    assert_eq!(b["large"], false);
+    assert_eq!(
+        num(&b, "refcount_acquired") - num(&b, "refcount_released"),
+        BIAS
+    );
+    assert_eq!(
+        (num(&b, "vmstat_acquired"), num(&b, "vmstat_released")),
+        (PAGES, PAGES)
+    );
+
+    let l = zoo(&["run", "leak", "--pages", &p]);
+    assert_eq!(
+        (num(&l, "vmstat_acquired"), num(&l, "vmstat_released")),
+        (PAGES, 0)
+    );
+    assert!(num(&l, "handle") > 0);
+
+    // put_page on a pinned small page drops 1 of its 1024: the pin stays.
+    let pp = zoo(&["run", "pin-put", "--pages", &p]);
+    assert_eq!(
+        num(&pp, "refcount_acquired") - num(&pp, "refcount_released"),
+        1
+    );
+    assert_eq!(
+        (num(&pp, "vmstat_acquired"), num(&pp, "vmstat_released")),
+        (PAGES, 0)
+    );
+
+    let r = release_all();
+    assert_eq!(
+        (num(&r, "unpinned"), num(&r, "repaired"), num(&r, "held")),
+        (PAGES, PAGES, 0)
+    );
+
+    // unpin of a FOLL_GET page takes 1024 it never added (padded by the
+    // module so that the guest survives) and counts a release of no pin.
+    let gu = zoo(&["run", "get-unpin", "--pages", &p]);
+    assert_eq!(
+        (num(&gu, "vmstat_acquired"), num(&gu, "vmstat_released")),
+        (0, PAGES)
+    );
+    assert_eq!(
+        num(&gu, "refcount_acquired") - num(&gu, "refcount_released"),
+        BIAS
+    );
+    assert_eq!(
+        num(&gu, "refcount_released") - num(&gu, "refcount_repaired"),
+        1
+    );
+
+    let du = zoo(&["run", "double-unpin", "--pages", &p]);
+    assert_eq!(num(&du, "released"), 2 * PAGES);
+    assert_eq!(
+        (num(&du, "vmstat_acquired"), num(&du, "vmstat_released")),
+        (PAGES, 2 * PAGES)
+    );
+    assert_eq!(
+        num(&du, "refcount_acquired") - num(&du, "refcount_released"),
+        2 * BIAS
+    );
+
+    // A slow but correct release, by a kernel worker.
+    let before = pintrace::vmstat::read().unwrap();
+    let d = zoo(&["run", "delayed", "--pages", &p, "--delay-ms", "300"]);
+    assert_eq!(num(&d, "vmstat_released"), 0);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let delta = before.delta_to(&pintrace::vmstat::read().unwrap());
+    assert_eq!(
+        (delta.acquired, delta.released),
+        (PAGES as u64, PAGES as u64)
+    );
+
+    // A long-term pin, held until its explicit release.
+    let h = zoo(&["run", "hold", "--longterm", "--pages", &p]);
+    assert_eq!(num(&h, "vmstat_released"), 0);
+    let handle = num(&h, "handle").to_string();
+    let r = zoo(&["release", &handle]);
+    assert_eq!((num(&r, "unpinned"), num(&r, "held")), (PAGES, 0));
+    assert_kernel_quiet();
+}
+
+/// Large folios: a pin adds 1 per page to the folio's refcount (and its
+/// pin count), so the same scenarios move refcounts by pages, not by 1024.
+#[test]
+#[ignore = "needs the pinzoo module in a guest: run by `cargo xtask vm`"]
+fn zoo_large_folio_scenarios_match_the_kernels_view() {
+    release_all();
+    let mut kinds = vec![];
+    if thp_available() {
+        kinds.push("thp");
+    } else {
+        eprintln!("skipping thp: transparent hugepages are disabled");
+    }
+    kinds.push("hugetlb");
+    let p = PAGES.to_string();
+    for buffer in kinds {
+        let b = zoo(&["run", "balanced", "--buffer", buffer, "--pages", &p]);
+        assert_eq!(b["large"], true, "{buffer}: {b}");
+        assert_eq!(
+            num(&b, "refcount_acquired") - num(&b, "refcount_released"),
+            PAGES
+        );
+        assert_eq!(
+            (num(&b, "vmstat_acquired"), num(&b, "vmstat_released")),
+            (PAGES, PAGES)
+        );
+
+        let l = zoo(&["run", "leak", "--buffer", buffer, "--pages", &p]);
+        assert_eq!(
+            (num(&l, "vmstat_acquired"), num(&l, "vmstat_released")),
+            (PAGES, 0)
+        );
+
+        let pp = zoo(&["run", "pin-put", "--buffer", buffer, "--pages", &p]);
+        assert_eq!(
+            num(&pp, "refcount_acquired") - num(&pp, "refcount_released"),
+            PAGES
+        );
+        assert_eq!(
+            (num(&pp, "vmstat_acquired"), num(&pp, "vmstat_released")),
+            (PAGES, 0)
+        );
+
+        let r = release_all();
+        assert_eq!(
+            (num(&r, "unpinned"), num(&r, "repaired")),
+            (PAGES, PAGES),
+            "{buffer}"
+        );
+
+        // The underflow scenarios are refused on large folios (they could
+        // not be made survivable).
+        let out = pintrace(&["zoo", "run", "get-unpin", "--buffer", buffer, "--pages", &p]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("small pages"));
+    }
+    assert_kernel_quiet();
+}

@@ -1,0 +1,339 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * pinzoo: plants page-pin bugs on demand, deterministically, so that a pin
+ * auditor can be shown catching each kind on the real kernel.
+ *
+ * /dev/pinzoo takes a user buffer and runs one scenario on its pages
+ * (PINZOO_IOC_RUN), returning what it did and the refcount of the first
+ * page's folio at each stage. The harmful scenarios are made survivable:
+ * references are added first where the mistake would underflow a refcount,
+ * and the damage of a pin released with put_page is undone by
+ * PINZOO_IOC_RELEASE_ALL (or when the module is removed).
+ *
+ * For test kernels only.
+ */
+#include <linux/delay.h>
+#include <linux/fs.h>
+#include <linux/list.h>
+#include <linux/miscdevice.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+#include <linux/workqueue.h>
+
+#include "pinzoo.h"
+
+#define PINZOO_MAX_PAGES 4096
+/* Small folios: each pin adds this to the refcount (mm/gup.c). */
+#define PINZOO_PIN_BIAS 1024
+
+enum held_kind {
+	HELD_PINNED,   /* released by unpin_user_pages */
+	HELD_PIN_PUT,  /* pinned, kept by a module ref, then put_page'd */
+};
+
+struct held {
+	struct list_head node;
+	u64 handle;
+	enum held_kind kind;
+	unsigned long nr;
+	struct page **pages;
+	struct delayed_work work; /* PINZOO_DELAYED only */
+	bool delayed;
+	bool done; /* the delayed release ran */
+};
+
+static LIST_HEAD(held_list);
+static DEFINE_MUTEX(held_lock);
+static u64 next_handle = 1;
+
+static s64 rc_of(struct page *page)
+{
+	return folio_ref_count(page_folio(page));
+}
+
+/* Undoes one holding's pins (or the damage of a pin released with put_page). */
+static void held_undo(struct held *h, struct pinzoo_release *out)
+{
+	unsigned long i;
+
+	if (h->kind == HELD_PIN_PUT) {
+		/* The module's own reference stands in for the one put_page dropped. */
+		for (i = 0; i < h->nr; i++)
+			unpin_user_page(h->pages[i]);
+		out->repaired += h->nr;
+	} else {
+		unpin_user_pages(h->pages, h->nr);
+		out->unpinned += h->nr;
+	}
+}
+
+static void held_free(struct held *h)
+{
+	kvfree(h->pages);
+	kfree(h);
+}
+
+/*
+ * A slow but correct release, from a worker. The holding stays on the list
+ * (marked done) so that its memory outlives any cancel; RELEASE_ALL or the
+ * module's exit frees it.
+ */
+static void delayed_release(struct work_struct *work)
+{
+	struct held *h = container_of(to_delayed_work(work), struct held, work);
+	struct pinzoo_release ignored = {};
+
+	held_undo(h, &ignored);
+	mutex_lock(&held_lock);
+	h->done = true;
+	mutex_unlock(&held_lock);
+}
+
+static u64 keep(struct page **pages, unsigned long nr, enum held_kind kind,
+		unsigned int delay_ms)
+{
+	struct held *h = kzalloc(sizeof(*h), GFP_KERNEL);
+	u64 handle;
+
+	if (!h)
+		return 0;
+	h->kind = kind;
+	h->nr = nr;
+	h->pages = pages;
+	mutex_lock(&held_lock);
+	handle = h->handle = next_handle++;
+	list_add_tail(&h->node, &held_list);
+	if (delay_ms) {
+		h->delayed = true;
+		INIT_DELAYED_WORK(&h->work, delayed_release);
+		schedule_delayed_work(&h->work, msecs_to_jiffies(delay_ms));
+	}
+	mutex_unlock(&held_lock);
+	return handle;
+}
+
+static long run(struct pinzoo_req *req)
+{
+	unsigned int flags = FOLL_WRITE;
+	unsigned long i, nr = req->nr_pages;
+	struct page **pages;
+	bool kept = false;
+	long got;
+
+	if (!nr || nr > PINZOO_MAX_PAGES || req->addr & ~PAGE_MASK)
+		return -EINVAL;
+	if (req->flags & ~PINZOO_F_LONGTERM)
+		return -EINVAL;
+	if (req->flags & PINZOO_F_LONGTERM)
+		flags |= FOLL_LONGTERM;
+	pages = kvcalloc(nr, sizeof(*pages), GFP_KERNEL);
+	if (!pages)
+		return -ENOMEM;
+
+	if (req->scenario == PINZOO_GET_UNPIN)
+		got = get_user_pages_fast(req->addr, nr, flags, pages);
+	else
+		got = pin_user_pages_fast(req->addr, nr, flags, pages);
+	if (got < 0) {
+		kvfree(pages);
+		return got;
+	}
+	req->acquired = got;
+	req->version = PINZOO_VERSION;
+	if (got == 0)
+		goto out_free;
+	req->folio = (u64)(unsigned long)page_folio(pages[0]);
+	req->large = folio_test_large(page_folio(pages[0]));
+
+	switch (req->scenario) {
+	case PINZOO_BALANCED:
+		req->refcount[PINZOO_RC_ACQUIRED] = rc_of(pages[0]);
+		unpin_user_pages(pages, got);
+		req->released = got;
+		req->refcount[PINZOO_RC_RELEASED] = rc_of(pages[0]);
+		break;
+	case PINZOO_LEAK:
+	case PINZOO_HOLD:
+		req->refcount[PINZOO_RC_ACQUIRED] = rc_of(pages[0]);
+		req->handle = keep(pages, got, HELD_PINNED, 0);
+		kept = true;
+		break;
+	case PINZOO_DELAYED:
+		req->refcount[PINZOO_RC_ACQUIRED] = rc_of(pages[0]);
+		req->handle = keep(pages, got, HELD_PINNED,
+				   req->delay_ms ? req->delay_ms : 1);
+		kept = true;
+		break;
+	case PINZOO_PIN_PUT:
+		/*
+		 * A reference of the module's own keeps each folio alive: a large
+		 * folio would otherwise be freed with a nonzero pin count when the
+		 * buffer is unmapped ("Bad page state").
+		 */
+		for (i = 0; i < got; i++)
+			get_page(pages[i]);
+		req->refcount[PINZOO_RC_ACQUIRED] = rc_of(pages[0]);
+		for (i = 0; i < got; i++)
+			put_page(pages[i]);
+		req->released = got;
+		req->refcount[PINZOO_RC_RELEASED] = rc_of(pages[0]);
+		/* The damage stays until RELEASE_ALL, for the auditor to see. */
+		req->handle = keep(pages, got, HELD_PIN_PUT, 0);
+		kept = true;
+		break;
+	case PINZOO_GET_UNPIN:
+		for (i = 0; i < got; i++) {
+			if (PageCompound(pages[i])) {
+				for (i = 0; i < got; i++)
+					put_page(pages[i]);
+				kvfree(pages);
+				return -EOPNOTSUPP;
+			}
+		}
+		/* Pad so that the unpin's -1024 cannot underflow the refcount. */
+		for (i = 0; i < got; i++)
+			page_ref_add(pages[i], PINZOO_PIN_BIAS);
+		req->refcount[PINZOO_RC_ACQUIRED] = rc_of(pages[0]);
+		for (i = 0; i < got; i++)
+			unpin_user_page(pages[i]);
+		req->released = got;
+		req->refcount[PINZOO_RC_RELEASED] = rc_of(pages[0]);
+		/* The unpin consumed the padding; drop the real FOLL_GET ref. */
+		for (i = 0; i < got; i++)
+			put_page(pages[i]);
+		req->refcount[PINZOO_RC_REPAIRED] = rc_of(pages[0]);
+		break;
+	case PINZOO_DOUBLE_UNPIN:
+		for (i = 0; i < got; i++) {
+			if (PageCompound(pages[i])) {
+				unpin_user_pages(pages, got);
+				kvfree(pages);
+				return -EOPNOTSUPP;
+			}
+		}
+		for (i = 0; i < got; i++)
+			page_ref_add(pages[i], PINZOO_PIN_BIAS);
+		req->refcount[PINZOO_RC_ACQUIRED] = rc_of(pages[0]);
+		unpin_user_pages(pages, got);
+		unpin_user_pages(pages, got);
+		req->released = 2 * got;
+		req->refcount[PINZOO_RC_RELEASED] = rc_of(pages[0]);
+		break;
+	default:
+		unpin_user_pages(pages, got);
+		kvfree(pages);
+		return -EINVAL;
+	}
+	if (kept && !req->handle) {
+		/* Could not keep the holding: do not leave it behind. */
+		unpin_user_pages(pages, got);
+		kvfree(pages);
+		return -ENOMEM;
+	}
+out_free:
+	if (!kept)
+		kvfree(pages);
+	return 0;
+}
+
+static void release(u64 handle, bool all, struct pinzoo_release *out)
+{
+	struct held *h, *tmp;
+	LIST_HEAD(undo);
+	LIST_HEAD(done);
+
+	mutex_lock(&held_lock);
+	list_for_each_entry_safe(h, tmp, &held_list, node) {
+		if (!all && h->handle != handle)
+			continue;
+		if (h->done) {
+			list_move_tail(&h->node, &done);
+			continue;
+		}
+		/* A delayed release already running finishes on its own. */
+		if (h->delayed && !cancel_delayed_work(&h->work))
+			continue;
+		list_move_tail(&h->node, &undo);
+	}
+	list_for_each_entry(h, &held_list, node)
+		if (!h->done)
+			out->held += h->nr;
+	mutex_unlock(&held_lock);
+	list_for_each_entry_safe(h, tmp, &undo, node) {
+		held_undo(h, out);
+		held_free(h);
+	}
+	list_for_each_entry_safe(h, tmp, &done, node)
+		held_free(h);
+}
+
+static long pinzoo_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	void __user *uarg = (void __user *)arg;
+	struct pinzoo_release rel;
+	struct pinzoo_req req;
+	long ret;
+
+	switch (cmd) {
+	case PINZOO_IOC_RUN:
+		if (copy_from_user(&req, uarg, sizeof(req)))
+			return -EFAULT;
+		req.acquired = req.released = 0;
+		req.handle = req.folio = 0;
+		req.large = req.version = 0;
+		memset(req.refcount, 0, sizeof(req.refcount));
+		ret = run(&req);
+		if (ret)
+			return ret;
+		return copy_to_user(uarg, &req, sizeof(req)) ? -EFAULT : 0;
+	case PINZOO_IOC_RELEASE:
+	case PINZOO_IOC_RELEASE_ALL:
+		if (copy_from_user(&rel, uarg, sizeof(rel)))
+			return -EFAULT;
+		rel.unpinned = rel.repaired = rel.held = 0;
+		release(rel.handle, cmd == PINZOO_IOC_RELEASE_ALL, &rel);
+		return copy_to_user(uarg, &rel, sizeof(rel)) ? -EFAULT : 0;
+	}
+	return -ENOTTY;
+}
+
+static const struct file_operations pinzoo_fops = {
+	.owner = THIS_MODULE,
+	.unlocked_ioctl = pinzoo_ioctl,
+};
+
+static struct miscdevice pinzoo_dev = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = "pinzoo",
+	.fops = &pinzoo_fops,
+	.mode = 0600,
+};
+
+static int __init pinzoo_init(void)
+{
+	return misc_register(&pinzoo_dev);
+}
+
+static void __exit pinzoo_exit(void)
+{
+	struct pinzoo_release ignored = {};
+	struct held *h;
+
+	misc_deregister(&pinzoo_dev);
+	/* No ioctl can run now: the list changes only here. */
+	list_for_each_entry(h, &held_list, node) {
+		if (h->delayed) {
+			cancel_delayed_work_sync(&h->work);
+			h->delayed = false;
+		}
+	}
+	release(0, true, &ignored);
+}
+
+module_init(pinzoo_init);
+module_exit(pinzoo_exit);
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("Plants page-pin bugs on demand for testing pin auditors");

@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
+/*
+ * pinzoo: the control interface of the pin-bug zoo (shared by the module and
+ * by `pintrace zoo`, which mirrors it in Rust).
+ */
+#ifndef PINZOO_H
+#define PINZOO_H
+
+#include <linux/types.h>
+#include <linux/ioctl.h>
+
+#define PINZOO_VERSION 1
+
+enum pinzoo_scenario {
+	/* pin_user_pages_fast, then unpin_user_pages. */
+	PINZOO_BALANCED = 1,
+	/* pin, never unpinned (kept; PINZOO_IOC_RELEASE_ALL cleans up). */
+	PINZOO_LEAK = 2,
+	/* pin released with put_page: FOLL_PIN page released as FOLL_GET. */
+	PINZOO_PIN_PUT = 3,
+	/* get_user_pages_fast released with unpin_user_page (padded first). */
+	PINZOO_GET_UNPIN = 4,
+	/* one pin, unpinned twice (padded first). */
+	PINZOO_DOUBLE_UNPIN = 5,
+	/* pin released by a worker after delay_ms: slow but correct. */
+	PINZOO_DELAYED = 6,
+	/* pin held (FOLL_LONGTERM with PINZOO_F_LONGTERM) until PINZOO_IOC_RELEASE. */
+	PINZOO_HOLD = 7,
+};
+
+#define PINZOO_F_LONGTERM 0x1
+
+/* Refcount snapshots of the first page's folio. */
+enum pinzoo_stage {
+	PINZOO_RC_ACQUIRED = 0, /* after the acquire (and the padding) */
+	PINZOO_RC_RELEASED = 1, /* after the scenario's release(s) */
+	PINZOO_RC_REPAIRED = 2, /* after undoing the damage (0 when none) */
+	PINZOO_RC_STAGES = 3,
+};
+
+struct pinzoo_req {
+	/* in */
+	__u64 addr;
+	__u32 nr_pages;
+	__u32 scenario;
+	__u32 flags;
+	__u32 delay_ms;
+	/* out */
+	__s64 acquired;     /* pages taken by the GUP call */
+	__s64 released;     /* release calls made on pages (unpin or put) */
+	__u64 handle;       /* for held pins: the argument of PINZOO_IOC_RELEASE */
+	__u64 folio;        /* kernel address of the first page's folio */
+	__u32 large;        /* 1 when the first page belongs to a large folio */
+	__u32 version;      /* PINZOO_VERSION */
+	__s64 refcount[PINZOO_RC_STAGES];
+};
+
+/* What PINZOO_IOC_RELEASE and PINZOO_IOC_RELEASE_ALL did. */
+struct pinzoo_release {
+	__u64 handle;       /* in (RELEASE only) */
+	__s64 unpinned;     /* pages unpinned */
+	__s64 repaired;     /* pin+put pages restored and unpinned */
+	__s64 held;         /* pages still held afterwards */
+};
+
+#define PINZOO_IOC_RUN _IOWR('Z', 1, struct pinzoo_req)
+#define PINZOO_IOC_RELEASE _IOWR('Z', 2, struct pinzoo_release)
+#define PINZOO_IOC_RELEASE_ALL _IOWR('Z', 3, struct pinzoo_release)
+
+#endif
