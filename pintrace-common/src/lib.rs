@@ -197,6 +197,17 @@ pub struct AcquireEvent {
 
 /// The folios of the pages one acquire call grabbed: `folios[i]` is the folio
 /// of page `first + i` of the caller's array. Follows its [`AcquireEvent`].
+///
+/// `struct page` is 64-byte aligned, so the low bits of each entry carry
+/// evidence read at the call's return: [`FOLIO_BELOW_1_PIN`] and
+/// [`FOLIO_BELOW_2_PINS`] (meaningful for small folios only, where a pin adds
+/// 1024 to the refcount). Mask with [`FOLIO_ADDR_MASK`] for the address.
+/// The folio's refcount was below 1024 at the acquire's return.
+pub const FOLIO_BELOW_1_PIN: u64 = 1;
+/// The folio's refcount was below 2048 at the acquire's return.
+pub const FOLIO_BELOW_2_PINS: u64 = 2;
+pub const FOLIO_ADDR_MASK: u64 = !3;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct FolioBatch {

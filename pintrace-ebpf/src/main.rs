@@ -28,8 +28,8 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use pintrace_common::{
     AcquireEvent, Counter, EntryArgs, ExitEvent, FolioBatch, ReleaseEvent, RqCompleteEvent, Site,
-    COUNTER_SLOTS, FOLIOS_PER_RECORD, MAX_FOLIO_RECORDS, TAG_ACQUIRE, TAG_EXIT, TAG_FOLIOS,
-    TAG_RELEASE, TAG_RQ_COMPLETE,
+    COUNTER_SLOTS, FOLIOS_PER_RECORD, FOLIO_BELOW_1_PIN, FOLIO_BELOW_2_PINS, MAX_FOLIO_RECORDS,
+    TAG_ACQUIRE, TAG_EXIT, TAG_FOLIOS, TAG_RELEASE, TAG_RQ_COMPLETE,
 };
 
 /// Ring buffer of events; user space sizes it before load (`--ringbuf-mib`).
@@ -141,8 +141,14 @@ fn emit_folios(site: Site, pid_tgid: u64, ts_ns: u64, pages: u64, n: i64) -> u32
         // safely) and are ignored by user space.
         for j in 0..FOLIOS_PER_RECORD {
             let folio = folio_of(read_u64(pages + (first + j as u64) * 8));
+            // Pin evidence in the low bits, branch-free: a small folio's
+            // refcount below 1024 (2048) holds no pin (at most one).
+            let rc = read_u64(folio + global(&FOLIO_REFCOUNT_OFF)) as u32 as u64;
+            let below1 = (rc.wrapping_sub(1024) >> 63) & 1;
+            let below2 = (rc.wrapping_sub(2048) >> 63) & 1;
+            let entry = folio | below1 * FOLIO_BELOW_1_PIN | below2 * FOLIO_BELOW_2_PINS;
             // SAFETY: `out` is this reserved record; j is below the array length.
-            unsafe { (*out).folios[j] = folio };
+            unsafe { (*out).folios[j] = entry };
         }
         let left = n - first;
         let count = if left < FOLIOS_PER_RECORD as u64 {

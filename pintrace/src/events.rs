@@ -8,7 +8,8 @@
 use bytes::Buf;
 use pintrace_common::{
     AcquireEvent, ExitEvent, FolioBatch, ReleaseEvent, RqCompleteEvent, Site, FOLIOS_PER_RECORD,
-    TAG_ACQUIRE, TAG_EXIT, TAG_FOLIOS, TAG_RELEASE, TAG_RQ_COMPLETE,
+    FOLIO_ADDR_MASK, FOLIO_BELOW_1_PIN, FOLIO_BELOW_2_PINS, TAG_ACQUIRE, TAG_EXIT, TAG_FOLIOS,
+    TAG_RELEASE, TAG_RQ_COMPLETE,
 };
 use serde::{Serialize, Serializer};
 use std::{fmt, mem::size_of};
@@ -75,11 +76,35 @@ pub struct Folios {
     pub folios: [u64; FOLIOS_PER_RECORD],
 }
 
+/// What the probe saw of a folio's refcount when the acquire returned;
+/// meaningful for small folios only (a pin adds 1024 there).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PinEvidence {
+    /// Refcount below 1024: no pin on the folio.
+    pub below_1_pin: bool,
+    /// Refcount below 2048: at most one pin on the folio.
+    pub below_2_pins: bool,
+}
+
 impl Folios {
+    /// The folio addresses (entries whose page could not be read are 0).
     pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.entries().map(|(f, _)| f)
+    }
+
+    /// Folio addresses with the pin evidence the probe packed in their low bits.
+    pub fn entries(&self) -> impl Iterator<Item = (u64, PinEvidence)> + '_ {
         self.folios[..(self.count as usize).min(FOLIOS_PER_RECORD)]
             .iter()
-            .copied()
+            .map(|&x| {
+                (
+                    x & FOLIO_ADDR_MASK,
+                    PinEvidence {
+                        below_1_pin: x & FOLIO_BELOW_1_PIN != 0,
+                        below_2_pins: x & FOLIO_BELOW_2_PINS != 0,
+                    },
+                )
+            })
     }
 }
 

@@ -17,7 +17,7 @@ mod zoo;
 
 const IN_GUEST: &str = "needs a kernel with kprobes/fentry: run by `cargo xtask vm`";
 
-fn bin() -> String {
+pub(crate) fn bin() -> String {
     if let Ok(b) = std::env::var("PINTRACE_BIN") {
         return b;
     }
@@ -27,7 +27,7 @@ fn bin() -> String {
     env!("CARGO_BIN_EXE_pintrace").to_owned()
 }
 
-fn pintrace(args: &[&str]) -> Output {
+pub(crate) fn pintrace(args: &[&str]) -> Output {
     let out = Command::new(bin()).args(args).output().unwrap();
     eprintln!(
         "$ pintrace {}\n{}{}",
@@ -38,7 +38,7 @@ fn pintrace(args: &[&str]) -> Output {
     out
 }
 
-fn kernel_version() -> (u32, u32) {
+pub(crate) fn kernel_version() -> (u32, u32) {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     parse_version(release.trim()).unwrap()
 }

@@ -76,6 +76,11 @@ struct FolioBooks {
     holders: Vec<Holder>,
     /// Pins released from this folio during the run.
     released_pins: u64,
+    /// Every pin on this folio is in the books: an acquire during the run
+    /// saw it holding no pin besides its own (refcount evidence; small
+    /// folios only). An unpin the books cannot match is then certainly wrong,
+    /// whatever the refcount says at the release.
+    exact: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -143,9 +148,10 @@ pub struct Ledger {
     folios: HashMap<u64, FolioBooks>,
     pending: HashMap<(u32, u64), Pending>,
     exited: HashMap<u32, u64>,
-    /// Folios whose last known pin was released, and when: a further unpin
-    /// within [`RELEASED_MEMORY_NS`] is a double unpin.
-    released: HashMap<u64, u64>,
+    /// Folios whose last known pin was released: when, and whether the books
+    /// were exact. A further unpin within [`RELEASED_MEMORY_NS`] is a double
+    /// unpin.
+    released: HashMap<u64, (u64, bool)>,
     pub tally: Tally,
     /// Folio batches that matched no acquire (their acquire record was lost).
     pub orphan_batches: u64,
@@ -210,8 +216,20 @@ impl Ledger {
         if p.remaining == 0 {
             self.pending.remove(&key);
         }
-        for folio in f.iter().filter(|&x| x != 0) {
+        for (folio, evidence) in f.entries().filter(|&(x, _)| x != 0) {
             let books = self.folios.entry(folio).or_default();
+            let pins_before: u64 = books
+                .holders
+                .iter()
+                .filter(|h| h.kind != Kind::Get)
+                .map(|h| h.refs)
+                .sum();
+            if pins_before == 0 {
+                books.exact = match p.kind {
+                    Kind::Get => evidence.below_1_pin,
+                    Kind::Pin | Kind::LongtermPin => evidence.below_2_pins,
+                };
+            }
             match books
                 .holders
                 .iter_mut()
@@ -247,12 +265,26 @@ impl Ledger {
         // for this unpin to be right.
         let below_bias = !r.large && (r.refcount as i64) < refs as i64 * GUP_PIN_COUNTING_BIAS;
         let Some(books) = books else {
-            if !below_bias {
-                self.unknown_releases += 1;
-            } else if self.released.contains_key(&r.folio) {
-                findings.push(mismatch(FindingKind::DoubleUnpin, r, refs, None));
+            let released_exact = self
+                .released
+                .get(&r.folio)
+                .map(|&(_, exact)| exact && !r.large);
+            if below_bias {
+                let kind = match released_exact {
+                    Some(_) => FindingKind::DoubleUnpin,
+                    None => FindingKind::UnpinWithoutPin,
+                };
+                findings.push(mismatch(kind, r, refs, None, Evidence::Refcount));
+            } else if released_exact == Some(true) {
+                findings.push(mismatch(
+                    FindingKind::DoubleUnpin,
+                    r,
+                    refs,
+                    None,
+                    Evidence::Books,
+                ));
             } else {
-                findings.push(mismatch(FindingKind::UnpinWithoutPin, r, refs, None));
+                self.unknown_releases += 1;
             }
             return;
         };
@@ -260,31 +292,36 @@ impl Ledger {
         books.released_pins += refs - missing;
         if missing == 0 {
             if books.holders.is_empty() {
+                let exact = books.exact;
                 self.folios.remove(&r.folio);
-                self.released.insert(r.folio, r.ts_ns);
+                self.released.insert(r.folio, (r.ts_ns, exact));
             }
             return;
         }
-        if !below_bias {
+        let evidence = if below_bias {
+            Evidence::Refcount
+        } else if books.exact && !r.large {
+            Evidence::Books
+        } else {
             // More unpins than the pins seen, but the refcount allows them:
             // pins taken before tracing began. Unknown, not a finding.
             self.unknown_releases += 1;
             return;
-        }
+        };
         let get_holder = books.holders.iter().find(|h| h.kind == Kind::Get).copied();
         let kind = match get_holder {
             Some(_) => FindingKind::UnpinOfGetPage,
             None if books.released_pins > 0 => FindingKind::DoubleUnpin,
             None => FindingKind::UnpinWithoutPin,
         };
-        findings.push(mismatch(kind, r, missing, get_holder));
+        findings.push(mismatch(kind, r, missing, get_holder, evidence));
     }
 
     /// Time passes: reports pins older than `leak_age` and pins whose owner
     /// exited more than the grace period ago.
     pub fn tick(&mut self, now_ns: u64, findings: &mut Vec<Finding>) {
         self.released
-            .retain(|_, &mut t| now_ns.saturating_sub(t) < RELEASED_MEMORY_NS);
+            .retain(|_, &mut (t, _)| now_ns.saturating_sub(t) < RELEASED_MEMORY_NS);
         let config = self.config;
         let exited = &self.exited;
         for (&folio, books) in self.folios.iter_mut() {
@@ -368,21 +405,39 @@ fn take(holders: &mut Vec<Holder>, mut refs: u64, which: impl Fn(Kind) -> bool) 
     refs
 }
 
-fn mismatch(kind: FindingKind, r: &Release, refs: u64, holder: Option<Holder>) -> Finding {
-    let detail = match kind {
-        FindingKind::UnpinOfGetPage => format!(
-            "unpin of {refs} ref(s) from a folio held with FOLL_GET (refcount {} < {} x {GUP_PIN_COUNTING_BIAS}): refcount underflow",
-            r.refcount, refs
+/// Why a mismatch is certain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Evidence {
+    /// The refcount at the release was below `refs` pins' worth.
+    Refcount,
+    /// The books hold every pin of the folio (it was seen holding none
+    /// during the run), and none is left to release.
+    Books,
+}
+
+fn mismatch(
+    kind: FindingKind,
+    r: &Release,
+    refs: u64,
+    holder: Option<Holder>,
+    evidence: Evidence,
+) -> Finding {
+    let what = match kind {
+        FindingKind::UnpinOfGetPage => "from a folio held with FOLL_GET: refcount underflow",
+        FindingKind::DoubleUnpin => "after all pins seen were released: double unpin",
+        _ => "from a folio holding no pin",
+    };
+    let why = match evidence {
+        Evidence::Refcount => format!(
+            "refcount {} < {refs} x {GUP_PIN_COUNTING_BIAS}",
+            r.refcount
         ),
-        FindingKind::DoubleUnpin => format!(
-            "unpin of {refs} ref(s) after all pins seen were released (refcount {} < {} x {GUP_PIN_COUNTING_BIAS}): double unpin",
-            r.refcount, refs
-        ),
-        _ => format!(
-            "unpin of {refs} ref(s) from a folio holding no pin (refcount {} < {} x {GUP_PIN_COUNTING_BIAS})",
-            r.refcount, refs
+        Evidence::Books => format!(
+            "refcount {}, but the folio held no pin when acquired during the run and every pin since was seen",
+            r.refcount
         ),
     };
+    let detail = format!("unpin of {refs} ref(s) {what} ({why})");
     Finding {
         kind,
         folio: r.folio,

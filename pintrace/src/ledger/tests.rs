@@ -239,3 +239,70 @@ fn batches_without_their_acquire_are_counted() {
     assert_eq!(s.ledger.orphan_batches, 1);
     assert_eq!(s.ledger.tracked_folios(), 0);
 }
+
+/// Evidence bits the probe packs into a folio entry (see FolioBatch).
+fn with_evidence(f: u64, below_1: bool, below_2: bool) -> u64 {
+    f | below_1 as u64 * pintrace_common::FOLIO_BELOW_1_PIN
+        | below_2 as u64 * pintrace_common::FOLIO_BELOW_2_PINS
+}
+
+/// An unpin of a folio acquired with FOLL_GET during the run, whose refcount
+/// showed no pin then: certain, even when the refcount at the unpin (padded
+/// by extra references) would allow it.
+#[test]
+fn unpin_of_a_get_page_seen_pinless_is_certain_despite_padding() {
+    let mut s = Stream::new(LedgerConfig::default());
+    s.acquire(
+        Site::GetUserPagesFast,
+        10,
+        F.get,
+        &[with_evidence(folio(1), true, true)],
+    );
+    s.unpin(folio(1), 1, 1026, false);
+    assert_eq!(s.kinds(), vec![FindingKind::UnpinOfGetPage]);
+    assert!(s.findings[0].detail.contains("held no pin when acquired"));
+    assert_eq!(s.ledger.unknown_releases, 0);
+}
+
+/// Without that evidence (the folio may hold a pin from before tracing) the
+/// same stream is unknown, never a finding.
+#[test]
+fn unpin_of_a_get_page_without_evidence_is_unknown() {
+    let mut s = Stream::new(LedgerConfig::default());
+    s.acquire(Site::GetUserPagesFast, 10, F.get, &[folio(1)]);
+    s.unpin(folio(1), 1, 2050, false);
+    assert_eq!(s.kinds(), vec![]);
+    assert_eq!(s.ledger.unknown_releases, 1);
+}
+
+#[test]
+fn double_unpin_after_an_exact_pin_is_certain_despite_padding() {
+    let mut s = Stream::new(LedgerConfig::default());
+    s.pin(10, &[with_evidence(folio(2), false, true)]);
+    s.unpin(folio(2), 1, 2049, false);
+    assert_eq!(s.kinds(), vec![]);
+    s.unpin(folio(2), 1, 1025, false);
+    assert_eq!(s.kinds(), vec![FindingKind::DoubleUnpin]);
+}
+
+/// The evidence bits mean nothing for large folios (pins add 1 there).
+#[test]
+fn evidence_is_ignored_for_large_folios() {
+    let mut s = Stream::new(LedgerConfig::default());
+    s.pin(10, &[with_evidence(folio(3), true, true); 4]);
+    s.unpin(folio(3), 4, 5, true);
+    s.unpin(folio(3), 4, 5, true);
+    assert_eq!(s.kinds(), vec![]);
+    assert_eq!(s.ledger.unknown_releases, 1);
+}
+
+/// A folio that already held a pin when acquired is not exact.
+#[test]
+fn a_pin_on_a_folio_pinned_before_tracing_is_not_exact() {
+    let mut s = Stream::new(LedgerConfig::default());
+    s.pin(10, &[with_evidence(folio(4), false, false)]);
+    s.unpin(folio(4), 1, 2049, false);
+    s.unpin(folio(4), 1, 1025, false);
+    assert_eq!(s.kinds(), vec![]);
+    assert_eq!(s.ledger.unknown_releases, 1);
+}

@@ -224,3 +224,135 @@ fn zoo_large_folio_scenarios_match_the_kernels_view() {
     }
     assert_kernel_quiet();
 }
+
+/// pintrace attached while the zoo plants every bug in turn names each one,
+/// with the process that did it, the folio and a kernel stack in the module,
+/// and says nothing about the correct scenarios.
+#[test]
+#[ignore = "needs the pinzoo module in a guest: run by `cargo xtask vm`"]
+fn pintrace_names_each_planted_bug() {
+    load_zoo();
+    release_all();
+    let me = super::bin();
+    let script = [
+        "balanced",
+        "leak",
+        "pin-put",
+        "get-unpin",
+        "double-unpin",
+        "delayed --delay-ms 300",
+        "hold --linger 4",
+        "hold --longterm --linger 1",
+    ]
+    .iter()
+    .map(|s| format!("{me} zoo run {s} --pages {PAGES}"))
+    .collect::<Vec<_>>()
+    .join(" && ");
+    // 6.1 rejects the fexit acquire program after a long verification:
+    // go straight to kprobes there to keep the suite fast.
+    let attach = if super::kernel_version() >= (6, 12) {
+        "auto"
+    } else {
+        "kprobe"
+    };
+    let out = pintrace(&[
+        "run",
+        "--json",
+        "--attach",
+        attach,
+        "--leak-age",
+        "2",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    release_all();
+    assert_eq!(out.status.code(), Some(1), "findings make run exit 1");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let summary = lines
+        .iter()
+        .find(|v| v["type"] == "summary")
+        .expect("a summary");
+    assert_eq!(summary["lossless"], true, "{summary}");
+    let findings: Vec<&Value> = lines.iter().filter(|v| v["type"] == "finding").collect();
+    let runs: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v.get("scenario").is_some())
+        .collect();
+    assert_eq!(runs.len(), 8, "every scenario ran");
+
+    let of = |run: &Value| -> Vec<&Value> {
+        findings
+            .iter()
+            .copied()
+            .filter(|f| f["tgid"] == run["pid"])
+            .collect()
+    };
+    let kinds = |run: &Value| -> Vec<String> {
+        let mut k: Vec<String> = of(run)
+            .iter()
+            .map(|f| f["kind"].as_str().unwrap().to_string())
+            .collect();
+        k.sort();
+        k.dedup();
+        k
+    };
+    let leaks = ["leak_at_end", "leak_old", "leak_owner_exited"];
+    for run in &runs {
+        let scenario = run["scenario"].as_str().unwrap();
+        let mine = of(run);
+        let k = kinds(run);
+        match scenario {
+            "balanced" | "delayed" => assert!(mine.is_empty(), "{scenario}: {mine:?}"),
+            "leak" | "pin-put" => {
+                assert_eq!(mine.len() as i64, PAGES, "{scenario}: {mine:?}");
+                assert!(
+                    k.iter().all(|k| leaks.contains(&k.as_str())),
+                    "{scenario}: {k:?}"
+                );
+            }
+            "get-unpin" => assert_eq!(k, ["unpin_of_get_page"], "{mine:?}"),
+            "double-unpin" => assert_eq!(k, ["double_unpin"], "{mine:?}"),
+            "hold" if run["pid"].is_number() && k == ["longterm_held_at_end"] => {}
+            "hold" => assert_eq!(k, ["leak_old"], "{mine:?}"),
+            other => panic!("unexpected scenario {other}"),
+        }
+        if matches!(scenario, "get-unpin" | "double-unpin") {
+            assert_eq!(
+                mine.len() as i64,
+                PAGES,
+                "{scenario}: one per page: {mine:?}"
+            );
+            assert!(mine.iter().all(|f| f["certain"] == true));
+        }
+        if !mine.is_empty() {
+            // The first page's folio is named, and the stack is the module's.
+            let folio = run["folio"].as_str().unwrap();
+            assert!(
+                mine.iter()
+                    .any(|f| format!("{:#x}", f["folio"].as_u64().unwrap()) == folio),
+                "{scenario}: no finding names folio {folio}: {mine:?}"
+            );
+            let stack = mine[0]["stack"].to_string();
+            assert!(stack.contains("pinzoo"), "{scenario}: stack {stack}");
+        }
+    }
+    let longterm = runs
+        .iter()
+        .filter(|r| r["scenario"] == "hold")
+        .map(|r| kinds(r))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        longterm,
+        [
+            vec!["leak_old".to_string()],
+            vec!["longterm_held_at_end".to_string()]
+        ]
+    );
+    assert_kernel_quiet();
+}
