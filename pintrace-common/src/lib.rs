@@ -110,6 +110,28 @@ pub const PROG_RQ_COMPLETE: &str = "block_rq_complete";
 /// Program name of the `sched:sched_process_exit` tracepoint handler.
 pub const PROG_PROCESS_EXIT: &str = "sched_process_exit";
 
+/// Program name of the refcount audit (`syscalls:sys_enter_getppid`, run
+/// only for pintrace's own calls: user space fills [`AUDIT_MAP`] with folio
+/// addresses, calls getppid(2) and reads back their refcounts).
+pub const PROG_AUDIT: &str = "audit_folios";
+/// Name of the audit map: an array of [`AuditSlot`].
+pub const AUDIT_MAP: &str = "AUDIT";
+/// Folios audited per getppid(2) call.
+pub const AUDIT_SLOTS: u32 = 64;
+/// Name of the global holding the tgid whose getppid(2) runs the audit.
+pub const GLOBAL_AUDIT_TGID: &str = "AUDIT_TGID";
+
+/// One folio of an audit: user space writes `folio`, the probe fills the rest.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AuditSlot {
+    pub folio: u64,
+    /// `folio->_refcount` as read.
+    pub refcount: i32,
+    /// 1 for a large folio, 0 for a small one.
+    pub large: u32,
+}
+
 /// Per-CPU counters kept by the probes, indexes into [`COUNTERS_MAP`].
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -284,6 +306,7 @@ mod pod {
     unsafe impl aya::Pod for super::FolioBatch {}
     unsafe impl aya::Pod for super::ReleaseEvent {}
     unsafe impl aya::Pod for super::ExitEvent {}
+    unsafe impl aya::Pod for super::AuditSlot {}
 }
 
 #[cfg(test)]

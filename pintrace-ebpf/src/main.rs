@@ -18,7 +18,7 @@ use aya_ebpf::{
         generated::{bpf_get_func_arg, bpf_get_func_ret},
     },
     macros::{fentry, fexit, kprobe, kretprobe, map, tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
     programs::{
         tracing::StackIdContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext,
         TracePointContext,
@@ -27,9 +27,10 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use pintrace_common::{
-    AcquireEvent, Counter, EntryArgs, ExitEvent, FolioBatch, ReleaseEvent, RqCompleteEvent, Site,
-    COUNTER_SLOTS, FOLIOS_PER_RECORD, FOLIO_BELOW_1_PIN, FOLIO_BELOW_2_PINS, MAX_FOLIO_RECORDS,
-    TAG_ACQUIRE, TAG_EXIT, TAG_FOLIOS, TAG_RELEASE, TAG_RQ_COMPLETE,
+    AcquireEvent, AuditSlot, Counter, EntryArgs, ExitEvent, FolioBatch, ReleaseEvent,
+    RqCompleteEvent, Site, AUDIT_SLOTS, COUNTER_SLOTS, FOLIOS_PER_RECORD, FOLIO_BELOW_1_PIN,
+    FOLIO_BELOW_2_PINS, MAX_FOLIO_RECORDS, TAG_ACQUIRE, TAG_EXIT, TAG_FOLIOS, TAG_RELEASE,
+    TAG_RQ_COMPLETE,
 };
 
 /// Ring buffer of events; user space sizes it before load (`--ringbuf-mib`).
@@ -64,6 +65,13 @@ static PAGE_COMPOUND_HEAD_OFF: u32 = 8;
 static FOLIO_REFCOUNT_OFF: u32 = 52;
 #[unsafe(no_mangle)]
 static PAGE_SIZEOF: u32 = 64;
+/// The tgid of the pintrace agent, whose getppid(2) runs the audit.
+#[unsafe(no_mangle)]
+static AUDIT_TGID: u32 = 0;
+
+/// Folios to audit, filled by user space (see [`audit_folios`]).
+#[map]
+static AUDIT: Array<AuditSlot> = Array::with_max_entries(AUDIT_SLOTS, 0);
 
 #[inline(always)]
 fn global(v: &'static u32) -> u64 {
@@ -146,7 +154,7 @@ fn emit_folios(site: Site, pid_tgid: u64, ts_ns: u64, pages: u64, n: i64) -> u32
             let rc = read_u64(folio + global(&FOLIO_REFCOUNT_OFF)) as u32 as u64;
             let below1 = (rc.wrapping_sub(1024) >> 63) & 1;
             let below2 = (rc.wrapping_sub(2048) >> 63) & 1;
-            let entry = folio | below1 * FOLIO_BELOW_1_PIN | below2 * FOLIO_BELOW_2_PINS;
+            let entry = folio | (below1 * FOLIO_BELOW_1_PIN) | (below2 * FOLIO_BELOW_2_PINS);
             // SAFETY: `out` is this reserved record; j is below the array length.
             unsafe { (*out).folios[j] = entry };
         }
@@ -405,6 +413,32 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     });
     entry.submit(0);
     bump(Counter::Submitted);
+    0
+}
+
+/// The refcount audit: for pintrace's own getppid(2) only, reads the
+/// refcount of each folio user space put in [`AUDIT`].
+#[tracepoint(category = "syscalls", name = "sys_enter_getppid")]
+pub fn audit_folios(_ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: reading a global the loader may have rewritten.
+    if tgid != unsafe { core::ptr::read_volatile(&AUDIT_TGID) } {
+        return 0;
+    }
+    for i in 0..AUDIT_SLOTS {
+        let Some(slot) = AUDIT.get_ptr_mut(i) else {
+            return 0;
+        };
+        // SAFETY: `slot` points into the array map's value for index i.
+        let folio = unsafe { (*slot).folio };
+        let refcount = read_u64(folio + global(&FOLIO_REFCOUNT_OFF)) as u32 as i32;
+        let tail_head = read_u64(folio + global(&PAGE_SIZEOF) + global(&PAGE_COMPOUND_HEAD_OFF));
+        // SAFETY: as above.
+        unsafe {
+            (*slot).refcount = refcount;
+            (*slot).large = (folio != 0 && tail_head == folio + 1) as u32;
+        }
+    }
     0
 }
 

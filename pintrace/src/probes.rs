@@ -8,14 +8,15 @@ use crate::{
 };
 use anyhow::{anyhow, Context as _, Result};
 use aya::{
-    maps::{MapData, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{Array, MapData, PerCpuArray, RingBuf, StackTraceMap},
     programs::{FEntry, FExit, KProbe, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
 use pintrace_common::{
-    Counter, Site, COUNTERS_MAP, EVENTS_MAP, GLOBAL_FOLIO_REFCOUNT_OFF,
-    GLOBAL_PAGE_COMPOUND_HEAD_OFF, GLOBAL_PAGE_SIZEOF, GLOBAL_RQ_DEV_OFF, GLOBAL_RQ_ERROR_OFF,
-    GLOBAL_RQ_NR_SECTOR_OFF, GLOBAL_RQ_SECTOR_OFF, PROG_PROCESS_EXIT, PROG_RQ_COMPLETE, STACKS_MAP,
+    AuditSlot, Counter, Site, AUDIT_MAP, AUDIT_SLOTS, COUNTERS_MAP, EVENTS_MAP, GLOBAL_AUDIT_TGID,
+    GLOBAL_FOLIO_REFCOUNT_OFF, GLOBAL_PAGE_COMPOUND_HEAD_OFF, GLOBAL_PAGE_SIZEOF,
+    GLOBAL_RQ_DEV_OFF, GLOBAL_RQ_ERROR_OFF, GLOBAL_RQ_NR_SECTOR_OFF, GLOBAL_RQ_SECTOR_OFF,
+    PROG_AUDIT, PROG_PROCESS_EXIT, PROG_RQ_COMPLETE, STACKS_MAP,
 };
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -55,6 +56,8 @@ impl Default for StructOffsets {
 pub struct Probes {
     ebpf: Ebpf,
     btf: Option<Btf>,
+    /// The refcount audit program is attached.
+    audit_ready: bool,
     _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
@@ -102,6 +105,7 @@ impl Probes {
                 true,
             )
             .override_global(GLOBAL_PAGE_SIZEOF, &opts.struct_offsets.page_sizeof, true)
+            .override_global(GLOBAL_AUDIT_TGID, &std::process::id(), true)
             .load(OBJECT)
             .context("loading the eBPF object (maps)")?;
         let logger = if opts.verbose {
@@ -118,6 +122,7 @@ impl Probes {
         Ok(Probes {
             ebpf,
             btf,
+            audit_ready: false,
             _logger: logger,
         })
     }
@@ -189,6 +194,20 @@ impl Probes {
             .context("loading the sched_process_exit program")?;
         exit.attach("sched", "sched_process_exit")
             .context("attaching to sched:sched_process_exit")?;
+        // The refcount audit is an extra: without syscall tracepoints
+        // (CONFIG_FTRACE_SYSCALLS) the run goes on without it.
+        let audit: &mut TracePoint = program(&mut self.ebpf, PROG_AUDIT)?.try_into()?;
+        self.audit_ready = match audit
+            .load()
+            .map_err(anyhow::Error::from)
+            .and_then(|()| Ok(audit.attach("syscalls", "sys_enter_getppid")?))
+        {
+            Ok(_) => true,
+            Err(e) => {
+                log::info!("no refcount audit (syscalls:sys_enter_getppid): {e:#}");
+                false
+            }
+        };
         if plan.rq_complete.is_some() {
             let prog: &mut TracePoint = program(&mut self.ebpf, PROG_RQ_COMPLETE)?.try_into()?;
             prog.load()
@@ -228,6 +247,40 @@ impl Probes {
 }
 
 impl Probes {
+    /// Reads the refcount of each folio now (and whether it is large), in
+    /// the kernel; `None` when the audit program could not be attached.
+    pub fn audit(&mut self, folios: &[u64]) -> Result<Option<Vec<AuditSlot>>> {
+        if !self.audit_ready {
+            return Ok(None);
+        }
+        let map = self
+            .ebpf
+            .map_mut(AUDIT_MAP)
+            .ok_or_else(|| anyhow!("the eBPF object has no {AUDIT_MAP} map"))?;
+        let mut array: Array<&mut MapData, AuditSlot> = Array::try_from(map)?;
+        let mut out = Vec::with_capacity(folios.len());
+        for chunk in folios.chunks(AUDIT_SLOTS as usize) {
+            for i in 0..AUDIT_SLOTS {
+                let folio = chunk.get(i as usize).copied().unwrap_or(0);
+                array.set(
+                    i,
+                    AuditSlot {
+                        folio,
+                        ..AuditSlot::default()
+                    },
+                    0,
+                )?;
+            }
+            // SAFETY: getppid has no arguments and cannot fail; the audit
+            // program runs at its entry, for this process only.
+            unsafe { libc::syscall(libc::SYS_getppid) };
+            for i in 0..chunk.len() as u32 {
+                out.push(array.get(&i, 0)?);
+            }
+        }
+        Ok(Some(out))
+    }
+
     /// The kernel addresses of a stack id, innermost first.
     pub fn stack(&self, id: i32) -> Option<Vec<u64>> {
         if id < 0 {

@@ -97,6 +97,12 @@ impl Session {
             .collect())
     }
 
+    /// Reads the refcounts of `folios` in the kernel now; `None` when this
+    /// kernel has no syscall tracepoints to run the audit from.
+    pub fn audit(&mut self, folios: &[u64]) -> Result<Option<Vec<pintrace_common::AuditSlot>>> {
+        self.probes.audit(folios)
+    }
+
     /// A kernel stack by id, symbolized (empty when unknown or evicted).
     pub fn stack(&self, id: i32) -> Vec<String> {
         self.probes

@@ -95,6 +95,18 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<u8> {
     // Findings at the end are stated as certain only for a lossless run.
     out.certain = lost.values().all(|&v| v == 0) && pipeline.decode_errors == 0;
     let mut last = Vec::new();
+    // The refcount audit: pins whose references left without an unpin.
+    let read_ns = monotonic_ns();
+    let candidates = pipeline.ledger.audit_candidates(read_ns);
+    let audited = session.audit(&candidates)?;
+    session.drain(|r| pipeline.feed(r, &mut last));
+    if let Some(slots) = &audited {
+        for s in slots {
+            pipeline
+                .ledger
+                .audit(s.folio, s.refcount, s.large != 0, read_ns, &mut last);
+        }
+    }
     pipeline.ledger.finish(monotonic_ns(), &mut last);
     out.emit(&session, &last);
     let mut summary = Summary::new(
@@ -108,6 +120,7 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<u8> {
     summary.findings = out.reported;
     summary.failures = out.failures;
     summary.unknown_releases = pipeline.ledger.unknown_releases;
+    summary.audited_folios = audited.map(|a| a.len() as u64);
     if let (Some(before), Some(after)) = (vm_before, vmstat::read()) {
         summary.vmstat = Some(VmstatCheck {
             before,

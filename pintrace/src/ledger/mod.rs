@@ -100,13 +100,20 @@ pub enum FindingKind {
     DoubleUnpin,
     /// Unpin of a folio with no pin to release, none seen during the run.
     UnpinWithoutPin,
+    /// A pin whose references left the folio without an unpin: released
+    /// with put_page (a FOLL_GET release of a FOLL_PIN page). Seen by the
+    /// refcount audit.
+    PinReleasedAsGet,
 }
 
 impl FindingKind {
     pub fn is_mismatch(self) -> bool {
         matches!(
             self,
-            FindingKind::UnpinOfGetPage | FindingKind::DoubleUnpin | FindingKind::UnpinWithoutPin
+            FindingKind::UnpinOfGetPage
+                | FindingKind::DoubleUnpin
+                | FindingKind::UnpinWithoutPin
+                | FindingKind::PinReleasedAsGet
         )
     }
 
@@ -370,6 +377,83 @@ impl Ledger {
                 h.reported = true;
                 findings.push(leak(kind, folio, h, now_ns));
             }
+        }
+    }
+
+    /// Small or large folios whose books hold pins taken before `before_ns`:
+    /// what a refcount audit at that time should read.
+    pub fn audit_candidates(&self, before_ns: u64) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .folios
+            .iter()
+            .filter(|(_, b)| {
+                b.holders
+                    .iter()
+                    .any(|h| h.kind != Kind::Get && h.acquired_ns < before_ns)
+            })
+            .map(|(&f, _)| f)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Judges one folio of a refcount audit read at `read_ns`, once every
+    /// event up to the read has been applied. A small folio must hold 1024
+    /// references per pin the books give it; pins whose references are gone
+    /// were released with put_page. Pins taken after the read are not
+    /// judged; pins released since only lower the books. Large folios keep
+    /// their pins in a separate count the audit does not read: skipped.
+    pub fn audit(
+        &mut self,
+        folio: u64,
+        refcount: i32,
+        large: bool,
+        read_ns: u64,
+        findings: &mut Vec<Finding>,
+    ) {
+        if large {
+            return;
+        }
+        let Some(books) = self.folios.get_mut(&folio) else {
+            return;
+        };
+        let pins: u64 = books
+            .holders
+            .iter()
+            .filter(|h| h.kind != Kind::Get && h.acquired_ns < read_ns)
+            .map(|h| h.refs)
+            .sum();
+        let capacity = (refcount.max(0) as i64 / GUP_PIN_COUNTING_BIAS) as u64;
+        if pins <= capacity {
+            return;
+        }
+        let missing = pins - capacity;
+        let holder = books
+            .holders
+            .iter()
+            .filter(|h| h.kind != Kind::Get && h.acquired_ns < read_ns)
+            .min_by_key(|h| h.acquired_ns)
+            .copied();
+        take(&mut books.holders, missing, |k| k != Kind::Get);
+        if books.holders.is_empty() {
+            self.folios.remove(&folio);
+        }
+        if let Some(h) = holder {
+            findings.push(Finding {
+                kind: FindingKind::PinReleasedAsGet,
+                folio,
+                refs: missing,
+                tgid: h.tgid,
+                comm: h.comm,
+                stack_id: h.stack_id,
+                holder: Some(h),
+                at_ns: read_ns,
+                detail: format!(
+                    "{pins} pin(s) in the books but refcount {refcount} holds at most {capacity} \
+                     pin(s) of {GUP_PIN_COUNTING_BIAS}: {missing} released with put_page \
+                     (a FOLL_GET release of a FOLL_PIN page); the stack is the pin's"
+                ),
+            });
         }
     }
 

@@ -242,8 +242,8 @@ fn batches_without_their_acquire_are_counted() {
 
 /// Evidence bits the probe packs into a folio entry (see FolioBatch).
 fn with_evidence(f: u64, below_1: bool, below_2: bool) -> u64 {
-    f | below_1 as u64 * pintrace_common::FOLIO_BELOW_1_PIN
-        | below_2 as u64 * pintrace_common::FOLIO_BELOW_2_PINS
+    f | (below_1 as u64 * pintrace_common::FOLIO_BELOW_1_PIN)
+        | (below_2 as u64 * pintrace_common::FOLIO_BELOW_2_PINS)
 }
 
 /// An unpin of a folio acquired with FOLL_GET during the run, whose refcount
@@ -305,4 +305,42 @@ fn a_pin_on_a_folio_pinned_before_tracing_is_not_exact() {
     s.unpin(folio(4), 1, 1025, false);
     assert_eq!(s.kinds(), vec![]);
     assert_eq!(s.ledger.unknown_releases, 1);
+}
+
+/// The refcount audit: a small folio pinned during the run whose refcount
+/// fell below its pins' worth lost them to put_page.
+#[test]
+fn audit_names_a_pin_released_with_put_page() {
+    let mut s = Stream::new(LedgerConfig::default());
+    s.pin(10, &[folio(5), folio(6)]);
+    let read = s.ts + MS;
+    assert_eq!(s.ledger.audit_candidates(read), vec![folio(5), folio(6)]);
+    // folio 5: 1024 - 1 (put_page) after the owner unmapped; folio 6 intact.
+    s.ledger.audit(folio(5), 1023, false, read, &mut s.findings);
+    s.ledger.audit(folio(6), 1025, false, read, &mut s.findings);
+    assert_eq!(s.kinds(), vec![FindingKind::PinReleasedAsGet]);
+    assert_eq!(s.findings[0].tgid, 10);
+    assert_eq!(s.ledger.outstanding(Kind::Pin), 1);
+    // The lost pin is not reported again as a leak at the end.
+    s.ledger.finish(read, &mut s.findings);
+    assert_eq!(
+        s.kinds(),
+        vec![FindingKind::PinReleasedAsGet, FindingKind::LeakAtEnd]
+    );
+    assert_eq!(s.findings[1].folio, folio(6));
+}
+
+/// Pins taken after the audit read are not judged by it, and large folios
+/// (pins in a separate count) are skipped.
+#[test]
+fn audit_ignores_later_pins_and_large_folios() {
+    let mut s = Stream::new(LedgerConfig::default());
+    let read = s.ts + MS / 2;
+    s.pin(10, &[folio(7)]);
+    assert!(s.ledger.audit_candidates(read).is_empty());
+    s.ledger.audit(folio(7), 1, false, read, &mut s.findings);
+    s.pin(10, &[folio(8); 4]);
+    s.ledger
+        .audit(folio(8), 2, true, s.ts + MS, &mut s.findings);
+    assert_eq!(s.kinds(), vec![]);
 }

@@ -25,6 +25,7 @@ pub fn label(kind: FindingKind) -> &'static str {
         FindingKind::UnpinOfGetPage => "MISMATCH (unpin of FOLL_GET page)",
         FindingKind::DoubleUnpin => "MISMATCH (double unpin)",
         FindingKind::UnpinWithoutPin => "MISMATCH (unpin without pin)",
+        FindingKind::PinReleasedAsGet => "MISMATCH (pin released with put_page)",
     }
 }
 

@@ -44,6 +44,9 @@ pub struct Summary {
     /// Pin releases of folios pinned before tracing began (never findings).
     pub unknown_releases: u64,
     pub releases: Releases,
+    /// Folios whose refcount was audited at the end (`None`: no audit on
+    /// this kernel, which lacks syscall tracepoints).
+    pub audited_folios: Option<u64>,
     pub vmstat: Option<VmstatCheck>,
     pub workload: Option<Workload>,
 }
@@ -74,6 +77,7 @@ impl Summary {
             failures: 0,
             unknown_releases: 0,
             releases: tally.releases,
+            audited_folios: None,
             vmstat: None,
             workload: None,
         }
@@ -128,6 +132,13 @@ pub fn render(s: &Summary) -> String {
         "pins released (gup_put_folio): {} refs in {} calls; {} from before tracing",
         s.releases.pin_refs, s.releases.calls, s.unknown_releases
     );
+    let _ = match s.audited_folios {
+        Some(n) => writeln!(o, "refcount audit at the end: {n} folio(s) with pins read"),
+        None => writeln!(
+            o,
+            "refcount audit: unavailable (no syscall tracepoints): pins released with put_page show as leaks"
+        ),
+    };
     if let Some(v) = &s.vmstat {
         let _ = writeln!(
             o,
