@@ -31,7 +31,7 @@
 
 enum held_kind {
 	HELD_PINNED,   /* released by unpin_user_pages */
-	HELD_PIN_PUT,  /* pinned, kept by a module ref, then put_page'd */
+	HELD_PIN_PUT,  /* pinned then put_page'd (large folios: kept by a module ref) */
 };
 
 struct held {
@@ -60,9 +60,15 @@ static void held_undo(struct held *h, struct pinzoo_release *out)
 	unsigned long i;
 
 	if (h->kind == HELD_PIN_PUT) {
-		/* The module's own reference stands in for the one put_page dropped. */
-		for (i = 0; i < h->nr; i++)
+		/*
+		 * Give back the reference put_page dropped (on a large folio, the
+		 * module's own stands in for it), then unpin properly.
+		 */
+		for (i = 0; i < h->nr; i++) {
+			if (!PageCompound(h->pages[i]))
+				get_page(h->pages[i]);
 			unpin_user_page(h->pages[i]);
+		}
 		out->repaired += h->nr;
 	} else {
 		unpin_user_pages(h->pages, h->nr);
@@ -169,12 +175,13 @@ static long run(struct pinzoo_req *req)
 		break;
 	case PINZOO_PIN_PUT:
 		/*
-		 * A reference of the module's own keeps each folio alive: a large
-		 * folio would otherwise be freed with a nonzero pin count when the
-		 * buffer is unmapped ("Bad page state").
+		 * A large folio would be freed with a nonzero pin count once the
+		 * buffer is unmapped ("Bad page state"): a reference of the
+		 * module's own keeps it. A small page keeps the 1023 the pin left.
 		 */
 		for (i = 0; i < got; i++)
-			get_page(pages[i]);
+			if (PageCompound(pages[i]))
+				get_page(pages[i]);
 		req->refcount[PINZOO_RC_ACQUIRED] = rc_of(pages[0]);
 		for (i = 0; i < got; i++)
 			put_page(pages[i]);

@@ -196,6 +196,10 @@ impl Ledger {
     }
 
     fn acquire(&mut self, a: &Acquire) {
+        // A tgid seen acquiring after its exit was reused by a new process.
+        if self.exited.get(&a.tgid).is_some_and(|&t| a.ts_ns > t) {
+            self.exited.remove(&a.tgid);
+        }
         if a.ret <= 0 || a.folio_records == 0 {
             return;
         }
@@ -225,6 +229,7 @@ impl Ledger {
         }
         for (folio, evidence) in f.entries().filter(|&(x, _)| x != 0) {
             let books = self.folios.entry(folio).or_default();
+            prune_stale_gets(&mut books.holders, &self.exited);
             let pins_before: u64 = books
                 .holders
                 .iter()
@@ -315,6 +320,7 @@ impl Ledger {
             self.unknown_releases += 1;
             return;
         };
+        prune_stale_gets(&mut books.holders, &self.exited);
         let get_holder = books.holders.iter().find(|h| h.kind == Kind::Get).copied();
         let kind = match get_holder {
             Some(_) => FindingKind::UnpinOfGetPage,
@@ -329,6 +335,21 @@ impl Ledger {
     pub fn tick(&mut self, now_ns: u64, findings: &mut Vec<Finding>) {
         self.released
             .retain(|_, &mut (t, _)| now_ns.saturating_sub(t) < RELEASED_MEMORY_NS);
+        // Exits are remembered for as long as anything can depend on them.
+        let keep_exits = RELEASED_MEMORY_NS.max(self.config.exit_grace_ns);
+        self.exited
+            .retain(|_, &mut t| now_ns.saturating_sub(t) < keep_exits);
+        // FOLL_GET references are dropped by put_page, unseen: their holders
+        // go when their owner has exited or after RELEASED_MEMORY_NS.
+        let exited = &self.exited;
+        self.folios.retain(|_, b| {
+            b.holders.retain(|h| {
+                h.kind != Kind::Get
+                    || !(exited.contains_key(&h.tgid)
+                        || now_ns.saturating_sub(h.acquired_ns) >= RELEASED_MEMORY_NS)
+            });
+            !b.holders.is_empty()
+        });
         let config = self.config;
         let exited = &self.exited;
         for (&folio, books) in self.folios.iter_mut() {
@@ -471,6 +492,12 @@ impl Ledger {
     pub fn tracked_folios(&self) -> usize {
         self.folios.len() + self.released.len()
     }
+}
+
+/// Drops FOLL_GET holders whose owner exited: their references were put
+/// (unseen) long ago, and the folio may since belong to someone else.
+fn prune_stale_gets(holders: &mut Vec<Holder>, exited: &HashMap<u32, u64>) {
+    holders.retain(|h| h.kind != Kind::Get || !exited.contains_key(&h.tgid));
 }
 
 /// Takes `refs` references from the holders matching `which`, oldest first;

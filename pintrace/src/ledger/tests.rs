@@ -344,3 +344,46 @@ fn audit_ignores_later_pins_and_large_folios() {
         .audit(folio(8), 2, true, s.ts + MS, &mut s.findings);
     assert_eq!(s.kinds(), vec![]);
 }
+
+/// A FOLL_GET holder whose owner exited is forgotten: the page may since
+/// belong to someone else, whose double unpin is named as such.
+#[test]
+fn get_holders_of_exited_owners_do_not_explain_later_mismatches() {
+    let mut s = Stream::new(LedgerConfig::default());
+    s.acquire(
+        Site::GetUserPagesFast,
+        10,
+        F.get,
+        &[with_evidence(folio(9), true, true)],
+    );
+    s.ts += MS;
+    s.feed(Event::Exit {
+        tgid: 10,
+        ts_ns: s.ts,
+    });
+    // The page is reused by process 11, pinned, and unpinned twice.
+    s.pin(11, &[with_evidence(folio(9), false, true)]);
+    s.unpin(folio(9), 1, 1025, false);
+    s.unpin(folio(9), 1, 1025, false);
+    assert_eq!(s.kinds(), vec![FindingKind::DoubleUnpin]);
+}
+
+/// FOLL_GET holders never see their release: they are dropped with their
+/// owner or after a while, so the books stay bounded.
+#[test]
+fn get_holders_do_not_accumulate() {
+    let mut s = Stream::new(LedgerConfig::default());
+    let folios: Vec<u64> = (100..200).map(folio).collect();
+    s.acquire(Site::GetUserPagesFast, 10, F.get, &folios);
+    assert_eq!(s.ledger.tracked_folios(), 100);
+    s.ledger.tick(s.ts + RELEASED_MEMORY_NS, &mut s.findings);
+    assert_eq!(s.ledger.tracked_folios(), 0);
+    s.acquire(Site::GetUserPagesFast, 12, F.get, &folios);
+    s.feed(Event::Exit {
+        tgid: 12,
+        ts_ns: s.ts,
+    });
+    s.ledger.tick(s.ts, &mut s.findings);
+    assert_eq!(s.ledger.tracked_folios(), 0);
+    assert!(s.findings.is_empty());
+}
