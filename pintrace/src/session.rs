@@ -103,14 +103,16 @@ impl Session {
         self.probes.audit(folios)
     }
 
-    /// A kernel stack by id, symbolized (empty when unknown or evicted).
+    /// A kernel stack by id, symbolized, without the probe's own frames
+    /// (empty when unknown or evicted).
     pub fn stack(&self, id: i32) -> Vec<String> {
-        self.probes
+        let frames = self
+            .probes
             .stack(id)
             .unwrap_or_default()
             .into_iter()
-            .map(|ip| self.kallsyms.resolve(ip))
-            .collect()
+            .map(|ip| self.kallsyms.resolve(ip));
+        without_probe_frames(frames)
     }
 }
 
@@ -123,4 +125,33 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes into the valid timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Drops the leading frames of the BPF program and its trampoline (fentry
+/// and fexit stacks start inside them): a stack starts at the traced call.
+pub fn without_probe_frames(frames: impl IntoIterator<Item = String>) -> Vec<String> {
+    frames
+        .into_iter()
+        .skip_while(|f| f.starts_with("bpf_prog_") || f.starts_with("bpf_trampoline_"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_frames_are_dropped() {
+        let frames = [
+            "bpf_prog_5a0342e6983260c4_fentry_gup_put_folio+0x203",
+            "bpf_trampoline_6442489956+0x4b",
+            "gup_put_folio+0x5",
+            "pinzoo_ioctl+0x55e",
+        ]
+        .map(String::from);
+        assert_eq!(
+            without_probe_frames(frames),
+            ["gup_put_folio+0x5", "pinzoo_ioctl+0x55e"]
+        );
+    }
 }
