@@ -38,12 +38,23 @@ pub enum Site {
     GetUserPagesFast = 2,
     /// `gup_put_folio(folio, refs, flags)`: every counted unpin goes through it.
     GupPutFolio = 3,
+    /// `pin_user_pages(start, nr_pages, gup_flags, pages[, vmas])` (io_uring
+    /// fixed buffers on 6.1, many drivers).
+    PinUserPages = 4,
+    GetUserPages = 5,
+    /// `pin_user_pages_remote(mm, start, nr_pages, gup_flags, pages, ...)` (vfio).
+    PinUserPagesRemote = 6,
+    GetUserPagesRemote = 7,
 }
 
 impl Site {
-    pub const ALL: [Site; 3] = [
+    pub const ALL: [Site; 7] = [
         Site::PinUserPagesFast,
         Site::GetUserPagesFast,
+        Site::PinUserPages,
+        Site::GetUserPages,
+        Site::PinUserPagesRemote,
+        Site::GetUserPagesRemote,
         Site::GupPutFolio,
     ];
 
@@ -52,6 +63,10 @@ impl Site {
             1 => Some(Site::PinUserPagesFast),
             2 => Some(Site::GetUserPagesFast),
             3 => Some(Site::GupPutFolio),
+            4 => Some(Site::PinUserPages),
+            5 => Some(Site::GetUserPages),
+            6 => Some(Site::PinUserPagesRemote),
+            7 => Some(Site::GetUserPagesRemote),
             _ => None,
         }
     }
@@ -62,6 +77,10 @@ impl Site {
             Site::PinUserPagesFast => "pin_user_pages_fast",
             Site::GetUserPagesFast => "get_user_pages_fast",
             Site::GupPutFolio => "gup_put_folio",
+            Site::PinUserPages => "pin_user_pages",
+            Site::GetUserPages => "get_user_pages",
+            Site::PinUserPagesRemote => "pin_user_pages_remote",
+            Site::GetUserPagesRemote => "get_user_pages_remote",
         }
     }
 
@@ -90,6 +109,30 @@ impl Site {
                 trampoline_is_exit: false,
                 kprobe: "kprobe_gup_put_folio",
                 kretprobe: None,
+            },
+            Site::PinUserPages => SitePrograms {
+                trampoline: "fexit_pin_user_pages",
+                trampoline_is_exit: true,
+                kprobe: "kprobe_pin_user_pages",
+                kretprobe: Some("kretprobe_pin_user_pages"),
+            },
+            Site::GetUserPages => SitePrograms {
+                trampoline: "fexit_get_user_pages",
+                trampoline_is_exit: true,
+                kprobe: "kprobe_get_user_pages",
+                kretprobe: Some("kretprobe_get_user_pages"),
+            },
+            Site::PinUserPagesRemote => SitePrograms {
+                trampoline: "fexit_pin_user_pages_remote",
+                trampoline_is_exit: true,
+                kprobe: "kprobe_pin_user_pages_remote",
+                kretprobe: Some("kretprobe_pin_user_pages_remote"),
+            },
+            Site::GetUserPagesRemote => SitePrograms {
+                trampoline: "fexit_get_user_pages_remote",
+                trampoline_is_exit: true,
+                kprobe: "kprobe_get_user_pages_remote",
+                kretprobe: Some("kretprobe_get_user_pages_remote"),
             },
         }
     }

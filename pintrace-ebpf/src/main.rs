@@ -242,27 +242,36 @@ fn func_ret(ctx: &FExitContext) -> u64 {
     v
 }
 
+/// `(start, nr_pages, gup_flags, struct page **pages)` from argument
+/// `first` on: 0 for the local calls, 1 for `*_remote` (after the mm).
+/// `long_ret`: the call returns a long (else an int).
 #[inline(always)]
-fn fast_fexit(ctx: &FExitContext, site: Site) -> u32 {
+fn acquire_fexit(ctx: &FExitContext, site: Site, first: u32, long_ret: bool) -> u32 {
     let args = EntryArgs {
-        start: func_arg(ctx, 0),
-        nr_pages: func_arg(ctx, 1) as i32,
-        gup_flags: func_arg(ctx, 2) as u32,
-        pages: func_arg(ctx, 3),
+        start: func_arg(ctx, first),
+        nr_pages: func_arg(ctx, first + 1) as i32,
+        gup_flags: func_arg(ctx, first + 2) as u32,
+        pages: func_arg(ctx, first + 3),
         ts_ns: now_ns(),
     };
-    emit_acquire(ctx, site, &args, func_ret(ctx) as i32 as i64);
+    let raw = func_ret(ctx);
+    let ret = if long_ret {
+        raw as i64
+    } else {
+        raw as i32 as i64
+    };
+    emit_acquire(ctx, site, &args, ret);
     0
 }
 
-/// `(start, int nr_pages, gup_flags, struct page **pages)` of both `*_user_pages_fast`.
+/// Parks the arguments (as [`acquire_fexit`] reads them) for the kretprobe.
 #[inline(always)]
-fn park_args(ctx: &ProbeContext) -> u32 {
+fn park_args(ctx: &ProbeContext, first: usize) -> u32 {
     let args = EntryArgs {
-        start: ctx.arg::<u64>(0).unwrap_or(0),
-        nr_pages: ctx.arg::<i32>(1).unwrap_or(0),
-        gup_flags: ctx.arg::<u32>(2).unwrap_or(0),
-        pages: ctx.arg::<u64>(3).unwrap_or(0),
+        start: ctx.arg::<u64>(first).unwrap_or(0),
+        nr_pages: ctx.arg::<i64>(first + 1).unwrap_or(0) as i32,
+        gup_flags: ctx.arg::<u32>(first + 2).unwrap_or(0),
+        pages: ctx.arg::<u64>(first + 3).unwrap_or(0),
         ts_ns: now_ns(),
     };
     if ENTRY_ARGS
@@ -276,7 +285,7 @@ fn park_args(ctx: &ProbeContext) -> u32 {
 }
 
 #[inline(always)]
-fn finish_kretprobe(ctx: &RetProbeContext, site: Site) -> u32 {
+fn finish_kretprobe(ctx: &RetProbeContext, site: Site, long_ret: bool) -> u32 {
     let key = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
     let Some(args) = (unsafe { ENTRY_ARGS.get(&key) }).copied() else {
@@ -284,39 +293,104 @@ fn finish_kretprobe(ctx: &RetProbeContext, site: Site) -> u32 {
         return 0;
     };
     let _ = ENTRY_ARGS.remove(&key);
-    let ret: i32 = ctx.ret();
-    emit_acquire(ctx, site, &args, ret as i64);
+    let raw: u64 = ctx.ret();
+    let ret = if long_ret {
+        raw as i64
+    } else {
+        raw as i32 as i64
+    };
+    emit_acquire(ctx, site, &args, ret);
     0
 }
 
 #[fexit(function = "pin_user_pages_fast")]
 pub fn fexit_pin_user_pages_fast(ctx: FExitContext) -> u32 {
-    fast_fexit(&ctx, Site::PinUserPagesFast)
+    acquire_fexit(&ctx, Site::PinUserPagesFast, 0, false)
 }
 
 #[fexit(function = "get_user_pages_fast")]
 pub fn fexit_get_user_pages_fast(ctx: FExitContext) -> u32 {
-    fast_fexit(&ctx, Site::GetUserPagesFast)
+    acquire_fexit(&ctx, Site::GetUserPagesFast, 0, false)
 }
 
 #[kprobe]
 pub fn kprobe_pin_user_pages_fast(ctx: ProbeContext) -> u32 {
-    park_args(&ctx)
+    park_args(&ctx, 0)
 }
 
 #[kretprobe]
 pub fn kretprobe_pin_user_pages_fast(ctx: RetProbeContext) -> u32 {
-    finish_kretprobe(&ctx, Site::PinUserPagesFast)
+    finish_kretprobe(&ctx, Site::PinUserPagesFast, false)
 }
 
 #[kprobe]
 pub fn kprobe_get_user_pages_fast(ctx: ProbeContext) -> u32 {
-    park_args(&ctx)
+    park_args(&ctx, 0)
 }
 
 #[kretprobe]
 pub fn kretprobe_get_user_pages_fast(ctx: RetProbeContext) -> u32 {
-    finish_kretprobe(&ctx, Site::GetUserPagesFast)
+    finish_kretprobe(&ctx, Site::GetUserPagesFast, false)
+}
+
+#[fexit(function = "pin_user_pages")]
+pub fn fexit_pin_user_pages(ctx: FExitContext) -> u32 {
+    acquire_fexit(&ctx, Site::PinUserPages, 0, true)
+}
+
+#[kprobe]
+pub fn kprobe_pin_user_pages(ctx: ProbeContext) -> u32 {
+    park_args(&ctx, 0)
+}
+
+#[kretprobe]
+pub fn kretprobe_pin_user_pages(ctx: RetProbeContext) -> u32 {
+    finish_kretprobe(&ctx, Site::PinUserPages, true)
+}
+
+#[fexit(function = "get_user_pages")]
+pub fn fexit_get_user_pages(ctx: FExitContext) -> u32 {
+    acquire_fexit(&ctx, Site::GetUserPages, 0, true)
+}
+
+#[kprobe]
+pub fn kprobe_get_user_pages(ctx: ProbeContext) -> u32 {
+    park_args(&ctx, 0)
+}
+
+#[kretprobe]
+pub fn kretprobe_get_user_pages(ctx: RetProbeContext) -> u32 {
+    finish_kretprobe(&ctx, Site::GetUserPages, true)
+}
+
+#[fexit(function = "pin_user_pages_remote")]
+pub fn fexit_pin_user_pages_remote(ctx: FExitContext) -> u32 {
+    acquire_fexit(&ctx, Site::PinUserPagesRemote, 1, true)
+}
+
+#[kprobe]
+pub fn kprobe_pin_user_pages_remote(ctx: ProbeContext) -> u32 {
+    park_args(&ctx, 1)
+}
+
+#[kretprobe]
+pub fn kretprobe_pin_user_pages_remote(ctx: RetProbeContext) -> u32 {
+    finish_kretprobe(&ctx, Site::PinUserPagesRemote, true)
+}
+
+#[fexit(function = "get_user_pages_remote")]
+pub fn fexit_get_user_pages_remote(ctx: FExitContext) -> u32 {
+    acquire_fexit(&ctx, Site::GetUserPagesRemote, 1, true)
+}
+
+#[kprobe]
+pub fn kprobe_get_user_pages_remote(ctx: ProbeContext) -> u32 {
+    park_args(&ctx, 1)
+}
+
+#[kretprobe]
+pub fn kretprobe_get_user_pages_remote(ctx: RetProbeContext) -> u32 {
+    finish_kretprobe(&ctx, Site::GetUserPagesRemote, true)
 }
 
 /// `gup_put_folio(struct folio *folio, int refs, unsigned int flags)`.

@@ -207,6 +207,10 @@ pub fn site_name(site: Site) -> &'static str {
         Site::PinUserPagesFast => "pin_fast",
         Site::GetUserPagesFast => "get_fast",
         Site::GupPutFolio => "put_folio",
+        Site::PinUserPages => "pin",
+        Site::GetUserPages => "get",
+        Site::PinUserPagesRemote => "pin_remote",
+        Site::GetUserPagesRemote => "get_remote",
     }
 }
 
@@ -218,6 +222,10 @@ mod tests {
     fn caps(kprobes: bool, fentry: bool) -> Caps {
         let kallsyms = "ffffffff815f3b40 T get_user_pages_fast\n\
                         ffffffff815f3ba0 T pin_user_pages_fast\n\
+                        ffffffff815f3c00 T pin_user_pages\n\
+                        ffffffff815f3c40 T get_user_pages\n\
+                        ffffffff815f3c80 T pin_user_pages_remote\n\
+                        ffffffff815f3cc0 T get_user_pages_remote\n\
                         ffffffff815eed50 t gup_put_folio\n";
         Caps {
             release: "6.12.0-test".into(),
@@ -238,7 +246,10 @@ mod tests {
             vmstat_pin_counters: true,
             symbols: symbol_table(
                 kallsyms,
-                Some("pin_user_pages_fast\nget_user_pages_fast\ngup_put_folio\n"),
+                Some(
+                    "pin_user_pages_fast\nget_user_pages_fast\npin_user_pages\nget_user_pages\n\
+                     pin_user_pages_remote\nget_user_pages_remote\ngup_put_folio\n",
+                ),
             ),
         }
     }
@@ -251,12 +262,19 @@ mod tests {
             .iter()
             .all(|s| s.method == Some(Method::Trampoline)));
         assert_eq!(plan.sites[0].programs, "fexit");
-        assert_eq!(plan.sites[2].programs, "fentry");
+        let put = |p: &Plan| {
+            p.sites
+                .iter()
+                .find(|s| s.id == Site::GupPutFolio)
+                .unwrap()
+                .programs
+        };
+        assert_eq!(put(&plan), "fentry");
         let plan = Plan::build(&caps(true, false), Preference::Auto).unwrap();
         assert!(plan.sites.iter().all(|s| s.method == Some(Method::Kprobe)));
         assert!(plan.sites[0].reason.contains("EPERM"));
         assert_eq!(plan.sites[0].programs, "kprobe+kretprobe");
-        assert_eq!(plan.sites[2].programs, "kprobe");
+        assert_eq!(put(&plan), "kprobe");
         let plan = Plan::build(&caps(true, true), Preference::Kprobe).unwrap();
         assert!(plan.sites.iter().all(|s| s.method == Some(Method::Kprobe)));
     }

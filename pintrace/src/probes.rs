@@ -6,7 +6,7 @@ use crate::{
     caps::{Availability, RqCompleteLayout},
     plan::{Method, Plan},
 };
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf, StackTraceMap},
     programs::{FEntry, FExit, KProbe, TracePoint},
@@ -151,43 +151,38 @@ impl Probes {
 
     /// Attaches every probe of the plan. Nothing is attached twice: each site
     /// gets either its fexit program or its kprobe pair.
-    pub fn attach(&mut self, plan: &Plan) -> Result<()> {
-        for site in &plan.sites {
+    /// Attaches every site as the plan says. A site whose fentry/fexit
+    /// program loads but does not attach (6.1 trampolines take at most six
+    /// arguments) falls back to kprobes when `kprobe_fallback` allows, and
+    /// the plan is updated to say so.
+    pub fn attach(&mut self, plan: &mut Plan, kprobe_fallback: bool) -> Result<()> {
+        for site in plan.sites.iter_mut() {
             let Some(method) = site.method else { continue };
-            let progs = site.id.programs();
-            match method {
-                Method::Trampoline => {
-                    let btf = self
-                        .btf
-                        .as_ref()
-                        .ok_or_else(|| anyhow!("fentry/fexit need kernel BTF"))?;
-                    let name = progs.trampoline;
-                    let what = || format!("{} on {}", name, site.symbol);
-                    if progs.trampoline_is_exit {
-                        let prog: &mut FExit = program(&mut self.ebpf, name)?.try_into()?;
-                        if prog.fd().is_err() {
-                            prog.load(site.symbol, btf)
-                                .with_context(|| format!("loading {}", what()))?;
-                        }
-                        prog.attach()
-                            .with_context(|| format!("attaching {}", what()))?;
-                    } else {
-                        let prog: &mut FEntry = program(&mut self.ebpf, name)?.try_into()?;
-                        prog.load(site.symbol, btf)
-                            .with_context(|| format!("loading {}", what()))?;
-                        prog.attach()
-                            .with_context(|| format!("attaching {}", what()))?;
-                    }
+            match self.attach_site(site.id, site.symbol, method) {
+                Ok(()) => {}
+                Err(e) if method == Method::Trampoline && kprobe_fallback => {
+                    let why = format!("{e:#}");
+                    self.attach_site(site.id, site.symbol, Method::Kprobe)
+                        .with_context(|| format!("after {why}"))?;
+                    log::info!("{}: kprobes instead of fentry/fexit: {why}", site.symbol);
+                    site.method = Some(Method::Kprobe);
+                    site.programs = Method::Kprobe.program_kind(site.id);
+                    site.reason = format!("fentry/fexit did not attach ({why})");
                 }
-                Method::Kprobe => {
-                    for name in std::iter::once(progs.kprobe).chain(progs.kretprobe) {
-                        let prog: &mut KProbe = program(&mut self.ebpf, name)?.try_into()?;
-                        prog.load().with_context(|| format!("loading {name}"))?;
-                        prog.attach(site.symbol, 0)
-                            .with_context(|| format!("attaching {name} to {}", site.symbol))?;
-                    }
+                Err(e) if method == Method::Trampoline => {
+                    // Only fentry/fexit allowed (--attach fentry): the site
+                    // goes unwatched, and the plan says so.
+                    let why = format!("{e:#}");
+                    log::warn!("{} is not watched: {why}", site.symbol);
+                    site.method = None;
+                    site.programs = "off";
+                    site.reason = format!("fentry/fexit did not attach ({why})");
                 }
+                Err(e) => return Err(e),
             }
+        }
+        if !plan.sites.iter().any(|s| s.acquire && s.method.is_some()) {
+            bail!("no acquire site could be attached: {}", plan.summary());
         }
         let exit: &mut TracePoint = program(&mut self.ebpf, PROG_PROCESS_EXIT)?.try_into()?;
         exit.load()
@@ -214,6 +209,44 @@ impl Probes {
                 .context("loading the block_rq_complete program")?;
             prog.attach("block", "block_rq_complete")
                 .context("attaching to block:block_rq_complete")?;
+        }
+        Ok(())
+    }
+
+    fn attach_site(&mut self, id: Site, symbol: &str, method: Method) -> Result<()> {
+        let progs = id.programs();
+        match method {
+            Method::Trampoline => {
+                let btf = self
+                    .btf
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("fentry/fexit need kernel BTF"))?;
+                let name = progs.trampoline;
+                let what = || format!("{name} on {symbol}");
+                if progs.trampoline_is_exit {
+                    let prog: &mut FExit = program(&mut self.ebpf, name)?.try_into()?;
+                    if prog.fd().is_err() {
+                        prog.load(symbol, btf)
+                            .with_context(|| format!("loading {}", what()))?;
+                    }
+                    prog.attach()
+                        .with_context(|| format!("attaching {}", what()))?;
+                } else {
+                    let prog: &mut FEntry = program(&mut self.ebpf, name)?.try_into()?;
+                    prog.load(symbol, btf)
+                        .with_context(|| format!("loading {}", what()))?;
+                    prog.attach()
+                        .with_context(|| format!("attaching {}", what()))?;
+                }
+            }
+            Method::Kprobe => {
+                for name in std::iter::once(progs.kprobe).chain(progs.kretprobe) {
+                    let prog: &mut KProbe = program(&mut self.ebpf, name)?.try_into()?;
+                    prog.load().with_context(|| format!("loading {name}"))?;
+                    prog.attach(symbol, 0)
+                        .with_context(|| format!("attaching {name} to {symbol}"))?;
+                }
+            }
         }
         Ok(())
     }

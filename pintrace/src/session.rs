@@ -49,9 +49,10 @@ impl Session {
             verbose: opts.verbose,
         };
         let mut s = startup(opts.attach, &load)?;
-        let plan = s.plan.map_err(anyhow::Error::new)?;
+        let mut plan = s.plan.map_err(anyhow::Error::new)?;
         let mut probes = s.probes.take().context("probes were not loaded")?;
-        probes.attach(&plan)?;
+        let kprobe_fallback = opts.attach != Preference::Fentry && s.caps.kprobes.is_yes();
+        probes.attach(&mut plan, kprobe_fallback)?;
         let events = probes.take_events()?;
         // SAFETY: EventSource owns the ring buffer map, whose fd stays open
         // and unchanged until the AsyncFd (which owns the EventSource) drops.

@@ -21,11 +21,19 @@
 #include <linux/mutex.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
+#include <linux/version.h>
 #include <linux/workqueue.h>
 
 #include "pinzoo.h"
 
 #define PINZOO_MAX_PAGES 4096
+
+/* The vmas argument of (pin|get)_user_pages went away in 6.5. */
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 5, 0)
+#define PINZOO_VMAS , NULL
+#else
+#define PINZOO_VMAS
+#endif
 /* Small folios: each pin adds this to the refcount (mm/gup.c). */
 #define PINZOO_PIN_BIAS 1024
 
@@ -131,7 +139,7 @@ static long run(struct pinzoo_req *req)
 
 	if (!nr || nr > PINZOO_MAX_PAGES || req->addr & ~PAGE_MASK)
 		return -EINVAL;
-	if (req->flags & ~PINZOO_F_LONGTERM)
+	if (req->flags & ~(PINZOO_F_LONGTERM | PINZOO_F_SLOW))
 		return -EINVAL;
 	if (req->flags & PINZOO_F_LONGTERM)
 		flags |= FOLL_LONGTERM;
@@ -139,10 +147,18 @@ static long run(struct pinzoo_req *req)
 	if (!pages)
 		return -ENOMEM;
 
-	if (req->scenario == PINZOO_GET_UNPIN)
+	if (req->flags & PINZOO_F_SLOW) {
+		mmap_read_lock(current->mm);
+		if (req->scenario == PINZOO_GET_UNPIN)
+			got = get_user_pages(req->addr, nr, flags, pages PINZOO_VMAS);
+		else
+			got = pin_user_pages(req->addr, nr, flags, pages PINZOO_VMAS);
+		mmap_read_unlock(current->mm);
+	} else if (req->scenario == PINZOO_GET_UNPIN) {
 		got = get_user_pages_fast(req->addr, nr, flags, pages);
-	else
+	} else {
 		got = pin_user_pages_fast(req->addr, nr, flags, pages);
+	}
 	if (got < 0) {
 		kvfree(pages);
 		return got;

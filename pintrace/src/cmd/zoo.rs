@@ -47,6 +47,10 @@ pub struct ZooRun {
     /// Pin with FOLL_LONGTERM.
     #[arg(long)]
     pub longterm: bool,
+    /// Acquire with pin_user_pages/get_user_pages (under the mmap lock)
+    /// instead of the _fast calls.
+    #[arg(long)]
+    pub slow: bool,
     /// For `delayed`: release after this many milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub delay_ms: u32,
@@ -133,6 +137,7 @@ const IOC_RUN: libc::c_ulong = iowr(1, std::mem::size_of::<Req>());
 const IOC_RELEASE: libc::c_ulong = iowr(2, std::mem::size_of::<ReleaseOut>());
 const IOC_RELEASE_ALL: libc::c_ulong = iowr(3, std::mem::size_of::<ReleaseOut>());
 const F_LONGTERM: u32 = 1;
+const F_SLOW: u32 = 2;
 
 #[derive(Debug, Serialize)]
 pub struct RunOut {
@@ -207,7 +212,7 @@ fn run_scenario(dev: &File, r: &ZooRun) -> Result<(RunOut, Arena)> {
         addr: arena.base() as u64,
         nr_pages: r.pages,
         scenario: r.scenario.code(),
-        flags: if r.longterm { F_LONGTERM } else { 0 },
+        flags: (if r.longterm { F_LONGTERM } else { 0 }) | (if r.slow { F_SLOW } else { 0 }),
         delay_ms: r.delay_ms,
         ..Req::default()
     };

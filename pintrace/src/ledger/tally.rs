@@ -25,10 +25,14 @@ impl Kind {
     pub const ALL: [Kind; 3] = [Kind::Pin, Kind::LongtermPin, Kind::Get];
 
     pub fn of(acquire: &Acquire, flags: &FollFlags) -> Kind {
-        match acquire.site {
-            Site::PinUserPagesFast if acquire.gup_flags & flags.longterm != 0 => Kind::LongtermPin,
-            Site::PinUserPagesFast => Kind::Pin,
-            Site::GetUserPagesFast | Site::GupPutFolio => Kind::Get,
+        let pin = matches!(
+            acquire.site,
+            Site::PinUserPagesFast | Site::PinUserPages | Site::PinUserPagesRemote
+        );
+        match pin {
+            true if acquire.gup_flags & flags.longterm != 0 => Kind::LongtermPin,
+            true => Kind::Pin,
+            false => Kind::Get,
         }
     }
 
@@ -67,6 +71,9 @@ pub struct ProcessTally {
     pub tgid: u32,
     pub comm: Comm,
     pub by_kind: BTreeMap<Kind, Counts>,
+    /// The same calls by the kernel function they entered (e.g. exec(2)
+    /// copies its arguments through `get_user_pages_remote`).
+    pub by_site: BTreeMap<&'static str, Counts>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -122,8 +129,10 @@ impl Tally {
                         tgid: a.tgid,
                         comm: a.comm,
                         by_kind: BTreeMap::new(),
+                        by_site: BTreeMap::new(),
                     });
                 p.by_kind.entry(kind).or_default().add(a);
+                p.by_site.entry(a.site.symbol()).or_default().add(a);
             }
             Event::Release(r) => {
                 self.releases.calls += 1;

@@ -241,6 +241,8 @@ fn pintrace_names_each_planted_bug() {
         "get-unpin",
         "double-unpin",
         "delayed --delay-ms 300",
+        "balanced --slow",
+        "get-unpin --slow",
         "hold --linger 4",
         "hold --longterm --linger 1",
     ]
@@ -288,7 +290,27 @@ fn pintrace_names_each_planted_bug() {
         .iter()
         .filter(|v| v.get("scenario").is_some())
         .collect();
-    assert_eq!(runs.len(), 8, "every scenario ran");
+    assert_eq!(runs.len(), 10, "every scenario ran");
+    // The slow calls are seen at their own sites (pin_user_pages, get_user_pages).
+    let slow = |i: usize| {
+        let pid = &runs[i]["pid"];
+        let p = summary["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| &p["tgid"] == pid)
+            .unwrap_or_else(|| panic!("no process {pid} in {summary}"));
+        p["by_kind"].clone()
+    };
+    assert_eq!(slow(6)["pin"]["pages"], PAGES, "pin_user_pages");
+    // exec(2) copies its arguments with get_user_pages_remote: the same
+    // process also shows those FOLL_GET pages.
+    assert!(
+        slow(7)["get"]["pages"].as_i64().unwrap() > PAGES,
+        "get_user_pages"
+    );
+    // ... and its unpins are named (below) only because the ledger saw the
+    // FOLL_GET acquire at get_user_pages.
 
     let of = |run: &Value| -> Vec<&Value> {
         findings
