@@ -2,6 +2,7 @@
 
 use crate::{
     ledger::{Completions, Counts, Kind, ProcessTally, Releases, Tally},
+    model::LifetimeSummary,
     vmstat::PinCounters,
 };
 use serde::Serialize;
@@ -44,6 +45,10 @@ pub struct Summary {
     /// Pin releases of folios pinned before tracing began (never findings).
     pub unknown_releases: u64,
     pub releases: Releases,
+    /// References still held when the summary was made, by kind.
+    pub outstanding: BTreeMap<Kind, u64>,
+    /// How long pins were held (acquire to release).
+    pub pin_lifetime: LifetimeSummary,
     pub vmstat: Option<VmstatCheck>,
     pub workload: Option<Workload>,
 }
@@ -74,6 +79,8 @@ impl Summary {
             failures: 0,
             unknown_releases: 0,
             releases: tally.releases,
+            outstanding: Kind::ALL.iter().map(|&k| (k, 0)).collect(),
+            pin_lifetime: LifetimeSummary::default(),
             vmstat: None,
             workload: None,
         }
@@ -128,6 +135,14 @@ pub fn render(s: &Summary) -> String {
         "pins released (gup_put_folio): {} refs in {} calls; {} from before tracing",
         s.releases.pin_refs, s.releases.calls, s.unknown_releases
     );
+    let l = &s.pin_lifetime;
+    if l.count > 0 {
+        let _ = writeln!(
+            o,
+            "pin lifetimes: {} released, p50 {:.0} us, p99 {:.0} us, max {:.0} us",
+            l.count, l.p50_us, l.p99_us, l.max_us
+        );
+    }
     if let Some(v) = &s.vmstat {
         let _ = writeln!(
             o,
