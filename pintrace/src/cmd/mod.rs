@@ -3,6 +3,7 @@
 
 pub mod doctor;
 pub mod run;
+pub mod top;
 
 use crate::{
     caps::{self, Availability, Caps},
