@@ -127,6 +127,11 @@ fn replay_flags_are_checked() {
         (&["run", "--replay", "x", "--record", "y"][..], "--record"),
         (&["run", "--replay", "x", "--", "true"][..], "--replay"),
         (&["run", "--linger", "3"][..], "--metrics"),
+        (&["top", "--interval", "0"][..], "--interval"),
+        (
+            &["top", "--replay", "/nonexistent.ptrec"][..],
+            "/nonexistent.ptrec",
+        ),
         (
             &["run", "--replay", "x", "--metrics", "0.0.0.0:0"][..],
             "--metrics-allow-remote",
@@ -245,4 +250,37 @@ fn metrics_match_the_summary() {
     assert!((p99 * 1e6 - num(&s["pin_lifetime"]["p99_us"])).abs() < 1e-6);
     assert!(text.contains("pintrace_info{kernel=\"6.12.0-synthetic\""));
     assert_eq!(num(&s["by_kind"]["pin"]["pages"]), (20 * 256 + 2) as f64);
+}
+
+/// A real capture: one 1 MiB O_DIRECT read from a loop device (busybox dd),
+/// recorded in the 6.12 guest with `pintrace run --record`.
+#[test]
+fn a_real_capture_replays_balanced() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dio-6.12-1m.ptrec");
+    let out = pintrace()
+        .args(["run", "--json", "--replay", path])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let s = summary(&stdout);
+    assert!(s["kernel"].as_str().unwrap().starts_with("6.12."), "{s}");
+    assert!(s["plan"]
+        .as_str()
+        .unwrap()
+        .contains("pin_user_pages_fast=fexit"));
+    let dd = s["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["comm"] == "dd")
+        .expect("the reader");
+    assert_eq!(dd["by_kind"]["pin"]["pages"], 256);
+    assert_eq!(s["releases"]["pin_refs"], 256);
+    assert_eq!(s["pin_lifetime"]["count"], 256);
+    assert_eq!(s["outstanding"]["pin"], 0);
+    assert_eq!(
+        (s["findings"].as_u64(), s["lossless"].as_bool()),
+        (Some(0), Some(true))
+    );
 }

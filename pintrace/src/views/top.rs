@@ -235,7 +235,10 @@ impl App {
         rows.sort_by(|a, b| {
             let (x, y) = (&a.held, &b.held);
             let ord = match key {
-                SortKey::Outstanding => y.outstanding_total().cmp(&x.outstanding_total()),
+                SortKey::Outstanding => y
+                    .outstanding_total()
+                    .cmp(&x.outstanding_total())
+                    .then(y.total_pages.cmp(&x.total_pages)),
                 SortKey::Rate => y.rate.total_cmp(&x.rate),
                 SortKey::Oldest => y.oldest_age_ns.cmp(&x.oldest_age_ns),
                 SortKey::Total => y.total_pages.cmp(&x.total_pages),
