@@ -28,6 +28,9 @@ enum Command {
     },
     /// Trace GUP acquires, optionally around a command: `pintrace run -- CMD ARGS`.
     Run(cmd::run::RunArgs),
+    /// A live dashboard: pin and unpin rates, outstanding pins, holders,
+    /// findings and pin lifetimes (`--replay FILE` to watch a recording).
+    Top(cmd::top::TopArgs),
     /// Drive O_DIRECT I/O on a file or block device (fio-like).
     Engine(pintrace::engine::EngineArgs),
     /// Drive the pin-bug zoo test module (/dev/pinzoo).
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Doctor { json } => cmd::doctor::run(*json),
         Command::Run(args) => cmd::run::run(args, cli.verbose > 0),
+        Command::Top(args) => cmd::top::run(args, cli.verbose > 0),
         Command::Engine(args) => pintrace::engine::run_cli(args),
         Command::Zoo(args) => cmd::zoo::run(args),
     };

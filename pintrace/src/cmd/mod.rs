@@ -3,6 +3,7 @@
 
 pub mod doctor;
 pub mod run;
+pub mod top;
 pub mod zoo;
 
 use crate::{

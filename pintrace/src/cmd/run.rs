@@ -4,9 +4,11 @@
 use super::exit;
 use crate::{
     ledger::{Finding, Ledger, LedgerConfig},
+    metrics::{self, Metrics},
     pipeline::Pipeline,
     plan::Preference,
-    session::{monotonic_ns, Session, SessionOptions},
+    session::{Session, SessionOptions},
+    source::{Batch, Source, Speed},
     views::{
         findings,
         summary::{render, Summary, VmstatCheck, Workload},
@@ -15,7 +17,7 @@ use crate::{
 };
 use anyhow::{Context as _, Result};
 use clap::Args;
-use std::time::Duration;
+use std::{path::PathBuf, sync::Arc, time::Duration};
 use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Args, Debug, Clone)]
@@ -35,12 +37,47 @@ pub struct RunArgs {
     /// How to attach: fentry/fexit where they load (auto), or force one method.
     #[arg(long, value_enum, default_value_t = Preference::Auto)]
     pub attach: Preference,
+    /// Write the raw event stream to FILE as it is traced (read it back with --replay).
+    #[arg(long, value_name = "FILE", conflicts_with = "replay")]
+    pub record: Option<PathBuf>,
+    #[command(flatten)]
+    pub replay: ReplayArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     /// A command to run under tracing; the run ends when it exits.
-    #[arg(last = true, value_name = "COMMAND")]
+    #[arg(last = true, value_name = "COMMAND", conflicts_with = "replay")]
     pub command: Vec<String>,
 }
 
-fn parse_secs(s: &str) -> Result<f64, String> {
+#[derive(Args, Debug, Clone)]
+pub struct ReplayArgs {
+    /// Read the events from a recording (`run --record`) instead of the
+    /// kernel: no root, no probes.
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
+    /// Replay pace: `recorded`, `max`, or a factor such as 10 [default: max
+    /// for run, recorded for top].
+    #[arg(long, value_name = "SPEED", value_parser = parse_speed, requires = "replay")]
+    pub speed: Option<Speed>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (ADDR: PORT or
+    /// HOST:PORT, port 0 picks one; loopback only unless allowed). The chosen
+    /// address is printed on stderr.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Allow --metrics on an address other hosts can reach.
+    #[arg(long, requires = "metrics")]
+    pub metrics_allow_remote: bool,
+    /// Keep serving --metrics this many seconds after the summary, so a last
+    /// scrape sees the final values (SIGINT or SIGTERM end it early).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, requires = "metrics", allow_hyphen_values = true)]
+    pub linger: Option<f64>,
+}
+
+pub(crate) fn parse_secs(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
         .map_err(|_| format!("`{s}` is not a number of seconds"))?;
@@ -50,7 +87,7 @@ fn parse_secs(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
-fn parse_ringbuf_mib(s: &str) -> Result<u32, String> {
+pub(crate) fn parse_ringbuf_mib(s: &str) -> Result<u32, String> {
     let v: u32 = s
         .parse()
         .map_err(|_| format!("`{s}` is not a whole number of MiB"))?;
@@ -58,6 +95,10 @@ fn parse_ringbuf_mib(s: &str) -> Result<u32, String> {
         return Err(format!("`{s}` must be a power of two from 1 to 1024"));
     }
     Ok(v)
+}
+
+fn parse_speed(s: &str) -> Result<Speed, String> {
+    s.parse()
 }
 
 pub fn run(args: &RunArgs, verbose: bool) -> Result<u8> {
@@ -68,59 +109,112 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<u8> {
     rt.block_on(run_async(args, verbose))
 }
 
+/// Opens the record source: a recording when `--replay` is given, else a
+/// live session (recorded to `record` when given).
+pub(crate) fn open_source(
+    replay: &ReplayArgs,
+    default_speed: Speed,
+    session: SessionOptions,
+    record: Option<&std::path::Path>,
+    command: &str,
+) -> Result<Source> {
+    match &replay.replay {
+        Some(path) => Ok(Source::replay(path, replay.speed.unwrap_or(default_speed))?),
+        None => Source::live(Session::start(&session, command)?, record),
+    }
+}
+
+/// A pipeline for the source, its model's clock started.
+pub(crate) fn pipeline_for(source: &Source, leak_age: Option<f64>) -> Pipeline {
+    let config = LedgerConfig {
+        leak_age_ns: leak_age.map(|s| (s * 1e9) as u64),
+        ..LedgerConfig::default()
+    };
+    let mut pipeline = Pipeline::new(Ledger::new(source.meta().flags, config));
+    pipeline.model.start(source.meta().start_ns);
+    pipeline
+}
+
+/// The summary of the run so far: the same numbers for the text, the JSON
+/// and the metrics.
+pub(crate) fn summarize(source: &Source, pipeline: &Pipeline) -> Result<Summary> {
+    let meta = source.meta();
+    let duration_s = source.now_ns().saturating_sub(meta.start_ns) as f64 / 1e9;
+    let mut summary = Summary::new(
+        &pipeline.ledger.tally,
+        meta.kernel.clone(),
+        meta.plan.clone(),
+        duration_s,
+        source.lost()?,
+        pipeline.decode_errors,
+    );
+    let model = &pipeline.model;
+    summary.findings = model.findings_total;
+    summary.failures = model.failures_total;
+    summary.unknown_releases = pipeline.ledger.unknown_releases;
+    summary.pin_lifetime = model.lifetime_summary();
+    for k in crate::ledger::Kind::ALL {
+        summary
+            .outstanding
+            .insert(k, model.outstanding_now()[crate::model::slot(k)]);
+    }
+    Ok(summary)
+}
+
+/// Starts `--metrics` when asked.
+pub(crate) fn start_metrics(args: &MetricsArgs) -> Result<Option<Arc<Metrics>>> {
+    let Some(addr) = &args.metrics else {
+        return Ok(None);
+    };
+    let addr = metrics::parse_addr(addr, args.metrics_allow_remote)?;
+    let m = Arc::new(Metrics::new());
+    let bound = metrics::serve(addr, m.clone())?;
+    eprintln!("pintrace: metrics at http://{bound}/metrics");
+    Ok(Some(m))
+}
+
 async fn run_async(args: &RunArgs, verbose: bool) -> Result<u8> {
     let opts = SessionOptions {
         attach: args.attach,
         ringbuf_mib: args.ringbuf_mib,
         verbose,
     };
-    let mut session = Session::start(&opts, "run")?;
-    let vm_before = vmstat::read();
-    let config = LedgerConfig {
-        leak_age_ns: args.leak_age.map(|s| (s * 1e9) as u64),
-        ..LedgerConfig::default()
-    };
-    let mut pipeline = Pipeline::new(Ledger::new(session.flags, config));
+    let metrics = start_metrics(&args.metrics)?;
+    let mut source = open_source(
+        &args.replay,
+        Speed::Max,
+        opts,
+        args.record.as_deref(),
+        "run",
+    )?;
+    let vm_before = source.is_live().then(vmstat::read).flatten();
+    let mut pipeline = pipeline_for(&source, args.leak_age);
     let mut out = FindingsOut {
         json: args.json,
         certain: true,
         failures: 0,
         reported: 0,
     };
-    let started = std::time::Instant::now();
-    let workload = trace(args, &mut session, &mut pipeline, &mut out).await?;
-    let duration_s = started.elapsed().as_secs_f64();
+    let workload = trace(
+        args,
+        &mut source,
+        &mut pipeline,
+        &mut out,
+        metrics.as_deref(),
+    )
+    .await?;
 
-    let lost = session.lost()?;
+    let lost = source.lost()?;
     // Findings at the end are stated as certain only for a lossless run.
     out.certain = lost.values().all(|&v| v == 0) && pipeline.decode_errors == 0;
     let mut last = Vec::new();
     // The refcount audit: pins whose references left without an unpin.
-    let read_ns = monotonic_ns();
-    let candidates = pipeline.ledger.audit_candidates(read_ns);
-    let audited = session.audit(&candidates)?;
-    session.drain(|r| pipeline.feed(r, &mut last));
-    if let Some(slots) = &audited {
-        for s in slots {
-            pipeline
-                .ledger
-                .audit(s.folio, s.refcount, s.large != 0, read_ns, &mut last);
-        }
-    }
-    pipeline.ledger.finish(monotonic_ns(), &mut last);
-    out.emit(&session, &last);
-    let mut summary = Summary::new(
-        &pipeline.ledger.tally,
-        session.caps.release.clone(),
-        session.plan.summary(),
-        duration_s,
-        lost,
-        pipeline.decode_errors,
-    );
-    summary.findings = out.reported;
-    summary.failures = out.failures;
-    summary.unknown_releases = pipeline.ledger.unknown_releases;
-    summary.audited_folios = audited.map(|a| a.len() as u64);
+    let audited = source.audit(&mut pipeline, &mut last)?;
+    pipeline.finish(source.now_ns(), &mut last);
+    out.emit(&source, &last);
+    let recorded = source.finish(&pipeline)?;
+    let mut summary = summarize(&source, &pipeline)?;
+    summary.audited_folios = audited;
     if let (Some(before), Some(after)) = (vm_before, vmstat::read()) {
         summary.vmstat = Some(VmstatCheck {
             before,
@@ -129,10 +223,23 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<u8> {
         });
     }
     summary.workload = workload.clone();
+    if let Some(m) = &metrics {
+        m.update(&summary, &source.meta().mode);
+    }
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         print!("{}", render(&summary));
+    }
+    if let Some((path, bytes, records)) = recorded {
+        eprintln!("pintrace: recorded {records} records ({bytes} bytes) to {path}");
+    }
+    if let (Some(_), Some(secs)) = (&metrics, args.metrics.linger) {
+        linger(secs).await?;
+    }
+    if let Some(damage) = source.damage() {
+        eprintln!("pintrace: error: {damage} (the summary above covers the records before it)");
+        return Ok(exit::ERROR);
     }
     if out.failures > 0 {
         return Ok(exit::FINDINGS);
@@ -155,6 +262,18 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<u8> {
     }
 }
 
+/// Keeps the process (and the metrics thread) up for `secs`, or until
+/// SIGINT or SIGTERM.
+async fn linger(secs: f64) -> Result<()> {
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs_f64(secs)) => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = sigterm.recv() => {}
+    }
+    Ok(())
+}
+
 /// Where findings go as they are found: stdout, with their stacks resolved.
 struct FindingsOut {
     json: bool,
@@ -164,9 +283,9 @@ struct FindingsOut {
 }
 
 impl FindingsOut {
-    fn emit(&mut self, session: &Session, found: &[Finding]) {
+    fn emit(&mut self, source: &Source, found: &[Finding]) {
         for f in found {
-            let stack = session.stack(f.stack_id);
+            let stack = source.stack(f.stack_id);
             let report = findings::Report {
                 kind: "finding",
                 certain: self.certain,
@@ -189,13 +308,14 @@ impl FindingsOut {
     }
 }
 
-/// Feeds the pipeline until the workload ends, the duration passes or a
-/// signal arrives; returns the workload's outcome.
+/// Feeds the pipeline until the workload ends, the duration passes, the
+/// recording ends or a signal arrives; returns the workload's outcome.
 async fn trace(
     args: &RunArgs,
-    session: &mut Session,
+    source: &mut Source,
     pipeline: &mut Pipeline,
     out: &mut FindingsOut,
+    metrics: Option<&Metrics>,
 ) -> Result<Option<Workload>> {
     let mut found = Vec::new();
     let mut child = match args.command.split_first() {
@@ -217,11 +337,25 @@ async fn trace(
     };
     tokio::pin!(deadline);
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    let live = source.is_live();
     let mut workload = None;
     loop {
         tokio::select! {
-            n = session.next_batch(|r| pipeline.feed(r, &mut found)) => { n?; }
-            _ = ticker.tick() => pipeline.ledger.tick(monotonic_ns(), &mut found),
+            b = source.next_batch(pipeline, &mut found) => {
+                if b? == Batch::End {
+                    break;
+                }
+            }
+            _ = ticker.tick() => {
+                // A replay ticks the pipeline on its recorded clock.
+                if live {
+                    pipeline.tick(source.now_ns(), &mut found);
+                    source.checkpoint(pipeline)?;
+                }
+                if let Some(m) = metrics {
+                    m.update(&summarize(source, pipeline)?, &source.meta().mode);
+                }
+            }
             status = async { child.as_mut().unwrap().wait().await }, if child.is_some() => {
                 let status = status.context("waiting for the workload")?;
                 workload = Some(Workload {
@@ -236,7 +370,7 @@ async fn trace(
             _ = &mut deadline => break,
         }
         if !found.is_empty() {
-            out.emit(session, &found);
+            out.emit(source, &found);
             found.clear();
         }
     }
@@ -246,8 +380,10 @@ async fn trace(
         }
     }
     // Records submitted before the stop are all in the ring by now.
-    session.drain(|r| pipeline.feed(r, &mut found));
-    out.emit(session, &found);
+    if live {
+        source.drain(pipeline, &mut found)?;
+    }
+    out.emit(source, &found);
     Ok(workload)
 }
 

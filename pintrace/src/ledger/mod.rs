@@ -138,6 +138,24 @@ pub struct Finding {
     pub detail: String,
 }
 
+/// References released from one holder: who held them and since when. The
+/// ledger notes these only when asked ([`Ledger::note_lifetimes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Lifetime {
+    pub kind: Kind,
+    pub refs: u64,
+    pub tgid: u32,
+    pub stack_id: i32,
+    pub acquired_ns: u64,
+    pub released_ns: u64,
+}
+
+impl Lifetime {
+    pub fn ns(&self) -> u64 {
+        self.released_ns.saturating_sub(self.acquired_ns)
+    }
+}
+
 /// Correlates an acquire with its folio batches.
 #[derive(Clone, Copy, Debug)]
 struct Pending {
@@ -164,6 +182,8 @@ pub struct Ledger {
     pub orphan_batches: u64,
     /// Releases of folios never seen acquired: pinned before tracing began.
     pub unknown_releases: u64,
+    /// Releases matched to their holders, when noted (drained by the caller).
+    lifetimes: Option<Vec<Lifetime>>,
 }
 
 impl Ledger {
@@ -178,7 +198,26 @@ impl Ledger {
             tally: Tally::new(flags),
             orphan_batches: 0,
             unknown_releases: 0,
+            lifetimes: None,
         }
+    }
+
+    /// From now on, note every release matched to a holder as a
+    /// [`Lifetime`]; the caller takes them with [`Ledger::take_lifetimes`].
+    pub fn note_lifetimes(&mut self) {
+        self.lifetimes.get_or_insert_with(Vec::new);
+    }
+
+    /// Moves the lifetimes noted so far to the end of `out`.
+    pub fn take_lifetimes(&mut self, out: &mut Vec<Lifetime>) {
+        if let Some(v) = self.lifetimes.as_mut() {
+            out.append(v);
+        }
+    }
+
+    /// Every holder with references outstanding.
+    pub fn holders(&self) -> impl Iterator<Item = &Holder> {
+        self.folios.values().flat_map(|b| b.holders.iter())
     }
 
     /// Applies one event; returns the findings it proves, if any.
@@ -269,7 +308,8 @@ impl Ledger {
             // A FOLL_GET reference dropped through gup_put_folio (GUP's own
             // error paths): balance a GET holder if there is one.
             if let Some(books) = books {
-                take(&mut books.holders, refs, |k| k == Kind::Get);
+                let noted = self.lifetimes.as_mut();
+                take(&mut books.holders, refs, |k| k == Kind::Get, r.ts_ns, noted);
             }
             return;
         }
@@ -300,7 +340,8 @@ impl Ledger {
             }
             return;
         };
-        let missing = take(&mut books.holders, refs, |k| k != Kind::Get);
+        let noted = self.lifetimes.as_mut();
+        let missing = take(&mut books.holders, refs, |k| k != Kind::Get, r.ts_ns, noted);
         books.released_pins += refs - missing;
         if missing == 0 {
             if books.holders.is_empty() {
@@ -455,7 +496,13 @@ impl Ledger {
             .filter(|h| h.kind != Kind::Get && h.acquired_ns < read_ns)
             .min_by_key(|h| h.acquired_ns)
             .copied();
-        take(&mut books.holders, missing, |k| k != Kind::Get);
+        take(
+            &mut books.holders,
+            missing,
+            |k| k != Kind::Get,
+            read_ns,
+            None,
+        );
         if books.holders.is_empty() {
             self.folios.remove(&folio);
         }
@@ -500,14 +547,31 @@ fn prune_stale_gets(holders: &mut Vec<Holder>, exited: &HashMap<u32, u64>) {
     holders.retain(|h| h.kind != Kind::Get || !exited.contains_key(&h.tgid));
 }
 
-/// Takes `refs` references from the holders matching `which`, oldest first;
-/// returns how many could not be taken.
-fn take(holders: &mut Vec<Holder>, mut refs: u64, which: impl Fn(Kind) -> bool) -> u64 {
+/// Takes `refs` references from the holders matching `which`, oldest first
+/// (noting each as a [`Lifetime`] when asked); returns how many could not be
+/// taken.
+fn take(
+    holders: &mut Vec<Holder>,
+    mut refs: u64,
+    which: impl Fn(Kind) -> bool,
+    now_ns: u64,
+    mut noted: Option<&mut Vec<Lifetime>>,
+) -> u64 {
     holders.sort_by_key(|h| h.acquired_ns);
     for h in holders.iter_mut().filter(|h| which(h.kind)) {
         let n = refs.min(h.refs);
         h.refs -= n;
         refs -= n;
+        if let Some(v) = noted.as_mut().filter(|_| n > 0) {
+            v.push(Lifetime {
+                kind: h.kind,
+                refs: n,
+                tgid: h.tgid,
+                stack_id: h.stack_id,
+                acquired_ns: h.acquired_ns,
+                released_ns: now_ns,
+            });
+        }
         if refs == 0 {
             break;
         }

@@ -387,3 +387,48 @@ fn get_holders_do_not_accumulate() {
     assert_eq!(s.ledger.tracked_folios(), 0);
     assert!(s.findings.is_empty());
 }
+
+#[test]
+fn lifetimes_are_noted_only_when_asked() {
+    let mut s = Stream::new(LedgerConfig::default());
+    s.pin(10, &[folio(20), folio(21)]);
+    let acquired = s.ts;
+    s.unpin(folio(20), 1, 1025, false);
+    let mut out = Vec::new();
+    s.ledger.take_lifetimes(&mut out);
+    assert!(out.is_empty(), "off by default");
+    s.ledger.note_lifetimes();
+    s.unpin(folio(21), 1, 1025, false);
+    // A release of a folio never pinned is not a lifetime.
+    s.unpin(folio(22), 1, 1025, false);
+    s.ledger.take_lifetimes(&mut out);
+    assert_eq!(
+        out,
+        vec![Lifetime {
+            kind: Kind::Pin,
+            refs: 1,
+            tgid: 10,
+            stack_id: 1,
+            acquired_ns: acquired,
+            released_ns: s.ts - MS,
+        }]
+    );
+    assert_eq!(out[0].ns(), 2 * MS);
+    s.ledger.take_lifetimes(&mut out);
+    assert_eq!(out.len(), 1, "taken once");
+}
+
+#[test]
+fn holders_lists_what_is_outstanding() {
+    let mut s = Stream::new(LedgerConfig::default());
+    s.pin(10, &[folio(30), folio(31)]);
+    s.acquire(Site::GetUserPagesFast, 11, F.get, &[folio(31)]);
+    s.unpin(folio(30), 1, 1025, false);
+    let mut held: Vec<(u32, Kind, u64)> = s
+        .ledger
+        .holders()
+        .map(|h| (h.tgid, h.kind, h.refs))
+        .collect();
+    held.sort();
+    assert_eq!(held, vec![(10, Kind::Pin, 1), (11, Kind::Get, 1)]);
+}

@@ -4,3 +4,4 @@
 pub mod doctor;
 pub mod findings;
 pub mod summary;
+pub mod top;

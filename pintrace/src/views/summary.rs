@@ -2,6 +2,7 @@
 
 use crate::{
     ledger::{Completions, Counts, Kind, ProcessTally, Releases, Tally},
+    model::LifetimeSummary,
     vmstat::PinCounters,
 };
 use serde::Serialize;
@@ -44,9 +45,13 @@ pub struct Summary {
     /// Pin releases of folios pinned before tracing began (never findings).
     pub unknown_releases: u64,
     pub releases: Releases,
-    /// Folios whose refcount was audited at the end (`None`: no audit on
-    /// this kernel, which lacks syscall tracepoints).
+    /// Folios whose refcount was audited at the end (`None`: not run: a
+    /// replay, or a kernel without syscall tracepoints).
     pub audited_folios: Option<u64>,
+    /// References still held when the summary was made, by kind.
+    pub outstanding: BTreeMap<Kind, u64>,
+    /// How long pins were held (acquire to release).
+    pub pin_lifetime: LifetimeSummary,
     pub vmstat: Option<VmstatCheck>,
     pub workload: Option<Workload>,
 }
@@ -78,6 +83,8 @@ impl Summary {
             unknown_releases: 0,
             releases: tally.releases,
             audited_folios: None,
+            outstanding: Kind::ALL.iter().map(|&k| (k, 0)).collect(),
+            pin_lifetime: LifetimeSummary::default(),
             vmstat: None,
             workload: None,
         }
@@ -136,9 +143,17 @@ pub fn render(s: &Summary) -> String {
         Some(n) => writeln!(o, "refcount audit at the end: {n} folio(s) with pins read"),
         None => writeln!(
             o,
-            "refcount audit: unavailable (no syscall tracepoints): pins released with put_page show as leaks"
+            "refcount audit: not run (a replay, or no syscall tracepoints): pins released with put_page show as leaks"
         ),
     };
+    let l = &s.pin_lifetime;
+    if l.count > 0 {
+        let _ = writeln!(
+            o,
+            "pin lifetimes: {} released, p50 {:.0} us, p99 {:.0} us, max {:.0} us",
+            l.count, l.p50_us, l.p99_us, l.max_us
+        );
+    }
     if let Some(v) = &s.vmstat {
         let _ = writeln!(
             o,
