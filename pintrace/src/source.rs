@@ -209,14 +209,7 @@ impl Source {
                 } = &mut **l;
                 let mut failed = None;
                 let n = session
-                    .next_batch(|r| {
-                        if let Some(rec) = recorder.as_mut() {
-                            if let Err(e) = rec.record(monotonic_ns(), r) {
-                                failed.get_or_insert(e);
-                            }
-                        }
-                        pipeline.feed(r, found)
-                    })
+                    .next_batch(|r| record_and_feed(recorder, &mut failed, pipeline, found, r))
                     .await?;
                 if let Some(e) = failed {
                     return Err(e.into());
@@ -259,14 +252,7 @@ impl Source {
                     session, recorder, ..
                 } = &mut **l;
                 let mut failed = None;
-                session.drain(|r| {
-                    if let Some(rec) = recorder.as_mut() {
-                        if let Err(e) = rec.record(monotonic_ns(), r) {
-                            failed.get_or_insert(e);
-                        }
-                    }
-                    pipeline.feed(r, found)
-                });
+                session.drain(|r| record_and_feed(recorder, &mut failed, pipeline, found, r));
                 match failed {
                     Some(e) => Err(e.into()),
                     None => Ok(()),
@@ -509,4 +495,20 @@ mod tests {
         assert!("0".parse::<Speed>().unwrap_err().contains("`0`"));
         assert!("fast".parse::<Speed>().is_err());
     }
+}
+
+/// One live record: written to the recording (the first error kept) and fed.
+fn record_and_feed(
+    recorder: &mut Option<Recorder>,
+    failed: &mut Option<RecordError>,
+    pipeline: &mut Pipeline,
+    found: &mut Vec<Finding>,
+    record: &[u8],
+) {
+    if let Some(rec) = recorder.as_mut() {
+        if let Err(e) = rec.record(monotonic_ns(), record) {
+            failed.get_or_insert(e);
+        }
+    }
+    pipeline.feed(record, found)
 }
