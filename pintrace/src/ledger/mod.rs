@@ -32,7 +32,7 @@ use crate::{
     flags::FollFlags,
 };
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// How long the ledger remembers a fully released folio.
 pub const RELEASED_MEMORY_NS: u64 = 60_000_000_000;
@@ -239,7 +239,9 @@ impl Ledger {
             // A FOLL_GET reference dropped through gup_put_folio (GUP's own
             // error paths): balance a GET holder if there is one.
             if let Some(books) = books {
+                let before = held_by(&books.holders);
                 take(&mut books.holders, refs, |k| k == Kind::Get);
+                credit(&mut self.tally, before, &books.holders);
             }
             return;
         }
@@ -256,7 +258,9 @@ impl Ledger {
             }
             return;
         };
+        let before = held_by(&books.holders);
         let missing = take(&mut books.holders, refs, |k| k != Kind::Get);
+        credit(&mut self.tally, before, &books.holders);
         books.released_pins += refs - missing;
         if missing == 0 {
             if books.holders.is_empty() {
@@ -346,9 +350,64 @@ impl Ledger {
             .sum()
     }
 
+    /// References `tgid` took that the ledger sees outstanding, by kind.
+    pub fn outstanding_of(&self, tgid: u32) -> BTreeMap<Kind, u64> {
+        let mut out = BTreeMap::new();
+        for h in self
+            .folios
+            .values()
+            .flat_map(|b| b.holders.iter())
+            .filter(|h| h.tgid == tgid)
+        {
+            *out.entry(h.kind).or_default() += h.refs;
+        }
+        out
+    }
+
+    /// Reports every pin `tgid` still holds as a leak now (its owner has
+    /// exited and had its grace time): `check` calls this when a scenario's
+    /// workload is over, instead of waiting for [`Ledger::tick`]. Long-term
+    /// pins are leaks too: the owner is gone. Each is reported once.
+    pub fn report_leaks_of(&mut self, tgid: u32, now_ns: u64, findings: &mut Vec<Finding>) {
+        let mut folios: Vec<_> = self.folios.iter_mut().collect();
+        folios.sort_by_key(|(f, _)| **f);
+        for (&folio, books) in folios {
+            for h in books
+                .holders
+                .iter_mut()
+                .filter(|h| h.tgid == tgid && h.kind != Kind::Get && !h.reported)
+            {
+                h.reported = true;
+                findings.push(leak(FindingKind::LeakOwnerExited, folio, h, now_ns));
+            }
+        }
+    }
+
     /// Folios with books open (memory is proportional to this).
     pub fn tracked_folios(&self) -> usize {
         self.folios.len() + self.released.len()
+    }
+}
+
+/// References per (taker, kind) of a folio's holders.
+fn held_by(holders: &[Holder]) -> Vec<(u32, Kind, u64)> {
+    holders.iter().map(|h| (h.tgid, h.kind, h.refs)).collect()
+}
+
+/// Credits to their takers the references that went between `before` and
+/// the holders now.
+fn credit(tally: &mut Tally, before: Vec<(u32, Kind, u64)>, after: &[Holder]) {
+    let mut gone: BTreeMap<(u32, Kind), i64> = BTreeMap::new();
+    for (tgid, kind, refs) in before {
+        *gone.entry((tgid, kind)).or_default() += refs as i64;
+    }
+    for h in after {
+        *gone.entry((h.tgid, h.kind)).or_default() -= h.refs as i64;
+    }
+    for ((tgid, kind), n) in gone {
+        if n > 0 {
+            tally.credit_release(tgid, kind, n as u64);
+        }
     }
 }
 
