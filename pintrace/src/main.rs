@@ -28,6 +28,9 @@ enum Command {
     },
     /// Trace GUP acquires, optionally around a command: `pintrace run -- CMD ARGS`.
     Run(cmd::run::RunArgs),
+    /// Pass/fail gate for a kernel: drive Direct I/O across targets, modes and
+    /// buffers, and fail on any pin leaked or released the wrong way.
+    Check(cmd::check::CheckArgs),
     /// Drive O_DIRECT I/O on a file or block device (fio-like).
     Engine(pintrace::engine::EngineArgs),
 }
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Doctor { json } => cmd::doctor::run(*json),
         Command::Run(args) => cmd::run::run(args, cli.verbose > 0),
+        Command::Check(args) => cmd::check::run(args, cli.verbose > 0),
         Command::Engine(args) => pintrace::engine::run_cli(args),
     };
     match result {

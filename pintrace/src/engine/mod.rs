@@ -46,6 +46,7 @@ mod uring;
 pub mod verify;
 
 pub use args::EngineArgs;
+pub use buffer::SegLayout;
 pub use config::{BufferKind, ConfigError, EngineConfig, Mode, RwKind};
 pub use job::{IoFailure, VerifyFailure};
 pub use offsets::OffsetGen;
