@@ -184,6 +184,9 @@ pub struct Observed {
     pub vmstat: Option<PinCounters>,
     /// Pin releases of folios the ledger never saw pinned, in the window.
     pub unknown_releases: u64,
+    /// FOLL_GET pages taken by `get_futex_key` (shared futex keys: a thread
+    /// exiting wakes its joiner through one), not by I/O.
+    pub futex_pages: u64,
 }
 
 impl Observed {
@@ -197,9 +200,14 @@ impl Observed {
         self.outstanding.get(&k).copied().unwrap_or(0)
     }
 
+    /// FOLL_GET pages taken for I/O (without the futex keys).
+    pub fn get_io_pages(&self) -> u64 {
+        self.pages(Kind::Get).saturating_sub(self.futex_pages)
+    }
+
     /// How the Direct I/O pages were taken: FOLL_PIN, FOLL_GET, both, none.
     pub fn dio_kind(&self) -> &'static str {
-        match (self.pages(Kind::Pin) > 0, self.pages(Kind::Get) > 0) {
+        match (self.pages(Kind::Pin) > 0, self.get_io_pages() > 0) {
             (true, false) => "FOLL_PIN",
             (false, true) => "FOLL_GET",
             (true, true) => "FOLL_PIN+FOLL_GET",
@@ -224,7 +232,7 @@ fn check(name: &'static str, ok: bool, detail: String) -> Check {
 pub fn judge(exp: &Expected, obs: &Observed) -> Vec<Check> {
     let mut v = Vec::new();
     let pin = obs.pages(Kind::Pin);
-    let get = obs.pages(Kind::Get);
+    let get = obs.get_io_pages();
     let lt = obs.pages(Kind::LongtermPin);
     let dio = pin + get;
     let jobs = exp.dio_pages - exp.setup_pages;
@@ -238,10 +246,18 @@ pub fn judge(exp: &Expected, obs: &Observed) -> Vec<Check> {
         "pages",
         pages_ok,
         format!(
-            "Direct I/O took {dio} pages as {} (expected {how} {}: {jobs} by the I/O, {} by the set-up)",
+            "Direct I/O took {dio} pages as {} (expected {how} {}: {jobs} by the I/O, {} by the set-up){}",
             obs.dio_kind(),
             exp.dio_pages,
-            exp.setup_pages
+            exp.setup_pages,
+            if obs.futex_pages > 0 {
+                format!(
+                    "; {} FOLL_GET page(s) of futex keys (get_futex_key) not counted",
+                    obs.futex_pages
+                )
+            } else {
+                String::new()
+            }
         ),
     ));
     v.push(check(
@@ -411,6 +427,24 @@ mod tests {
         let b = v.iter().find(|c| c.name == "balance").unwrap();
         assert!(b.detail.contains("cannot be traced"), "{b:?}");
         assert!(v[0].detail.contains("as FOLL_GET"));
+        // Futex keys of thread exits are GUP too, but not I/O.
+        let mut o = seen(Kind::Pin, 257, 257);
+        o.acquired.insert(
+            Kind::Get,
+            Counts {
+                calls: 2,
+                pages: 2,
+                failed_calls: 0,
+            },
+        );
+        o.futex_pages = 2;
+        let v = judge(&e, &o);
+        assert!(v.iter().all(|c| c.ok), "{v:?}");
+        assert_eq!(o.dio_kind(), "FOLL_PIN");
+        assert!(
+            v[0].detail.contains("2 FOLL_GET page(s) of futex keys"),
+            "{v:?}"
+        );
     }
 
     #[test]

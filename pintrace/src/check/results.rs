@@ -59,7 +59,18 @@ pub struct ScenarioResult {
     pub observed: Option<Observed>,
     pub checks: Vec<Check>,
     pub findings: Vec<FindingOut>,
+    /// For a failed scenario: the references its process still holds, by
+    /// kind and acquiring stack (FOLL_GET ones always: their release is
+    /// invisible), to tell where unexpected pages came from.
+    pub held: Vec<Held>,
     pub duration_s: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Held {
+    pub kind: crate::ledger::Kind,
+    pub refs: u64,
+    pub stack: Vec<String>,
 }
 
 impl ScenarioResult {
@@ -76,6 +87,7 @@ impl ScenarioResult {
             observed: None,
             checks: Vec::new(),
             findings: Vec::new(),
+            held: Vec::new(),
             duration_s: 0.0,
         }
     }

@@ -99,14 +99,15 @@ pub struct Mount {
 }
 
 impl Mount {
-    pub fn new(source: &Path, target: &Path, fstype: &str) -> Result<Mount> {
+    pub fn new(source: &Path, target: &Path, fstype: &str, data: &str) -> Result<Mount> {
         fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
         let (s, t, f) = (cstr(source)?, cstr(target)?, CString::new(fstype)?);
-        // SAFETY: all three are valid C strings; no data argument.
-        let rc = unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), 0, std::ptr::null()) };
+        let d = CString::new(data)?;
+        // SAFETY: all four are valid C strings.
+        let rc = unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), 0, d.as_ptr().cast()) };
         if rc != 0 {
             bail!(
-                "mount -t {fstype} {} {}: {}",
+                "mount -t {fstype} -o '{data}' {} {}: {}",
                 source.display(),
                 target.display(),
                 std::io::Error::last_os_error()
@@ -176,11 +177,23 @@ fn loop_bytes(kind: TargetKind) -> u64 {
     }
 }
 
-fn mkfs(kind: TargetKind) -> (&'static str, &'static str, &'static [&'static str]) {
+/// File system, mkfs tool and its arguments, mount options.
+///
+/// btrfs is mounted with `nodatasum`: with data checksums, btrfs serves
+/// O_DIRECT writes through the page cache (a buffer changed while in flight
+/// would fail its checksum), so no user page would be pinned for them.
+fn mkfs(
+    kind: TargetKind,
+) -> (
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    &'static str,
+) {
     match kind {
-        TargetKind::Ext4 => ("ext4", "mkfs.ext4", &["-q", "-F"]),
-        TargetKind::Xfs => ("xfs", "mkfs.xfs", &["-q", "-f"]),
-        _ => ("btrfs", "mkfs.btrfs", &["-q", "-f"]),
+        TargetKind::Ext4 => ("ext4", "mkfs.ext4", &["-q", "-F"], ""),
+        TargetKind::Xfs => ("xfs", "mkfs.xfs", &["-q", "-f"], ""),
+        _ => ("btrfs", "mkfs.btrfs", &["-q", "-f"], "nodatasum"),
     }
 }
 
@@ -204,7 +217,7 @@ pub fn prepare(kind: TargetKind, work: &Path) -> Result<Prepared> {
             })))
         }
         TargetKind::Ext4 | TargetKind::Xfs | TargetKind::Btrfs => {
-            let (fs, tool, args) = mkfs(kind);
+            let (fs, tool, args, data) = mkfs(kind);
             if !kernel_has_fs(fs) {
                 return Ok(Prepared::Skip(format!(
                     "the kernel has no {fs} (not in /proc/filesystems: CONFIG_{}_FS, or load the {fs} module)",
@@ -233,7 +246,7 @@ pub fn prepare(kind: TargetKind, work: &Path) -> Result<Prepared> {
                 );
             }
             let mnt = work.join(fs);
-            let mount = Mount::new(&dev.path, &mnt, fs)?;
+            let mount = Mount::new(&dev.path, &mnt, fs, data)?;
             Ok(Prepared::Ready(Box::new(Ready {
                 describe: format!(
                     "{fs} on {} ({} MiB)",

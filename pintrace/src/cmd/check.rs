@@ -6,7 +6,7 @@ use super::exit;
 use crate::{
     check::{
         judge::{self, EngineOut, Observed},
-        results::{CheckReport, FindingOut, ScenarioResult, Status},
+        results::{CheckReport, FindingOut, Held, ScenarioResult, Status},
         select,
         targets::{self, Prepared, Ready},
         Drive, Scenario, TargetKind,
@@ -447,6 +447,18 @@ async fn run_scenario(
     };
     let ledger = &t.pipeline.ledger;
     let process = ledger.tally.process(pid);
+    let futex_pages = ledger
+        .held_by_stack(pid)
+        .into_iter()
+        .filter(|((kind, stack_id), _)| {
+            *kind == Kind::Get
+                && t.session
+                    .stack(*stack_id)
+                    .iter()
+                    .any(|f| f.starts_with("get_futex_key"))
+        })
+        .map(|(_, refs)| refs)
+        .sum();
     let observed = Observed {
         tgid: pid,
         acquired: process.map(|p| p.by_kind.clone()).unwrap_or_default(),
@@ -457,6 +469,7 @@ async fn run_scenario(
         decode_errors,
         vmstat: vm0.zip(vm1).map(|(a, b)| a.delta_to(&b)),
         unknown_releases: ledger.unknown_releases - unknown0,
+        futex_pages,
     };
     let expected = judge::expected(&engine, s.drive);
     result.checks = judge::judge(&expected, &observed);
@@ -466,6 +479,17 @@ async fn run_scenario(
     } else {
         Status::Fail
     };
+    if result.status == Status::Fail {
+        result.held = ledger
+            .held_by_stack(pid)
+            .into_iter()
+            .map(|((kind, stack_id), refs)| Held {
+                kind,
+                refs,
+                stack: t.session.stack(stack_id),
+            })
+            .collect();
+    }
     result.expected = Some(expected);
     result.observed = Some(observed);
     Ok(result)

@@ -364,6 +364,21 @@ impl Ledger {
         out
     }
 
+    /// References `tgid` holds, by kind and acquiring stack (FOLL_GET ones
+    /// stay here: their release is invisible).
+    pub fn held_by_stack(&self, tgid: u32) -> BTreeMap<(Kind, i32), u64> {
+        let mut out = BTreeMap::new();
+        for h in self
+            .folios
+            .values()
+            .flat_map(|b| b.holders.iter())
+            .filter(|h| h.tgid == tgid)
+        {
+            *out.entry((h.kind, h.stack_id)).or_default() += h.refs;
+        }
+        out
+    }
+
     /// Reports every pin `tgid` still holds as a leak now (its owner has
     /// exited and had its grace time): `check` calls this when a scenario's
     /// workload is over, instead of waiting for [`Ledger::tick`]. Long-term

@@ -36,7 +36,7 @@ pub fn line(r: &ScenarioResult) -> String {
         r.name,
         r.status.label(),
         r.dio_kind.unwrap_or("-"),
-        pages(Kind::Pin) + pages(Kind::Get),
+        pages(Kind::Pin) + o.get_io_pages(),
         pages(Kind::LongtermPin),
         released,
         vm,
@@ -64,6 +64,17 @@ pub fn failure_text(r: &ScenarioResult) -> String {
     }
     for f in &r.findings {
         s += &finding_text(f);
+    }
+    for h in &r.held {
+        let _ = writeln!(
+            s,
+            "held at the end: {} {} ref(s) taken at",
+            h.kind.label(),
+            h.refs
+        );
+        for frame in &h.stack {
+            let _ = writeln!(s, "    {frame}");
+        }
     }
     s
 }
