@@ -249,9 +249,14 @@ pub fn prepare(kind: TargetKind, work: &Path) -> Result<Prepared> {
             let mount = Mount::new(&dev.path, &mnt, fs, data)?;
             Ok(Prepared::Ready(Box::new(Ready {
                 describe: format!(
-                    "{fs} on {} ({} MiB)",
+                    "{fs} on {} ({} MiB{})",
                     dev.path.display(),
-                    loop_bytes(kind) >> 20
+                    loop_bytes(kind) >> 20,
+                    if data.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", -o {data}")
+                    }
                 ),
                 path: mnt,
                 is_block: false,

@@ -447,18 +447,20 @@ async fn run_scenario(
     };
     let ledger = &t.pipeline.ledger;
     let process = ledger.tally.process(pid);
-    let futex_pages = ledger
+    // FOLL_GET references stay held in the ledger (put_page is invisible):
+    // those of futex keys are told apart by their stack.
+    let held: Vec<Held> = ledger
         .held_by_stack(pid)
         .into_iter()
-        .filter(|((kind, stack_id), _)| {
-            *kind == Kind::Get
-                && t.session
-                    .stack(*stack_id)
-                    .iter()
-                    .any(|f| f.starts_with("get_futex_key"))
+        .map(|((kind, stack_id), refs)| Held {
+            kind,
+            refs,
+            stack: t.session.stack(stack_id),
         })
-        .map(|(_, refs)| refs)
-        .sum();
+        .collect();
+    let is_futex =
+        |h: &Held| h.kind == Kind::Get && h.stack.iter().any(|f| f.starts_with("get_futex_key"));
+    let futex_pages = held.iter().filter(|h| is_futex(h)).map(|h| h.refs).sum();
     let observed = Observed {
         tgid: pid,
         acquired: process.map(|p| p.by_kind.clone()).unwrap_or_default(),
@@ -480,15 +482,7 @@ async fn run_scenario(
         Status::Fail
     };
     if result.status == Status::Fail {
-        result.held = ledger
-            .held_by_stack(pid)
-            .into_iter()
-            .map(|((kind, stack_id), refs)| Held {
-                kind,
-                refs,
-                stack: t.session.stack(stack_id),
-            })
-            .collect();
+        result.held = held.into_iter().filter(|h| !is_futex(h)).collect();
     }
     result.expected = Some(expected);
     result.observed = Some(observed);
