@@ -46,7 +46,13 @@ pub struct LoopDev {
 
 impl LoopDev {
     pub fn new(backing: &Path, bytes: u64) -> Result<LoopDev> {
-        let file = File::create(backing)
+        // Read and write: the loop driver does both through this descriptor.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(backing)
             .with_context(|| format!("creating the loop backing file {}", backing.display()))?;
         file.set_len(bytes)
             .with_context(|| format!("sizing {}", backing.display()))?;
