@@ -122,3 +122,132 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     }
     res.with_context(|| format!("--junit {}: writing the report", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        check::{
+            judge::Check,
+            results::{FindingOut, ScenarioResult},
+            Dir, Drive, Scenario, TargetKind,
+        },
+        engine::BufferKind,
+        events::Comm,
+        ledger::{Finding, FindingKind},
+    };
+
+    fn scenario(target: TargetKind) -> Scenario {
+        Scenario {
+            target,
+            drive: Drive::Aio,
+            buffer: BufferKind::Anon,
+            dir: Dir::Write,
+        }
+    }
+
+    fn report() -> CheckReport {
+        let mut r = CheckReport::new("6.12.0-test".into(), "plan".into(), true);
+        let mut pass =
+            ScenarioResult::not_run(scenario(TargetKind::Block), Status::Pass, "".into());
+        pass.reason = None;
+        r.push(pass);
+        r.push(ScenarioResult::not_run(
+            scenario(TargetKind::Xfs),
+            Status::Skip,
+            "the kernel has no xfs".into(),
+        ));
+        let mut fail = ScenarioResult::not_run(scenario(TargetKind::Ext4), Status::Fail, "".into());
+        fail.reason = None;
+        fail.checks = vec![Check {
+            name: "balance",
+            ok: false,
+            detail: "FOLL_PIN: 257 taken, 256 released, 1 held".into(),
+        }];
+        fail.findings = vec![FindingOut {
+            finding: Finding {
+                kind: FindingKind::LeakOwnerExited,
+                folio: 0xffffea0000042000,
+                refs: 1,
+                tgid: 321,
+                comm: Comm(*b"pintrace\0\0\0\0\0\0\0\0"),
+                stack_id: 7,
+                holder: None,
+                at_ns: 0,
+                detail: "FOLL_PIN 1 ref(s) held after its owner exited".into(),
+            },
+            certain: true,
+            stack: vec![
+                "pin_user_pages_fast+0x9".into(),
+                "iov_iter_extract_pages+0x1".into(),
+            ],
+        }];
+        r.push(fail);
+        r
+    }
+
+    #[test]
+    fn one_case_per_scenario_with_skips_and_failures_explained() {
+        let r = report();
+        assert_eq!(r.exit_code(), 1);
+        let xml = render(&r).unwrap();
+        assert_eq!(xml.matches("<testcase ").count(), 3, "{xml}");
+        assert!(
+            xml.contains("tests=\"3\"") && xml.contains("failures=\"1\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<skipped message=\"the kernel has no xfs\""),
+            "{xml}"
+        );
+        assert!(xml.contains("name=\"ext4/aio/anon/write\""), "{xml}");
+        assert!(
+            xml.contains("message=\"balance: FOLL_PIN: 257 taken, 256 released, 1 held\""),
+            "{xml}"
+        );
+        assert!(xml.contains("type=\"finding\""), "{xml}");
+        // The failure text names the finding and carries its stack.
+        assert!(
+            xml.contains("LEAK (owner exited): folio 0xffffea0000042000"),
+            "{xml}"
+        );
+        assert!(xml.contains("iov_iter_extract_pages+0x1"), "{xml}");
+    }
+
+    #[test]
+    fn written_atomically() {
+        let dir = std::env::temp_dir().join(format!("pintrace-junit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("check.xml");
+        std::fs::write(&path, "old").unwrap();
+        write_atomic(&path, "<testsuites/>").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "<testsuites/>");
+        // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        let err = write_atomic(&dir.join("missing/x.xml"), "x").unwrap_err();
+        assert!(format!("{err:#}").contains("--junit"), "{err:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn exit_codes() {
+        let mut r = CheckReport::new("k".into(), "p".into(), false);
+        assert_eq!(r.exit_code(), 2, "nothing ran");
+        let mut pass =
+            ScenarioResult::not_run(scenario(TargetKind::Block), Status::Pass, "".into());
+        pass.reason = None;
+        r.push(pass);
+        r.push(ScenarioResult::not_run(
+            scenario(TargetKind::Nfs),
+            Status::Skip,
+            "no nfsd".into(),
+        ));
+        assert_eq!(r.exit_code(), 0);
+        r.push(ScenarioResult::not_run(
+            scenario(TargetKind::Xfs),
+            Status::Error,
+            "mkfs failed".into(),
+        ));
+        assert_eq!(r.exit_code(), 2);
+    }
+}
