@@ -282,7 +282,10 @@ async fn run_async(args: &CheckArgs, selected: Vec<Scenario>, verbose: bool) -> 
         };
         let Some(ready) = ready else { continue };
         for s in group {
-            let r = run_scenario(&mut tracer, s, &ready, &scratch).await?;
+            let r = match not_applicable(&s) {
+                Some(why) => ScenarioResult::not_run(s, Status::Skip, why.into()),
+                None => run_scenario(&mut tracer, s, &ready, &scratch).await?,
+            };
             emit(&mut report, args, r);
         }
         drop(ready);
@@ -315,6 +318,14 @@ fn emit(report: &mut CheckReport, args: &CheckArgs, r: ScenarioResult) {
         print!("{}", table::line(&r));
     }
     report.push(r);
+}
+
+/// Scenarios whose I/O never reaches a Direct I/O path on that target.
+fn not_applicable(s: &Scenario) -> Option<&'static str> {
+    (s.target == TargetKind::Btrfs && s.drive == Drive::PvsyncUnaligned).then_some(
+        "btrfs serves O_DIRECT through the page cache when the iovecs are not aligned to its \
+         sector size: no user page is pinned",
+    )
 }
 
 /// Why an engine refusal is a skip (the kernel or system does not offer
