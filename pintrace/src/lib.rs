@@ -8,6 +8,7 @@
 //! workload generator that drives the paths being audited.
 
 pub mod caps;
+pub mod check;
 pub mod cmd;
 pub mod engine;
 pub mod events;

@@ -31,6 +31,9 @@ enum Command {
     /// A live dashboard: pin and unpin rates, outstanding pins, holders,
     /// findings and pin lifetimes (`--replay FILE` to watch a recording).
     Top(cmd::top::TopArgs),
+    /// Pass/fail gate for a kernel: drive Direct I/O across targets, modes and
+    /// buffers, and fail on any pin leaked or released the wrong way.
+    Check(cmd::check::CheckArgs),
     /// Drive O_DIRECT I/O on a file or block device (fio-like).
     Engine(pintrace::engine::EngineArgs),
     /// Drive the pin-bug zoo test module (/dev/pinzoo).
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Doctor { json } => cmd::doctor::run(*json),
         Command::Run(args) => cmd::run::run(args, cli.verbose > 0),
         Command::Top(args) => cmd::top::run(args, cli.verbose > 0),
+        Command::Check(args) => cmd::check::run(args, cli.verbose > 0),
         Command::Engine(args) => pintrace::engine::run_cli(args),
         Command::Zoo(args) => cmd::zoo::run(args),
     };

@@ -419,6 +419,22 @@ fn entry_offset(e: &Entry) -> u64 {
     }
 }
 
+/// One live record: written to the recording (the first error kept) and fed.
+fn record_and_feed(
+    recorder: &mut Option<Recorder>,
+    failed: &mut Option<RecordError>,
+    pipeline: &mut Pipeline,
+    found: &mut Vec<Finding>,
+    record: &[u8],
+) {
+    if let Some(rec) = recorder.as_mut() {
+        if let Err(e) = rec.record(monotonic_ns(), record) {
+            failed.get_or_insert(e);
+        }
+    }
+    pipeline.feed(record, found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,20 +511,4 @@ mod tests {
         assert!("0".parse::<Speed>().unwrap_err().contains("`0`"));
         assert!("fast".parse::<Speed>().is_err());
     }
-}
-
-/// One live record: written to the recording (the first error kept) and fed.
-fn record_and_feed(
-    recorder: &mut Option<Recorder>,
-    failed: &mut Option<RecordError>,
-    pipeline: &mut Pipeline,
-    found: &mut Vec<Finding>,
-    record: &[u8],
-) {
-    if let Some(rec) = recorder.as_mut() {
-        if let Err(e) = rec.record(monotonic_ns(), record) {
-            failed.get_or_insert(e);
-        }
-    }
-    pipeline.feed(record, found)
 }

@@ -1,5 +1,6 @@
 //! pintrace's developer and CI tooling, run as `cargo xtask <command>`.
 
+mod check_kernel;
 mod console;
 mod cpio;
 mod debian;
@@ -35,6 +36,9 @@ enum Cmd {
     Vm(vm::VmArgs),
     /// Run every test: setup, host tests, guest suite on 6.1 and 6.12.
     Test(test::TestArgs),
+    /// CI gate for a kernel: check its config, boot it, run `pintrace check`
+    /// inside, copy the reports out; exit 0 pass, 1 findings, 2 could not run.
+    CheckKernel(check_kernel::CheckKernelArgs),
     /// Show (and fetch) the Debian kernels the VM commands boot.
     Kernels(KernelsArgs),
 }
@@ -80,11 +84,24 @@ fn run(cli: Cli) -> Result<bool> {
         Cmd::Vm(args) => vm::vm(&ws, args),
         Cmd::Test(args) => test::test(&ws, args),
         Cmd::Kernels(args) => kernels(&ws, args),
+        Cmd::CheckKernel(_) => unreachable!("handled in main"),
     }
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Cmd::CheckKernel(args) = &cli.command {
+        // check's own exit code: 0 pass, 1 findings, 2 could not run.
+        return match util::Workspace::locate().and_then(|ws| check_kernel::check_kernel(&ws, args))
+        {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    match run(cli) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {

@@ -1,6 +1,7 @@
 //! The commands: each wires the stages together for one job and returns the
 //! process exit code (0 ok, 1 findings, 2 could not run).
 
+pub mod check;
 pub mod doctor;
 pub mod run;
 pub mod top;

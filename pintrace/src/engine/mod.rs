@@ -47,6 +47,7 @@ pub mod verify;
 
 pub use args::EngineArgs;
 pub use buffer::Arena;
+pub use buffer::SegLayout;
 pub use config::{BufferKind, ConfigError, EngineConfig, Mode, RwKind};
 pub use job::{IoFailure, VerifyFailure};
 pub use offsets::OffsetGen;

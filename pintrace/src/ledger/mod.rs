@@ -32,7 +32,7 @@ use crate::{
     flags::FollFlags,
 };
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// How long the ledger remembers a fully released folio.
 pub const RELEASED_MEMORY_NS: u64 = 60_000_000_000;
@@ -309,7 +309,14 @@ impl Ledger {
             // error paths): balance a GET holder if there is one.
             if let Some(books) = books {
                 let noted = self.lifetimes.as_mut();
-                take(&mut books.holders, refs, |k| k == Kind::Get, r.ts_ns, noted);
+                take(
+                    &mut books.holders,
+                    refs,
+                    |k| k == Kind::Get,
+                    r.ts_ns,
+                    noted,
+                    Some(&mut self.tally),
+                );
             }
             return;
         }
@@ -341,7 +348,14 @@ impl Ledger {
             return;
         };
         let noted = self.lifetimes.as_mut();
-        let missing = take(&mut books.holders, refs, |k| k != Kind::Get, r.ts_ns, noted);
+        let missing = take(
+            &mut books.holders,
+            refs,
+            |k| k != Kind::Get,
+            r.ts_ns,
+            noted,
+            Some(&mut self.tally),
+        );
         books.released_pins += refs - missing;
         if missing == 0 {
             if books.holders.is_empty() {
@@ -502,6 +516,7 @@ impl Ledger {
             |k| k != Kind::Get,
             read_ns,
             None,
+            None,
         );
         if books.holders.is_empty() {
             self.folios.remove(&folio);
@@ -535,6 +550,54 @@ impl Ledger {
             .sum()
     }
 
+    /// References `tgid` took that the ledger sees outstanding, by kind.
+    pub fn outstanding_of(&self, tgid: u32) -> BTreeMap<Kind, u64> {
+        let mut out = BTreeMap::new();
+        for h in self
+            .folios
+            .values()
+            .flat_map(|b| b.holders.iter())
+            .filter(|h| h.tgid == tgid)
+        {
+            *out.entry(h.kind).or_default() += h.refs;
+        }
+        out
+    }
+
+    /// References `tgid` holds, by kind and acquiring stack (FOLL_GET ones
+    /// stay here: their release is invisible).
+    pub fn held_by_stack(&self, tgid: u32) -> BTreeMap<(Kind, i32), u64> {
+        let mut out = BTreeMap::new();
+        for h in self
+            .folios
+            .values()
+            .flat_map(|b| b.holders.iter())
+            .filter(|h| h.tgid == tgid)
+        {
+            *out.entry((h.kind, h.stack_id)).or_default() += h.refs;
+        }
+        out
+    }
+
+    /// Reports every pin `tgid` still holds as a leak now (its owner has
+    /// exited and had its grace time): `check` calls this when a scenario's
+    /// workload is over, instead of waiting for [`Ledger::tick`]. Long-term
+    /// pins are leaks too: the owner is gone. Each is reported once.
+    pub fn report_leaks_of(&mut self, tgid: u32, now_ns: u64, findings: &mut Vec<Finding>) {
+        let mut folios: Vec<_> = self.folios.iter_mut().collect();
+        folios.sort_by_key(|(f, _)| **f);
+        for (&folio, books) in folios {
+            for h in books
+                .holders
+                .iter_mut()
+                .filter(|h| h.tgid == tgid && h.kind != Kind::Get && !h.reported)
+            {
+                h.reported = true;
+                findings.push(leak(FindingKind::LeakOwnerExited, folio, h, now_ns));
+            }
+        }
+    }
+
     /// Folios with books open (memory is proportional to this).
     pub fn tracked_folios(&self) -> usize {
         self.folios.len() + self.released.len()
@@ -548,20 +611,24 @@ fn prune_stale_gets(holders: &mut Vec<Holder>, exited: &HashMap<u32, u64>) {
 }
 
 /// Takes `refs` references from the holders matching `which`, oldest first
-/// (noting each as a [`Lifetime`] when asked); returns how many could not be
-/// taken.
+/// (noting each as a [`Lifetime`] when asked, crediting the release to its
+/// taker in the tally when given); returns how many could not be taken.
 fn take(
     holders: &mut Vec<Holder>,
     mut refs: u64,
     which: impl Fn(Kind) -> bool,
     now_ns: u64,
     mut noted: Option<&mut Vec<Lifetime>>,
+    mut tally: Option<&mut Tally>,
 ) -> u64 {
     holders.sort_by_key(|h| h.acquired_ns);
     for h in holders.iter_mut().filter(|h| which(h.kind)) {
         let n = refs.min(h.refs);
         h.refs -= n;
         refs -= n;
+        if let Some(t) = tally.as_mut().filter(|_| n > 0) {
+            t.credit_release(h.tgid, h.kind, n);
+        }
         if let Some(v) = noted.as_mut().filter(|_| n > 0) {
             v.push(Lifetime {
                 kind: h.kind,

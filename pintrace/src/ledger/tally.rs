@@ -74,6 +74,11 @@ pub struct ProcessTally {
     /// The same calls by the kernel function they entered (e.g. exec(2)
     /// copies its arguments through `get_user_pages_remote`).
     pub by_site: BTreeMap<&'static str, Counts>,
+    /// References this process took that were released (by anyone: bio
+    /// completion runs in whatever context the interrupt found), by the kind
+    /// they were taken as. FOLL_GET references released with `put_page` are
+    /// invisible and never counted here.
+    pub released: BTreeMap<Kind, u64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -130,6 +135,7 @@ impl Tally {
                         comm: a.comm,
                         by_kind: BTreeMap::new(),
                         by_site: BTreeMap::new(),
+                        released: BTreeMap::new(),
                     });
                 p.by_kind.entry(kind).or_default().add(a);
                 p.by_site.entry(a.site.symbol()).or_default().add(a);
@@ -151,6 +157,14 @@ impl Tally {
                     self.completions.errors += 1;
                 }
             }
+        }
+    }
+
+    /// Credits `refs` released references to the process that took them
+    /// (the ledger calls this when a release balances a holder).
+    pub fn credit_release(&mut self, tgid: u32, kind: Kind, refs: u64) {
+        if let Some(p) = self.processes.get_mut(&tgid) {
+            *p.released.entry(kind).or_default() += refs;
         }
     }
 

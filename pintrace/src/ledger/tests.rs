@@ -432,3 +432,27 @@ fn holders_lists_what_is_outstanding() {
     held.sort();
     assert_eq!(held, vec![(10, Kind::Pin, 1), (11, Kind::Get, 1)]);
 }
+
+#[test]
+fn releases_are_credited_to_the_taker_and_leaks_reported_per_process() {
+    let mut s = Stream::new(LedgerConfig::default());
+    s.pin(10, &[folio(1), folio(2), folio(3)]);
+    s.pin(11, &[folio(4)]);
+    // Released in interrupt context (tgid 77): credited to 10, not 77.
+    s.unpin(folio(1), 1, 1025, false);
+    s.unpin(folio(2), 1, 1025, false);
+    let p = s.ledger.tally.process(10).unwrap();
+    assert_eq!(p.released.get(&Kind::Pin), Some(&2));
+    assert!(s.ledger.tally.process(77).is_none());
+    assert_eq!(s.ledger.outstanding_of(10).get(&Kind::Pin), Some(&1));
+    assert_eq!(s.ledger.outstanding_of(11).get(&Kind::Pin), Some(&1));
+    assert!(s.ledger.outstanding_of(12).is_empty());
+    s.ledger.report_leaks_of(10, s.ts, &mut s.findings);
+    assert_eq!(s.kinds(), vec![FindingKind::LeakOwnerExited]);
+    assert_eq!((s.findings[0].folio, s.findings[0].tgid), (folio(3), 10));
+    // Reported once: the end of the run does not repeat it.
+    s.findings.clear();
+    s.ledger.finish(s.ts, &mut s.findings);
+    assert_eq!(s.kinds(), vec![FindingKind::LeakAtEnd]);
+    assert_eq!(s.findings[0].tgid, 11);
+}

@@ -1,0 +1,562 @@
+//! Judging one scenario: what the engine says it did (its JSON report)
+//! against what the ledger saw its process take and release. Pure.
+//!
+//! What is compared, and how exactly:
+//! - **pages**: the Direct I/O pages the workload's process took (FOLL_PIN
+//!   plus FOLL_GET) equal, exactly, the pages its I/O spans: every I/O of the
+//!   jobs, plus the engine's set-up I/O (laying out a new file, one O_DIRECT
+//!   probe read), each counted as the pages its buffer segments cover.
+//! - **long-term**: io_uring registered buffers are FOLL_PIN|FOLL_LONGTERM,
+//!   exactly the registered pages; nothing else is.
+//! - **balance**: every FOLL_PIN and long-term pin the process took was
+//!   released by the time it was over (long-term ones by the unregister),
+//!   and the ledger holds none. FOLL_GET references are released with
+//!   `put_page`, which is inline and cannot be traced: for FOLL_GET only
+//!   what was taken is compared.
+//! - **findings**: no leak, no mismatched release involving the process.
+//! - **lossless**: no event lost or undecodable during the scenario.
+//! - **vmstat**: the kernel's own counters moved at least by the pins traced
+//!   for the process (they are system-wide: anything else pinning in the
+//!   same window adds to them, so only the scenario's share is compared).
+
+use super::Drive;
+use crate::{
+    engine::SegLayout,
+    ledger::{Counts, Kind},
+    vmstat::PinCounters,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+const PAGE: u64 = 4096;
+
+/// The parts of the engine's `--json` report the judge reads.
+#[derive(Clone, Debug, Deserialize)]
+pub struct EngineOut {
+    pub settings: EngineSettings,
+    pub target: EngineTarget,
+    pub total: EngineTotal,
+    #[serde(default)]
+    pub io_errors: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub jobs: Vec<EngineJob>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct EngineSettings {
+    pub bs: u64,
+    pub iodepth: u32,
+    pub numjobs: u32,
+    pub fixed_buffers: bool,
+    pub iovecs: Option<u32>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct EngineTarget {
+    pub logical_block_size: u32,
+    pub dio_mem_align: u32,
+    pub setup_io: EngineSetup,
+    pub fs_type: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+pub struct EngineSetup {
+    pub writes: u64,
+    pub write_bytes: u64,
+    pub reads: u64,
+    pub read_bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+pub struct EngineDir {
+    pub ios: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct EngineTotal {
+    pub read: EngineDir,
+    pub write: EngineDir,
+    pub verify_reads: EngineDir,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct EngineJob {
+    pub buffer: EngineBuffer,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct EngineBuffer {
+    pub huge_bytes: Option<u64>,
+}
+
+/// What the scenario's process should have taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Expected {
+    /// Direct I/O pages in all (jobs and set-up).
+    pub dio_pages: u64,
+    /// Of which the engine's set-up I/O (layout and probe read).
+    pub setup_pages: u64,
+    /// Long-term pins of registered buffers.
+    pub longterm_pages: u64,
+    /// Whether the count is exact (false when an I/O came back short).
+    pub exact: bool,
+}
+
+/// Pages a buffer segment at `off` (from a page boundary) of `len` bytes spans.
+fn spanned(off: u64, len: u64) -> u64 {
+    if len == 0 {
+        return 0;
+    }
+    (off + len).div_ceil(PAGE) - off / PAGE
+}
+
+/// Pages one I/O of the jobs references through GUP.
+pub fn pages_per_io(out: &EngineOut, drive: Drive) -> u64 {
+    let s = &out.settings;
+    match drive {
+        Drive::PvsyncUnaligned => {
+            let t = &out.target;
+            let unit = (t.dio_mem_align as usize).max(64);
+            let layout = SegLayout::scattered(
+                s.bs as usize,
+                s.iovecs.unwrap_or(4),
+                unit,
+                t.dio_mem_align as usize,
+            );
+            layout
+                .segs
+                .iter()
+                .map(|&(off, len)| spanned(off as u64, len as u64))
+                .sum()
+        }
+        _ => spanned(0, s.bs),
+    }
+}
+
+/// What the engine's report says the process took.
+pub fn expected(out: &EngineOut, drive: Drive) -> Expected {
+    let s = &out.settings;
+    let t = &out.total;
+    let ios = t.read.ios + t.write.ios + t.verify_reads.ios;
+    let bytes = t.read.bytes + t.write.bytes + t.verify_reads.bytes;
+    let setup = &out.target.setup_io;
+    // Layout writes come from a page-aligned buffer; the probe read is one
+    // logical block from another.
+    let layout_pages = setup.write_bytes.div_ceil(PAGE);
+    let probe_pages = if setup.reads > 0 {
+        setup.reads * spanned(0, setup.read_bytes / setup.reads)
+    } else {
+        0
+    };
+    let setup_pages = layout_pages + probe_pages;
+    let (job_pages, longterm_pages) = if s.fixed_buffers {
+        // Registered buffers are pinned once, long-term; the I/O on them
+        // goes through a bvec and takes no user page.
+        (
+            0,
+            u64::from(s.numjobs) * u64::from(s.iodepth) * spanned(0, s.bs),
+        )
+    } else {
+        (ios * pages_per_io(out, drive), 0)
+    };
+    Expected {
+        dio_pages: job_pages + setup_pages,
+        setup_pages,
+        longterm_pages,
+        exact: bytes == ios * s.bs && setup.write_bytes.is_multiple_of(PAGE),
+    }
+}
+
+/// What the ledger saw of the scenario's process, and around it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Observed {
+    pub tgid: u32,
+    pub acquired: BTreeMap<Kind, Counts>,
+    pub released: BTreeMap<Kind, u64>,
+    pub outstanding: BTreeMap<Kind, u64>,
+    /// Failing findings that involve the process or happened in its window.
+    pub findings: u64,
+    /// Events lost and records undecodable during the scenario.
+    pub lost: u64,
+    pub decode_errors: u64,
+    /// The vmstat counters' change over the scenario.
+    pub vmstat: Option<PinCounters>,
+    /// Pin releases of folios the ledger never saw pinned, in the window.
+    pub unknown_releases: u64,
+    /// FOLL_GET pages taken by `get_futex_key` (shared futex keys: a thread
+    /// exiting wakes its joiner through one), not by I/O.
+    pub futex_pages: u64,
+}
+
+impl Observed {
+    fn pages(&self, k: Kind) -> u64 {
+        self.acquired.get(&k).map(|c| c.pages).unwrap_or(0)
+    }
+    fn released(&self, k: Kind) -> u64 {
+        self.released.get(&k).copied().unwrap_or(0)
+    }
+    fn outstanding(&self, k: Kind) -> u64 {
+        self.outstanding.get(&k).copied().unwrap_or(0)
+    }
+
+    /// FOLL_GET pages taken for I/O (without the futex keys).
+    pub fn get_io_pages(&self) -> u64 {
+        self.pages(Kind::Get).saturating_sub(self.futex_pages)
+    }
+
+    /// How the Direct I/O pages were taken: FOLL_PIN, FOLL_GET, both, none.
+    pub fn dio_kind(&self) -> &'static str {
+        match (self.pages(Kind::Pin) > 0, self.get_io_pages() > 0) {
+            (true, false) => "FOLL_PIN",
+            (false, true) => "FOLL_GET",
+            (true, true) => "FOLL_PIN+FOLL_GET",
+            (false, false) => "none",
+        }
+    }
+}
+
+/// One verdict line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+fn check(name: &'static str, ok: bool, detail: String) -> Check {
+    Check { name, ok, detail }
+}
+
+/// Long-term pins: traced exactly, or, where the kernel registers io_uring
+/// buffers with `pin_user_pages` (which is not hooked: 6.1 does), proven
+/// by the vmstat counters moving by the registered pages beyond the traced
+/// pins, both ways.
+fn longterm(exp: &Expected, obs: &Observed, pin: u64, lt: u64) -> Check {
+    let want = exp.longterm_pages;
+    if lt == want {
+        return check(
+            "longterm",
+            true,
+            format!("{lt} pages pinned FOLL_PIN|FOLL_LONGTERM (expected {want})"),
+        );
+    }
+    if let (0, Some(d)) = (lt, obs.vmstat.filter(|_| want > 0)) {
+        let traced_rel = obs.released(Kind::Pin);
+        let (acq, rel) = (
+            d.acquired.saturating_sub(pin),
+            d.released.saturating_sub(traced_rel),
+        );
+        return check(
+            "longterm",
+            acq >= want && rel >= want,
+            format!(
+                "registration not traced on this kernel (pin_user_pages, not hooked); vmstat                  beyond the traced pins: +{acq} pinned, +{rel} released (expected {want} each);                  {} unpin(s) of folios pinned out of sight",
+                obs.unknown_releases
+            ),
+        );
+    }
+    check(
+        "longterm",
+        false,
+        format!("{lt} pages pinned FOLL_PIN|FOLL_LONGTERM (expected {want})"),
+    )
+}
+
+/// Judges a scenario; every check is returned, passed or not.
+pub fn judge(exp: &Expected, obs: &Observed) -> Vec<Check> {
+    let mut v = Vec::new();
+    let pin = obs.pages(Kind::Pin);
+    let get = obs.get_io_pages();
+    let lt = obs.pages(Kind::LongtermPin);
+    let dio = pin + get;
+    let jobs = exp.dio_pages - exp.setup_pages;
+    let how = if exp.exact { "exactly" } else { "at least" };
+    let pages_ok = if exp.exact {
+        dio == exp.dio_pages
+    } else {
+        dio >= exp.dio_pages
+    };
+    v.push(check(
+        "pages",
+        pages_ok,
+        format!(
+            "Direct I/O took {dio} pages as {} (expected {how} {}: {jobs} by the I/O, {} by the set-up){}",
+            obs.dio_kind(),
+            exp.dio_pages,
+            exp.setup_pages,
+            if obs.futex_pages > 0 {
+                format!(
+                    "; {} FOLL_GET page(s) of futex keys (get_futex_key) not counted",
+                    obs.futex_pages
+                )
+            } else {
+                String::new()
+            }
+        ),
+    ));
+    v.push(longterm(exp, obs, pin, lt));
+    let mut balance = Vec::new();
+    let mut balanced = true;
+    for (k, taken) in [(Kind::Pin, pin), (Kind::LongtermPin, lt)] {
+        if taken == 0 && obs.released(k) == 0 && obs.outstanding(k) == 0 {
+            continue;
+        }
+        let (rel, out) = (obs.released(k), obs.outstanding(k));
+        balanced &= rel == taken && out == 0;
+        balance.push(format!(
+            "{}: {taken} taken, {rel} released, {out} held",
+            k.label()
+        ));
+    }
+    if get > 0 {
+        balance.push(format!(
+            "FOLL_GET: {get} taken; their put_page releases cannot be traced, not compared"
+        ));
+    }
+    if balance.is_empty() {
+        balance.push("nothing taken".into());
+    }
+    v.push(check("balance", balanced, balance.join("; ")));
+    v.push(check(
+        "findings",
+        obs.findings == 0,
+        if obs.findings == 0 {
+            "no leak, no mismatched release".into()
+        } else {
+            format!("{} failing finding(s)", obs.findings)
+        },
+    ));
+    v.push(check(
+        "lossless",
+        obs.lost == 0 && obs.decode_errors == 0,
+        format!(
+            "{} event(s) lost, {} undecodable",
+            obs.lost, obs.decode_errors
+        ),
+    ));
+    match obs.vmstat {
+        Some(d) => {
+            let taken = pin + lt;
+            let released = obs.released(Kind::Pin) + obs.released(Kind::LongtermPin);
+            v.push(check(
+                "vmstat",
+                d.acquired >= taken && d.released >= released,
+                format!(
+                    "nr_foll_pin_acquired +{}, nr_foll_pin_released +{}: cover the {taken} pins \
+                     traced for the process and the {released} released (system-wide counters)",
+                    d.acquired, d.released
+                ),
+            ));
+        }
+        None => v.push(check(
+            "vmstat",
+            true,
+            "no nr_foll_pin_* counters in /proc/vmstat: not compared".into(),
+        )),
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(bs: u64, ios: u64, write: bool, setup: EngineSetup) -> EngineOut {
+        let dir = EngineDir {
+            ios,
+            bytes: ios * bs,
+        };
+        EngineOut {
+            settings: EngineSettings {
+                bs,
+                iodepth: 4,
+                numjobs: 1,
+                fixed_buffers: false,
+                iovecs: Some(4),
+            },
+            target: EngineTarget {
+                logical_block_size: 512,
+                dio_mem_align: 512,
+                setup_io: setup,
+                fs_type: None,
+            },
+            total: EngineTotal {
+                read: if write { EngineDir::default() } else { dir },
+                write: if write { dir } else { EngineDir::default() },
+                verify_reads: EngineDir::default(),
+            },
+            io_errors: vec![],
+            jobs: vec![],
+        }
+    }
+
+    const PROBE: EngineSetup = EngineSetup {
+        writes: 0,
+        write_bytes: 0,
+        reads: 1,
+        read_bytes: 512,
+    };
+
+    fn seen(kind: Kind, pages: u64, released: u64) -> Observed {
+        let mut o = Observed {
+            tgid: 42,
+            vmstat: Some(PinCounters {
+                acquired: pages,
+                released,
+            }),
+            ..Observed::default()
+        };
+        o.acquired.insert(
+            kind,
+            Counts {
+                calls: 1,
+                pages,
+                failed_calls: 0,
+            },
+        );
+        if kind != Kind::Get {
+            o.released.insert(kind, released);
+            o.outstanding.insert(kind, pages - released);
+        }
+        o
+    }
+
+    #[test]
+    fn a_block_read_counts_io_and_the_probe() {
+        let out = engine(65536, 16, false, PROBE);
+        let e = expected(&out, Drive::Psync);
+        assert_eq!(
+            e,
+            Expected {
+                dio_pages: 257,
+                setup_pages: 1,
+                longterm_pages: 0,
+                exact: true
+            }
+        );
+        let ok = judge(&e, &seen(Kind::Pin, 257, 257));
+        assert!(ok.iter().all(|c| c.ok), "{ok:?}");
+        assert!(ok[0].detail.contains("257 pages as FOLL_PIN"), "{ok:?}");
+        // One page short, or one pin held: fails, and says which.
+        let bad = judge(&e, &seen(Kind::Pin, 256, 256));
+        assert!(!bad[0].ok);
+        let bad = judge(&e, &seen(Kind::Pin, 257, 256));
+        let b = bad.iter().find(|c| c.name == "balance").unwrap();
+        assert!(!b.ok && b.detail.contains("1 held"), "{b:?}");
+    }
+
+    #[test]
+    fn foll_get_releases_are_not_compared_and_say_so() {
+        let out = engine(65536, 16, true, PROBE);
+        let e = expected(&out, Drive::Aio);
+        let v = judge(&e, &seen(Kind::Get, 257, 0));
+        assert!(v.iter().all(|c| c.ok), "{v:?}");
+        let b = v.iter().find(|c| c.name == "balance").unwrap();
+        assert!(b.detail.contains("cannot be traced"), "{b:?}");
+        assert!(v[0].detail.contains("as FOLL_GET"));
+        // Futex keys of thread exits are GUP too, but not I/O.
+        let mut o = seen(Kind::Pin, 257, 257);
+        o.acquired.insert(
+            Kind::Get,
+            Counts {
+                calls: 2,
+                pages: 2,
+                failed_calls: 0,
+            },
+        );
+        o.futex_pages = 2;
+        let v = judge(&e, &o);
+        assert!(v.iter().all(|c| c.ok), "{v:?}");
+        assert_eq!(o.dio_kind(), "FOLL_PIN");
+        assert!(
+            v[0].detail.contains("2 FOLL_GET page(s) of futex keys"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn fixed_buffers_are_longterm_and_layout_counts() {
+        let mut out = engine(65536, 16, true, PROBE);
+        out.settings.fixed_buffers = true;
+        out.target.setup_io = EngineSetup {
+            writes: 1,
+            write_bytes: 1 << 20,
+            reads: 1,
+            read_bytes: 4096,
+        };
+        let e = expected(&out, Drive::IoUringFixed);
+        assert_eq!(
+            (e.dio_pages, e.setup_pages, e.longterm_pages),
+            (257, 257, 64)
+        );
+        let mut o = seen(Kind::Pin, 257, 257);
+        o.acquired.insert(
+            Kind::LongtermPin,
+            Counts {
+                calls: 4,
+                pages: 64,
+                failed_calls: 0,
+            },
+        );
+        o.released.insert(Kind::LongtermPin, 64);
+        o.vmstat = Some(PinCounters {
+            acquired: 321,
+            released: 321,
+        });
+        let v = judge(&e, &o);
+        assert!(v.iter().all(|c| c.ok), "{v:?}");
+        // A kernel registering with pin_user_pages (not hooked): vmstat
+        // shows the long-term pins taken and released.
+        let mut hidden = seen(Kind::Get, 257, 0);
+        hidden.vmstat = Some(PinCounters {
+            acquired: 64,
+            released: 64,
+        });
+        hidden.unknown_releases = 64;
+        let v = judge(&e, &hidden);
+        assert!(v.iter().all(|c| c.ok), "{v:?}");
+        assert!(v[1].detail.contains("not traced"), "{v:?}");
+        hidden.vmstat = Some(PinCounters {
+            acquired: 64,
+            released: 63,
+        });
+        assert!(!judge(&e, &hidden)[1].ok);
+        // vmstat below what was traced for the process is inconsistent.
+        o.vmstat = Some(PinCounters {
+            acquired: 300,
+            released: 321,
+        });
+        assert!(
+            !judge(&e, &o)
+                .iter()
+                .find(|c| c.name == "vmstat")
+                .unwrap()
+                .ok
+        );
+    }
+
+    #[test]
+    fn scattered_iovecs_count_the_pages_they_straddle() {
+        let out = engine(65536, 1, false, EngineSetup::default());
+        let n = pages_per_io(&out, Drive::PvsyncUnaligned);
+        // 64 KiB in 4 segments, some starting mid-page: more than 16 pages.
+        assert!(n > 16 && n <= 16 + 8, "{n}");
+        assert_eq!(pages_per_io(&out, Drive::Psync), 16);
+        assert_eq!(spanned(4095, 2), 2);
+        assert_eq!(spanned(512, 4096), 2);
+        assert_eq!(spanned(0, 4096), 1);
+    }
+
+    #[test]
+    fn lost_events_and_findings_fail() {
+        let out = engine(65536, 16, false, PROBE);
+        let e = expected(&out, Drive::Psync);
+        let mut o = seen(Kind::Pin, 257, 257);
+        o.lost = 3;
+        o.findings = 1;
+        let v = judge(&e, &o);
+        let failed: Vec<&str> = v.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+        assert_eq!(failed, ["findings", "lossless"]);
+    }
+}

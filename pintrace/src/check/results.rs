@@ -1,0 +1,155 @@
+//! What `check` found, per scenario and in all: the model the table, the
+//! JSON and the JUnit views are made from.
+
+use super::{
+    judge::{Check, Expected, Observed},
+    Scenario,
+};
+use crate::{cmd::exit, ledger::Finding};
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pass,
+    /// A check failed or a finding involves the scenario.
+    Fail,
+    /// Not run, with the reason (the kernel or the system lacks a piece).
+    Skip,
+    /// Could not run (set-up failed, the engine refused): not a verdict.
+    Error,
+}
+
+impl Status {
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "FAIL",
+            Status::Skip => "skip",
+            Status::Error => "ERROR",
+        }
+    }
+}
+
+/// A finding with its kernel stack resolved.
+#[derive(Clone, Debug, Serialize)]
+pub struct FindingOut {
+    #[serde(flatten)]
+    pub finding: Finding,
+    /// False when events were lost: the finding may be incomplete.
+    pub certain: bool,
+    pub stack: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ScenarioResult {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub name: String,
+    #[serde(flatten)]
+    pub scenario: Scenario,
+    pub status: Status,
+    /// Why it was skipped or could not run.
+    pub reason: Option<String>,
+    /// What the I/O ran on, for a person.
+    pub target: Option<String>,
+    /// How Direct I/O took the pages: FOLL_PIN, FOLL_GET, ...
+    pub dio_kind: Option<&'static str>,
+    pub expected: Option<Expected>,
+    pub observed: Option<Observed>,
+    pub checks: Vec<Check>,
+    pub findings: Vec<FindingOut>,
+    /// For a failed scenario: the references its process still holds, by
+    /// kind and acquiring stack (FOLL_GET ones always: their release is
+    /// invisible), to tell where unexpected pages came from.
+    pub held: Vec<Held>,
+    pub duration_s: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Held {
+    pub kind: crate::ledger::Kind,
+    pub refs: u64,
+    pub stack: Vec<String>,
+}
+
+impl ScenarioResult {
+    pub fn not_run(scenario: Scenario, status: Status, reason: String) -> ScenarioResult {
+        ScenarioResult {
+            kind: "scenario",
+            name: scenario.to_string(),
+            scenario,
+            status,
+            reason: Some(reason),
+            target: None,
+            dio_kind: None,
+            expected: None,
+            observed: None,
+            checks: Vec::new(),
+            findings: Vec::new(),
+            held: Vec::new(),
+            duration_s: 0.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckReport {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub kernel: String,
+    pub plan: String,
+    pub quick: bool,
+    pub scenarios: Vec<ScenarioResult>,
+    /// Failing findings outside every scenario's process and window.
+    pub other_findings: Vec<FindingOut>,
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub errors: usize,
+    pub duration_s: f64,
+}
+
+impl CheckReport {
+    pub fn new(kernel: String, plan: String, quick: bool) -> CheckReport {
+        CheckReport {
+            kind: "check",
+            kernel,
+            plan,
+            quick,
+            scenarios: Vec::new(),
+            other_findings: Vec::new(),
+            passed: 0,
+            failed: 0,
+            skipped: 0,
+            errors: 0,
+            duration_s: 0.0,
+        }
+    }
+
+    pub fn push(&mut self, r: ScenarioResult) {
+        match r.status {
+            Status::Pass => self.passed += 1,
+            Status::Fail => self.failed += 1,
+            Status::Skip => self.skipped += 1,
+            Status::Error => self.errors += 1,
+        }
+        self.scenarios.push(r);
+    }
+
+    /// 1 when anything failed or a finding fails the run; else 2 when a
+    /// scenario could not run or none ran at all; else 0.
+    pub fn exit_code(&self) -> u8 {
+        let other = self
+            .other_findings
+            .iter()
+            .any(|f| f.finding.kind.is_failure());
+        if self.failed > 0 || other {
+            exit::FINDINGS
+        } else if self.errors > 0 || self.passed == 0 {
+            exit::ERROR
+        } else {
+            exit::OK
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! `pintrace check --junit FILE`: JUnit XML, one test case per scenario, so
+//! that CI systems show the check natively. Skipped scenarios carry their
+//! reason; failures carry the failed checks and the findings with stacks.
+
+use crate::check::results::{CheckReport, Status};
+use crate::views::check::failure_text;
+use anyhow::{Context as _, Result};
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use std::{io::Write as _, path::Path, time::Duration};
+
+pub fn render(report: &CheckReport) -> Result<String> {
+    let mut suite = TestSuite::new(format!("pintrace check on {}", report.kernel));
+    suite.set_time(Duration::from_secs_f64(report.duration_s));
+    suite.add_property(("kernel", report.kernel.as_str()));
+    suite.add_property(("plan", report.plan.as_str()));
+    for r in &report.scenarios {
+        let status = match r.status {
+            Status::Pass => TestCaseStatus::success(),
+            Status::Skip => {
+                let mut s = TestCaseStatus::skipped();
+                s.set_message(r.reason.clone().unwrap_or_default());
+                s
+            }
+            Status::Fail | Status::Error => {
+                let kind = if r.status == Status::Fail {
+                    NonSuccessKind::Failure
+                } else {
+                    NonSuccessKind::Error
+                };
+                let mut s = TestCaseStatus::non_success(kind);
+                let first = r
+                    .checks
+                    .iter()
+                    .filter(|c| !c.ok)
+                    .map(|c| format!("{}: {}", c.name, c.detail))
+                    .chain(r.reason.clone())
+                    .next()
+                    .unwrap_or_else(|| "failed".into());
+                s.set_message(first);
+                s.set_type(match r.status {
+                    Status::Fail if !r.findings.is_empty() => "finding",
+                    Status::Fail => "check",
+                    _ => "could-not-run",
+                });
+                s.set_description(failure_text(r));
+                s
+            }
+        };
+        let mut case = TestCase::new(r.name.clone(), status);
+        case.set_classname(format!("pintrace.check.{}", r.scenario.target.name()));
+        case.set_time(Duration::from_secs_f64(r.duration_s));
+        if !r.checks.is_empty() {
+            let out: Vec<String> = r
+                .checks
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} {}: {}",
+                        if c.ok { "ok" } else { "FAILED" },
+                        c.name,
+                        c.detail
+                    )
+                })
+                .collect();
+            case.set_system_out(out.join("\n"));
+        }
+        suite.add_test_case(case);
+    }
+    if !report.other_findings.is_empty() {
+        let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+        s.set_message(format!(
+            "{} finding(s) outside every scenario",
+            report.other_findings.len()
+        ));
+        s.set_type("finding");
+        let text: String = report
+            .other_findings
+            .iter()
+            .map(|f| {
+                crate::views::findings::render(&crate::views::findings::Report {
+                    kind: "finding",
+                    certain: f.certain,
+                    finding: &f.finding,
+                    stack: &f.stack,
+                })
+            })
+            .collect();
+        s.set_description(text);
+        let mut case = TestCase::new("outside-scenarios", s);
+        case.set_classname("pintrace.check");
+        suite.add_test_case(case);
+    }
+    let mut junit = Report::new("pintrace check");
+    junit.set_time(Duration::from_secs_f64(report.duration_s));
+    junit.add_test_suite(suite);
+    junit.to_string().context("serialising the JUnit report")
+}
+
+/// Writes `text` to `path` atomically: a temporary file beside it, then a
+/// rename, so a reader never sees half a report.
+pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .with_context(|| format!("--junit {}: not a file name", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let res = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.with_context(|| format!("--junit {}: writing the report", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        check::{
+            judge::Check,
+            results::{FindingOut, ScenarioResult},
+            Dir, Drive, Scenario, TargetKind,
+        },
+        engine::BufferKind,
+        events::Comm,
+        ledger::{Finding, FindingKind},
+    };
+
+    fn scenario(target: TargetKind) -> Scenario {
+        Scenario {
+            target,
+            drive: Drive::Aio,
+            buffer: BufferKind::Anon,
+            dir: Dir::Write,
+        }
+    }
+
+    fn report() -> CheckReport {
+        let mut r = CheckReport::new("6.12.0-test".into(), "plan".into(), true);
+        let mut pass =
+            ScenarioResult::not_run(scenario(TargetKind::Block), Status::Pass, "".into());
+        pass.reason = None;
+        r.push(pass);
+        r.push(ScenarioResult::not_run(
+            scenario(TargetKind::Xfs),
+            Status::Skip,
+            "the kernel has no xfs".into(),
+        ));
+        let mut fail = ScenarioResult::not_run(scenario(TargetKind::Ext4), Status::Fail, "".into());
+        fail.reason = None;
+        fail.checks = vec![Check {
+            name: "balance",
+            ok: false,
+            detail: "FOLL_PIN: 257 taken, 256 released, 1 held".into(),
+        }];
+        fail.findings = vec![FindingOut {
+            finding: Finding {
+                kind: FindingKind::LeakOwnerExited,
+                folio: 0xffffea0000042000,
+                refs: 1,
+                tgid: 321,
+                comm: Comm(*b"pintrace\0\0\0\0\0\0\0\0"),
+                stack_id: 7,
+                holder: None,
+                at_ns: 0,
+                detail: "FOLL_PIN 1 ref(s) held after its owner exited".into(),
+            },
+            certain: true,
+            stack: vec![
+                "pin_user_pages_fast+0x9".into(),
+                "iov_iter_extract_pages+0x1".into(),
+            ],
+        }];
+        r.push(fail);
+        r
+    }
+
+    #[test]
+    fn one_case_per_scenario_with_skips_and_failures_explained() {
+        let r = report();
+        assert_eq!(r.exit_code(), 1);
+        let xml = render(&r).unwrap();
+        assert_eq!(xml.matches("<testcase ").count(), 3, "{xml}");
+        assert!(
+            xml.contains("tests=\"3\"") && xml.contains("failures=\"1\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<skipped message=\"the kernel has no xfs\""),
+            "{xml}"
+        );
+        assert!(xml.contains("name=\"ext4/aio/anon/write\""), "{xml}");
+        assert!(
+            xml.contains("message=\"balance: FOLL_PIN: 257 taken, 256 released, 1 held\""),
+            "{xml}"
+        );
+        assert!(xml.contains("type=\"finding\""), "{xml}");
+        // The failure text names the finding and carries its stack.
+        assert!(
+            xml.contains("LEAK (owner exited): folio 0xffffea0000042000"),
+            "{xml}"
+        );
+        assert!(xml.contains("iov_iter_extract_pages+0x1"), "{xml}");
+    }
+
+    #[test]
+    fn written_atomically() {
+        let dir = std::env::temp_dir().join(format!("pintrace-junit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("check.xml");
+        std::fs::write(&path, "old").unwrap();
+        write_atomic(&path, "<testsuites/>").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "<testsuites/>");
+        // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        let err = write_atomic(&dir.join("missing/x.xml"), "x").unwrap_err();
+        assert!(format!("{err:#}").contains("--junit"), "{err:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn exit_codes() {
+        let mut r = CheckReport::new("k".into(), "p".into(), false);
+        assert_eq!(r.exit_code(), 2, "nothing ran");
+        let mut pass =
+            ScenarioResult::not_run(scenario(TargetKind::Block), Status::Pass, "".into());
+        pass.reason = None;
+        r.push(pass);
+        r.push(ScenarioResult::not_run(
+            scenario(TargetKind::Nfs),
+            Status::Skip,
+            "no nfsd".into(),
+        ));
+        assert_eq!(r.exit_code(), 0);
+        r.push(ScenarioResult::not_run(
+            scenario(TargetKind::Xfs),
+            Status::Error,
+            "mkfs failed".into(),
+        ));
+        assert_eq!(r.exit_code(), 2);
+    }
+}

@@ -1,0 +1,105 @@
+//! `pintrace check` on this machine: listing, selection and refusals. The
+//! checks themselves need a kernel with kprobes or fentry and run in the
+//! QEMU guests (tests/guest.rs, `cargo xtask check-kernel`).
+
+use std::process::Command;
+
+fn pintrace() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pintrace"))
+}
+
+#[test]
+fn list_shows_the_matrix_and_the_quick_set() {
+    let out = pintrace().args(["check", "--list"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 100, "{text}");
+    assert!(text.lines().any(|l| l == "btrfs/io_uring-fixed/anon/write"));
+    assert!(text.lines().any(|l| l == "nfs/aio/anon/read"));
+    let out = pintrace()
+        .args(["check", "--list", "--quick", "--scenarios", "*/aio/*"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [
+            "block/aio/hugetlb/read",
+            "block/aio/fork-shared/write",
+            "ext4/aio/anon/read"
+        ]
+    );
+}
+
+#[test]
+fn a_pattern_matching_nothing_is_refused_naming_the_flag() {
+    let out = pintrace()
+        .args(["check", "--scenarios", "zfs/*"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--scenarios: `zfs/*` matches no scenario"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_junit_path_in_a_missing_directory_is_refused() {
+    let out = pintrace()
+        .args(["check", "--junit", "/nonexistent-dir/x.xml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--junit /nonexistent-dir/x.xml"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn without_privileges_it_exits_2_naming_the_capabilities() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = if root {
+        // Drop to nobody with no capabilities.
+        let Ok(setpriv) = which_setpriv() else {
+            eprintln!("skipped: running as root and setpriv (util-linux) is missing");
+            return;
+        };
+        let mut c = Command::new(setpriv);
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_pintrace"));
+        c
+    } else {
+        pintrace()
+    };
+    let out = cmd
+        .args(["check", "--quick"])
+        .current_dir("/")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("CAP_SYS_ADMIN") && stderr.contains("CAP_BPF"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+fn which_setpriv() -> Result<std::path::PathBuf, ()> {
+    ["/usr/bin/setpriv", "/bin/setpriv", "/usr/sbin/setpriv"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or(())
+}
