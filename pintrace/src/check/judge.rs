@@ -228,8 +228,9 @@ fn check(name: &'static str, ok: bool, detail: String) -> Check {
     Check { name, ok, detail }
 }
 
-/// Long-term pins: traced exactly, or, where the kernel registers io_uring
-/// buffers with `pin_user_pages` (which is not hooked: 6.1 does), proven
+/// Long-term pins: traced exactly, or, where the call that registers io_uring
+/// buffers is not watched on this kernel (6.1 uses `pin_user_pages`: its
+/// site off in the plan), proven
 /// by the vmstat counters moving by the registered pages beyond the traced
 /// pins, both ways.
 fn longterm(exp: &Expected, obs: &Observed, pin: u64, lt: u64) -> Check {
@@ -251,7 +252,9 @@ fn longterm(exp: &Expected, obs: &Observed, pin: u64, lt: u64) -> Check {
             "longterm",
             acq >= want && rel >= want,
             format!(
-                "registration not traced on this kernel (pin_user_pages, not hooked); vmstat                  beyond the traced pins: +{acq} pinned, +{rel} released (expected {want} each);                  {} unpin(s) of folios pinned out of sight",
+                "registration not traced on this kernel (its pinning call is not watched); vmstat \
+                 beyond the traced pins: +{acq} pinned, +{rel} released (expected {want} each); \
+                 {} unpin(s) of folios pinned out of sight",
                 obs.unknown_releases
             ),
         );
@@ -506,7 +509,7 @@ mod tests {
         });
         let v = judge(&e, &o);
         assert!(v.iter().all(|c| c.ok), "{v:?}");
-        // A kernel registering with pin_user_pages (not hooked): vmstat
+        // A kernel whose registering call is not watched: vmstat
         // shows the long-term pins taken and released.
         let mut hidden = seen(Kind::Get, 257, 0);
         hidden.vmstat = Some(PinCounters {

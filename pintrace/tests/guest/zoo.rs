@@ -397,3 +397,57 @@ fn pintrace_names_each_planted_bug() {
     );
     assert_kernel_quiet();
 }
+
+/// The CI gate fails on a planted bug: with the zoo unpinning FOLL_GET
+/// pages while the scenarios run, `pintrace check` exits 1 and its JUnit
+/// report names the failing scenario and the finding, with the module's stack.
+#[test]
+#[ignore = "needs the pinzoo module in a guest: run by `cargo xtask vm`"]
+fn check_fails_on_a_planted_bug() {
+    load_zoo();
+    let me = super::bin();
+    let mut planter = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "while true; do {me} zoo run get-unpin --pages 4 >/dev/null; sleep 0.2; done"
+        ))
+        .spawn()
+        .unwrap();
+    let junit = format!("/tmp/check-zoo-{}.xml", std::process::id());
+    let out = pintrace(&[
+        "check",
+        "--quick",
+        "--scenarios",
+        "block/psync/*",
+        "--json",
+        "--junit",
+        &junit,
+    ]);
+    let _ = planter.kill();
+    let _ = planter.wait();
+    release_all();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a planted bug must fail the check"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed: Vec<&Value> = report["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "fail")
+        .collect();
+    assert!(!failed.is_empty(), "{report}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let name = failed[0]["name"].as_str().unwrap();
+    assert!(xml.contains(&format!("<testcase name=\"{name}\"")), "{xml}");
+    assert!(xml.contains("<failure"), "{xml}");
+    assert!(
+        xml.contains("unpin of FOLL_GET page") || xml.contains("unpin_of_get_page"),
+        "{xml}"
+    );
+    assert!(xml.contains("pinzoo_ioctl"), "the finding's stack: {xml}");
+    let _ = std::fs::remove_file(&junit);
+    assert_kernel_quiet();
+}
