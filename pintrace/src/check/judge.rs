@@ -187,6 +187,9 @@ pub struct Observed {
     /// FOLL_GET pages taken by `get_futex_key` (shared futex keys: a thread
     /// exiting wakes its joiner through one), not by I/O.
     pub futex_pages: u64,
+    /// FOLL_GET pages exec(2) took for its arguments (`get_arg_page`,
+    /// through `get_user_pages_remote`): the engine process starting.
+    pub exec_pages: u64,
 }
 
 impl Observed {
@@ -202,7 +205,8 @@ impl Observed {
 
     /// FOLL_GET pages taken for I/O (without the futex keys).
     pub fn get_io_pages(&self) -> u64 {
-        self.pages(Kind::Get).saturating_sub(self.futex_pages)
+        self.pages(Kind::Get)
+            .saturating_sub(self.futex_pages + self.exec_pages)
     }
 
     /// How the Direct I/O pages were taken: FOLL_PIN, FOLL_GET, both, none.
@@ -266,6 +270,24 @@ fn longterm(exp: &Expected, obs: &Observed, pin: u64, lt: u64) -> Check {
     )
 }
 
+/// The FOLL_GET pages left out of the Direct I/O count, said.
+fn not_io_note(obs: &Observed) -> String {
+    let mut s = String::new();
+    if obs.futex_pages > 0 {
+        s += &format!(
+            "; {} FOLL_GET page(s) of futex keys (get_futex_key) not counted",
+            obs.futex_pages
+        );
+    }
+    if obs.exec_pages > 0 {
+        s += &format!(
+            "; {} FOLL_GET page(s) of exec(2) arguments (get_arg_page) not counted",
+            obs.exec_pages
+        );
+    }
+    s
+}
+
 /// Judges a scenario; every check is returned, passed or not.
 pub fn judge(exp: &Expected, obs: &Observed) -> Vec<Check> {
     let mut v = Vec::new();
@@ -288,14 +310,7 @@ pub fn judge(exp: &Expected, obs: &Observed) -> Vec<Check> {
             obs.dio_kind(),
             exp.dio_pages,
             exp.setup_pages,
-            if obs.futex_pages > 0 {
-                format!(
-                    "; {} FOLL_GET page(s) of futex keys (get_futex_key) not counted",
-                    obs.futex_pages
-                )
-            } else {
-                String::new()
-            }
+            not_io_note(obs)
         ),
     ));
     v.push(longterm(exp, obs, pin, lt));
@@ -469,11 +484,17 @@ mod tests {
             },
         );
         o.futex_pages = 2;
+        o.exec_pages = 3;
         let v = judge(&e, &o);
         assert!(v.iter().all(|c| c.ok), "{v:?}");
         assert_eq!(o.dio_kind(), "FOLL_PIN");
         assert!(
             v[0].detail.contains("2 FOLL_GET page(s) of futex keys"),
+            "{v:?}"
+        );
+        assert!(
+            v[0].detail
+                .contains("3 FOLL_GET page(s) of exec(2) arguments"),
             "{v:?}"
         );
     }

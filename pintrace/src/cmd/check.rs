@@ -469,9 +469,26 @@ async fn run_scenario(
             stack: t.session.stack(stack_id),
         })
         .collect();
-    let is_futex =
-        |h: &Held| h.kind == Kind::Get && h.stack.iter().any(|f| f.starts_with("get_futex_key"));
-    let futex_pages = held.iter().filter(|h| is_futex(h)).map(|h| h.refs).sum();
+    // FOLL_GET pages that are not I/O, told apart by their stacks: futex
+    // keys (thread exit and join) and exec(2)'s argument pages.
+    let not_io = |kind: Kind, stack: &[String], marker: &str| {
+        kind == Kind::Get && stack.iter().any(|f| f.starts_with(marker))
+    };
+    let is_futex = |h: &Held| not_io(h.kind, &h.stack, "get_futex_key");
+    let is_exec = |h: &Held| not_io(h.kind, &h.stack, "get_arg_page");
+    let taken_at = |marker: &str| -> u64 {
+        process
+            .map(|p| {
+                p.pages_by_stack
+                    .iter()
+                    .filter(|((kind, id), _)| not_io(*kind, &t.session.stack(*id), marker))
+                    .map(|(_, n)| n)
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    let futex_pages = taken_at("get_futex_key");
+    let exec_pages = taken_at("get_arg_page");
     let observed = Observed {
         tgid: pid,
         acquired: process.map(|p| p.by_kind.clone()).unwrap_or_default(),
@@ -483,6 +500,7 @@ async fn run_scenario(
         vmstat: vm0.zip(vm1).map(|(a, b)| a.delta_to(&b)),
         unknown_releases: ledger.unknown_releases - unknown0,
         futex_pages,
+        exec_pages,
     };
     let expected = judge::expected(&engine, s.drive);
     result.checks = judge::judge(&expected, &observed);
@@ -493,7 +511,10 @@ async fn run_scenario(
         Status::Fail
     };
     if result.status == Status::Fail {
-        result.held = held.into_iter().filter(|h| !is_futex(h)).collect();
+        result.held = held
+            .into_iter()
+            .filter(|h| !is_futex(h) && !is_exec(h))
+            .collect();
     }
     result.expected = Some(expected);
     result.observed = Some(observed);

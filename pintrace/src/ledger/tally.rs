@@ -74,6 +74,10 @@ pub struct ProcessTally {
     /// The same calls by the kernel function they entered (e.g. exec(2)
     /// copies its arguments through `get_user_pages_remote`).
     pub by_site: BTreeMap<&'static str, Counts>,
+    /// Pages taken, by kind and kernel stack id (to tell, say, exec(2)'s
+    /// argument pages and futex keys from I/O by their stacks).
+    #[serde(skip)]
+    pub pages_by_stack: BTreeMap<(Kind, i32), u64>,
     /// References this process took that were released (by anyone: bio
     /// completion runs in whatever context the interrupt found), by the kind
     /// they were taken as. FOLL_GET references released with `put_page` are
@@ -135,10 +139,12 @@ impl Tally {
                         comm: a.comm,
                         by_kind: BTreeMap::new(),
                         by_site: BTreeMap::new(),
+                        pages_by_stack: BTreeMap::new(),
                         released: BTreeMap::new(),
                     });
                 p.by_kind.entry(kind).or_default().add(a);
                 p.by_site.entry(a.site.symbol()).or_default().add(a);
+                *p.pages_by_stack.entry((kind, a.stack_id)).or_default() += a.pages_grabbed();
             }
             Event::Release(r) => {
                 self.releases.calls += 1;
