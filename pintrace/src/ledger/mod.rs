@@ -37,6 +37,10 @@ use std::collections::{BTreeMap, HashMap};
 /// How long the ledger remembers a fully released folio.
 pub const RELEASED_MEMORY_NS: u64 = 60_000_000_000;
 
+/// How long a mismatch known from the books alone waits for an acquire that
+/// would explain it (see `Ledger::suspects`).
+pub const SUSPECT_NS: u64 = 1_000_000_000;
+
 /// Small folios: each pin adds this to the refcount.
 pub const GUP_PIN_COUNTING_BIAS: i64 = 1024;
 
@@ -177,6 +181,10 @@ pub struct Ledger {
     /// were exact. A further unpin within [`RELEASED_MEMORY_NS`] is a double
     /// unpin.
     released: HashMap<u64, (u64, bool)>,
+    /// Mismatches known from the books alone, held for [`SUSPECT_NS`] with
+    /// the releasing thread: an acquire returning by that thread the same
+    /// folio shows GUP dropped a grab of its own inside the call.
+    suspects: Vec<(u32, Finding)>,
     pub tally: Tally,
     /// Folio batches that matched no acquire (their acquire record was lost).
     pub orphan_batches: u64,
@@ -195,6 +203,7 @@ impl Ledger {
             pending: HashMap::new(),
             exited: HashMap::new(),
             released: HashMap::new(),
+            suspects: Vec::new(),
             tally: Tally::new(flags),
             orphan_batches: 0,
             unknown_releases: 0,
@@ -267,6 +276,13 @@ impl Ledger {
             self.pending.remove(&key);
         }
         for (folio, evidence) in f.entries().filter(|&(x, _)| x != 0) {
+            if !self.suspects.is_empty() {
+                // An unpin by the thread of a call that then returned this
+                // folio: GUP dropping a grab of its own before retrying
+                // (gup_fast_fallback), not a mismatch.
+                self.suspects
+                    .retain(|(tid, s)| !(*tid == f.tid && s.folio == folio));
+            }
             let books = self.folios.entry(folio).or_default();
             prune_stale_gets(&mut books.holders, &self.exited);
             let pins_before: u64 = books
@@ -335,13 +351,8 @@ impl Ledger {
                 };
                 findings.push(mismatch(kind, r, refs, None, Evidence::Refcount));
             } else if released_exact == Some(true) {
-                findings.push(mismatch(
-                    FindingKind::DoubleUnpin,
-                    r,
-                    refs,
-                    None,
-                    Evidence::Books,
-                ));
+                let f = mismatch(FindingKind::DoubleUnpin, r, refs, None, Evidence::Books);
+                self.suspects.push((r.tid, f));
             } else {
                 self.unknown_releases += 1;
             }
@@ -382,12 +393,24 @@ impl Ledger {
             None if books.released_pins > 0 => FindingKind::DoubleUnpin,
             None => FindingKind::UnpinWithoutPin,
         };
-        findings.push(mismatch(kind, r, missing, get_holder, evidence));
+        let f = mismatch(kind, r, missing, get_holder, evidence);
+        match evidence {
+            Evidence::Refcount => findings.push(f),
+            Evidence::Books => self.suspects.push((r.tid, f)),
+        }
     }
 
     /// Time passes: reports pins older than `leak_age` and pins whose owner
     /// exited more than the grace period ago.
     pub fn tick(&mut self, now_ns: u64, findings: &mut Vec<Finding>) {
+        // Suspects no acquire explained within SUSPECT_NS are findings.
+        self.suspects.retain(|(_, f)| {
+            let due = now_ns.saturating_sub(f.at_ns) >= SUSPECT_NS;
+            if due {
+                findings.push(f.clone());
+            }
+            !due
+        });
         self.released
             .retain(|_, &mut (t, _)| now_ns.saturating_sub(t) < RELEASED_MEMORY_NS);
         // Exits are remembered for as long as anything can depend on them.
@@ -433,10 +456,17 @@ impl Ledger {
         }
     }
 
+    /// Reports the held suspects now (see `suspects`): for a caller who
+    /// knows no acquire is in flight, e.g. `check` once its workload exited.
+    pub fn flush_suspects(&mut self, findings: &mut Vec<Finding>) {
+        findings.extend(self.suspects.drain(..).map(|(_, f)| f));
+    }
+
     /// The end of the run: every pin still held is reported (long-term pins
     /// of live owners separately).
     pub fn finish(&mut self, now_ns: u64, findings: &mut Vec<Finding>) {
         self.tick(now_ns, findings);
+        findings.extend(self.suspects.drain(..).map(|(_, f)| f));
         let mut folios: Vec<_> = self.folios.iter_mut().collect();
         folios.sort_by_key(|(f, _)| **f);
         for (&folio, books) in folios {
