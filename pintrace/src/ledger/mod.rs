@@ -182,8 +182,9 @@ pub struct Ledger {
     /// unpin.
     released: HashMap<u64, (u64, bool)>,
     /// Mismatches known from the books alone, held for [`SUSPECT_NS`] with
-    /// the releasing thread: an acquire returning by that thread the same
-    /// folio shows GUP dropped a grab of its own inside the call.
+    /// the releasing thread: an acquire by that thread arriving meanwhile may
+    /// mean GUP dropped a grab of its own inside the call (dropped then:
+    /// a missed finding rather than a false one).
     suspects: Vec<(u32, Finding)>,
     pub tally: Tally,
     /// Folio batches that matched no acquire (their acquire record was lost).
@@ -244,6 +245,13 @@ impl Ledger {
     }
 
     fn acquire(&mut self, a: &Acquire) {
+        // An unpin by the thread of a GUP call returning after it: GUP
+        // dropping a grab of its own inside the call (gup_fast_fallback puts
+        // what it must unshare or recheck, then pins on the slow path, maybe
+        // another folio). Not a mismatch the books can prove.
+        if !self.suspects.is_empty() {
+            self.suspects.retain(|(tid, _)| *tid != a.tid);
+        }
         // A tgid seen acquiring after its exit was reused by a new process.
         if self.exited.get(&a.tgid).is_some_and(|&t| a.ts_ns > t) {
             self.exited.remove(&a.tgid);
@@ -276,13 +284,6 @@ impl Ledger {
             self.pending.remove(&key);
         }
         for (folio, evidence) in f.entries().filter(|&(x, _)| x != 0) {
-            if !self.suspects.is_empty() {
-                // An unpin by the thread of a call that then returned this
-                // folio: GUP dropping a grab of its own before retrying
-                // (gup_fast_fallback), not a mismatch.
-                self.suspects
-                    .retain(|(tid, s)| !(*tid == f.tid && s.folio == folio));
-            }
             let books = self.folios.entry(folio).or_default();
             prune_stale_gets(&mut books.holders, &self.exited);
             let pins_before: u64 = books

@@ -297,7 +297,7 @@ fn an_unpin_inside_the_acquiring_call_is_not_a_mismatch() {
     let mut s = Stream::new(LedgerConfig::default());
     s.pin(10, &[with_evidence(folio(12), false, true)]);
     s.unpin(folio(12), 1, 1025, false);
-    // The same process pins it again: its fast path drops its grab first.
+    // The same process pins it again: its fast path drops its grab first...
     s.ts += MS;
     s.feed(Event::Release(Release {
         site: Site::GupPutFolio,
@@ -312,8 +312,9 @@ fn an_unpin_inside_the_acquiring_call_is_not_a_mismatch() {
         large: false,
         comm: Comm(*b"engine\0\0\0\0\0\0\0\0\0\0"),
     }));
-    s.pin(10, &[with_evidence(folio(12), false, true)]);
-    s.unpin(folio(12), 1, 1025, false);
+    // ... and pins another folio (it had to break COW on the slow path).
+    s.pin(10, &[with_evidence(folio(13), false, true)]);
+    s.unpin(folio(13), 1, 1025, false);
     s.ledger.finish(s.ts + SUSPECT_NS, &mut s.findings);
     assert_eq!(s.kinds(), vec![]);
 }
