@@ -12,8 +12,9 @@ use crate::{
     ledger::{Finding, Kind, Ledger, Lifetime},
 };
 use hdrhistogram::Histogram;
+use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 const SEC: u64 = 1_000_000_000;
 /// Seconds of rates and outstanding samples kept for the charts.
@@ -177,14 +178,14 @@ impl Model {
             now_ns: 0,
             rates: VecDeque::new(),
             outstanding: VecDeque::new(),
-            holders: HashMap::new(),
+            holders: HashMap::default(),
             // 1 ns to 1 hour at 3 significant digits (tens of KiB).
             lifetimes: Histogram::new_with_bounds(1, 3600 * SEC, 3).expect("valid bounds"),
             scratch: Vec::new(),
             findings: VecDeque::new(),
             findings_total: 0,
             failures_total: 0,
-            findings_by_kind: HashMap::new(),
+            findings_by_kind: HashMap::default(),
         }
     }
 
@@ -372,7 +373,7 @@ impl Model {
             let age = now.saturating_sub(h.acquired_ns);
             held.oldest_age_ns = held.oldest_age_ns.max(Some(age));
         }
-        let mut procs: HashMap<u32, ProcessRow> = HashMap::new();
+        let mut procs: HashMap<u32, ProcessRow> = HashMap::default();
         for ((tgid, stack_id), (comm, held)) in stacks {
             let p = procs.entry(tgid).or_insert_with(|| ProcessRow {
                 tgid,

@@ -31,8 +31,13 @@ use crate::{
     events::{Acquire, Comm, Event, Folios, Release},
     flags::FollFlags,
 };
+use rustc_hash::FxHashMap;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use smallvec::SmallVec;
+use std::collections::BTreeMap;
+
+/// A folio's holders.
+type Holders = SmallVec<[Holder; 1]>;
 
 /// How long the ledger remembers a fully released folio.
 pub const RELEASED_MEMORY_NS: u64 = 60_000_000_000;
@@ -77,7 +82,8 @@ pub struct Holder {
 
 #[derive(Clone, Debug, Default)]
 struct FolioBooks {
-    holders: Vec<Holder>,
+    /// Nearly always one holder: kept inline, no allocation per folio.
+    holders: Holders,
     /// Pins released from this folio during the run.
     released_pins: u64,
     /// Every pin on this folio is in the books: an acquire during the run
@@ -174,13 +180,13 @@ struct Pending {
 pub struct Ledger {
     flags: FollFlags,
     config: LedgerConfig,
-    folios: HashMap<u64, FolioBooks>,
-    pending: HashMap<(u32, u64), Pending>,
-    exited: HashMap<u32, u64>,
+    folios: FxHashMap<u64, FolioBooks>,
+    pending: FxHashMap<(u32, u64), Pending>,
+    exited: FxHashMap<u32, u64>,
     /// Folios whose last known pin was released: when, and whether the books
     /// were exact. A further unpin within [`RELEASED_MEMORY_NS`] is a double
     /// unpin.
-    released: HashMap<u64, (u64, bool)>,
+    released: FxHashMap<u64, (u64, bool)>,
     /// Mismatches known from the books alone, held for [`SUSPECT_NS`] with
     /// the releasing thread: an acquire by that thread arriving meanwhile may
     /// mean GUP dropped a grab of its own inside the call (dropped then:
@@ -200,10 +206,10 @@ impl Ledger {
         Ledger {
             flags,
             config,
-            folios: HashMap::new(),
-            pending: HashMap::new(),
-            exited: HashMap::new(),
-            released: HashMap::new(),
+            folios: FxHashMap::default(),
+            pending: FxHashMap::default(),
+            exited: FxHashMap::default(),
+            released: FxHashMap::default(),
             suspects: Vec::new(),
             tally: Tally::new(flags),
             orphan_batches: 0,
@@ -637,7 +643,7 @@ impl Ledger {
 
 /// Drops FOLL_GET holders whose owner exited: their references were put
 /// (unseen) long ago, and the folio may since belong to someone else.
-fn prune_stale_gets(holders: &mut Vec<Holder>, exited: &HashMap<u32, u64>) {
+fn prune_stale_gets(holders: &mut Holders, exited: &FxHashMap<u32, u64>) {
     holders.retain(|h| h.kind != Kind::Get || !exited.contains_key(&h.tgid));
 }
 
@@ -645,7 +651,7 @@ fn prune_stale_gets(holders: &mut Vec<Holder>, exited: &HashMap<u32, u64>) {
 /// (noting each as a [`Lifetime`] when asked, crediting the release to its
 /// taker in the tally when given); returns how many could not be taken.
 fn take(
-    holders: &mut Vec<Holder>,
+    holders: &mut Holders,
     mut refs: u64,
     which: impl Fn(Kind) -> bool,
     now_ns: u64,

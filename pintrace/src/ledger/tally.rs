@@ -6,8 +6,9 @@ use crate::{
     flags::FollFlags,
 };
 use pintrace_common::Site;
+use rustc_hash::FxHashMap;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// How a page reference was taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -108,7 +109,7 @@ pub struct Tally {
     pub by_kind: BTreeMap<Kind, Counts>,
     pub releases: Releases,
     #[serde(skip)]
-    processes: HashMap<u32, ProcessTally>,
+    processes: FxHashMap<u32, ProcessTally>,
     pub completions: Completions,
     pub events: u64,
 }
@@ -118,7 +119,7 @@ impl Tally {
         Tally {
             flags,
             by_kind: Kind::ALL.iter().map(|&k| (k, Counts::default())).collect(),
-            processes: HashMap::new(),
+            processes: FxHashMap::default(),
             releases: Releases::default(),
             completions: Completions::default(),
             events: 0,
