@@ -192,6 +192,8 @@ pub fn check_kernel(ws: &Workspace, args: &CheckKernelArgs) -> Result<u8> {
             return Ok(2);
         }
     }
+    // A fresh machine: packages, rust-src, bpf-linker (quick when present).
+    crate::setup::setup(&crate::setup::SetupArgs::default())?;
     let kernel = debian::resolve(ws, &spec, args.modules.as_deref())?;
     let config_path = match find_config(&spec, &kernel.image, args.config.as_deref()) {
         Ok(p) => p,

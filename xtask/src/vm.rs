@@ -72,6 +72,8 @@ pub struct Built {
 }
 
 pub fn vm(ws: &Workspace, args: &VmArgs) -> Result<bool> {
+    // A fresh machine: packages, rust-src, bpf-linker (quick when present).
+    crate::setup::setup(&crate::setup::SetupArgs::default())?;
     let want_suite = args.command.is_empty();
     let built = build(ws, want_suite)?;
     let payload = if want_suite {
