@@ -172,7 +172,8 @@ impl Plan {
                 "cannot watch any acquire site on kernel {}.\n  {}\n\
                  pintrace needs kprobes (CONFIG_KPROBES) or fentry/fexit programs (BTF \
                  trampolines). Run it on a kernel that has them, for instance in the QEMU \
-                 harness: `cargo xtask vm -- pintrace run ...`",
+                 harness: `cargo xtask vm -- pintrace run ...`; here, `pintrace run \
+                 --vmstat-only` still checks the balance of the kernel's own pin counters",
                 caps.release,
                 missing.join("\n  ")
             )));

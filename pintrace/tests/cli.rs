@@ -86,10 +86,57 @@ fn run_without_kprobes_or_fentry_explains_and_exits_2() {
     assert!(stderr.contains("CONFIG_KPROBES"), "{stderr}");
     assert!(stderr.contains("fentry/fexit"), "{stderr}");
     assert!(stderr.contains("cargo xtask vm"), "{stderr}");
+    assert!(stderr.contains("--vmstat-only"), "{stderr}");
     assert!(
         !stderr.contains("panicked") && !stderr.contains("backtrace"),
         "{stderr}"
     );
+}
+
+/// Where nothing can be probed, `--vmstat-only` still sees Direct I/O in the
+/// kernel's own counters: a 1 MiB O_DIRECT read is at least 256 page pins
+/// taken and released on a kernel whose Direct I/O pins (6.5 on). The
+/// counters are system-wide, so other activity can only add to them.
+#[test]
+fn vmstat_only_sees_direct_io_in_the_kernels_counters() {
+    if !is_root() {
+        eprintln!("skipped: stat_refresh needs root");
+        return;
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let converted = pintrace::flags::parse_version(release.trim()).is_some_and(|v| v >= (6, 5));
+    let file =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("vmstat-only-{}", std::process::id()));
+    std::fs::write(&file, vec![7u8; 1 << 20]).unwrap();
+    let out = pintrace()
+        .args(["run", "--vmstat-only", "--json", "--", "dd"])
+        .arg(format!("if={}", file.display()))
+        .args([
+            "of=/dev/null",
+            "bs=1M",
+            "count=1",
+            "iflag=direct",
+            "status=none",
+        ])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("Invalid argument") {
+        eprintln!("skipped: no O_DIRECT on {}: {stderr}", file.display());
+        return;
+    }
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["type"], "vmstat_only");
+    let acq = report["vmstat"]["delta"]["acquired"].as_i64().unwrap();
+    let rel = report["vmstat"]["delta"]["released"].as_i64().unwrap();
+    assert_eq!(report["outstanding"], acq - rel);
+    assert_eq!(report["balanced"], acq == rel);
+    assert_eq!(report["workload"]["exit_code"], 0);
+    if converted {
+        assert!(acq >= 256 && rel >= 256, "{report}");
+    }
 }
 
 #[test]

@@ -5,6 +5,7 @@ pub mod check;
 pub mod doctor;
 pub mod run;
 pub mod top;
+pub mod vmstat_only;
 pub mod zoo;
 
 use crate::{

@@ -45,6 +45,10 @@ pub struct RunArgs {
     #[command(flatten)]
     pub metrics: MetricsArgs,
     /// A command to run under tracing; the run ends when it exits.
+    /// No probes: compare the kernel's own pin counters (/proc/vmstat,
+    /// system-wide) before and after; for kernels without kprobes and fentry.
+    #[arg(long, conflicts_with_all = ["replay", "record", "attach"])]
+    pub vmstat_only: bool,
     #[arg(last = true, value_name = "COMMAND", conflicts_with = "replay")]
     pub command: Vec<String>,
 }
@@ -106,6 +110,9 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<u8> {
         .enable_all()
         .build()
         .context("starting the event loop")?;
+    if args.vmstat_only {
+        return rt.block_on(super::vmstat_only::run(args));
+    }
     rt.block_on(run_async(args, verbose))
 }
 

@@ -1,0 +1,167 @@
+//! `pintrace run --vmstat-only`: the balance of the kernel's own pin
+//! counters around a workload, for kernels where nothing can be probed.
+//! System-wide and approximate (per-CPU batched; refreshed with
+//! /proc/sys/vm/stat_refresh first), but needs no BPF at all.
+
+use super::{exit, run::RunArgs};
+use crate::{
+    views::summary::{VmstatCheck, Workload},
+    vmstat,
+};
+use anyhow::{bail, Context as _, Result};
+use serde::Serialize;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Debug, Serialize)]
+pub struct VmstatOnly {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub duration_s: f64,
+    pub vmstat: VmstatCheck,
+    /// Pins taken during the run and not released (negative: more released
+    /// than taken, e.g. pins from before the run), system-wide.
+    pub outstanding: i64,
+    pub balanced: bool,
+    pub workload: Option<Workload>,
+}
+
+pub async fn run(args: &RunArgs) -> Result<u8> {
+    if args.metrics.metrics.is_some() {
+        bail!("--metrics needs the probes; it does not go with --vmstat-only");
+    }
+    let Some(before) = vmstat::read() else {
+        bail!(
+            "--vmstat-only: /proc/vmstat has no nr_foll_pin_acquired/nr_foll_pin_released \
+             on this kernel"
+        );
+    };
+    let started = std::time::Instant::now();
+    let workload = wait(args).await?;
+    let after = vmstat::read().context("reading /proc/vmstat again")?;
+    let delta = before.delta_to(&after);
+    let outstanding = delta.acquired as i64 - delta.released as i64;
+    let report = VmstatOnly {
+        kind: "vmstat_only",
+        duration_s: started.elapsed().as_secs_f64(),
+        vmstat: VmstatCheck {
+            before,
+            after,
+            delta,
+        },
+        outstanding,
+        balanced: outstanding == 0,
+        workload: workload.clone(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    if let Some(w) = &workload {
+        if w.exit_code != Some(0) {
+            eprintln!(
+                "pintrace: the workload `{}` did not succeed",
+                w.command.join(" ")
+            );
+            return Ok(exit::ERROR);
+        }
+    }
+    Ok(if report.balanced {
+        exit::OK
+    } else {
+        exit::FINDINGS
+    })
+}
+
+pub fn render(r: &VmstatOnly) -> String {
+    let d = &r.vmstat.delta;
+    let verdict = match r.outstanding {
+        0 => "balanced".to_string(),
+        n if n > 0 => format!("{n} pin(s) taken and not released"),
+        n => format!("{} more released than taken (pins from before the run)", -n),
+    };
+    format!(
+        "vmstat only (no probes; system-wide counters, {:.1} s): \
+         nr_foll_pin_acquired +{}, nr_foll_pin_released +{}: {verdict}\n",
+        r.duration_s, d.acquired, d.released
+    )
+}
+
+/// Runs the workload (or waits for --duration or a signal).
+async fn wait(args: &RunArgs) -> Result<Option<Workload>> {
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let deadline = async {
+        match args.duration {
+            Some(secs) => tokio::time::sleep(Duration::from_secs_f64(secs)).await,
+            None => std::future::pending().await,
+        }
+    };
+    let Some((program, rest)) = args.command.split_first() else {
+        tokio::select! {
+            _ = deadline => {}
+            _ = tokio::signal::ctrl_c() => {}
+            _ = sigterm.recv() => {}
+        }
+        return Ok(None);
+    };
+    let mut child = tokio::process::Command::new(program)
+        .args(rest)
+        .spawn()
+        .with_context(|| format!("starting the workload `{}`", args.command.join(" ")))?;
+    let pid = child.id().unwrap_or(0);
+    let status = tokio::select! {
+        s = child.wait() => Some(s.context("waiting for the workload")?),
+        _ = deadline => None,
+        _ = tokio::signal::ctrl_c() => None,
+        _ = sigterm.recv() => None,
+    };
+    let status = match status {
+        Some(s) => s,
+        None => {
+            let _ = child.kill().await;
+            child.wait().await.context("waiting for the workload")?
+        }
+    };
+    Ok(Some(Workload {
+        command: args.command.clone(),
+        pid,
+        exit_code: status.code(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vmstat::PinCounters;
+
+    fn report(acq: u64, rel: u64) -> VmstatOnly {
+        let before = PinCounters {
+            acquired: 10,
+            released: 10,
+        };
+        let after = PinCounters {
+            acquired: 10 + acq,
+            released: 10 + rel,
+        };
+        VmstatOnly {
+            kind: "vmstat_only",
+            duration_s: 1.0,
+            vmstat: VmstatCheck {
+                before,
+                after,
+                delta: before.delta_to(&after),
+            },
+            outstanding: acq as i64 - rel as i64,
+            balanced: acq == rel,
+            workload: None,
+        }
+    }
+
+    #[test]
+    fn says_the_balance() {
+        assert!(render(&report(256, 256)).contains("+256, nr_foll_pin_released +256: balanced"));
+        assert!(render(&report(256, 250)).contains("6 pin(s) taken and not released"));
+        assert!(render(&report(0, 3)).contains("3 more released than taken"));
+    }
+}
