@@ -229,12 +229,12 @@ impl Source {
         pipeline: &mut Pipeline,
         found: &mut Vec<Finding>,
     ) -> Result<Option<u64>> {
+        let Source::Live(l) = self else {
+            return Ok(None);
+        };
         let read_ns = monotonic_ns();
         let candidates = pipeline.ledger.audit_candidates(read_ns);
-        let slots = match self {
-            Source::Live(l) => l.session.audit(&candidates)?,
-            Source::Replay(_) => None,
-        };
+        let slots = l.session.audit(&candidates)?;
         let Some(slots) = slots else {
             return Ok(None);
         };

@@ -479,19 +479,19 @@ async fn run_scenario(
     };
     let is_futex = |h: &Held| not_io(h.kind, &h.stack, "get_futex_key");
     let is_exec = |h: &Held| not_io(h.kind, &h.stack, "get_arg_page");
-    let taken_at = |marker: &str| -> u64 {
-        process
-            .map(|p| {
-                p.pages_by_stack
-                    .iter()
-                    .filter(|((kind, id), _)| not_io(*kind, &t.session.stack(*id), marker))
-                    .map(|(_, n)| n)
-                    .sum()
-            })
-            .unwrap_or(0)
-    };
-    let futex_pages = taken_at("get_futex_key");
-    let exec_pages = taken_at("get_arg_page");
+    // Each FOLL_GET stack the process took pages at is resolved once.
+    let (mut futex_pages, mut exec_pages) = (0, 0);
+    for (&(kind, id), &pages) in process.iter().flat_map(|p| &p.pages_by_stack) {
+        if kind != Kind::Get {
+            continue;
+        }
+        let stack = t.session.stack(id);
+        if not_io(kind, &stack, "get_futex_key") {
+            futex_pages += pages;
+        } else if not_io(kind, &stack, "get_arg_page") {
+            exec_pages += pages;
+        }
+    }
     let observed = Observed {
         tgid: pid,
         acquired: process.map(|p| p.by_kind.clone()).unwrap_or_default(),

@@ -424,20 +424,17 @@ impl Ledger {
         let keep_exits = RELEASED_MEMORY_NS.max(self.config.exit_grace_ns);
         self.exited
             .retain(|_, &mut t| now_ns.saturating_sub(t) < keep_exits);
-        // FOLL_GET references are dropped by put_page, unseen: their holders
-        // go when their owner has exited or after RELEASED_MEMORY_NS.
+        let config = self.config;
         let exited = &self.exited;
-        self.folios.retain(|_, b| {
-            b.holders.retain(|h| {
+        // One pass over the books: FOLL_GET references are dropped by
+        // put_page, unseen, so their holders go when their owner has exited
+        // or after RELEASED_MEMORY_NS; pins are judged for leaks.
+        self.folios.retain(|&folio, books| {
+            books.holders.retain(|h| {
                 h.kind != Kind::Get
                     || !(exited.contains_key(&h.tgid)
                         || now_ns.saturating_sub(h.acquired_ns) >= RELEASED_MEMORY_NS)
             });
-            !b.holders.is_empty()
-        });
-        let config = self.config;
-        let exited = &self.exited;
-        for (&folio, books) in self.folios.iter_mut() {
             for h in books
                 .holders
                 .iter_mut()
@@ -460,7 +457,8 @@ impl Ledger {
                 h.reported = true;
                 findings.push(leak(kind, folio, h, now_ns));
             }
-        }
+            !books.holders.is_empty()
+        });
     }
 
     /// Reports the held suspects now (see `suspects`): for a caller who
@@ -473,7 +471,7 @@ impl Ledger {
     /// of live owners separately).
     pub fn finish(&mut self, now_ns: u64, findings: &mut Vec<Finding>) {
         self.tick(now_ns, findings);
-        findings.extend(self.suspects.drain(..).map(|(_, f)| f));
+        self.flush_suspects(findings);
         let mut folios: Vec<_> = self.folios.iter_mut().collect();
         folios.sort_by_key(|(f, _)| **f);
         for (&folio, books) in folios {
@@ -590,13 +588,8 @@ impl Ledger {
     /// References `tgid` took that the ledger sees outstanding, by kind.
     pub fn outstanding_of(&self, tgid: u32) -> BTreeMap<Kind, u64> {
         let mut out = BTreeMap::new();
-        for h in self
-            .folios
-            .values()
-            .flat_map(|b| b.holders.iter())
-            .filter(|h| h.tgid == tgid)
-        {
-            *out.entry(h.kind).or_default() += h.refs;
+        for ((kind, _), refs) in self.held_by_stack(tgid) {
+            *out.entry(kind).or_default() += refs;
         }
         out
     }
