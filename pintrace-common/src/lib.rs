@@ -19,6 +19,7 @@ pub const TAG_RQ_COMPLETE: u32 = 2;
 pub const TAG_FOLIOS: u32 = 3;
 pub const TAG_RELEASE: u32 = 4;
 pub const TAG_EXIT: u32 = 5;
+pub const TAG_BIO: u32 = 6;
 
 /// Name of the stack-trace map (kernel stacks of acquires and releases).
 pub const STACKS_MAP: &str = "STACKS";
@@ -45,10 +46,18 @@ pub enum Site {
     /// `pin_user_pages_remote(mm, start, nr_pages, gup_flags, pages, ...)` (vfio).
     PinUserPagesRemote = 6,
     GetUserPagesRemote = 7,
+    /// `bio_iov_iter_get_pages(bio, iter)`: a Direct I/O bio filled from user
+    /// memory; the acquires inside it are the bio's (entry and exit).
+    BioFill = 8,
+    /// `bio_endio(bio)`: a bio the probes saw filled has completed.
+    BioEndio = 9,
+    /// `__bio_release_pages(bio, mark_dirty)`: the block layer releases the
+    /// bio's pages (unpin with BIO_PAGE_PINNED, put_page without it).
+    BioRelease = 10,
 }
 
 impl Site {
-    pub const ALL: [Site; 7] = [
+    pub const ALL: [Site; 10] = [
         Site::PinUserPagesFast,
         Site::GetUserPagesFast,
         Site::PinUserPages,
@@ -56,6 +65,9 @@ impl Site {
         Site::PinUserPagesRemote,
         Site::GetUserPagesRemote,
         Site::GupPutFolio,
+        Site::BioFill,
+        Site::BioEndio,
+        Site::BioRelease,
     ];
 
     pub const fn from_u32(v: u32) -> Option<Site> {
@@ -67,6 +79,9 @@ impl Site {
             5 => Some(Site::GetUserPages),
             6 => Some(Site::PinUserPagesRemote),
             7 => Some(Site::GetUserPagesRemote),
+            8 => Some(Site::BioFill),
+            9 => Some(Site::BioEndio),
+            10 => Some(Site::BioRelease),
             _ => None,
         }
     }
@@ -81,12 +96,20 @@ impl Site {
             Site::GetUserPages => "get_user_pages",
             Site::PinUserPagesRemote => "pin_user_pages_remote",
             Site::GetUserPagesRemote => "get_user_pages_remote",
+            Site::BioFill => "bio_iov_iter_get_pages",
+            Site::BioEndio => "bio_endio",
+            Site::BioRelease => "__bio_release_pages",
         }
     }
 
     /// Whether the site takes references (else it drops them).
     pub const fn is_acquire(self) -> bool {
-        !matches!(self, Site::GupPutFolio)
+        !matches!(self, Site::GupPutFolio) && !self.is_bio()
+    }
+
+    /// Whether the site follows bios (association, not references).
+    pub const fn is_bio(self) -> bool {
+        matches!(self, Site::BioFill | Site::BioEndio | Site::BioRelease)
     }
 
     /// Names of the programs in the eBPF object that probe this site.
@@ -94,45 +117,73 @@ impl Site {
         match self {
             Site::PinUserPagesFast => SitePrograms {
                 trampoline: "fexit_pin_user_pages_fast",
+                trampoline_entry: None,
                 trampoline_is_exit: true,
                 kprobe: "kprobe_pin_user_pages_fast",
                 kretprobe: Some("kretprobe_pin_user_pages_fast"),
             },
             Site::GetUserPagesFast => SitePrograms {
                 trampoline: "fexit_get_user_pages_fast",
+                trampoline_entry: None,
                 trampoline_is_exit: true,
                 kprobe: "kprobe_get_user_pages_fast",
                 kretprobe: Some("kretprobe_get_user_pages_fast"),
             },
             Site::GupPutFolio => SitePrograms {
                 trampoline: "fentry_gup_put_folio",
+                trampoline_entry: None,
                 trampoline_is_exit: false,
                 kprobe: "kprobe_gup_put_folio",
                 kretprobe: None,
             },
             Site::PinUserPages => SitePrograms {
                 trampoline: "fexit_pin_user_pages",
+                trampoline_entry: None,
                 trampoline_is_exit: true,
                 kprobe: "kprobe_pin_user_pages",
                 kretprobe: Some("kretprobe_pin_user_pages"),
             },
             Site::GetUserPages => SitePrograms {
                 trampoline: "fexit_get_user_pages",
+                trampoline_entry: None,
                 trampoline_is_exit: true,
                 kprobe: "kprobe_get_user_pages",
                 kretprobe: Some("kretprobe_get_user_pages"),
             },
             Site::PinUserPagesRemote => SitePrograms {
                 trampoline: "fexit_pin_user_pages_remote",
+                trampoline_entry: None,
                 trampoline_is_exit: true,
                 kprobe: "kprobe_pin_user_pages_remote",
                 kretprobe: Some("kretprobe_pin_user_pages_remote"),
             },
             Site::GetUserPagesRemote => SitePrograms {
                 trampoline: "fexit_get_user_pages_remote",
+                trampoline_entry: None,
                 trampoline_is_exit: true,
                 kprobe: "kprobe_get_user_pages_remote",
                 kretprobe: Some("kretprobe_get_user_pages_remote"),
+            },
+            Site::BioFill => SitePrograms {
+                trampoline: "fexit_bio_fill",
+                trampoline_entry: Some("fentry_bio_fill"),
+                trampoline_is_exit: true,
+                kprobe: "kprobe_bio_fill",
+                kretprobe: Some("kretprobe_bio_fill"),
+            },
+            Site::BioEndio => SitePrograms {
+                trampoline: "fentry_bio_endio",
+                trampoline_entry: None,
+                trampoline_is_exit: false,
+                kprobe: "kprobe_bio_endio",
+                kretprobe: None,
+            },
+            Site::BioRelease => SitePrograms {
+                trampoline: "fentry_bio_release",
+                trampoline_entry: None,
+                trampoline_is_exit: false,
+                kprobe: "kprobe_bio_release",
+                kretprobe: None,
             },
         }
     }
@@ -143,6 +194,9 @@ impl Site {
 #[derive(Clone, Copy, Debug)]
 pub struct SitePrograms {
     pub trampoline: &'static str,
+    /// An fentry program attached beside an fexit `trampoline`, for sites
+    /// that mark both ends of a call.
+    pub trampoline_entry: Option<&'static str>,
     pub trampoline_is_exit: bool,
     pub kprobe: &'static str,
     pub kretprobe: Option<&'static str>,
@@ -192,9 +246,12 @@ pub enum Counter {
     FoliosTruncated = 4,
     /// A stack could not be stored (stack map full or collision).
     StackLost = 5,
+    /// A filled bio could not be remembered (map update failed): its
+    /// completion and release are not reported.
+    BiosFull = 6,
 }
 
-pub const COUNTER_SLOTS: u32 = 6;
+pub const COUNTER_SLOTS: u32 = 7;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_SLOTS as usize] = [
@@ -204,6 +261,7 @@ impl Counter {
         Counter::Submitted,
         Counter::FoliosTruncated,
         Counter::StackLost,
+        Counter::BiosFull,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -214,6 +272,7 @@ impl Counter {
             Counter::Submitted => "submitted",
             Counter::FoliosTruncated => "folios_truncated",
             Counter::StackLost => "stack_lost",
+            Counter::BiosFull => "bios_full",
         }
     }
 
@@ -328,6 +387,73 @@ pub struct RqCompleteEvent {
     pub error: i32,
 }
 
+/// What a [`BioEvent`] reports.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BioPhase {
+    /// `bio_iov_iter_get_pages` entered: acquires by this thread until
+    /// [`BioPhase::FillEnd`] are the bio's.
+    FillBegin = 1,
+    /// `bio_iov_iter_get_pages` returned (`status`: its return value); the
+    /// bio's sector, size and device are read here.
+    FillEnd = 2,
+    /// `bio_endio` of a bio seen filled (`status`: `bi_status`).
+    Endio = 3,
+    /// `__bio_release_pages` of a bio seen filled (`flags`: `bi_flags`).
+    Release = 4,
+}
+
+impl BioPhase {
+    pub const fn from_u32(v: u32) -> Option<BioPhase> {
+        match v {
+            1 => Some(BioPhase::FillBegin),
+            2 => Some(BioPhase::FillEnd),
+            3 => Some(BioPhase::Endio),
+            4 => Some(BioPhase::Release),
+            _ => None,
+        }
+    }
+}
+
+/// One step in the life of a Direct I/O bio.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BioEvent {
+    pub tag: u32,
+    /// A [`BioPhase`] value.
+    pub phase: u32,
+    pub ts_ns: u64,
+    pub pid_tgid: u64,
+    /// The `struct bio *` (reused by the kernel once the bio is freed).
+    pub bio: u64,
+    /// `bi_iter.bi_sector` (at FillEnd).
+    pub sector: u64,
+    /// `bi_iter.bi_size` (at FillEnd).
+    pub bytes: u32,
+    /// `bi_bdev->bd_dev`, kernel encoding (major << 20 | minor).
+    pub dev: u32,
+    /// `bi_opf`: the operation is its low 8 bits (0 read, 1 write).
+    pub opf: u32,
+    /// `bi_flags`.
+    pub flags: u32,
+    /// FillEnd: the call's return value; Endio: `bi_status`.
+    pub status: i32,
+    pub _reserved: u32,
+}
+
+/// Name of the LRU map of bios seen filled (bio address -> 1): bio_endio and
+/// __bio_release_pages report only those.
+pub const BIOS_MAP: &str = "BIOS";
+
+/// Offsets in `struct bio` and `struct block_device`, from the kernel's BTF.
+pub const GLOBAL_BIO_BDEV_OFF: &str = "BIO_BDEV_OFF";
+pub const GLOBAL_BIO_OPF_OFF: &str = "BIO_OPF_OFF";
+pub const GLOBAL_BIO_FLAGS_OFF: &str = "BIO_FLAGS_OFF";
+pub const GLOBAL_BIO_STATUS_OFF: &str = "BIO_STATUS_OFF";
+pub const GLOBAL_BIO_SECTOR_OFF: &str = "BIO_SECTOR_OFF";
+pub const GLOBAL_BIO_SIZE_OFF: &str = "BIO_SIZE_OFF";
+pub const GLOBAL_BDEV_DEV_OFF: &str = "BDEV_DEV_OFF";
+
 /// Offsets of the `block:block_rq_complete` fields, read from tracefs at
 /// start-up and handed to the probe as globals.
 pub const GLOBAL_RQ_DEV_OFF: &str = "RQ_DEV_OFF";
@@ -350,6 +476,7 @@ mod pod {
     unsafe impl aya::Pod for super::ReleaseEvent {}
     unsafe impl aya::Pod for super::ExitEvent {}
     unsafe impl aya::Pod for super::AuditSlot {}
+    unsafe impl aya::Pod for super::BioEvent {}
 }
 
 #[cfg(test)]
@@ -368,6 +495,7 @@ mod tests {
         assert_eq!(size_of::<ExitEvent>(), 16);
         assert_eq!(size_of::<RqCompleteEvent>(), 4 + 4 + 8 + 8 + 4 + 4);
         assert_eq!(size_of::<EntryArgs>(), 8 * 3 + 4 + 4);
+        assert_eq!(size_of::<BioEvent>(), 4 + 4 + 8 * 4 + 4 * 6);
     }
 
     #[test]

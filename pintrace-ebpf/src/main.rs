@@ -18,7 +18,7 @@ use aya_ebpf::{
         generated::{bpf_get_func_arg, bpf_get_func_ret},
     },
     macros::{fentry, fexit, kprobe, kretprobe, map, tracepoint},
-    maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
     programs::{
         tracing::StackIdContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext,
         TracePointContext,
@@ -27,10 +27,10 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use pintrace_common::{
-    AcquireEvent, AuditSlot, Counter, EntryArgs, ExitEvent, FolioBatch, ReleaseEvent,
-    RqCompleteEvent, Site, AUDIT_SLOTS, COUNTER_SLOTS, FOLIOS_PER_RECORD, FOLIO_BELOW_1_PIN,
-    FOLIO_BELOW_2_PINS, MAX_FOLIO_RECORDS, TAG_ACQUIRE, TAG_EXIT, TAG_FOLIOS, TAG_RELEASE,
-    TAG_RQ_COMPLETE,
+    AcquireEvent, AuditSlot, BioEvent, BioPhase, Counter, EntryArgs, ExitEvent, FolioBatch,
+    ReleaseEvent, RqCompleteEvent, Site, AUDIT_SLOTS, COUNTER_SLOTS, FOLIOS_PER_RECORD,
+    FOLIO_BELOW_1_PIN, FOLIO_BELOW_2_PINS, MAX_FOLIO_RECORDS, TAG_ACQUIRE, TAG_BIO, TAG_EXIT,
+    TAG_FOLIOS, TAG_RELEASE, TAG_RQ_COMPLETE,
 };
 
 /// Ring buffer of events; user space sizes it before load (`--ringbuf-mib`).
@@ -65,9 +65,34 @@ static PAGE_COMPOUND_HEAD_OFF: u32 = 8;
 static FOLIO_REFCOUNT_OFF: u32 = 52;
 #[unsafe(no_mangle)]
 static PAGE_SIZEOF: u32 = 64;
+/// `struct bio` and `struct block_device` offsets, set by user space from BTF.
+#[unsafe(no_mangle)]
+static BIO_BDEV_OFF: u32 = 8;
+#[unsafe(no_mangle)]
+static BIO_OPF_OFF: u32 = 16;
+#[unsafe(no_mangle)]
+static BIO_FLAGS_OFF: u32 = 20;
+#[unsafe(no_mangle)]
+static BIO_STATUS_OFF: u32 = 24;
+#[unsafe(no_mangle)]
+static BIO_SECTOR_OFF: u32 = 32;
+#[unsafe(no_mangle)]
+static BIO_SIZE_OFF: u32 = 40;
+#[unsafe(no_mangle)]
+static BDEV_DEV_OFF: u32 = 36;
 /// The tgid of the pintrace agent, whose getppid(2) runs the audit.
 #[unsafe(no_mangle)]
 static AUDIT_TGID: u32 = 0;
+
+/// Bios seen filled from user memory: only their completion and release are
+/// reported. LRU: a bio freed without either ages out.
+#[map]
+static BIOS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65536, 0);
+
+/// The bio of an in-flight `bio_iov_iter_get_pages`, by thread, for the
+/// kretprobe.
+#[map]
+static BIO_ARGS: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0);
 
 /// Folios to audit, filled by user space (see [`audit_folios`]).
 #[map]
@@ -109,6 +134,12 @@ fn stack_id<C: StackIdContext>(ctx: &C) -> i32 {
 fn read_u64(addr: u64) -> u64 {
     // SAFETY: bpf_probe_read_kernel checks the address and fails cleanly.
     unsafe { bpf_probe_read_kernel(addr as *const u64) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn read_u32(addr: u64) -> u32 {
+    // SAFETY: as for read_u64.
+    unsafe { bpf_probe_read_kernel(addr as *const u32) }.unwrap_or(0)
 }
 
 /// The folio of a `struct page *`: its head when it is a tail page.
@@ -441,6 +472,145 @@ pub fn kprobe_gup_put_folio(ctx: ProbeContext) -> u32 {
         ctx.arg::<i32>(1).unwrap_or(0),
         ctx.arg::<u32>(2).unwrap_or(0),
     )
+}
+
+/// One step of a bio's life; the bio's fields are read only at FillEnd
+/// (sector and size are final there; the device is set by then).
+#[inline(always)]
+fn emit_bio(phase: BioPhase, bio: u64, status: i32) {
+    let Some(mut entry) = EVENTS.reserve::<BioEvent>(0) else {
+        bump(Counter::RingbufFull);
+        return;
+    };
+    let (sector, bytes, dev, opf) = if let BioPhase::FillEnd = phase {
+        let bdev = read_u64(bio + global(&BIO_BDEV_OFF));
+        let dev = if bdev == 0 {
+            0
+        } else {
+            read_u32(bdev + global(&BDEV_DEV_OFF))
+        };
+        (
+            read_u64(bio + global(&BIO_SECTOR_OFF)),
+            read_u32(bio + global(&BIO_SIZE_OFF)),
+            dev,
+            read_u32(bio + global(&BIO_OPF_OFF)),
+        )
+    } else {
+        (0, 0, 0, 0)
+    };
+    let flags = if let BioPhase::Release = phase {
+        read_u32(bio + global(&BIO_FLAGS_OFF)) & 0xffff
+    } else {
+        0
+    };
+    let status = if let BioPhase::Endio = phase {
+        (read_u32(bio + global(&BIO_STATUS_OFF)) & 0xff) as i32
+    } else {
+        status
+    };
+    entry.write(BioEvent {
+        tag: TAG_BIO,
+        phase: phase as u32,
+        ts_ns: now_ns(),
+        pid_tgid: bpf_get_current_pid_tgid(),
+        bio,
+        sector,
+        bytes,
+        dev,
+        opf,
+        flags,
+        status,
+        _reserved: 0,
+    });
+    entry.submit(0);
+    bump(Counter::Submitted);
+}
+
+#[inline(always)]
+fn bio_fill_end(bio: u64, ret: i32) {
+    if BIOS.insert(bio, 1u32, 0).is_err() {
+        bump(Counter::BiosFull);
+    }
+    emit_bio(BioPhase::FillEnd, bio, ret);
+}
+
+/// Completion and release are reported for bios seen filled only.
+#[inline(always)]
+fn bio_seen(bio: u64) -> bool {
+    BIOS.get_ptr(bio).is_some()
+}
+
+#[fentry(function = "bio_iov_iter_get_pages")]
+pub fn fentry_bio_fill(ctx: FEntryContext) -> u32 {
+    emit_bio(BioPhase::FillBegin, func_arg(&ctx, 0), 0);
+    0
+}
+
+#[fexit(function = "bio_iov_iter_get_pages")]
+pub fn fexit_bio_fill(ctx: FExitContext) -> u32 {
+    bio_fill_end(func_arg(&ctx, 0), func_ret(&ctx) as i32);
+    0
+}
+
+#[kprobe]
+pub fn kprobe_bio_fill(ctx: ProbeContext) -> u32 {
+    let bio = ctx.arg::<u64>(0).unwrap_or(0);
+    if BIO_ARGS.insert(bpf_get_current_pid_tgid(), bio, 0).is_err() {
+        bump(Counter::EntryArgsFull);
+    }
+    emit_bio(BioPhase::FillBegin, bio, 0);
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_bio_fill(ctx: RetProbeContext) -> u32 {
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(bio) = (unsafe { BIO_ARGS.get(key) }).copied() else {
+        bump(Counter::MissingEntry);
+        return 0;
+    };
+    let _ = BIO_ARGS.remove(key);
+    let ret: u64 = ctx.ret();
+    bio_fill_end(bio, ret as i32);
+    0
+}
+
+#[inline(always)]
+fn bio_endio(bio: u64) -> u32 {
+    if bio_seen(bio) {
+        emit_bio(BioPhase::Endio, bio, 0);
+    }
+    0
+}
+
+#[fentry(function = "bio_endio")]
+pub fn fentry_bio_endio(ctx: FEntryContext) -> u32 {
+    bio_endio(func_arg(&ctx, 0))
+}
+
+#[kprobe]
+pub fn kprobe_bio_endio(ctx: ProbeContext) -> u32 {
+    bio_endio(ctx.arg::<u64>(0).unwrap_or(0))
+}
+
+#[inline(always)]
+fn bio_release(bio: u64) -> u32 {
+    if bio_seen(bio) {
+        let _ = BIOS.remove(bio);
+        emit_bio(BioPhase::Release, bio, 0);
+    }
+    0
+}
+
+#[fentry(function = "__bio_release_pages")]
+pub fn fentry_bio_release(ctx: FEntryContext) -> u32 {
+    bio_release(func_arg(&ctx, 0))
+}
+
+#[kprobe]
+pub fn kprobe_bio_release(ctx: ProbeContext) -> u32 {
+    bio_release(ctx.arg::<u64>(0).unwrap_or(0))
 }
 
 #[tracepoint(category = "block", name = "block_rq_complete")]

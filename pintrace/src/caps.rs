@@ -3,6 +3,7 @@
 //! that can only be learnt by trying (whether fentry/fexit programs load) is
 //! filled in by the probes module and handed back as [`Availability`].
 
+use crate::layout::StructOffsets;
 use serde::Serialize;
 use std::{
     collections::HashMap,
@@ -22,7 +23,7 @@ pub const KNOWN_SYMBOLS: &[(&str, &str)] = &[
     ("get_user_pages_unlocked", "acquire"),
     ("iov_iter_get_pages2", "acquire"),
     ("iov_iter_extract_pages", "acquire"),
-    ("bio_iov_iter_get_pages", "acquire"),
+    ("bio_iov_iter_get_pages", "bio"),
     ("try_grab_page", "grab"),
     ("try_grab_folio", "grab"),
     ("try_grab_folio_fast", "grab"),
@@ -94,6 +95,8 @@ pub struct Caps {
     pub rq_complete: Option<RqCompleteLayout>,
     pub vmstat_pin_counters: bool,
     pub symbols: Vec<SymbolInfo>,
+    /// Field offsets the probes read (from BTF, else built-in defaults).
+    pub layout: StructOffsets,
 }
 
 impl Caps {
@@ -136,6 +139,7 @@ impl Caps {
             rq_complete,
             vmstat_pin_counters: vmstat.contains("nr_foll_pin_acquired"),
             symbols: symbol_table(&kallsyms, traceable.as_deref()),
+            layout: StructOffsets::detect(),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod cmd;
 pub mod engine;
 pub mod events;
 pub mod flags;
+pub mod layout;
 pub mod ledger;
 pub mod metrics;
 pub mod model;

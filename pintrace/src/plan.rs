@@ -23,6 +23,7 @@ impl Method {
     pub fn program_kind(self, site: Site) -> &'static str {
         let p = site.programs();
         match (self, p.trampoline_is_exit, p.kretprobe.is_some()) {
+            (Method::Trampoline, true, _) if p.trampoline_entry.is_some() => "fentry+fexit",
             (Method::Trampoline, true, _) => "fexit",
             (Method::Trampoline, false, _) => "fentry",
             (Method::Kprobe, _, true) => "kprobe+kretprobe",
@@ -102,6 +103,11 @@ impl Plan {
             let kprobe_ok = preference != Preference::Fentry && caps.kprobes.is_yes() && present;
             let (method, reason) = if !present {
                 (None, format!("{symbol} is not in /proc/kallsyms"))
+            } else if site.is_bio() && caps.layout.bio.is_none() {
+                (
+                    None,
+                    "the layout of struct bio is unknown without kernel BTF".to_owned(),
+                )
             } else if fexit_ok {
                 (
                     Some(Method::Trampoline),
@@ -143,7 +149,22 @@ impl Plan {
         if !caps.vmstat_pin_counters {
             notes.push("/proc/vmstat has no nr_foll_pin_* counters: no cross-check".into());
         }
-        if let Some(off) = sites.iter().find(|s| !s.acquire && s.method.is_none()) {
+        let bio_off: Vec<&str> = sites
+            .iter()
+            .filter(|s| s.id.is_bio() && s.method.is_none())
+            .map(|s| s.symbol)
+            .collect();
+        if !bio_off.is_empty() {
+            notes.push(format!(
+                "{} not watched: pins are not tied to their bios (no \"held after its bio \
+                 completed\" leaks, no bio in findings)",
+                bio_off.join(", ")
+            ));
+        }
+        if let Some(off) = sites
+            .iter()
+            .find(|s| s.id == Site::GupPutFolio && s.method.is_none())
+        {
             notes.push(format!(
                 "{} is not watched ({}): releases are not seen, so no leak or mismatch can be told",
                 off.symbol, off.reason
@@ -212,6 +233,9 @@ pub fn site_name(site: Site) -> &'static str {
         Site::GetUserPages => "get",
         Site::PinUserPagesRemote => "pin_remote",
         Site::GetUserPagesRemote => "get_remote",
+        Site::BioFill => "bio_fill",
+        Site::BioEndio => "bio_endio",
+        Site::BioRelease => "bio_release",
     }
 }
 
@@ -227,7 +251,10 @@ mod tests {
                         ffffffff815f3c40 T get_user_pages\n\
                         ffffffff815f3c80 T pin_user_pages_remote\n\
                         ffffffff815f3cc0 T get_user_pages_remote\n\
-                        ffffffff815eed50 t gup_put_folio\n";
+                        ffffffff815eed50 t gup_put_folio\n\
+                        ffffffff81700000 T bio_iov_iter_get_pages\n\
+                        ffffffff81700100 T bio_endio\n\
+                        ffffffff81700200 T __bio_release_pages\n";
         Caps {
             release: "6.12.0-test".into(),
             privileged: Availability::Yes,
@@ -245,11 +272,25 @@ mod tests {
             tracefs: None,
             rq_complete: None,
             vmstat_pin_counters: true,
+            layout: crate::layout::StructOffsets {
+                bio: Some(crate::layout::BioOffsets {
+                    bdev: 8,
+                    opf: 16,
+                    flags: 20,
+                    status: 26,
+                    sector: 32,
+                    size: 40,
+                    bdev_dev: 36,
+                    page_pinned_bit: Some(0),
+                }),
+                ..Default::default()
+            },
             symbols: symbol_table(
                 kallsyms,
                 Some(
                     "pin_user_pages_fast\nget_user_pages_fast\npin_user_pages\nget_user_pages\n\
-                     pin_user_pages_remote\nget_user_pages_remote\ngup_put_folio\n",
+                     pin_user_pages_remote\nget_user_pages_remote\ngup_put_folio\n\
+                     bio_iov_iter_get_pages\nbio_endio\n__bio_release_pages\n",
                 ),
             ),
         }
@@ -313,5 +354,31 @@ mod tests {
             .notes
             .iter()
             .any(|n| n.contains("releases are not seen")));
+    }
+
+    #[test]
+    fn bio_sites_need_the_bio_layout() {
+        let plan = Plan::build(&caps(true, true), Preference::Auto).unwrap();
+        let fill = plan.sites.iter().find(|s| s.id == Site::BioFill).unwrap();
+        assert_eq!(fill.programs, "fentry+fexit");
+        assert!(
+            !plan.notes.iter().any(|n| n.contains("bios")),
+            "{:?}",
+            plan.notes
+        );
+        let mut c = caps(true, false);
+        c.layout.bio = None;
+        let plan = Plan::build(&c, Preference::Auto).unwrap();
+        for s in plan.sites.iter().filter(|s| s.id.is_bio()) {
+            assert_eq!(s.method, None);
+            assert!(s.reason.contains("BTF"), "{}", s.reason);
+        }
+        assert!(plan.notes.iter().any(|n| n.contains("not tied to their bios")));
+        // The rest of the plan stands.
+        assert!(plan
+            .sites
+            .iter()
+            .filter(|s| !s.id.is_bio())
+            .all(|s| s.method == Some(Method::Kprobe)));
     }
 }

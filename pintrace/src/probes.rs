@@ -4,6 +4,7 @@
 
 use crate::{
     caps::{Availability, RqCompleteLayout},
+    layout::StructOffsets,
     plan::{Method, Plan},
 };
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -14,6 +15,8 @@ use aya::{
 };
 use pintrace_common::{
     AuditSlot, Counter, Site, AUDIT_MAP, AUDIT_SLOTS, COUNTERS_MAP, EVENTS_MAP, GLOBAL_AUDIT_TGID,
+    GLOBAL_BDEV_DEV_OFF, GLOBAL_BIO_BDEV_OFF, GLOBAL_BIO_FLAGS_OFF, GLOBAL_BIO_OPF_OFF,
+    GLOBAL_BIO_SECTOR_OFF, GLOBAL_BIO_SIZE_OFF, GLOBAL_BIO_STATUS_OFF,
     GLOBAL_FOLIO_REFCOUNT_OFF, GLOBAL_PAGE_COMPOUND_HEAD_OFF, GLOBAL_PAGE_SIZEOF,
     GLOBAL_RQ_DEV_OFF, GLOBAL_RQ_ERROR_OFF, GLOBAL_RQ_NR_SECTOR_OFF, GLOBAL_RQ_SECTOR_OFF,
     PROG_AUDIT, PROG_PROCESS_EXIT, PROG_RQ_COMPLETE, STACKS_MAP,
@@ -31,26 +34,6 @@ pub struct LoadOptions {
     pub struct_offsets: StructOffsets,
     /// Forward the probes' aya-log diagnostics to the `log` crate.
     pub verbose: bool,
-}
-
-/// Offsets of the `struct page` / `struct folio` fields the probes read.
-/// `compound_head` is the first word after `flags` and `_refcount` follows the
-/// mapcount union on every 64-bit kernel from 5.10 to 6.18.
-#[derive(Clone, Copy, Debug)]
-pub struct StructOffsets {
-    pub page_compound_head: u32,
-    pub folio_refcount: u32,
-    pub page_sizeof: u32,
-}
-
-impl Default for StructOffsets {
-    fn default() -> Self {
-        StructOffsets {
-            page_compound_head: 8,
-            folio_refcount: 52,
-            page_sizeof: 64,
-        }
-    }
 }
 
 pub struct Probes {
@@ -87,8 +70,28 @@ impl Probes {
             nr_sector: 24,
             error: 28,
         });
+        let so = &opts.struct_offsets;
+        // Without BTF the bio probes stay off (the plan says so); their
+        // globals keep the object's defaults.
+        let bio = so.bio.unwrap_or(crate::layout::BioOffsets {
+            bdev: 8,
+            opf: 16,
+            flags: 20,
+            status: 24,
+            sector: 32,
+            size: 40,
+            bdev_dev: 36,
+            page_pinned_bit: None,
+        });
         let mut ebpf = EbpfLoader::new()
             .btf(btf.as_ref())
+            .override_global(GLOBAL_BIO_BDEV_OFF, &bio.bdev, true)
+            .override_global(GLOBAL_BIO_OPF_OFF, &bio.opf, true)
+            .override_global(GLOBAL_BIO_FLAGS_OFF, &bio.flags, true)
+            .override_global(GLOBAL_BIO_STATUS_OFF, &bio.status, true)
+            .override_global(GLOBAL_BIO_SECTOR_OFF, &bio.sector, true)
+            .override_global(GLOBAL_BIO_SIZE_OFF, &bio.size, true)
+            .override_global(GLOBAL_BDEV_DEV_OFF, &bio.bdev_dev, true)
             .map_max_entries(EVENTS_MAP, opts.ringbuf_bytes)
             .override_global(GLOBAL_RQ_DEV_OFF, &layout.dev, true)
             .override_global(GLOBAL_RQ_SECTOR_OFF, &layout.sector, true)
@@ -178,6 +181,14 @@ impl Probes {
                     site.programs = "off";
                     site.reason = format!("fentry/fexit did not attach ({why})");
                 }
+                Err(e) if site.id.is_bio() => {
+                    // Bio association is an extra: the run goes on without it.
+                    let why = format!("{e:#}");
+                    log::warn!("{} is not watched: {why}", site.symbol);
+                    site.method = None;
+                    site.programs = "off";
+                    site.reason = why;
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -223,6 +234,15 @@ impl Probes {
                     .ok_or_else(|| anyhow!("fentry/fexit need kernel BTF"))?;
                 let name = progs.trampoline;
                 let what = || format!("{name} on {symbol}");
+                if let Some(entry) = progs.trampoline_entry {
+                    let prog: &mut FEntry = program(&mut self.ebpf, entry)?.try_into()?;
+                    if prog.fd().is_err() {
+                        prog.load(symbol, btf)
+                            .with_context(|| format!("loading {entry} on {symbol}"))?;
+                    }
+                    prog.attach()
+                        .with_context(|| format!("attaching {entry} on {symbol}"))?;
+                }
                 if progs.trampoline_is_exit {
                     let prog: &mut FExit = program(&mut self.ebpf, name)?.try_into()?;
                     if prog.fd().is_err() {
@@ -233,8 +253,10 @@ impl Probes {
                         .with_context(|| format!("attaching {}", what()))?;
                 } else {
                     let prog: &mut FEntry = program(&mut self.ebpf, name)?.try_into()?;
-                    prog.load(symbol, btf)
-                        .with_context(|| format!("loading {}", what()))?;
+                    if prog.fd().is_err() {
+                        prog.load(symbol, btf)
+                            .with_context(|| format!("loading {}", what()))?;
+                    }
                     prog.attach()
                         .with_context(|| format!("attaching {}", what()))?;
                 }

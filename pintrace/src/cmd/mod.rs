@@ -47,6 +47,7 @@ pub fn startup(preference: Preference, opts: &LoadOptions) -> Result<Startup> {
     if caps.privileged.is_yes() {
         let mut opts = opts.clone();
         opts.rq_layout = caps.rq_complete;
+        opts.struct_offsets = caps.layout;
         let mut p = Probes::load(&opts)?;
         let first = caps
             .symbols
