@@ -6,10 +6,11 @@
 //! error, never a panic.
 
 use bytes::Buf;
+pub use pintrace_common::BioPhase;
 use pintrace_common::{
-    AcquireEvent, ExitEvent, FolioBatch, ReleaseEvent, RqCompleteEvent, Site, FOLIOS_PER_RECORD,
-    FOLIO_ADDR_MASK, FOLIO_BELOW_1_PIN, FOLIO_BELOW_2_PINS, TAG_ACQUIRE, TAG_EXIT, TAG_FOLIOS,
-    TAG_RELEASE, TAG_RQ_COMPLETE,
+    AcquireEvent, BioEvent, ExitEvent, FolioBatch, ReleaseEvent, RqCompleteEvent, Site,
+    FOLIOS_PER_RECORD, FOLIO_ADDR_MASK, FOLIO_BELOW_1_PIN, FOLIO_BELOW_2_PINS, TAG_ACQUIRE,
+    TAG_BIO, TAG_EXIT, TAG_FOLIOS, TAG_RELEASE, TAG_RQ_COMPLETE,
 };
 use serde::{Serialize, Serializer};
 use std::{fmt, mem::size_of};
@@ -143,6 +144,31 @@ pub struct RqComplete {
     pub error: i32,
 }
 
+/// One step of a Direct I/O bio's life (see [`BioPhase`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bio {
+    pub phase: BioPhase,
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    /// The kernel's `struct bio *`: an identity only while the bio lives.
+    pub bio: u64,
+    pub sector: u64,
+    pub bytes: u32,
+    pub major: u32,
+    pub minor: u32,
+    pub opf: u32,
+    pub flags: u32,
+    pub status: i32,
+}
+
+impl Bio {
+    /// A write (REQ_OP_WRITE), else a read.
+    pub fn is_write(&self) -> bool {
+        self.opf & 0xff == 1
+    }
+}
+
 /// Decoded on the stack once per record; boxing the folio batch would put an
 /// allocation on the hot path.
 #[allow(clippy::large_enum_variant)]
@@ -157,6 +183,7 @@ pub enum Event {
         tgid: u32,
         ts_ns: u64,
     },
+    Bio(Bio),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,6 +191,7 @@ pub enum DecodeError {
     Truncated { tag: u32, len: usize, need: usize },
     UnknownTag(u32),
     UnknownSite(u32),
+    UnknownBioPhase(u32),
 }
 
 impl fmt::Display for DecodeError {
@@ -174,6 +202,7 @@ impl fmt::Display for DecodeError {
             }
             DecodeError::UnknownTag(t) => write!(f, "unknown record tag {t}"),
             DecodeError::UnknownSite(s) => write!(f, "unknown acquire site {s}"),
+            DecodeError::UnknownBioPhase(p) => write!(f, "unknown bio phase {p}"),
         }
     }
 }
@@ -207,6 +236,7 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         TAG_FOLIOS => size_of::<FolioBatch>(),
         TAG_RELEASE => size_of::<ReleaseEvent>(),
         TAG_EXIT => size_of::<ExitEvent>(),
+        TAG_BIO => size_of::<BioEvent>(),
         other => return Err(DecodeError::UnknownTag(other)),
     };
     if record.len() < need {
@@ -293,6 +323,33 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
             let ts_ns = buf.get_u64_ne();
             Event::Exit { tgid, ts_ns }
         }
+        TAG_BIO => {
+            let raw = buf.get_u32_ne();
+            let phase = BioPhase::from_u32(raw).ok_or(DecodeError::UnknownBioPhase(raw))?;
+            let ts_ns = buf.get_u64_ne();
+            let pid_tgid = buf.get_u64_ne();
+            let bio = buf.get_u64_ne();
+            let sector = buf.get_u64_ne();
+            let bytes = buf.get_u32_ne();
+            let dev = buf.get_u32_ne();
+            let opf = buf.get_u32_ne();
+            let flags = buf.get_u32_ne();
+            let status = buf.get_i32_ne();
+            Event::Bio(Bio {
+                phase,
+                ts_ns,
+                tgid: (pid_tgid >> 32) as u32,
+                tid: pid_tgid as u32,
+                bio,
+                sector,
+                bytes,
+                major: dev >> 20,
+                minor: dev & 0xfffff,
+                opf,
+                flags,
+                status,
+            })
+        }
         _ => {
             let dev = buf.get_u32_ne();
             let ts_ns = buf.get_u64_ne();
@@ -371,6 +428,23 @@ pub mod encode {
         v.put_u32_ne(TAG_EXIT);
         v.put_u32_ne(tgid);
         v.put_u64_ne(ts_ns);
+        v
+    }
+
+    pub fn bio(b: &Bio) -> Vec<u8> {
+        let mut v = Vec::with_capacity(size_of::<BioEvent>());
+        v.put_u32_ne(TAG_BIO);
+        v.put_u32_ne(b.phase as u32);
+        v.put_u64_ne(b.ts_ns);
+        v.put_u64_ne(((b.tgid as u64) << 32) | b.tid as u64);
+        v.put_u64_ne(b.bio);
+        v.put_u64_ne(b.sector);
+        v.put_u32_ne(b.bytes);
+        v.put_u32_ne((b.major << 20) | (b.minor & 0xfffff));
+        v.put_u32_ne(b.opf);
+        v.put_u32_ne(b.flags);
+        v.put_i32_ne(b.status);
+        v.put_u32_ne(0);
         v
     }
 
@@ -504,6 +578,31 @@ mod tests {
             decode(&encode::exit(7, 11)),
             Ok(Event::Exit { tgid: 7, ts_ns: 11 })
         );
+    }
+
+    #[test]
+    fn bio_round_trips_and_rejects_unknown_phases() {
+        let b = Bio {
+            phase: BioPhase::FillEnd,
+            ts_ns: 12,
+            tgid: 3,
+            tid: 4,
+            bio: 0xffff_8880_1234_5600,
+            sector: 2048,
+            bytes: 65536,
+            major: 7,
+            minor: 1,
+            opf: 1,
+            flags: 1,
+            status: 0,
+        };
+        let bytes = encode::bio(&b);
+        assert_eq!(bytes.len(), size_of::<BioEvent>());
+        assert_eq!(decode(&bytes), Ok(Event::Bio(b)));
+        assert!(b.is_write());
+        let mut bad = bytes.clone();
+        bad[4] = 9;
+        assert_eq!(decode(&bad), Err(DecodeError::UnknownBioPhase(9)));
     }
 
     #[test]

@@ -225,8 +225,15 @@ mod tests {
         assert_eq!(bio.bdev, 8);
         assert_eq!(bio.opf, 16);
         assert_eq!(bio.flags, 20);
-        assert_eq!(bio.size, bio.sector + 8, "bvec_iter: bi_sector then bi_size");
-        assert!(bio.page_pinned_bit.is_some(), "BIO_PAGE_PINNED exists from 6.5");
+        assert_eq!(
+            bio.size,
+            bio.sector + 8,
+            "bvec_iter: bi_sector then bi_size"
+        );
+        assert!(
+            bio.page_pinned_bit.is_some(),
+            "BIO_PAGE_PINNED exists from 6.5"
+        );
     }
 
     #[test]

@@ -421,6 +421,7 @@ fn kind_name(f: &Finding) -> &'static str {
         K::DoubleUnpin => "double_unpin",
         K::UnpinWithoutPin => "unpin_without_pin",
         K::PinReleasedAsGet => "pin_released_as_get",
+        K::LeakAfterBio => "leak_after_bio",
     }
 }
 

@@ -373,7 +373,10 @@ mod tests {
             assert_eq!(s.method, None);
             assert!(s.reason.contains("BTF"), "{}", s.reason);
         }
-        assert!(plan.notes.iter().any(|n| n.contains("not tied to their bios")));
+        assert!(plan
+            .notes
+            .iter()
+            .any(|n| n.contains("not tied to their bios")));
         // The rest of the plan stands.
         assert!(plan
             .sites

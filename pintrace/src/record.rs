@@ -11,6 +11,7 @@
 //!          | start_ns u64 (kernel CLOCK_MONOTONIC) | start_unix_ms u64
 //!          | FOLL_GET u32 | FOLL_PIN u32 | FOLL_LONGTERM u32
 //!          | kernel release (u16 length + UTF-8) | attach plan (u16 length + UTF-8)
+//!          | [BIO_PAGE_PINNED mask u32: absent in older recordings, read as 0]
 //!          | crc32 u32 of everything before it
 //! entry*   length u32 of the payload | kind u8 | offset_ns u64 since start_ns
 //!          | payload | crc32 u32 of kind, offset and payload
@@ -123,6 +124,7 @@ pub fn encode_header(h: &Header) -> BytesMut {
     fields.put_u32_le(h.flags.longterm);
     put_str16(&mut fields, &h.kernel);
     put_str16(&mut fields, &h.plan);
+    fields.put_u32_le(h.flags.bio_page_pinned);
     let mut b = BytesMut::new();
     b.put_slice(MAGIC);
     b.put_u16_le(VERSION);
@@ -337,14 +339,18 @@ impl Recording {
         let mut f = data.slice(16..16 + len);
         let start_ns = f.get_u64_le();
         let start_unix_ms = f.get_u64_le();
-        let flags = FollFlags {
+        let mut flags = FollFlags {
             get: f.get_u32_le(),
             pin: f.get_u32_le(),
             longterm: f.get_u32_le(),
+            bio_page_pinned: 0,
         };
         let bad = || err(16, "corrupted header (bad strings)".into());
         let kernel = get_str16(&mut f).ok_or_else(bad)?;
         let plan = get_str16(&mut f).ok_or_else(bad)?;
+        if f.remaining() >= 4 {
+            flags.bio_page_pinned = f.get_u32_le();
+        }
         let header = Header {
             start_ns,
             start_unix_ms,

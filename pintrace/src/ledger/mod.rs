@@ -16,7 +16,16 @@
 //!   what the ledger saw of that folio during the run.
 //! - **leak**: a pin taken during the run and not released when the run ends;
 //!   a pin still held a grace period after its owner exited; a non-long-term
-//!   pin older than `leak_age`.
+//!   pin older than `leak_age`; a reference still held a grace period after
+//!   the bio it was taken for completed.
+//! - **mismatch, bio released as FOLL_GET**: a bio whose fill pinned its pages
+//!   released by `__bio_release_pages` without BIO_PAGE_PINNED (put_page).
+//!
+//! Bios: the acquires a thread makes inside `bio_iov_iter_get_pages` are the
+//! bio's (the probes mark both ends of the call), so each holder knows its
+//! bio; `bio_endio` starts the bio's grace period and `__bio_release_pages`
+//! releases its FOLL_GET references (put_page, otherwise invisible) and
+//! points the unpins that follow on that thread at the bio's own holders.
 //!
 //! Folios first seen in a release were pinned before tracing began: they are
 //! "unknown" and never produce a finding. FOLL_GET references are released
@@ -25,10 +34,10 @@
 
 mod tally;
 
-pub use tally::{Completions, Counts, Kind, ProcessTally, Releases, Tally};
+pub use tally::{BioCounts, Completions, Counts, Kind, ProcessTally, Releases, Tally};
 
 use crate::{
-    events::{Acquire, Comm, Event, Folios, Release},
+    events::{Acquire, Bio, BioPhase, Comm, Event, Folios, Release},
     flags::FollFlags,
 };
 use rustc_hash::FxHashMap;
@@ -55,6 +64,8 @@ pub struct LedgerConfig {
     pub leak_age_ns: Option<u64>,
     /// How long after its owner exited a pin may still be released.
     pub exit_grace_ns: u64,
+    /// How long after its bio completed a reference may still be released.
+    pub bio_grace_ns: u64,
 }
 
 impl Default for LedgerConfig {
@@ -62,6 +73,7 @@ impl Default for LedgerConfig {
         LedgerConfig {
             leak_age_ns: None,
             exit_grace_ns: 5_000_000_000,
+            bio_grace_ns: 2_000_000_000,
         }
     }
 }
@@ -78,6 +90,49 @@ pub struct Holder {
     /// Already reported as a leak (reported once).
     #[serde(skip)]
     pub reported: bool,
+    /// The ledger's number for the bio these references were taken for
+    /// (0: none seen).
+    #[serde(skip)]
+    pub bio: u64,
+}
+
+/// What the probes read of a bio when its fill returned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BioInfo {
+    pub major: u32,
+    pub minor: u32,
+    pub sector: u64,
+    pub bytes: u32,
+    pub write: bool,
+}
+
+impl std::fmt::Display for BioInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} bytes at sector {} on {}:{}",
+            if self.write { "write" } else { "read" },
+            self.bytes,
+            self.sector,
+            self.major,
+            self.minor
+        )
+    }
+}
+
+/// One bio's books: the references its fill took, until released.
+#[derive(Clone, Debug)]
+struct BioBooks {
+    ptr: u64,
+    info: BioInfo,
+    completed_ns: Option<u64>,
+    /// References taken for the bio and not yet released.
+    refs: u64,
+    /// Folios it holds references on (each once).
+    folios: SmallVec<[u64; 4]>,
+    /// `__bio_release_pages` ran: unpins of its folios are expected.
+    released: bool,
+    reported: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -110,6 +165,8 @@ pub enum FindingKind {
     DoubleUnpin,
     /// Unpin of a folio with no pin to release, none seen during the run.
     UnpinWithoutPin,
+    /// References still held a grace period after their bio completed.
+    LeakAfterBio,
     /// A pin whose references left the folio without an unpin: released
     /// with put_page (a FOLL_GET release of a FOLL_PIN page). Seen by the
     /// refcount audit.
@@ -144,6 +201,9 @@ pub struct Finding {
     pub stack_id: i32,
     /// For mismatches: the holder the ledger knew of, if any.
     pub holder: Option<Holder>,
+    /// The bio the references were taken for, when the probes saw it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bio: Option<BioInfo>,
     pub at_ns: u64,
     pub detail: String,
 }
@@ -175,6 +235,8 @@ struct Pending {
     stack_id: i32,
     ts_ns: u64,
     remaining: u32,
+    /// The bio being filled by the acquiring thread (0: none).
+    bio: u64,
 }
 
 pub struct Ledger {
@@ -199,6 +261,15 @@ pub struct Ledger {
     pub unknown_releases: u64,
     /// Releases matched to their holders, when noted (drained by the caller).
     lifetimes: Option<Vec<Lifetime>>,
+    /// Bios with references outstanding, by the ledger's number for them.
+    bios: FxHashMap<u64, BioBooks>,
+    /// The live bio at each kernel address.
+    bio_at: FxHashMap<u64, u64>,
+    /// Threads inside `bio_iov_iter_get_pages`, and the bio they fill.
+    filling: FxHashMap<u32, u64>,
+    /// Threads inside `__bio_release_pages`, and the bio they release.
+    releasing: FxHashMap<u32, u64>,
+    next_bio: u64,
 }
 
 impl Ledger {
@@ -215,6 +286,11 @@ impl Ledger {
             orphan_batches: 0,
             unknown_releases: 0,
             lifetimes: None,
+            bios: FxHashMap::default(),
+            bio_at: FxHashMap::default(),
+            filling: FxHashMap::default(),
+            releasing: FxHashMap::default(),
+            next_bio: 0,
         }
     }
 
@@ -247,7 +323,236 @@ impl Ledger {
                 self.exited.insert(*tgid, *ts_ns);
             }
             Event::RqComplete(_) => {}
+            Event::Bio(b) => self.bio(b, findings),
         }
+    }
+
+    fn bio(&mut self, b: &Bio, findings: &mut Vec<Finding>) {
+        match b.phase {
+            BioPhase::FillBegin => {
+                self.next_bio += 1;
+                let id = self.next_bio;
+                // The address is reused once a bio is freed: the old books
+                // stay only while they hold references.
+                if let Some(old) = self.bio_at.insert(b.bio, id) {
+                    if self.bios.get(&old).is_some_and(|x| x.refs == 0) {
+                        self.bios.remove(&old);
+                    }
+                }
+                self.bios.insert(
+                    id,
+                    BioBooks {
+                        ptr: b.bio,
+                        info: BioInfo::default(),
+                        completed_ns: None,
+                        refs: 0,
+                        folios: SmallVec::new(),
+                        released: false,
+                        reported: false,
+                    },
+                );
+                self.filling.insert(b.tid, id);
+            }
+            BioPhase::FillEnd => {
+                if self.filling.get(&b.tid).copied() == self.bio_at.get(&b.bio).copied() {
+                    self.filling.remove(&b.tid);
+                }
+                let Some(&id) = self.bio_at.get(&b.bio) else {
+                    return;
+                };
+                let Some(books) = self.bios.get_mut(&id) else {
+                    return;
+                };
+                books.info = BioInfo {
+                    major: b.major,
+                    minor: b.minor,
+                    sector: b.sector,
+                    bytes: b.bytes,
+                    write: b.is_write(),
+                };
+                if books.refs == 0 {
+                    // Nothing taken (a kernel-memory iterator): nothing to follow.
+                    self.forget_bio(id);
+                }
+            }
+            BioPhase::Endio => {
+                let Some(books) = self.bio_at.get(&b.bio).and_then(|id| self.bios.get_mut(id))
+                else {
+                    return;
+                };
+                books.completed_ns.get_or_insert(b.ts_ns);
+            }
+            BioPhase::Release => {
+                let Some(&id) = self.bio_at.get(&b.bio) else {
+                    return;
+                };
+                self.release_bio(id, b, findings);
+            }
+        }
+    }
+
+    /// `__bio_release_pages`: with BIO_PAGE_PINNED the unpins follow on this
+    /// thread; without it every page gets put_page, which releases the bio's
+    /// FOLL_GET references and is a mismatch for its pins.
+    fn release_bio(&mut self, id: u64, b: &Bio, findings: &mut Vec<Finding>) {
+        let pinned_flag = b.flags & self.flags.bio_page_pinned != 0;
+        let Some(books) = self.bios.get_mut(&id) else {
+            return;
+        };
+        books.completed_ns.get_or_insert(b.ts_ns);
+        let folios = books.folios.clone();
+        let info = books.info;
+        let mut pins_put: Option<(Holder, u64, u64)> = None;
+        let mut released = 0u64;
+        for folio in folios {
+            let Some(fb) = self.folios.get_mut(&folio) else {
+                continue;
+            };
+            for h in fb.holders.iter_mut().filter(|h| h.bio == id) {
+                let pin = h.kind != Kind::Get;
+                if pin && pinned_flag {
+                    continue;
+                }
+                if pin {
+                    let e = pins_put.get_or_insert((*h, folio, 0));
+                    e.2 += h.refs;
+                } else {
+                    self.tally.credit_release(h.tgid, h.kind, h.refs);
+                    self.tally.bios.get_refs_released += h.refs;
+                    if let Some(v) = self.lifetimes.as_mut() {
+                        v.push(Lifetime {
+                            kind: h.kind,
+                            refs: h.refs,
+                            tgid: h.tgid,
+                            stack_id: h.stack_id,
+                            acquired_ns: h.acquired_ns,
+                            released_ns: b.ts_ns,
+                        });
+                    }
+                }
+                released += h.refs;
+                h.refs = 0;
+            }
+            fb.holders.retain(|h| h.refs > 0);
+            if fb.holders.is_empty() {
+                let exact = fb.exact;
+                self.folios.remove(&folio);
+                self.released.insert(folio, (b.ts_ns, exact));
+            }
+        }
+        if let Some((h, folio, refs)) = pins_put {
+            findings.push(Finding {
+                kind: FindingKind::PinReleasedAsGet,
+                folio,
+                refs,
+                tgid: h.tgid,
+                comm: h.comm,
+                stack_id: h.stack_id,
+                holder: Some(h),
+                bio: Some(info),
+                at_ns: b.ts_ns,
+                detail: format!(
+                    "{refs} pin(s) of a bio ({info}) released by __bio_release_pages without \
+                     BIO_PAGE_PINNED: put_page on FOLL_PIN pages; the stack is the pin's"
+                ),
+            });
+        }
+        let books = self.bios.get_mut(&id).expect("bio books");
+        books.refs = books.refs.saturating_sub(released);
+        if books.refs == 0 {
+            self.forget_bio(id);
+        } else {
+            books.released = true;
+            self.releasing.insert(b.tid, id);
+        }
+    }
+
+    fn forget_bio(&mut self, id: u64) {
+        if let Some(books) = self.bios.remove(&id) {
+            if self.bio_at.get(&books.ptr) == Some(&id) {
+                self.bio_at.remove(&books.ptr);
+            }
+        }
+    }
+
+    /// Lowers the books of the bios references were taken from.
+    fn settle_bios(&mut self, from_bios: &[(u64, u64)]) {
+        for &(id, n) in from_bios {
+            if let Some(b) = self.bios.get_mut(&id) {
+                b.refs = b.refs.saturating_sub(n);
+                if b.refs == 0 {
+                    self.forget_bio(id);
+                }
+            }
+        }
+    }
+
+    /// Bios completed more than the grace period ago whose references are
+    /// still held: one finding per bio, naming it; its holders are then
+    /// reported (never again as another kind of leak).
+    fn judge_bios(&mut self, now_ns: u64, findings: &mut Vec<Finding>) {
+        let grace = self.config.bio_grace_ns;
+        let due: Vec<u64> = self
+            .bios
+            .iter()
+            .filter(|(_, b)| {
+                !b.reported
+                    && b.completed_ns
+                        .is_some_and(|t| now_ns.saturating_sub(t) >= grace)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            let Some(b) = self.bios.get_mut(&id) else {
+                continue;
+            };
+            b.reported = true;
+            let (info, completed) = (b.info, b.completed_ns.unwrap_or(now_ns));
+            let mut first: Option<(Holder, u64)> = None;
+            let mut refs = 0;
+            for folio in b.folios.clone() {
+                let Some(fb) = self.folios.get_mut(&folio) else {
+                    continue;
+                };
+                for h in fb
+                    .holders
+                    .iter_mut()
+                    .filter(|h| h.bio == id && !h.reported && h.refs > 0)
+                {
+                    h.reported = true;
+                    refs += h.refs;
+                    first.get_or_insert((*h, folio));
+                }
+            }
+            let Some((h, folio)) = first else {
+                // Its holders were reported already, or dropped (FOLL_GET
+                // holders of an exited owner): nothing more to say.
+                self.forget_bio(id);
+                continue;
+            };
+            let late_ms = now_ns.saturating_sub(completed) / 1_000_000;
+            findings.push(Finding {
+                kind: FindingKind::LeakAfterBio,
+                folio,
+                refs,
+                tgid: h.tgid,
+                comm: h.comm,
+                stack_id: h.stack_id,
+                holder: Some(h),
+                bio: Some(info),
+                at_ns: now_ns,
+                detail: format!(
+                    "{} {refs} ref(s) still held {late_ms} ms after their bio ({info}) \
+                     completed; the stack is the acquire's",
+                    h.kind.label()
+                ),
+            });
+        }
+    }
+
+    /// Bios with references outstanding (memory is proportional to this).
+    pub fn tracked_bios(&self) -> usize {
+        self.bios.len()
     }
 
     fn acquire(&mut self, a: &Acquire) {
@@ -274,6 +579,7 @@ impl Ledger {
                 stack_id: a.stack_id,
                 ts_ns: a.ts_ns,
                 remaining: a.folio_records,
+                bio: self.filling.get(&a.tid).copied().unwrap_or(0),
             },
         );
     }
@@ -304,11 +610,9 @@ impl Ledger {
                     Kind::Pin | Kind::LongtermPin => evidence.below_2_pins,
                 };
             }
-            match books
-                .holders
-                .iter_mut()
-                .find(|h| h.kind == p.kind && h.tgid == p.tgid && h.stack_id == p.stack_id)
-            {
+            match books.holders.iter_mut().find(|h| {
+                h.kind == p.kind && h.tgid == p.tgid && h.stack_id == p.stack_id && h.bio == p.bio
+            }) {
                 Some(h) => h.refs += 1,
                 None => books.holders.push(Holder {
                     kind: p.kind,
@@ -318,7 +622,14 @@ impl Ledger {
                     stack_id: p.stack_id,
                     acquired_ns: p.ts_ns,
                     reported: false,
+                    bio: p.bio,
                 }),
+            }
+            if let Some(bio) = (p.bio != 0).then(|| self.bios.get_mut(&p.bio)).flatten() {
+                bio.refs += 1;
+                if !bio.folios.contains(&folio) {
+                    bio.folios.push(folio);
+                }
             }
         }
     }
@@ -332,6 +643,7 @@ impl Ledger {
             // error paths): balance a GET holder if there is one.
             if let Some(books) = books {
                 let noted = self.lifetimes.as_mut();
+                let mut from_bios = SmallVec::new();
                 take(
                     &mut books.holders,
                     refs,
@@ -339,7 +651,10 @@ impl Ledger {
                     r.ts_ns,
                     noted,
                     Some(&mut self.tally),
+                    |h| (h.bio != 0) as u8,
+                    &mut from_bios,
                 );
+                self.settle_bios(&from_bios);
             }
             return;
         }
@@ -365,7 +680,34 @@ impl Ledger {
             }
             return;
         };
+        // Inside __bio_release_pages the unpins are the bio's own; elsewhere
+        // holders without a bio go first, then those of released bios.
+        let scope = match self.releasing.get(&r.tid) {
+            Some(&id)
+                if self
+                    .bios
+                    .get(&id)
+                    .is_some_and(|b| b.folios.contains(&r.folio)) =>
+            {
+                id
+            }
+            Some(_) => {
+                self.releasing.remove(&r.tid);
+                0
+            }
+            None => 0,
+        };
+        let bios = &self.bios;
+        let rank = |h: &Holder| -> u8 {
+            match h.bio {
+                0 => 2,
+                b if b == scope => 0,
+                b if bios.get(&b).is_some_and(|x| x.released) => 1,
+                _ => 3,
+            }
+        };
         let noted = self.lifetimes.as_mut();
+        let mut from_bios = SmallVec::new();
         let missing = take(
             &mut books.holders,
             refs,
@@ -373,6 +715,8 @@ impl Ledger {
             r.ts_ns,
             noted,
             Some(&mut self.tally),
+            rank,
+            &mut from_bios,
         );
         books.released_pins += refs - missing;
         if missing == 0 {
@@ -381,8 +725,13 @@ impl Ledger {
                 self.folios.remove(&r.folio);
                 self.released.insert(r.folio, (r.ts_ns, exact));
             }
+            self.settle_bios(&from_bios);
             return;
         }
+        self.settle_bios(&from_bios);
+        let Some(books) = self.folios.get_mut(&r.folio) else {
+            return;
+        };
         let evidence = if below_bias {
             Evidence::Refcount
         } else if books.exact && !r.large {
@@ -418,6 +767,7 @@ impl Ledger {
             }
             !due
         });
+        self.judge_bios(now_ns, findings);
         self.released
             .retain(|_, &mut (t, _)| now_ns.saturating_sub(t) < RELEASED_MEMORY_NS);
         // Exits are remembered for as long as anything can depend on them.
@@ -426,6 +776,7 @@ impl Ledger {
             .retain(|_, &mut t| now_ns.saturating_sub(t) < keep_exits);
         let config = self.config;
         let exited = &self.exited;
+        let bios = &self.bios;
         // One pass over the books: FOLL_GET references are dropped by
         // put_page, unseen, so their holders go when their owner has exited
         // or after RELEASED_MEMORY_NS; pins are judged for leaks.
@@ -455,7 +806,7 @@ impl Ledger {
                     continue;
                 };
                 h.reported = true;
-                findings.push(leak(kind, folio, h, now_ns));
+                findings.push(leak(kind, folio, h, now_ns, bios));
             }
             !books.holders.is_empty()
         });
@@ -472,6 +823,7 @@ impl Ledger {
     pub fn finish(&mut self, now_ns: u64, findings: &mut Vec<Finding>) {
         self.tick(now_ns, findings);
         self.flush_suspects(findings);
+        let bios = &self.bios;
         let mut folios: Vec<_> = self.folios.iter_mut().collect();
         folios.sort_by_key(|(f, _)| **f);
         for (&folio, books) in folios {
@@ -486,7 +838,7 @@ impl Ledger {
                     FindingKind::LeakAtEnd
                 };
                 h.reported = true;
-                findings.push(leak(kind, folio, h, now_ns));
+                findings.push(leak(kind, folio, h, now_ns, bios));
             }
         }
     }
@@ -545,6 +897,7 @@ impl Ledger {
             .filter(|h| h.kind != Kind::Get && h.acquired_ns < read_ns)
             .min_by_key(|h| h.acquired_ns)
             .copied();
+        let mut from_bios = SmallVec::new();
         take(
             &mut books.holders,
             missing,
@@ -552,10 +905,13 @@ impl Ledger {
             read_ns,
             None,
             None,
+            |h| (h.bio != 0) as u8,
+            &mut from_bios,
         );
         if books.holders.is_empty() {
             self.folios.remove(&folio);
         }
+        self.settle_bios(&from_bios);
         if let Some(h) = holder {
             findings.push(Finding {
                 kind: FindingKind::PinReleasedAsGet,
@@ -565,6 +921,7 @@ impl Ledger {
                 comm: h.comm,
                 stack_id: h.stack_id,
                 holder: Some(h),
+                bio: self.bios.get(&h.bio).map(|b| b.info),
                 at_ns: read_ns,
                 detail: format!(
                     "{pins} pin(s) in the books but refcount {refcount} holds at most {capacity} \
@@ -614,6 +971,7 @@ impl Ledger {
     /// workload is over, instead of waiting for [`Ledger::tick`]. Long-term
     /// pins are leaks too: the owner is gone. Each is reported once.
     pub fn report_leaks_of(&mut self, tgid: u32, now_ns: u64, findings: &mut Vec<Finding>) {
+        let bios = &self.bios;
         let mut folios: Vec<_> = self.folios.iter_mut().collect();
         folios.sort_by_key(|(f, _)| **f);
         for (&folio, books) in folios {
@@ -623,7 +981,7 @@ impl Ledger {
                 .filter(|h| h.tgid == tgid && h.kind != Kind::Get && !h.reported)
             {
                 h.reported = true;
-                findings.push(leak(FindingKind::LeakOwnerExited, folio, h, now_ns));
+                findings.push(leak(FindingKind::LeakOwnerExited, folio, h, now_ns, bios));
             }
         }
     }
@@ -640,9 +998,11 @@ fn prune_stale_gets(holders: &mut Holders, exited: &FxHashMap<u32, u64>) {
     holders.retain(|h| h.kind != Kind::Get || !exited.contains_key(&h.tgid));
 }
 
-/// Takes `refs` references from the holders matching `which`, oldest first
+/// Takes `refs` references from the holders matching `which`, by `rank`
+/// then oldest first (noting in `from_bios` what came from which bio)
 /// (noting each as a [`Lifetime`] when asked, crediting the release to its
 /// taker in the tally when given); returns how many could not be taken.
+#[allow(clippy::too_many_arguments)]
 fn take(
     holders: &mut Holders,
     mut refs: u64,
@@ -650,12 +1010,19 @@ fn take(
     now_ns: u64,
     mut noted: Option<&mut Vec<Lifetime>>,
     mut tally: Option<&mut Tally>,
+    rank: impl Fn(&Holder) -> u8,
+    from_bios: &mut SmallVec<[(u64, u64); 2]>,
 ) -> u64 {
-    holders.sort_by_key(|h| h.acquired_ns);
+    if holders.len() > 1 {
+        holders.sort_by_key(|h| (rank(h), h.acquired_ns));
+    }
     for h in holders.iter_mut().filter(|h| which(h.kind)) {
         let n = refs.min(h.refs);
         h.refs -= n;
         refs -= n;
+        if h.bio != 0 && n > 0 {
+            from_bios.push((h.bio, n));
+        }
         if let Some(t) = tally.as_mut().filter(|_| n > 0) {
             t.credit_release(h.tgid, h.kind, n);
         }
@@ -718,12 +1085,19 @@ fn mismatch(
         comm: r.comm,
         stack_id: r.stack_id,
         holder,
+        bio: None,
         at_ns: r.ts_ns,
         detail,
     }
 }
 
-fn leak(kind: FindingKind, folio: u64, h: &Holder, now_ns: u64) -> Finding {
+fn leak(
+    kind: FindingKind,
+    folio: u64,
+    h: &Holder,
+    now_ns: u64,
+    bios: &FxHashMap<u64, BioBooks>,
+) -> Finding {
     let age_ms = now_ns.saturating_sub(h.acquired_ns) / 1_000_000;
     let what = match kind {
         FindingKind::LeakOwnerExited => "held after its owner exited",
@@ -739,6 +1113,7 @@ fn leak(kind: FindingKind, folio: u64, h: &Holder, now_ns: u64) -> Finding {
         comm: h.comm,
         stack_id: h.stack_id,
         holder: Some(*h),
+        bio: bios.get(&h.bio).map(|b| b.info),
         at_ns: now_ns,
         detail: format!(
             "{} {} ref(s) {what} (age {age_ms} ms)",

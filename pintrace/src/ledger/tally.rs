@@ -2,7 +2,7 @@
 //! block completions. Totals only; the per-folio books are in [`super::Ledger`].
 
 use crate::{
-    events::{Acquire, Comm, Event},
+    events::{Acquire, BioPhase, Comm, Event},
     flags::FollFlags,
 };
 use pintrace_common::Site;
@@ -103,6 +103,17 @@ pub struct Releases {
     pub get_refs: u64,
 }
 
+/// Direct I/O bios filled from user memory, as the bio probes saw them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BioCounts {
+    pub filled: u64,
+    pub completed: u64,
+    /// `__bio_release_pages` calls.
+    pub released: u64,
+    /// FOLL_GET references released by a bio release (put_page there).
+    pub get_refs_released: u64,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Tally {
     pub flags: FollFlags,
@@ -111,6 +122,7 @@ pub struct Tally {
     #[serde(skip)]
     processes: FxHashMap<u32, ProcessTally>,
     pub completions: Completions,
+    pub bios: BioCounts,
     pub events: u64,
 }
 
@@ -122,6 +134,7 @@ impl Tally {
             processes: FxHashMap::default(),
             releases: Releases::default(),
             completions: Completions::default(),
+            bios: BioCounts::default(),
             events: 0,
         }
     }
@@ -157,6 +170,12 @@ impl Tally {
                 }
             }
             Event::Folios(_) | Event::Exit { .. } => {}
+            Event::Bio(b) => match b.phase {
+                BioPhase::FillEnd => self.bios.filled += 1,
+                BioPhase::Endio => self.bios.completed += 1,
+                BioPhase::Release => self.bios.released += 1,
+                BioPhase::FillBegin => {}
+            },
             Event::RqComplete(r) => {
                 self.completions.requests += 1;
                 self.completions.sectors += r.nr_sector as u64;

@@ -26,6 +26,7 @@ pub fn label(kind: FindingKind) -> &'static str {
         FindingKind::DoubleUnpin => "MISMATCH (double unpin)",
         FindingKind::UnpinWithoutPin => "MISMATCH (unpin without pin)",
         FindingKind::PinReleasedAsGet => "MISMATCH (pin released with put_page)",
+        FindingKind::LeakAfterBio => "LEAK (after its bio completed)",
     }
 }
 
@@ -44,6 +45,9 @@ pub fn render(r: &Report<'_>) -> String {
             " [events were lost: may be incomplete]"
         }
     );
+    if let Some(bio) = &f.bio {
+        let _ = writeln!(s, "  bio: {bio}");
+    }
     if let Some(h) = f.holder.filter(|_| f.kind.is_mismatch()) {
         let _ = writeln!(
             s,
@@ -75,6 +79,7 @@ mod tests {
             comm: Comm(*b"engine\0\0\0\0\0\0\0\0\0\0"),
             stack_id: 3,
             holder: None,
+            bio: None,
             at_ns: 0,
             detail: "FOLL_PIN 1 ref(s) not released".into(),
         };

@@ -166,6 +166,7 @@ mod tests {
         }];
         fail.findings = vec![FindingOut {
             finding: Finding {
+                bio: None,
                 kind: FindingKind::LeakOwnerExited,
                 folio: 0xffffea0000042000,
                 refs: 1,
