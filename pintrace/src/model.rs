@@ -14,7 +14,7 @@ use crate::{
 use hdrhistogram::Histogram;
 use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 const SEC: u64 = 1_000_000_000;
 /// Seconds of rates and outstanding samples kept for the charts.
@@ -168,6 +168,10 @@ pub struct Model {
     pub failures_total: u64,
     /// Findings by kind name (`leak_at_end`, ...).
     pub findings_by_kind: HashMap<&'static str, u64>,
+    /// Leaks and mismatches by the kind of reference involved (the
+    /// holder's; an unpin with no holder counts as a FOLL_PIN one).
+    pub leaks_by_ref: BTreeMap<Kind, u64>,
+    pub mismatches_by_ref: BTreeMap<Kind, u64>,
 }
 
 impl Model {
@@ -186,6 +190,8 @@ impl Model {
             findings_total: 0,
             failures_total: 0,
             findings_by_kind: HashMap::default(),
+            leaks_by_ref: BTreeMap::new(),
+            mismatches_by_ref: BTreeMap::new(),
         }
     }
 
@@ -259,6 +265,13 @@ impl Model {
                 self.failures_total += 1;
             }
             *self.findings_by_kind.entry(kind_name(f)).or_default() += 1;
+            let kind = f.holder.map_or(Kind::Pin, |h| h.kind);
+            let by = if f.kind.is_mismatch() {
+                &mut self.mismatches_by_ref
+            } else {
+                &mut self.leaks_by_ref
+            };
+            *by.entry(kind).or_default() += 1;
             self.findings.push_front(f.clone());
         }
         self.findings.truncate(FINDINGS_KEPT);

@@ -4,7 +4,7 @@
 //! synthetic stream.
 
 use crate::{
-    events::decode,
+    events::{decode, Event},
     ledger::{Finding, Ledger},
     model::Model,
 };
@@ -15,6 +15,9 @@ pub struct Pipeline {
     pub decode_errors: u64,
     /// Rates, lifetimes, holders and findings for the views.
     pub model: Model,
+    /// When set, every decoded event is also kept here for the caller
+    /// (`run --events`), who drains it.
+    pub echo: Option<Vec<Event>>,
 }
 
 impl Pipeline {
@@ -24,6 +27,7 @@ impl Pipeline {
             model: Model::new(ledger.tally.flags),
             ledger,
             decode_errors: 0,
+            echo: None,
         }
     }
 
@@ -36,6 +40,9 @@ impl Pipeline {
                 self.ledger.apply(&ev, found);
                 self.model.take_lifetimes(&mut self.ledger);
                 self.model.note_findings(&found[before..]);
+                if let Some(echo) = self.echo.as_mut() {
+                    echo.push(ev);
+                }
             }
             Err(e) => {
                 self.decode_errors += 1;

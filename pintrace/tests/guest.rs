@@ -197,6 +197,18 @@ fn dio_read_is_counted_by_kind(attach: &str) {
             "{summary}"
         );
     }
+    // Each 1 MiB read is bios filled from the reader's memory: every page
+    // reference the reader took is released, pins by unpin (6.5 on), FOLL_GET
+    // references by the block layer's bio release (seen at
+    // __bio_release_pages, as put_page itself is invisible).
+    let bios = &summary["bios"];
+    assert!(bios["filled"].as_u64().unwrap() >= 8, "{bios}");
+    assert_eq!(bios["filled"], bios["completed"], "{bios}");
+    assert_eq!(bios["filled"], bios["released"], "{bios}");
+    assert_eq!(reader["released"][taken], 2048, "{reader}");
+    if !converted {
+        assert_eq!(bios["get_refs_released"], 2048, "{bios}");
+    }
     // The kernel's own counters agree: the pins were taken and released.
     let delta = &summary["vmstat"]["delta"];
     if converted {

@@ -12,7 +12,10 @@
  *
  * For test kernels only.
  */
+#include <linux/bio.h>
+#include <linux/blkdev.h>
 #include <linux/delay.h>
+#include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/list.h>
 #include <linux/miscdevice.h>
@@ -21,6 +24,7 @@
 #include <linux/mutex.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
+#include <linux/uio.h>
 #include <linux/version.h>
 #include <linux/workqueue.h>
 
@@ -40,6 +44,7 @@
 enum held_kind {
 	HELD_PINNED,   /* released by unpin_user_pages */
 	HELD_PIN_PUT,  /* pinned then put_page'd (large folios: kept by a module ref) */
+	HELD_BIO,      /* a completed bio whose pages were never released */
 };
 
 struct held {
@@ -48,6 +53,7 @@ struct held {
 	enum held_kind kind;
 	unsigned long nr;
 	struct page **pages;
+	struct bio *bio; /* HELD_BIO only */
 	struct delayed_work work; /* PINZOO_DELAYED only */
 	bool delayed;
 	bool done; /* the delayed release ran */
@@ -67,6 +73,13 @@ static void held_undo(struct held *h, struct pinzoo_release *out)
 {
 	unsigned long i;
 
+	if (h->kind == HELD_BIO) {
+		bio_release_pages(h->bio, false);
+		bio_put(h->bio);
+		h->bio = NULL;
+		out->unpinned += h->nr;
+		return;
+	}
 	if (h->kind == HELD_PIN_PUT) {
 		/*
 		 * Give back the reference put_page dropped (on a large folio, the
@@ -129,6 +142,84 @@ static u64 keep(struct page **pages, unsigned long nr, enum held_kind kind,
 	return handle;
 }
 
+/* The planted bug of PINZOO_BIO_LEAK: completion without bio_release_pages. */
+static void pinzoo_bio_end_io(struct bio *bio)
+{
+}
+
+/*
+ * Fills a bio from the user buffer the way Direct I/O does, completes it
+ * without submitting it (the device is only its target), then releases its
+ * pages or (PINZOO_BIO_LEAK) keeps them.
+ */
+static long run_bio(struct pinzoo_req *req)
+{
+	size_t len = (size_t)req->nr_pages << PAGE_SHIFT;
+	struct iovec iov = { .iov_base = (void __user *)(unsigned long)req->addr,
+			     .iov_len = len };
+	struct block_device *bdev;
+	struct iov_iter iter;
+	struct held *h;
+	struct file *f;
+	struct bio *bio;
+	int ret;
+
+	if (req->nr_pages > BIO_MAX_VECS)
+		return -E2BIG;
+	f = fget(req->bdev_fd);
+	if (!f)
+		return -EBADF;
+	if (!S_ISBLK(file_inode(f)->i_mode)) {
+		fput(f);
+		return -ENOTBLK;
+	}
+	bdev = I_BDEV(f->f_mapping->host);
+	bio = bio_alloc(bdev, req->nr_pages, REQ_OP_READ, GFP_KERNEL);
+	if (!bio) {
+		fput(f);
+		return -ENOMEM;
+	}
+	bio->bi_end_io = pinzoo_bio_end_io;
+	iov_iter_init(&iter, ITER_DEST, &iov, 1, len);
+	ret = bio_iov_iter_get_pages(bio, &iter);
+	fput(f);
+	if (ret) {
+		bio_put(bio);
+		return ret;
+	}
+	req->acquired = bio->bi_vcnt;
+	req->version = PINZOO_VERSION;
+	req->folio = (u64)(unsigned long)page_folio(bio->bi_io_vec[0].bv_page);
+	req->large = folio_test_large(page_folio(bio->bi_io_vec[0].bv_page));
+	req->refcount[PINZOO_RC_ACQUIRED] = rc_of(bio->bi_io_vec[0].bv_page);
+	bio_endio(bio);
+	if (req->scenario == PINZOO_BIO_BALANCED) {
+		struct page *first = bio->bi_io_vec[0].bv_page;
+
+		get_page(first);
+		bio_release_pages(bio, false);
+		req->released = req->acquired;
+		req->refcount[PINZOO_RC_RELEASED] = rc_of(first);
+		put_page(first);
+		bio_put(bio);
+		return 0;
+	}
+	h = kzalloc(sizeof(*h), GFP_KERNEL);
+	if (!h) {
+		bio_release_pages(bio, false);
+		bio_put(bio);
+		return -ENOMEM;
+	}
+	h->kind = HELD_BIO;
+	h->nr = bio->bi_vcnt;
+	h->bio = bio;
+	mutex_lock(&held_lock);
+	req->handle = h->handle = next_handle++;
+	list_add_tail(&h->node, &held_list);
+	mutex_unlock(&held_lock);
+	return 0;
+}
+
 static long run(struct pinzoo_req *req)
 {
 	unsigned int flags = FOLL_WRITE;
@@ -141,6 +232,8 @@ static long run(struct pinzoo_req *req)
 		return -EINVAL;
 	if (req->flags & ~(PINZOO_F_LONGTERM | PINZOO_F_SLOW))
 		return -EINVAL;
+	if (req->scenario == PINZOO_BIO_LEAK || req->scenario == PINZOO_BIO_BALANCED)
+		return run_bio(req);
 	if (req->flags & PINZOO_F_LONGTERM)
 		flags |= FOLL_LONGTERM;
 	pages = kvcalloc(nr, sizeof(*pages), GFP_KERNEL);

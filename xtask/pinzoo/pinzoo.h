@@ -9,7 +9,7 @@
 #include <linux/types.h>
 #include <linux/ioctl.h>
 
-#define PINZOO_VERSION 1
+#define PINZOO_VERSION 2
 
 enum pinzoo_scenario {
 	/* pin_user_pages_fast, then unpin_user_pages. */
@@ -26,6 +26,14 @@ enum pinzoo_scenario {
 	PINZOO_DELAYED = 6,
 	/* pin held (FOLL_LONGTERM with PINZOO_F_LONGTERM) until PINZOO_IOC_RELEASE. */
 	PINZOO_HOLD = 7,
+	/*
+	 * A Direct I/O bio filled from the buffer (bio_iov_iter_get_pages on the
+	 * block device bdev_fd), completed with bio_endio, its pages never
+	 * released: the end_io forgot bio_release_pages (RELEASE_ALL does it).
+	 */
+	PINZOO_BIO_LEAK = 8,
+	/* The same bio, completed and released with bio_release_pages. */
+	PINZOO_BIO_BALANCED = 9,
 };
 
 #define PINZOO_F_LONGTERM 0x1
@@ -55,6 +63,9 @@ struct pinzoo_req {
 	__u32 large;        /* 1 when the first page belongs to a large folio */
 	__u32 version;      /* PINZOO_VERSION */
 	__s64 refcount[PINZOO_RC_STAGES];
+	/* in (bio scenarios): an open block device the bio is for */
+	__s32 bdev_fd;
+	__u32 _pad;
 };
 
 /* What PINZOO_IOC_RELEASE and PINZOO_IOC_RELEASE_ALL did. */

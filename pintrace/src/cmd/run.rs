@@ -10,6 +10,7 @@ use crate::{
     session::{Session, SessionOptions},
     source::{Batch, Source, Speed},
     views::{
+        events::{self as event_view, ProcessFilter},
         findings,
         summary::{render, Summary, VmstatCheck, Workload},
     },
@@ -17,7 +18,7 @@ use crate::{
 };
 use anyhow::{Context as _, Result};
 use clap::Args;
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{io::Write as _, path::PathBuf, sync::Arc, time::Duration};
 use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Args, Debug, Clone)]
@@ -25,9 +26,22 @@ pub struct RunArgs {
     /// Stop after this many seconds (default: when the command ends, or on Ctrl-C).
     #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_hyphen_values = true)]
     pub duration: Option<f64>,
-    /// Print the summary as one JSON object (`"type": "summary"`).
+    /// JSON lines: each finding (`"type": "finding"`) as it is found, then
+    /// the summary (`"type": "summary"`).
     #[arg(long)]
     pub json: bool,
+    /// With --json, also every acquire, release and bio event as it is
+    /// decoded (`"type": "acquire"`, `"release"`, `"folios"`, `"bio"`, ...).
+    #[arg(long, requires = "json")]
+    pub events: bool,
+    /// Report only on these processes (thread-group ids; repeatable). The
+    /// books still cover every process: releases run in whatever context
+    /// completes the I/O.
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Report only on processes with this command name (repeatable).
+    #[arg(long, value_name = "COMM")]
+    pub comm: Vec<String>,
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, value_name = "MIB", default_value_t = 4, value_parser = parse_ringbuf_mib, allow_hyphen_values = true)]
     pub ringbuf_mib: u32,
@@ -157,6 +171,8 @@ pub(crate) fn summarize(source: &Source, pipeline: &Pipeline) -> Result<Summary>
     );
     let model = &pipeline.model;
     summary.findings = model.findings_total;
+    summary.leaks = model.leaks_by_ref.clone();
+    summary.mismatches = model.mismatches_by_ref.clone();
     summary.failures = model.failures_total;
     summary.unknown_releases = pipeline.ledger.unknown_releases;
     summary.pin_lifetime = model.lifetime_summary();
@@ -196,11 +212,15 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<u8> {
     )?;
     let vm_before = source.is_live().then(vmstat::read).flatten();
     let mut pipeline = pipeline_for(&source, args.leak_age);
+    if args.events {
+        pipeline.echo = Some(Vec::new());
+    }
     let mut out = FindingsOut {
         json: args.json,
         certain: true,
         failures: 0,
         reported: 0,
+        filter: ProcessFilter::new(&args.pid, &args.comm),
     };
     let workload = trace(
         args,
@@ -222,6 +242,14 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<u8> {
     let recorded = source.finish(&pipeline)?;
     let mut summary = summarize(&source, &pipeline)?;
     summary.audited_folios = audited;
+    if out.filter.is_active() {
+        let filter = &mut out.filter;
+        summary
+            .processes
+            .retain(|p| filter.matches(p.tgid, Some(&p.comm)));
+        summary.findings = out.reported;
+        summary.failures = out.failures;
+    }
     if let (Some(before), Some(after)) = (vm_before, vmstat::read()) {
         summary.vmstat = Some(VmstatCheck {
             before,
@@ -287,11 +315,28 @@ struct FindingsOut {
     certain: bool,
     failures: u64,
     reported: u64,
+    filter: ProcessFilter,
 }
 
 impl FindingsOut {
+    /// `--events`: the events decoded since the last call.
+    fn echo(&mut self, pipeline: &mut Pipeline) {
+        let Some(events) = pipeline.echo.as_mut() else {
+            return;
+        };
+        let mut out = std::io::stdout().lock();
+        for e in events.drain(..) {
+            if self.filter.shows(&e) {
+                let _ = writeln!(out, "{}", event_view::to_json(&e));
+            }
+        }
+    }
+
     fn emit(&mut self, source: &Source, found: &[Finding]) {
         for f in found {
+            if !self.filter.matches(f.tgid, Some(&f.comm)) {
+                continue;
+            }
             let stack = source.stack(f.stack_id);
             let report = findings::Report {
                 kind: "finding",
@@ -376,6 +421,7 @@ async fn trace(
             _ = sigterm.recv() => break,
             _ = &mut deadline => break,
         }
+        out.echo(pipeline);
         if !found.is_empty() {
             out.emit(source, &found);
             found.clear();
@@ -390,6 +436,7 @@ async fn trace(
     if live {
         source.drain(pipeline, &mut found)?;
     }
+    out.echo(pipeline);
     out.emit(source, &found);
     Ok(workload)
 }

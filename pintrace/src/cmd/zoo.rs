@@ -54,6 +54,10 @@ pub struct ZooRun {
     /// For `delayed`: release after this many milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub delay_ms: u32,
+    /// For the bio scenarios: the block device the bio is for (it is never
+    /// submitted; the device only sizes and names it).
+    #[arg(long, value_name = "DEV", default_value = "/dev/vda")]
+    pub bdev: PathBuf,
     /// Stay alive this many seconds after the scenario (so the owner of
     /// held pins is still running).
     #[arg(long, value_name = "SECS", default_value_t = 0.0)]
@@ -77,6 +81,11 @@ pub enum Scenario {
     Delayed,
     /// A pin held until `release HANDLE` (with --longterm: FOLL_LONGTERM).
     Hold,
+    /// A Direct I/O bio filled from the buffer, completed, its pages never
+    /// released (until `release-all`); at most 256 pages.
+    BioLeak,
+    /// The same bio, completed and released with bio_release_pages.
+    BioBalanced,
 }
 
 impl Scenario {
@@ -89,6 +98,8 @@ impl Scenario {
             Scenario::DoubleUnpin => 5,
             Scenario::Delayed => 6,
             Scenario::Hold => 7,
+            Scenario::BioLeak => 8,
+            Scenario::BioBalanced => 9,
         }
     }
 }
@@ -117,6 +128,8 @@ struct Req {
     large: u32,
     version: u32,
     refcount: [i64; 3],
+    bdev_fd: i32,
+    _pad: u32,
 }
 
 /// `struct pinzoo_release`.
@@ -208,7 +221,13 @@ fn run_scenario(dev: &File, r: &ZooRun) -> Result<(RunOut, Arena)> {
     };
     let len = r.pages as usize * 4096;
     let arena = Arena::new(kind, len, std::path::Path::new("/tmp"), 0, 1)?;
+    let bdev = matches!(r.scenario, Scenario::BioLeak | Scenario::BioBalanced)
+        .then(|| {
+            File::open(&r.bdev).with_context(|| format!("opening --bdev {}", r.bdev.display()))
+        })
+        .transpose()?;
     let mut req = Req {
+        bdev_fd: bdev.as_ref().map_or(-1, |f| f.as_raw_fd()),
         addr: arena.base() as u64,
         nr_pages: r.pages,
         scenario: r.scenario.code(),
@@ -273,10 +292,10 @@ mod tests {
 
     #[test]
     fn ioctl_numbers_match_the_module_header() {
-        // struct pinzoo_req is 88 bytes, struct pinzoo_release 32.
-        assert_eq!(std::mem::size_of::<Req>(), 88);
+        // struct pinzoo_req is 96 bytes, struct pinzoo_release 32.
+        assert_eq!(std::mem::size_of::<Req>(), 96);
         assert_eq!(std::mem::size_of::<ReleaseOut>(), 32);
-        assert_eq!(IOC_RUN, 0xc058_5a01);
+        assert_eq!(IOC_RUN, 0xc060_5a01);
         assert_eq!(IOC_RELEASE, 0xc020_5a02);
         assert_eq!(IOC_RELEASE_ALL, 0xc020_5a03);
     }

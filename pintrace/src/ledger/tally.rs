@@ -123,6 +123,9 @@ pub struct Tally {
     processes: FxHashMap<u32, ProcessTally>,
     pub completions: Completions,
     pub bios: BioCounts,
+    /// References released, by the kind they were taken as (matched to a
+    /// holder: through gup_put_folio, or a bio release for FOLL_GET).
+    pub released: BTreeMap<Kind, u64>,
     pub events: u64,
 }
 
@@ -135,6 +138,7 @@ impl Tally {
             releases: Releases::default(),
             completions: Completions::default(),
             bios: BioCounts::default(),
+            released: BTreeMap::new(),
             events: 0,
         }
     }
@@ -189,6 +193,7 @@ impl Tally {
     /// Credits `refs` released references to the process that took them
     /// (the ledger calls this when a release balances a holder).
     pub fn credit_release(&mut self, tgid: u32, kind: Kind, refs: u64) {
+        *self.released.entry(kind).or_default() += refs;
         if let Some(p) = self.processes.get_mut(&tgid) {
             *p.released.entry(kind).or_default() += refs;
         }

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod doctor;
+pub mod events;
 pub mod findings;
 pub mod junit;
 pub mod summary;

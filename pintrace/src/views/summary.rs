@@ -1,7 +1,7 @@
 //! The end-of-run summary, for a person and as JSON.
 
 use crate::{
-    ledger::{Completions, Counts, Kind, ProcessTally, Releases, Tally},
+    ledger::{BioCounts, Completions, Counts, Kind, ProcessTally, Releases, Tally},
     model::LifetimeSummary,
     vmstat::PinCounters,
 };
@@ -34,6 +34,12 @@ pub struct Summary {
     pub by_kind: BTreeMap<Kind, Counts>,
     pub processes: Vec<ProcessTally>,
     pub completions: Completions,
+    pub bios: BioCounts,
+    /// References released (matched to their acquire), by kind.
+    pub released: BTreeMap<Kind, u64>,
+    /// Leaks and mismatches reported, by the kind of reference involved.
+    pub leaks: BTreeMap<Kind, u64>,
+    pub mismatches: BTreeMap<Kind, u64>,
     /// Events the kernel side could not deliver, by cause.
     pub lost: BTreeMap<&'static str, u64>,
     pub decode_errors: u64,
@@ -75,6 +81,10 @@ impl Summary {
             by_kind: tally.by_kind.clone(),
             processes: tally.processes().into_iter().take(20).cloned().collect(),
             completions: tally.completions,
+            bios: tally.bios,
+            released: tally.released.clone(),
+            leaks: BTreeMap::new(),
+            mismatches: BTreeMap::new(),
             lost,
             decode_errors,
             lossless,
@@ -97,16 +107,21 @@ pub fn render(s: &Summary) -> String {
     let _ = writeln!(o, "plan: {}", s.plan);
     let _ = writeln!(
         o,
-        "\n{:<24} {:>10} {:>12} {:>8}",
-        "acquired as", "calls", "pages", "failed"
+        "\n{:<22} {:>8} {:>10} {:>10} {:>11} {:>6} {:>10} {:>7}",
+        "acquired as", "calls", "pages", "released", "outstanding", "leaks", "mismatches", "failed"
     );
+    let n = |m: &BTreeMap<Kind, u64>, k: &Kind| m.get(k).copied().unwrap_or(0);
     for (kind, c) in &s.by_kind {
         let _ = writeln!(
             o,
-            "{:<24} {:>10} {:>12} {:>8}",
+            "{:<22} {:>8} {:>10} {:>10} {:>11} {:>6} {:>10} {:>7}",
             kind.label(),
             c.calls,
             c.pages,
+            n(&s.released, kind),
+            n(&s.outstanding, kind),
+            n(&s.leaks, kind),
+            n(&s.mismatches, kind),
             c.failed_calls
         );
     }
@@ -134,6 +149,13 @@ pub fn render(s: &Summary) -> String {
         "\nblock requests completed: {} ({} sectors, {} with errors)",
         s.completions.requests, s.completions.sectors, s.completions.errors
     );
+    if s.bios.filled > 0 {
+        let _ = writeln!(
+            o,
+            "Direct I/O bios filled from user memory: {}, completed {}, pages released by the block layer in {} ({} FOLL_GET refs put)",
+            s.bios.filled, s.bios.completed, s.bios.released, s.bios.get_refs_released
+        );
+    }
     let _ = writeln!(
         o,
         "pins released (gup_put_folio): {} refs in {} calls; {} from before tracing",

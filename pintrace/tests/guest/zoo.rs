@@ -398,6 +398,100 @@ fn pintrace_names_each_planted_bug() {
     assert_kernel_quiet();
 }
 
+/// Pins tied to their bio: a Direct I/O bio filled from a buffer and
+/// completed without releasing its pages is one finding naming the bio (its
+/// device, size and the module's stack), reported while its owner is still
+/// alive; the same bio released properly is silent, its references counted
+/// as released (6.12: unpins; 6.1: FOLL_GET references put by the bio release).
+#[test]
+#[ignore = "needs the pinzoo module in a guest: run by `cargo xtask vm`"]
+fn pintrace_ties_pins_to_their_bio() {
+    load_zoo();
+    release_all();
+    let dev = super::LoopDev::new(4 << 20);
+    let devpath = dev.path.to_str().unwrap().to_string();
+    let me = super::bin();
+    let script = format!(
+        "{me} zoo run bio-balanced --pages {PAGES} --bdev {devpath} && \
+         {me} zoo run bio-leak --pages {PAGES} --bdev {devpath} --linger 4"
+    );
+    let attach = if super::kernel_version() >= (6, 12) {
+        "auto"
+    } else {
+        "kprobe"
+    };
+    let out = pintrace(&[
+        "run", "--json", "--attach", attach, "--", "sh", "-c", &script,
+    ]);
+    release_all();
+    assert_eq!(out.status.code(), Some(1), "the leak makes run exit 1");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let summary = lines.iter().find(|v| v["type"] == "summary").unwrap();
+    assert_eq!(summary["lossless"], true, "{summary}");
+    let runs: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v.get("scenario").is_some())
+        .collect();
+    assert_eq!(runs.len(), 2, "{stdout}");
+    let findings: Vec<&Value> = lines.iter().filter(|v| v["type"] == "finding").collect();
+    let of = |run: &Value| -> Vec<&Value> {
+        findings
+            .iter()
+            .copied()
+            .filter(|f| f["tgid"] == run["pid"])
+            .collect()
+    };
+    // Balanced: silent, and every reference it took came back.
+    assert!(of(runs[0]).is_empty(), "{:?}", of(runs[0]));
+    let process = |run: &Value| {
+        summary["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["tgid"] == run["pid"])
+            .cloned()
+            .unwrap_or_else(|| panic!("no process {} in {summary}", run["pid"]))
+    };
+    let kind = if super::kernel_version() >= (6, 5) {
+        "pin"
+    } else {
+        "get"
+    };
+    assert_eq!(process(runs[0])["released"][kind], PAGES, "{summary}");
+    // Leak: exactly one finding, the bio's, naming it.
+    let mine = of(runs[1]);
+    assert_eq!(mine.len(), 1, "one finding for one bio: {mine:?}");
+    let f = mine[0];
+    assert_eq!(f["kind"], "leak_after_bio", "{f}");
+    assert_eq!(f["refs"], PAGES, "{f}");
+    assert_eq!(f["bio"]["bytes"], PAGES * 4096, "{f}");
+    let meta = std::fs::metadata(&devpath).unwrap();
+    use std::os::unix::fs::MetadataExt as _;
+    let rdev = meta.rdev();
+    assert_eq!(
+        (f["bio"]["major"].as_u64(), f["bio"]["minor"].as_u64()),
+        (
+            Some(libc::major(rdev) as u64),
+            Some(libc::minor(rdev) as u64)
+        ),
+        "{f}"
+    );
+    let folio = runs[1]["folio"].as_str().unwrap();
+    assert_eq!(format!("{:#x}", f["folio"].as_u64().unwrap()), folio, "{f}");
+    let stack = f["stack"].to_string();
+    assert!(stack.contains("pinzoo"), "{stack}");
+    assert!(stack.contains("bio_iov_iter_get_pages"), "{stack}");
+    assert!(
+        summary["bios"]["filled"].as_u64().unwrap() >= 2,
+        "{summary}"
+    );
+    assert_kernel_quiet();
+}
+
 /// The CI gate fails on a planted bug: with the zoo unpinning FOLL_GET
 /// pages while the scenarios run, `pintrace check` exits 1 and its JUnit
 /// report names the failing scenario and the finding, with the module's stack.
