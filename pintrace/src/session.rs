@@ -135,10 +135,15 @@ pub fn monotonic_ns() -> u64 {
 /// Drops the leading frames of the BPF program and its trampoline (fentry
 /// and fexit stacks start inside them): a stack starts at the traced call.
 pub fn without_probe_frames(frames: impl IntoIterator<Item = String>) -> Vec<String> {
-    frames
+    let mut out: Vec<String> = frames
         .into_iter()
-        .skip_while(|f| f.starts_with("bpf_prog_") || f.starts_with("bpf_trampoline_"))
-        .collect()
+        .filter(|f| !f.starts_with("bpf_prog_") && !f.starts_with("bpf_trampoline_"))
+        .collect();
+    // A traced function called through its trampoline shows twice (its
+    // body, then its patched entry): keep one.
+    let function = |f: &str| f.split('+').next().unwrap_or("").to_owned();
+    out.dedup_by(|later, earlier| function(later) == function(earlier));
+    out
 }
 
 #[cfg(test)]
@@ -157,6 +162,25 @@ mod tests {
         assert_eq!(
             without_probe_frames(frames),
             ["gup_put_folio+0x5", "pinzoo_ioctl+0x55e"]
+        );
+        // Mid-stack: a function with an fentry/fexit program of its own.
+        let frames = [
+            "pin_user_pages_fast+0x9",
+            "iov_iter_extract_pages+0xe9",
+            "bio_iov_iter_get_pages+0xba",
+            "bpf_trampoline_6442513784+0x79",
+            "bio_iov_iter_get_pages+0x9",
+            "pinzoo_ioctl+0x6ab",
+        ]
+        .map(String::from);
+        assert_eq!(
+            without_probe_frames(frames),
+            [
+                "pin_user_pages_fast+0x9",
+                "iov_iter_extract_pages+0xe9",
+                "bio_iov_iter_get_pages+0xba",
+                "pinzoo_ioctl+0x6ab"
+            ]
         );
     }
 }

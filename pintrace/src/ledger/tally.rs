@@ -160,6 +160,9 @@ impl Tally {
                         pages_by_stack: BTreeMap::new(),
                         released: BTreeMap::new(),
                     });
+                // The name it has now (exec(2) changes it after copying
+                // its arguments with get_user_pages_remote).
+                p.comm = a.comm;
                 p.by_kind.entry(kind).or_default().add(a);
                 p.by_site.entry(a.site.symbol()).or_default().add(a);
                 *p.pages_by_stack.entry((kind, a.stack_id)).or_default() += a.pages_grabbed();
