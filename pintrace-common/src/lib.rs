@@ -465,6 +465,14 @@ pub const GLOBAL_PAGE_COMPOUND_HEAD_OFF: &str = "PAGE_COMPOUND_HEAD_OFF";
 pub const GLOBAL_FOLIO_REFCOUNT_OFF: &str = "FOLIO_REFCOUNT_OFF";
 /// `sizeof(struct page)`: the first tail page of a folio sits right after it.
 pub const GLOBAL_PAGE_SIZEOF: &str = "PAGE_SIZEOF";
+/// Ring-buffer wake-ups: 0 leaves them to the kernel (the reader is woken by
+/// the first record it has not caught up with); otherwise records are
+/// submitted without a wake-up until this many bytes wait, and user space
+/// also drains on a timer.
+pub const GLOBAL_RB_WAKEUP_BYTES: &str = "RB_WAKEUP_BYTES";
+/// Non-zero: folio batches read only the slots of pages the call grabbed
+/// (a branch per slot, which 6.1's verifier cannot walk within its limit).
+pub const GLOBAL_SPARSE_FOLIOS: &str = "SPARSE_FOLIOS";
 
 #[cfg(feature = "user")]
 mod pod {

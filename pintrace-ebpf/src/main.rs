@@ -80,6 +80,17 @@ static BIO_SECTOR_OFF: u32 = 32;
 static BIO_SIZE_OFF: u32 = 40;
 #[unsafe(no_mangle)]
 static BDEV_DEV_OFF: u32 = 36;
+/// `bpf_ringbuf_submit` and `bpf_ringbuf_query` flags (UAPI).
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// Read only the grabbed pages' slots of a folio batch (see [`emit_folios`]).
+#[unsafe(no_mangle)]
+static SPARSE_FOLIOS: u32 = 0;
+/// Batched wake-ups: see `pintrace_common::GLOBAL_RB_WAKEUP_BYTES`.
+#[unsafe(no_mangle)]
+static RB_WAKEUP_BYTES: u32 = 0;
 /// The tgid of the pintrace agent, whose getppid(2) runs the audit.
 #[unsafe(no_mangle)]
 static AUDIT_TGID: u32 = 0;
@@ -109,6 +120,20 @@ fn global(v: &'static u32) -> u64 {
 fn now_ns() -> u64 {
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     unsafe { bpf_ktime_get_ns() }
+}
+
+/// Flags for `submit`: the kernel's own wake-up policy, or (batched) no
+/// wake-up until [`RB_WAKEUP_BYTES`] wait to be read.
+#[inline(always)]
+fn wakeup() -> u64 {
+    let limit = global(&RB_WAKEUP_BYTES);
+    if limit == 0 {
+        0
+    } else if EVENTS.query(BPF_RB_AVAIL_DATA) >= limit {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
 }
 
 #[inline(always)]
@@ -175,14 +200,27 @@ fn emit_folios(site: Site, pid_tgid: u64, ts_ns: u64, pages: u64, n: i64) -> u32
             continue;
         };
         let out = rec.as_mut_ptr();
-        // Branch-free, so the verifier walks each iteration once: slots past
-        // `count` may hold whatever lies beyond the caller's array (read
-        // safely) and are ignored by user space.
+        // Branch-free by default, so the verifier walks each iteration once:
+        // slots past `count` may hold whatever lies beyond the caller's
+        // array (read safely) and are ignored by user space. With
+        // SPARSE_FOLIOS (kernels whose verifier takes it), kernel reads only
+        // for the pages the call grabbed: three per page are most of the
+        // probe's cost, and a 4 KiB I/O has one page.
+        let sparse = global(&SPARSE_FOLIOS) != 0;
         for j in 0..FOLIOS_PER_RECORD {
-            let folio = folio_of(read_u64(pages + (first + j as u64) * 8));
+            let idx = first + j as u64;
+            let folio = if !sparse || idx < n {
+                folio_of(read_u64(pages + idx * 8))
+            } else {
+                0
+            };
             // Pin evidence in the low bits, branch-free: a small folio's
             // refcount below 1024 (2048) holds no pin (at most one).
-            let rc = read_u64(folio + global(&FOLIO_REFCOUNT_OFF)) as u32 as u64;
+            let rc = if !sparse || folio != 0 {
+                read_u64(folio + global(&FOLIO_REFCOUNT_OFF)) as u32 as u64
+            } else {
+                0
+            };
             let below1 = (rc.wrapping_sub(1024) >> 63) & 1;
             let below2 = (rc.wrapping_sub(2048) >> 63) & 1;
             let entry = folio | (below1 * FOLIO_BELOW_1_PIN) | (below2 * FOLIO_BELOW_2_PINS);
@@ -204,7 +242,7 @@ fn emit_folios(site: Site, pid_tgid: u64, ts_ns: u64, pages: u64, n: i64) -> u32
             (*out).first = first as u32;
             (*out).site = site as u32;
         }
-        rec.submit(0);
+        rec.submit(wakeup());
         bump(Counter::Submitted);
         emitted += 1;
     }
@@ -249,7 +287,7 @@ fn emit_acquire<C: StackIdContext>(ctx: &C, site: Site, args: &EntryArgs, ret: i
         folio_records: batches,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });
-    entry.submit(0);
+    entry.submit(wakeup());
     bump(Counter::Submitted);
     emit_folios(site, pid_tgid, args.ts_ns, args.pages, ret);
 }
@@ -449,7 +487,7 @@ fn emit_release<C: StackIdContext>(ctx: &C, folio: u64, refs: i32, flags: u32) -
         _reserved: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });
-    entry.submit(0);
+    entry.submit(wakeup());
     bump(Counter::Submitted);
     0
 }
@@ -522,7 +560,7 @@ fn emit_bio(phase: BioPhase, bio: u64, status: i32) {
         status,
         _reserved: 0,
     });
-    entry.submit(0);
+    entry.submit(wakeup());
     bump(Counter::Submitted);
 }
 
@@ -632,7 +670,7 @@ pub fn block_rq_complete(ctx: TracePointContext) -> u32 {
         }
     };
     entry.write(ev);
-    entry.submit(0);
+    entry.submit(wakeup());
     bump(Counter::Submitted);
     0
 }
@@ -655,7 +693,7 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
         tgid,
         ts_ns: now_ns(),
     });
-    entry.submit(0);
+    entry.submit(wakeup());
     bump(Counter::Submitted);
     0
 }

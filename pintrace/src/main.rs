@@ -39,6 +39,10 @@ enum Command {
     /// Drive the pin-bug zoo test module (/dev/pinzoo).
     #[command(hide = true)]
     Zoo(cmd::zoo::ZooArgs),
+    /// Run a command with only a bare probe attached (a per-CPU counter on
+    /// pin_user_pages_fast): the floor `cargo xtask bench` compares against.
+    #[command(hide = true)]
+    BenchProbe(cmd::bench_probe::BenchProbeArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
         Command::Check(args) => cmd::check::run(args, cli.verbose > 0),
         Command::Engine(args) => pintrace::engine::run_cli(args),
         Command::Zoo(args) => cmd::zoo::run(args),
+        Command::BenchProbe(args) => cmd::bench_probe::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

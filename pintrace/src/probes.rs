@@ -17,11 +17,13 @@ use pintrace_common::{
     AuditSlot, Counter, Site, AUDIT_MAP, AUDIT_SLOTS, COUNTERS_MAP, EVENTS_MAP, GLOBAL_AUDIT_TGID,
     GLOBAL_BDEV_DEV_OFF, GLOBAL_BIO_BDEV_OFF, GLOBAL_BIO_FLAGS_OFF, GLOBAL_BIO_OPF_OFF,
     GLOBAL_BIO_SECTOR_OFF, GLOBAL_BIO_SIZE_OFF, GLOBAL_BIO_STATUS_OFF, GLOBAL_FOLIO_REFCOUNT_OFF,
-    GLOBAL_PAGE_COMPOUND_HEAD_OFF, GLOBAL_PAGE_SIZEOF, GLOBAL_RQ_DEV_OFF, GLOBAL_RQ_ERROR_OFF,
-    GLOBAL_RQ_NR_SECTOR_OFF, GLOBAL_RQ_SECTOR_OFF, PROG_AUDIT, PROG_PROCESS_EXIT, PROG_RQ_COMPLETE,
-    STACKS_MAP,
+    GLOBAL_PAGE_COMPOUND_HEAD_OFF, GLOBAL_PAGE_SIZEOF, GLOBAL_RB_WAKEUP_BYTES, GLOBAL_RQ_DEV_OFF,
+    GLOBAL_RQ_ERROR_OFF, GLOBAL_RQ_NR_SECTOR_OFF, GLOBAL_RQ_SECTOR_OFF, GLOBAL_SPARSE_FOLIOS,
+    PROG_AUDIT, PROG_PROCESS_EXIT, PROG_RQ_COMPLETE, STACKS_MAP,
 };
 use std::os::fd::{AsRawFd, RawFd};
+
+pub mod bench;
 
 /// The compiled probes, embedded at build time.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pintrace"));
@@ -34,6 +36,12 @@ pub struct LoadOptions {
     pub struct_offsets: StructOffsets,
     /// Forward the probes' aya-log diagnostics to the `log` crate.
     pub verbose: bool,
+    /// Submit records without waking the reader until this many bytes wait
+    /// (0: the kernel wakes it for the first record it has not caught up
+    /// with). The reader must then also drain on a timer.
+    pub wakeup_bytes: u32,
+    /// Folio batches read only the grabbed pages (kernels from 6.5).
+    pub sparse_folios: bool,
 }
 
 pub struct Probes {
@@ -109,6 +117,8 @@ impl Probes {
             )
             .override_global(GLOBAL_PAGE_SIZEOF, &opts.struct_offsets.page_sizeof, true)
             .override_global(GLOBAL_AUDIT_TGID, &std::process::id(), true)
+            .override_global(GLOBAL_RB_WAKEUP_BYTES, &opts.wakeup_bytes, true)
+            .override_global(GLOBAL_SPARSE_FOLIOS, &(opts.sparse_folios as u32), true)
             .load(OBJECT)
             .context("loading the eBPF object (maps)")?;
         let logger = if opts.verbose {

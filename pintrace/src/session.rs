@@ -20,7 +20,24 @@ pub struct SessionOptions {
     pub ringbuf_mib: u32,
     /// Forward the probes' diagnostics (aya-log) to the log.
     pub verbose: bool,
+    pub wakeup: Wakeup,
 }
+
+/// When the kernel wakes the agent for new records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Wakeup {
+    /// The kernel's default: a wake-up for the first record the agent has
+    /// not caught up with, so an idle agent wakes for nearly every record
+    /// at low rates.
+    Eager,
+    /// Records go in without a wake-up until an eighth of the ring buffer
+    /// waits; the agent also drains every [`POLL_INTERVAL`].
+    #[default]
+    Batched,
+}
+
+/// How often a batched session drains the ring buffer without a wake-up.
+pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Probes attached and their ring buffer registered with the running tokio
 /// reactor. Dropping it detaches everything.
@@ -31,6 +48,7 @@ pub struct Session {
     /// What start-up did to the system (mounting tracefs), for the record.
     pub actions: Vec<String>,
     ring: AsyncFd<EventSource>,
+    wakeup: Wakeup,
     probes: Probes,
     kallsyms: Kallsyms,
 }
@@ -47,6 +65,11 @@ impl Session {
             rq_layout: None,
             struct_offsets: Default::default(),
             verbose: opts.verbose,
+            wakeup_bytes: match opts.wakeup {
+                Wakeup::Eager => 0,
+                Wakeup::Batched => (opts.ringbuf_mib << 20) / 8,
+            },
+            sparse_folios: false,
         };
         let mut s = startup(opts.attach, &load)?;
         let mut plan = s.plan.map_err(anyhow::Error::new)?;
@@ -68,22 +91,37 @@ impl Session {
             plan,
             actions: s.actions,
             ring,
+            wakeup: opts.wakeup,
             probes,
             kallsyms: Kallsyms::load(),
         })
     }
 
     /// Waits until the ring buffer has records, then hands each to `f`.
+    /// Batched sessions also look every [`POLL_INTERVAL`], since the
+    /// probes wake the agent only when the ring fills up.
     /// Cancel-safe: use it as a `tokio::select!` branch.
-    pub async fn next_batch(&mut self, f: impl FnMut(&[u8])) -> Result<usize> {
-        let mut guard = self
-            .ring
-            .readable_mut()
-            .await
-            .context("waiting for events")?;
-        let n = guard.get_inner_mut().drain(f);
-        guard.clear_ready();
-        Ok(n)
+    pub async fn next_batch(&mut self, mut f: impl FnMut(&[u8])) -> Result<usize> {
+        loop {
+            let ready = match self.wakeup {
+                Wakeup::Eager => Some(self.ring.readable_mut().await),
+                Wakeup::Batched => tokio::time::timeout(POLL_INTERVAL, self.ring.readable_mut())
+                    .await
+                    .ok(),
+            };
+            let n = match ready {
+                Some(guard) => {
+                    let mut guard = guard.context("waiting for events")?;
+                    let n = guard.get_inner_mut().drain(&mut f);
+                    guard.clear_ready();
+                    n
+                }
+                None => self.ring.get_mut().drain(&mut f),
+            };
+            if n > 0 {
+                return Ok(n);
+            }
+        }
     }
 
     /// Hands every record already in the ring buffer to `f`, without waiting.

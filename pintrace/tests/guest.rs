@@ -12,6 +12,8 @@ use std::{
     process::{Command, Output},
 };
 
+#[path = "guest/engine.rs"]
+mod engine;
 #[path = "guest/zoo.rs"]
 mod zoo;
 

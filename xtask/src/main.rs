@@ -1,5 +1,6 @@
 //! pintrace's developer and CI tooling, run as `cargo xtask <command>`.
 
+mod bench;
 mod check_kernel;
 mod console;
 mod cpio;
@@ -39,6 +40,9 @@ enum Cmd {
     /// CI gate for a kernel: check its config, boot it, run `pintrace check`
     /// inside, copy the reports out; exit 0 pass, 1 findings, 2 could not run.
     CheckKernel(check_kernel::CheckKernelArgs),
+    /// Tracing overhead (vs no tracing and a bare probe) and loss onset,
+    /// measured in one guest run; prints ratios and the conditions.
+    Bench(bench::BenchArgs),
     /// Show (and fetch) the Debian kernels the VM commands boot.
     Kernels(KernelsArgs),
 }
@@ -84,6 +88,7 @@ fn run(cli: Cli) -> Result<bool> {
         Cmd::Vm(args) => vm::vm(&ws, args),
         Cmd::Test(args) => test::test(&ws, args),
         Cmd::Kernels(args) => kernels(&ws, args),
+        Cmd::Bench(args) => bench::bench(&ws, args),
         Cmd::CheckKernel(_) => unreachable!("handled in main"),
     }
 }

@@ -217,6 +217,7 @@ async fn run_async(args: &CheckArgs, selected: Vec<Scenario>, verbose: bool) -> 
         attach: args.attach,
         ringbuf_mib: 16,
         verbose,
+        wakeup: Default::default(),
     };
     let session = Session::start(&opts, "check")?;
     let mut report = CheckReport::new(

@@ -1,6 +1,7 @@
 //! The commands: each wires the stages together for one job and returns the
 //! process exit code (0 ok, 1 findings, 2 could not run).
 
+pub mod bench_probe;
 pub mod check;
 pub mod doctor;
 pub mod run;
@@ -48,6 +49,8 @@ pub fn startup(preference: Preference, opts: &LoadOptions) -> Result<Startup> {
         let mut opts = opts.clone();
         opts.rq_layout = caps.rq_complete;
         opts.struct_offsets = caps.layout;
+        // 6.1's verifier gives up on the per-slot branch; 6.12's takes it.
+        opts.sparse_folios = crate::flags::parse_version(&caps.release) >= Some((6, 5));
         let mut p = Probes::load(&opts)?;
         let first = caps
             .symbols

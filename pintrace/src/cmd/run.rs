@@ -7,7 +7,7 @@ use crate::{
     metrics::{self, Metrics},
     pipeline::Pipeline,
     plan::Preference,
-    session::{Session, SessionOptions},
+    session::{Session, SessionOptions, Wakeup},
     source::{Batch, Source, Speed},
     views::{
         events::{self as event_view, ProcessFilter},
@@ -45,6 +45,9 @@ pub struct RunArgs {
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, value_name = "MIB", default_value_t = 4, value_parser = parse_ringbuf_mib, allow_hyphen_values = true)]
     pub ringbuf_mib: u32,
+    /// When the probes wake pintrace for new records (for benchmarks).
+    #[arg(long, value_enum, default_value_t = Wakeup::Batched, hide = true)]
+    pub ringbuf_wakeup: Wakeup,
     /// Report non-long-term pins held longer than this many seconds as leaks.
     #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_hyphen_values = true)]
     pub leak_age: Option<f64>,
@@ -201,6 +204,7 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<u8> {
         attach: args.attach,
         ringbuf_mib: args.ringbuf_mib,
         verbose,
+        wakeup: args.ringbuf_wakeup,
     };
     let metrics = start_metrics(&args.metrics)?;
     let mut source = open_source(

@@ -69,6 +69,7 @@ pub fn run(args: &TopArgs, verbose: bool) -> Result<u8> {
             attach: args.attach,
             ringbuf_mib: args.ringbuf_mib,
             verbose,
+            wakeup: Default::default(),
         };
         // Start-up errors are printed on a normal terminal.
         let mut source = open_source(&args.replay, Speed::Recorded, opts, None, "top")?;
