@@ -147,7 +147,7 @@ pub fn offset_of(btf: &Btf, name: &str, path: &[&str]) -> Result<u32> {
             s = aggregate(btf, t).ok_or_else(|| anyhow!("{field} is not a struct"))?;
         }
     }
-    if bits % 8 != 0 {
+    if !bits.is_multiple_of(8) {
         bail!("{name}.{} is a bit field", path.join("."));
     }
     Ok(bits / 8)
