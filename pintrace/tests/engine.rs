@@ -190,7 +190,7 @@ fn batched_submission_with_verify() {
         c.verify = true;
         c.create = true;
         c.size = Some(2 << 20);
-        c.runtime = Some(std::time::Duration::from_millis(300));
+        c.runtime = Some(std::time::Duration::from_millis(2000));
         let r = run(&c).unwrap_or_else(|e| panic!("{}: {e:#}", mode.name()));
         assert_clean(&r, mode.name());
         assert_eq!(r.settings.iodepth_batch, Some(5));
