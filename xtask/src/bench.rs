@@ -354,9 +354,16 @@ pub fn analyse(dir: &Path, args: &BenchArgs) -> Result<Report> {
         let over = |c: &str| med.get(c).map(|m| 1.0 - m / base);
         for floor in ["bare-kprobe", "bare-fexit"] {
             if let (Some(p), Some(b)) = (over("pintrace"), over(floor)) {
-                let x = if b > 0.0 { p / b } else { f64::NAN };
-                let _ = writeln!(text, "  overhead(pintrace) / overhead({floor}) = {x:.2}");
-                out["overhead"][*w][format!("overhead_vs_{floor}")] = json!(x);
+                if b > 0.0 {
+                    let x = p / b;
+                    let _ = writeln!(text, "  overhead(pintrace) / overhead({floor}) = {x:.2}");
+                    out["overhead"][*w][format!("overhead_vs_{floor}")] = json!(x);
+                } else {
+                    let _ = writeln!(
+                        text,
+                        "  overhead(pintrace) / overhead({floor}): n/a (the floor's overhead is within the noise)"
+                    );
+                }
             }
         }
         if lost_any > 0 {
