@@ -44,12 +44,15 @@
 //! with `put_page`, which is inline and invisible: GET holders are kept only
 //! to explain a mismatch, never reported as leaks.
 
+mod bio;
 mod tally;
 
+use bio::BioBooks;
+pub use bio::BioInfo;
 pub use tally::{BioCounts, Completions, Counts, Kind, ProcessTally, Releases, Tally};
 
 use crate::{
-    events::{Acquire, Bio, BioPhase, Comm, Event, Folios, Release},
+    events::{Acquire, Comm, Event, Folios, Release},
     flags::FollFlags,
 };
 use rustc_hash::FxHashMap;
@@ -106,45 +109,6 @@ pub struct Holder {
     /// (0: none seen).
     #[serde(skip)]
     pub bio: u64,
-}
-
-/// What the probes read of a bio when its fill returned.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct BioInfo {
-    pub major: u32,
-    pub minor: u32,
-    pub sector: u64,
-    pub bytes: u32,
-    pub write: bool,
-}
-
-impl std::fmt::Display for BioInfo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} of {} bytes at sector {} on {}:{}",
-            if self.write { "write" } else { "read" },
-            self.bytes,
-            self.sector,
-            self.major,
-            self.minor
-        )
-    }
-}
-
-/// One bio's books: the references its fill took, until released.
-#[derive(Clone, Debug)]
-struct BioBooks {
-    ptr: u64,
-    info: BioInfo,
-    completed_ns: Option<u64>,
-    /// References taken for the bio and not yet released.
-    refs: u64,
-    /// Folios it holds references on (each once).
-    folios: SmallVec<[u64; 4]>,
-    /// `__bio_release_pages` ran: unpins of its folios are expected.
-    released: bool,
-    reported: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -337,234 +301,6 @@ impl Ledger {
             Event::RqComplete(_) => {}
             Event::Bio(b) => self.bio(b, findings),
         }
-    }
-
-    fn bio(&mut self, b: &Bio, findings: &mut Vec<Finding>) {
-        match b.phase {
-            BioPhase::FillBegin => {
-                self.next_bio += 1;
-                let id = self.next_bio;
-                // The address is reused once a bio is freed: the old books
-                // stay only while they hold references.
-                if let Some(old) = self.bio_at.insert(b.bio, id) {
-                    if self.bios.get(&old).is_some_and(|x| x.refs == 0) {
-                        self.bios.remove(&old);
-                    }
-                }
-                self.bios.insert(
-                    id,
-                    BioBooks {
-                        ptr: b.bio,
-                        info: BioInfo::default(),
-                        completed_ns: None,
-                        refs: 0,
-                        folios: SmallVec::new(),
-                        released: false,
-                        reported: false,
-                    },
-                );
-                self.filling.insert(b.tid, id);
-            }
-            BioPhase::FillEnd => {
-                if self.filling.get(&b.tid).copied() == self.bio_at.get(&b.bio).copied() {
-                    self.filling.remove(&b.tid);
-                }
-                let Some(&id) = self.bio_at.get(&b.bio) else {
-                    return;
-                };
-                let Some(books) = self.bios.get_mut(&id) else {
-                    return;
-                };
-                books.info = BioInfo {
-                    major: b.major,
-                    minor: b.minor,
-                    sector: b.sector,
-                    bytes: b.bytes,
-                    write: b.is_write(),
-                };
-                if books.refs == 0 {
-                    // Nothing taken (a kernel-memory iterator): nothing to follow.
-                    self.forget_bio(id);
-                }
-            }
-            BioPhase::Endio => {
-                let Some(books) = self.bio_at.get(&b.bio).and_then(|id| self.bios.get_mut(id))
-                else {
-                    return;
-                };
-                books.completed_ns.get_or_insert(b.ts_ns);
-            }
-            BioPhase::Release => {
-                let Some(&id) = self.bio_at.get(&b.bio) else {
-                    return;
-                };
-                self.release_bio(id, b, findings);
-            }
-        }
-    }
-
-    /// `__bio_release_pages`: with BIO_PAGE_PINNED the unpins follow on this
-    /// thread; without it every page gets put_page, which releases the bio's
-    /// FOLL_GET references and is a mismatch for its pins.
-    fn release_bio(&mut self, id: u64, b: &Bio, findings: &mut Vec<Finding>) {
-        let pinned_flag = b.flags & self.flags.bio_page_pinned != 0;
-        let Some(books) = self.bios.get_mut(&id) else {
-            return;
-        };
-        books.completed_ns.get_or_insert(b.ts_ns);
-        let folios = books.folios.clone();
-        let info = books.info;
-        let mut pins_put: Option<(Holder, u64, u64)> = None;
-        let mut released = 0u64;
-        for folio in folios {
-            let Some(fb) = self.folios.get_mut(&folio) else {
-                continue;
-            };
-            for h in fb.holders.iter_mut().filter(|h| h.bio == id) {
-                let pin = h.kind != Kind::Get;
-                if pin && pinned_flag {
-                    continue;
-                }
-                if pin {
-                    let e = pins_put.get_or_insert((*h, folio, 0));
-                    e.2 += h.refs;
-                } else {
-                    self.tally.credit_release(h.tgid, h.kind, h.refs);
-                    self.tally.bios.get_refs_released += h.refs;
-                    if let Some(v) = self.lifetimes.as_mut() {
-                        v.push(Lifetime {
-                            kind: h.kind,
-                            refs: h.refs,
-                            tgid: h.tgid,
-                            stack_id: h.stack_id,
-                            acquired_ns: h.acquired_ns,
-                            released_ns: b.ts_ns,
-                        });
-                    }
-                }
-                released += h.refs;
-                h.refs = 0;
-            }
-            fb.holders.retain(|h| h.refs > 0);
-            if fb.holders.is_empty() {
-                let exact = fb.exact;
-                self.folios.remove(&folio);
-                self.released.insert(folio, (b.ts_ns, exact));
-            }
-        }
-        if let Some((h, folio, refs)) = pins_put {
-            findings.push(Finding {
-                kind: FindingKind::PinReleasedAsGet,
-                folio,
-                refs,
-                tgid: h.tgid,
-                comm: h.comm,
-                stack_id: h.stack_id,
-                holder: Some(h),
-                bio: Some(info),
-                at_ns: b.ts_ns,
-                detail: format!(
-                    "{refs} pin(s) of a bio ({info}) released by __bio_release_pages without \
-                     BIO_PAGE_PINNED: put_page on FOLL_PIN pages; the stack is the pin's"
-                ),
-            });
-        }
-        let books = self.bios.get_mut(&id).expect("bio books");
-        books.refs = books.refs.saturating_sub(released);
-        if books.refs == 0 {
-            self.forget_bio(id);
-        } else {
-            books.released = true;
-            self.releasing.insert(b.tid, id);
-        }
-    }
-
-    fn forget_bio(&mut self, id: u64) {
-        if let Some(books) = self.bios.remove(&id) {
-            if self.bio_at.get(&books.ptr) == Some(&id) {
-                self.bio_at.remove(&books.ptr);
-            }
-        }
-    }
-
-    /// Lowers the books of the bios references were taken from.
-    fn settle_bios(&mut self, from_bios: &[(u64, u64)]) {
-        for &(id, n) in from_bios {
-            if let Some(b) = self.bios.get_mut(&id) {
-                b.refs = b.refs.saturating_sub(n);
-                if b.refs == 0 {
-                    self.forget_bio(id);
-                }
-            }
-        }
-    }
-
-    /// Bios completed more than the grace period ago whose references are
-    /// still held: one finding per bio, naming it; its holders are then
-    /// reported (never again as another kind of leak).
-    fn judge_bios(&mut self, now_ns: u64, findings: &mut Vec<Finding>) {
-        let grace = self.config.bio_grace_ns;
-        let due: Vec<u64> = self
-            .bios
-            .iter()
-            .filter(|(_, b)| {
-                !b.reported
-                    && b.completed_ns
-                        .is_some_and(|t| now_ns.saturating_sub(t) >= grace)
-            })
-            .map(|(&id, _)| id)
-            .collect();
-        for id in due {
-            let Some(b) = self.bios.get_mut(&id) else {
-                continue;
-            };
-            b.reported = true;
-            let (info, completed) = (b.info, b.completed_ns.unwrap_or(now_ns));
-            let mut first: Option<(Holder, u64)> = None;
-            let mut refs = 0;
-            for folio in b.folios.clone() {
-                let Some(fb) = self.folios.get_mut(&folio) else {
-                    continue;
-                };
-                for h in fb
-                    .holders
-                    .iter_mut()
-                    .filter(|h| h.bio == id && !h.reported && h.refs > 0)
-                {
-                    h.reported = true;
-                    refs += h.refs;
-                    first.get_or_insert((*h, folio));
-                }
-            }
-            let Some((h, folio)) = first else {
-                // Its holders were reported already, or dropped (FOLL_GET
-                // holders of an exited owner): nothing more to say.
-                self.forget_bio(id);
-                continue;
-            };
-            let late_ms = now_ns.saturating_sub(completed) / 1_000_000;
-            findings.push(Finding {
-                kind: FindingKind::LeakAfterBio,
-                folio,
-                refs,
-                tgid: h.tgid,
-                comm: h.comm,
-                stack_id: h.stack_id,
-                holder: Some(h),
-                bio: Some(info),
-                at_ns: now_ns,
-                detail: format!(
-                    "{} {refs} ref(s) still held {late_ms} ms after their bio ({info}) \
-                     completed; the stack is the acquire's",
-                    h.kind.label()
-                ),
-            });
-        }
-    }
-
-    /// Bios with references outstanding (memory is proportional to this).
-    pub fn tracked_bios(&self) -> usize {
-        self.bios.len()
     }
 
     fn acquire(&mut self, a: &Acquire) {
