@@ -470,9 +470,6 @@ pub const GLOBAL_PAGE_SIZEOF: &str = "PAGE_SIZEOF";
 /// submitted without a wake-up until this many bytes wait, and user space
 /// also drains on a timer.
 pub const GLOBAL_RB_WAKEUP_BYTES: &str = "RB_WAKEUP_BYTES";
-/// Non-zero: folio batches read only the slots of pages the call grabbed
-/// (a branch per slot, which 6.1's verifier cannot walk within its limit).
-pub const GLOBAL_SPARSE_FOLIOS: &str = "SPARSE_FOLIOS";
 
 #[cfg(feature = "user")]
 mod pod {

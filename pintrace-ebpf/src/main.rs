@@ -12,10 +12,12 @@
 #![no_std]
 #![no_main]
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        generated::{bpf_get_func_arg, bpf_get_func_ret},
+        generated::{bpf_get_func_arg, bpf_get_func_ret, bpf_loop},
     },
     macros::{fentry, fexit, kprobe, kretprobe, map, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
@@ -85,9 +87,6 @@ const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 
-/// Read only the grabbed pages' slots of a folio batch (see [`emit_folios`]).
-#[unsafe(no_mangle)]
-static SPARSE_FOLIOS: u32 = 0;
 /// Batched wake-ups: see `pintrace_common::GLOBAL_RB_WAKEUP_BYTES`.
 #[unsafe(no_mangle)]
 static RB_WAKEUP_BYTES: u32 = 0;
@@ -181,75 +180,113 @@ fn folio_of(page: u64) -> u64 {
     }
 }
 
+/// What one [`folio_batch`] step needs, on the caller's stack.
+#[repr(C)]
+struct FolioLoop {
+    pid_tgid: u64,
+    ts_ns: u64,
+    pages: u64,
+    n: u64,
+    site: u32,
+}
+
 /// Emits the folios of the first `n` pages of a `struct page **` array, in
-/// batches; returns how many batches were submitted.
+/// batches.
+///
+/// The batches are a `bpf_loop` (5.17 on): the verifier checks one batch
+/// once, however many a call may need. Unrolled, eight batches of 32 slots
+/// took 6.1's verifier to its complexity limit (tens of seconds under TCG,
+/// then E2BIG, depending on the code around it).
 #[inline(always)]
-fn emit_folios(site: Site, pid_tgid: u64, ts_ns: u64, pages: u64, n: i64) -> u32 {
+fn emit_folios(site: Site, pid_tgid: u64, ts_ns: u64, pages: u64, n: i64) {
     if pages == 0 || n <= 0 {
-        return 0;
+        return;
     }
     let n = n as u64;
-    let mut emitted = 0u32;
-    for chunk in 0..MAX_FOLIO_RECORDS {
-        let first = chunk as u64 * FOLIOS_PER_RECORD as u64;
-        if first >= n {
-            break;
-        }
-        let Some(mut rec) = EVENTS.reserve::<FolioBatch>(0) else {
-            bump(Counter::RingbufFull);
-            continue;
-        };
-        let out = rec.as_mut_ptr();
-        // Branch-free by default, so the verifier walks each iteration once:
-        // slots past `count` may hold whatever lies beyond the caller's
-        // array (read safely) and are ignored by user space. With
-        // SPARSE_FOLIOS (kernels whose verifier takes it), kernel reads only
-        // for the pages the call grabbed: three per page are most of the
-        // probe's cost, and a 4 KiB I/O has one page.
-        let sparse = global(&SPARSE_FOLIOS) != 0;
-        for j in 0..FOLIOS_PER_RECORD {
-            let idx = first + j as u64;
-            let folio = if !sparse || idx < n {
-                folio_of(read_u64(pages + idx * 8))
-            } else {
-                0
-            };
-            // Pin evidence in the low bits, branch-free: a small folio's
-            // refcount below 1024 (2048) holds no pin (at most one).
-            let rc = if !sparse || folio != 0 {
-                read_u64(folio + global(&FOLIO_REFCOUNT_OFF)) as u32 as u64
-            } else {
-                0
-            };
-            let below1 = (rc.wrapping_sub(1024) >> 63) & 1;
-            let below2 = (rc.wrapping_sub(2048) >> 63) & 1;
-            let entry = folio | (below1 * FOLIO_BELOW_1_PIN) | (below2 * FOLIO_BELOW_2_PINS);
-            // SAFETY: `out` is this reserved record; j is below the array length.
-            unsafe { (*out).folios[j] = entry };
-        }
-        let left = n - first;
-        let count = if left < FOLIOS_PER_RECORD as u64 {
-            left as u32
-        } else {
-            FOLIOS_PER_RECORD as u32
-        };
-        // SAFETY: as above, for the header fields.
-        unsafe {
-            (*out).tag = TAG_FOLIOS;
-            (*out).count = count;
-            (*out).ts_ns = ts_ns;
-            (*out).pid_tgid = pid_tgid;
-            (*out).first = first as u32;
-            (*out).site = site as u32;
-        }
-        rec.submit(wakeup());
-        bump(Counter::Submitted);
-        emitted += 1;
+    let per = FOLIOS_PER_RECORD as u64;
+    let max = MAX_FOLIO_RECORDS as u64;
+    let want = n.div_ceil(per);
+    let mut state = FolioLoop {
+        pid_tgid,
+        ts_ns,
+        pages,
+        n,
+        site: site as u32,
+    };
+    // SAFETY: `folio_batch` has bpf_loop's callback signature; `state` lives
+    // on this stack for the whole loop.
+    unsafe {
+        bpf_loop(
+            if want < max { want as u32 } else { max as u32 },
+            folio_batch as *mut c_void,
+            &mut state as *mut FolioLoop as *mut c_void,
+            0,
+        );
     }
-    if n > MAX_FOLIO_RECORDS as u64 * FOLIOS_PER_RECORD as u64 {
+    if n > max * per {
         bump(Counter::FoliosTruncated);
     }
-    emitted
+}
+
+/// One batch of [`emit_folios`]: batch `chunk` of the array in `ctx`.
+#[inline(never)]
+extern "C" fn folio_batch(chunk: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the `FolioLoop` of `emit_folios`.
+    let state = unsafe { &mut *(ctx as *mut FolioLoop) };
+    let first = chunk * FOLIOS_PER_RECORD as u64;
+    let n = state.n;
+    if first >= n {
+        return 1;
+    }
+    let left = n - first;
+    // `count` is bounded (1..=32) and each slot is tested against it with
+    // its constant index: the verifier then walks a batch in linear time,
+    // where comparing each slot's index to `n` kept every path apart.
+    let count = if left < FOLIOS_PER_RECORD as u64 {
+        left as u32
+    } else {
+        FOLIOS_PER_RECORD as u32
+    };
+    let base = state.pages + first * 8;
+    let Some(mut rec) = EVENTS.reserve::<FolioBatch>(0) else {
+        bump(Counter::RingbufFull);
+        return 0;
+    };
+    let out = rec.as_mut_ptr();
+    // Kernel reads only for the pages the call grabbed: three per page are
+    // most of the probe's cost, and a 4 KiB I/O has one page. Slots past
+    // `count` are zero.
+    for j in 0..FOLIOS_PER_RECORD {
+        let folio = if (j as u32) < count {
+            folio_of(read_u64(base + j as u64 * 8))
+        } else {
+            0
+        };
+        // Pin evidence in the low bits, branch-free: a small folio's
+        // refcount below 1024 (2048) holds no pin (at most one).
+        let rc = if folio != 0 {
+            read_u64(folio + global(&FOLIO_REFCOUNT_OFF)) as u32 as u64
+        } else {
+            0
+        };
+        let below1 = (rc.wrapping_sub(1024) >> 63) & 1;
+        let below2 = (rc.wrapping_sub(2048) >> 63) & 1;
+        let entry = folio | (below1 * FOLIO_BELOW_1_PIN) | (below2 * FOLIO_BELOW_2_PINS);
+        // SAFETY: `out` is this reserved record; j is below the array length.
+        unsafe { (*out).folios[j] = entry };
+    }
+    // SAFETY: as above, for the header fields.
+    unsafe {
+        (*out).tag = TAG_FOLIOS;
+        (*out).count = count;
+        (*out).ts_ns = state.ts_ns;
+        (*out).pid_tgid = state.pid_tgid;
+        (*out).first = first as u32;
+        (*out).site = state.site;
+    }
+    rec.submit(wakeup());
+    bump(Counter::Submitted);
+    0
 }
 
 #[inline(always)]

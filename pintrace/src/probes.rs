@@ -11,15 +11,15 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf, StackTraceMap},
     programs::{FEntry, FExit, KProbe, TracePoint},
-    Btf, Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader, VerifierLogLevel,
 };
 use pintrace_common::{
     AuditSlot, Counter, Site, AUDIT_MAP, AUDIT_SLOTS, COUNTERS_MAP, EVENTS_MAP, GLOBAL_AUDIT_TGID,
     GLOBAL_BDEV_DEV_OFF, GLOBAL_BIO_BDEV_OFF, GLOBAL_BIO_FLAGS_OFF, GLOBAL_BIO_OPF_OFF,
     GLOBAL_BIO_SECTOR_OFF, GLOBAL_BIO_SIZE_OFF, GLOBAL_BIO_STATUS_OFF, GLOBAL_FOLIO_REFCOUNT_OFF,
     GLOBAL_PAGE_COMPOUND_HEAD_OFF, GLOBAL_PAGE_SIZEOF, GLOBAL_RB_WAKEUP_BYTES, GLOBAL_RQ_DEV_OFF,
-    GLOBAL_RQ_ERROR_OFF, GLOBAL_RQ_NR_SECTOR_OFF, GLOBAL_RQ_SECTOR_OFF, GLOBAL_SPARSE_FOLIOS,
-    PROG_AUDIT, PROG_PROCESS_EXIT, PROG_RQ_COMPLETE, STACKS_MAP,
+    GLOBAL_RQ_ERROR_OFF, GLOBAL_RQ_NR_SECTOR_OFF, GLOBAL_RQ_SECTOR_OFF, PROG_AUDIT,
+    PROG_PROCESS_EXIT, PROG_RQ_COMPLETE, STACKS_MAP,
 };
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -40,8 +40,6 @@ pub struct LoadOptions {
     /// (0: the kernel wakes it for the first record it has not caught up
     /// with). The reader must then also drain on a timer.
     pub wakeup_bytes: u32,
-    /// Folio batches read only the grabbed pages (kernels from 6.5).
-    pub sparse_folios: bool,
 }
 
 pub struct Probes {
@@ -101,6 +99,14 @@ impl Probes {
             .override_global(GLOBAL_BIO_SIZE_OFF, &bio.size, true)
             .override_global(GLOBAL_BDEV_DEV_OFF, &bio.bdev_dev, true)
             .map_max_entries(EVENTS_MAP, opts.ringbuf_bytes)
+            // The verifier's log only with -v: a failed load is retried
+            // with the log on, and under emulation a logged verification of
+            // the acquire program takes minutes.
+            .verifier_log_level(if opts.verbose {
+                VerifierLogLevel::DEBUG | VerifierLogLevel::STATS
+            } else {
+                VerifierLogLevel::DISABLE
+            })
             .override_global(GLOBAL_RQ_DEV_OFF, &layout.dev, true)
             .override_global(GLOBAL_RQ_SECTOR_OFF, &layout.sector, true)
             .override_global(GLOBAL_RQ_NR_SECTOR_OFF, &layout.nr_sector, true)
@@ -118,7 +124,6 @@ impl Probes {
             .override_global(GLOBAL_PAGE_SIZEOF, &opts.struct_offsets.page_sizeof, true)
             .override_global(GLOBAL_AUDIT_TGID, &std::process::id(), true)
             .override_global(GLOBAL_RB_WAKEUP_BYTES, &opts.wakeup_bytes, true)
-            .override_global(GLOBAL_SPARSE_FOLIOS, &(opts.sparse_folios as u32), true)
             .load(OBJECT)
             .context("loading the eBPF object (maps)")?;
         let logger = if opts.verbose {

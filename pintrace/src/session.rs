@@ -69,7 +69,6 @@ impl Session {
                 Wakeup::Eager => 0,
                 Wakeup::Batched => (opts.ringbuf_mib << 20) / 8,
             },
-            sparse_folios: false,
         };
         let mut s = startup(opts.attach, &load)?;
         let mut plan = s.plan.map_err(anyhow::Error::new)?;

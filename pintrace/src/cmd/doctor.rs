@@ -15,7 +15,6 @@ pub fn run(json: bool) -> Result<u8> {
         struct_offsets: Default::default(),
         verbose: false,
         wakeup_bytes: 0,
-        sparse_folios: false,
     };
     let s = startup(Preference::Auto, &opts)?;
     let can_trace = s.plan.is_ok();

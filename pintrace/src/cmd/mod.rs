@@ -49,8 +49,6 @@ pub fn startup(preference: Preference, opts: &LoadOptions) -> Result<Startup> {
         let mut opts = opts.clone();
         opts.rq_layout = caps.rq_complete;
         opts.struct_offsets = caps.layout;
-        // 6.1's verifier gives up on the per-slot branch; 6.12's takes it.
-        opts.sparse_folios = crate::flags::parse_version(&caps.release) >= Some((6, 5));
         let mut p = Probes::load(&opts)?;
         let first = caps
             .symbols

@@ -250,18 +250,9 @@ fn pintrace_names_each_planted_bug() {
     .map(|s| format!("{me} zoo run {s} --pages {PAGES}"))
     .collect::<Vec<_>>()
     .join(" && ");
-    // 6.1 rejects the fexit acquire program after a long verification:
-    // go straight to kprobes there to keep the suite fast.
-    let attach = if super::kernel_version() >= (6, 12) {
-        "auto"
-    } else {
-        "kprobe"
-    };
     let out = pintrace(&[
         "run",
         "--json",
-        "--attach",
-        attach,
         "--leak-age",
         "2",
         "--",
@@ -415,14 +406,7 @@ fn pintrace_ties_pins_to_their_bio() {
         "{me} zoo run bio-balanced --pages {PAGES} --bdev {devpath} && \
          {me} zoo run bio-leak --pages {PAGES} --bdev {devpath} --linger 4"
     );
-    let attach = if super::kernel_version() >= (6, 12) {
-        "auto"
-    } else {
-        "kprobe"
-    };
-    let out = pintrace(&[
-        "run", "--json", "--attach", attach, "--", "sh", "-c", &script,
-    ]);
+    let out = pintrace(&["run", "--json", "--", "sh", "-c", &script]);
     release_all();
     assert_eq!(out.status.code(), Some(1), "the leak makes run exit 1");
     let stdout = String::from_utf8_lossy(&out.stdout);
