@@ -8,7 +8,7 @@ use crate::{
     flags::FollFlags,
     plan::{Plan, Preference},
     probes::{EventSource, LoadOptions, Probes},
-    symbols::Kallsyms,
+    symbols::KernelSymbolizer,
 };
 use anyhow::{bail, Context as _, Result};
 use std::collections::BTreeMap;
@@ -50,7 +50,8 @@ pub struct Session {
     ring: AsyncFd<EventSource>,
     wakeup: Wakeup,
     probes: Probes,
-    kallsyms: Kallsyms,
+    /// One for the session: it caches kallsyms.
+    symbols: KernelSymbolizer,
 }
 
 impl Session {
@@ -92,7 +93,7 @@ impl Session {
             ring,
             wakeup: opts.wakeup,
             probes,
-            kallsyms: Kallsyms::load(),
+            symbols: KernelSymbolizer::running(),
         })
     }
 
@@ -148,13 +149,8 @@ impl Session {
     /// A kernel stack by id, symbolized, without the probe's own frames
     /// (empty when unknown or evicted).
     pub fn stack(&self, id: i32) -> Vec<String> {
-        let frames = self
-            .probes
-            .stack(id)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|ip| self.kallsyms.resolve(ip));
-        without_probe_frames(frames)
+        let addrs = self.probes.stack(id).unwrap_or_default();
+        without_probe_frames(self.symbols.frames(&addrs))
     }
 }
 
