@@ -61,7 +61,7 @@ pub struct ReplayArgs {
     pub replay: Option<PathBuf>,
     /// Replay pace: `recorded`, `max`, or a factor such as 10 [default: max
     /// for run, recorded for top].
-    #[arg(long, value_name = "SPEED", value_parser = parse_speed, requires = "replay")]
+    #[arg(long, value_name = "SPEED", value_parser = parse_speed, requires = "replay", allow_hyphen_values = true)]
     pub speed: Option<Speed>,
 }
 
@@ -186,6 +186,9 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<u8> {
         ringbuf_mib: args.ringbuf_mib,
         verbose,
     };
+    if let Some(path) = &args.record {
+        crate::report_file::check_writable("--record", path)?;
+    }
     let metrics = start_metrics(&args.metrics)?;
     let mut source = open_source(
         &args.replay,
@@ -291,11 +294,19 @@ struct FindingsOut {
 
 impl FindingsOut {
     fn emit(&mut self, source: &Source, found: &[Finding]) {
+        if found.is_empty() {
+            return;
+        }
+        // Once the probes lost an event, no finding is stated as certain:
+        // the lost event may be the release (or acquire) that explains it.
+        let lossless_so_far = source
+            .lost()
+            .is_ok_and(|lost| lost.values().all(|&v| v == 0));
         for f in found {
             let stack = source.stack(f.stack_id);
             let report = findings::Report {
                 kind: "finding",
-                certain: self.certain,
+                certain: self.certain && lossless_so_far,
                 finding: f,
                 stack: &stack,
             };
