@@ -15,6 +15,9 @@ use std::{
 #[path = "guest/zoo.rs"]
 mod zoo;
 
+#[path = "guest/robust.rs"]
+mod robust;
+
 const IN_GUEST: &str = "needs a kernel with kprobes/fentry: run by `cargo xtask vm`";
 
 pub(crate) fn bin() -> String {
