@@ -168,13 +168,53 @@ impl Probes {
     }
 
     /// Attaches every probe of the plan. Nothing is attached twice: each site
-    /// gets either its fexit program or its kprobe pair.
-    /// Attaches every site as the plan says. A site whose fentry/fexit
+    /// gets either its fexit program or its kprobe pair. A site whose fentry/fexit
     /// program loads but does not attach (6.1 trampolines take at most six
     /// arguments) falls back to kprobes when `kprobe_fallback` allows, and
     /// the plan is updated to say so.
     pub fn attach(&mut self, plan: &mut Plan, kprobe_fallback: bool) -> Result<()> {
-        for site in plan.sites.iter_mut() {
+        // Everything that observes an end (process exits, block completions,
+        // bios, releases) goes in before the acquires: every acquire seen
+        // then has its end seen too. The other way round, a pin taken and
+        // released while only the acquire probes were attached would stay in
+        // the books as held, and the end-of-run audit would take its missing
+        // pin for one released with put_page.
+        let exit: &mut TracePoint = program(&mut self.ebpf, PROG_PROCESS_EXIT)?.try_into()?;
+        exit.load()
+            .context("loading the sched_process_exit program")?;
+        exit.attach("sched", "sched_process_exit")
+            .context("attaching to sched:sched_process_exit")?;
+        // The refcount audit is an extra: without syscall tracepoints
+        // (CONFIG_FTRACE_SYSCALLS) the run goes on without it.
+        let audit: &mut TracePoint = program(&mut self.ebpf, PROG_AUDIT)?.try_into()?;
+        self.audit_ready = match audit
+            .load()
+            .map_err(anyhow::Error::from)
+            .and_then(|()| Ok(audit.attach("syscalls", "sys_enter_getppid")?))
+        {
+            Ok(_) => true,
+            Err(e) => {
+                log::info!("no refcount audit (syscalls:sys_enter_getppid): {e:#}");
+                false
+            }
+        };
+        if plan.rq_complete.is_some() {
+            let prog: &mut TracePoint = program(&mut self.ebpf, PROG_RQ_COMPLETE)?.try_into()?;
+            prog.load()
+                .context("loading the block_rq_complete program")?;
+            prog.attach("block", "block_rq_complete")
+                .context("attaching to block:block_rq_complete")?;
+        }
+        let order = plan
+            .sites
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.acquire)
+            .chain(plan.sites.iter().enumerate().filter(|(_, s)| s.acquire))
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>();
+        for i in order {
+            let site = &mut plan.sites[i];
             let Some(method) = site.method else { continue };
             match self.attach_site(site.id, site.symbol, method) {
                 Ok(()) => {}
@@ -209,32 +249,6 @@ impl Probes {
         }
         if !plan.sites.iter().any(|s| s.acquire && s.method.is_some()) {
             bail!("no acquire site could be attached: {}", plan.summary());
-        }
-        let exit: &mut TracePoint = program(&mut self.ebpf, PROG_PROCESS_EXIT)?.try_into()?;
-        exit.load()
-            .context("loading the sched_process_exit program")?;
-        exit.attach("sched", "sched_process_exit")
-            .context("attaching to sched:sched_process_exit")?;
-        // The refcount audit is an extra: without syscall tracepoints
-        // (CONFIG_FTRACE_SYSCALLS) the run goes on without it.
-        let audit: &mut TracePoint = program(&mut self.ebpf, PROG_AUDIT)?.try_into()?;
-        self.audit_ready = match audit
-            .load()
-            .map_err(anyhow::Error::from)
-            .and_then(|()| Ok(audit.attach("syscalls", "sys_enter_getppid")?))
-        {
-            Ok(_) => true,
-            Err(e) => {
-                log::info!("no refcount audit (syscalls:sys_enter_getppid): {e:#}");
-                false
-            }
-        };
-        if plan.rq_complete.is_some() {
-            let prog: &mut TracePoint = program(&mut self.ebpf, PROG_RQ_COMPLETE)?.try_into()?;
-            prog.load()
-                .context("loading the block_rq_complete program")?;
-            prog.attach("block", "block_rq_complete")
-                .context("attaching to block:block_rq_complete")?;
         }
         Ok(())
     }

@@ -39,6 +39,10 @@ pub const MAGIC: &[u8; 8] = b"PINTREC\n";
 pub const VERSION: u16 = 1;
 /// The largest entry payload accepted; records are far smaller.
 pub const MAX_PAYLOAD: usize = 1 << 20;
+/// The latest entry accepted, after the start: a run lasts at most a year
+/// (`--duration`); a later offset is damage, and would make a replay tick
+/// through centuries.
+pub const MAX_OFFSET_NS: u64 = 366 * 24 * 3600 * 1_000_000_000;
 
 const KIND_RECORD: u8 = 1;
 const KIND_STACK: u8 = 2;
@@ -450,6 +454,12 @@ fn parse_entry(data: &Bytes, at: usize) -> Result<(Entry, usize), String> {
     }
     let kind = body[0];
     let offset_ns = u64::from_le_bytes(body[1..9].try_into().unwrap());
+    if offset_ns > MAX_OFFSET_NS {
+        return Err(format!(
+            "corrupted entry (read {} s after the start: more than a year)",
+            offset_ns / 1_000_000_000
+        ));
+    }
     let mut p = data.slice(at + 13..end - 4);
     let bad = |what: &str| format!("corrupted {what} entry");
     let entry = match kind {

@@ -31,6 +31,12 @@ pub enum Speed {
     Times(f64),
 }
 
+impl Speed {
+    /// The slowest pace: a second of recording in 1000 s.
+    pub const MIN_FACTOR: f64 = 0.001;
+    pub const MAX_FACTOR: f64 = 1e6;
+}
+
 impl std::str::FromStr for Speed {
     type Err = String;
     fn from_str(s: &str) -> Result<Speed, String> {
@@ -38,9 +44,13 @@ impl std::str::FromStr for Speed {
             "recorded" => Ok(Speed::Recorded),
             "max" => Ok(Speed::Max),
             n => match n.parse::<f64>() {
-                Ok(v) if v > 0.0 && v <= 1e6 => Ok(Speed::Times(v)),
+                Ok(v) if (Speed::MIN_FACTOR..=Speed::MAX_FACTOR).contains(&v) => {
+                    Ok(Speed::Times(v))
+                }
                 _ => Err(format!(
-                    "`{s}` is not `recorded`, `max` or a factor above 0 (e.g. 10)"
+                    "`{s}` is not `recorded`, `max` or a factor from {} to {} (e.g. 10)",
+                    Speed::MIN_FACTOR,
+                    Speed::MAX_FACTOR
                 )),
             },
         }
@@ -191,7 +201,7 @@ impl Source {
     pub fn now_ns(&self) -> u64 {
         match self {
             Source::Live(_) => monotonic_ns(),
-            Source::Replay(r) => r.meta.start_ns + r.clock_ns,
+            Source::Replay(r) => r.meta.start_ns.saturating_add(r.clock_ns),
         }
     }
 
@@ -348,7 +358,7 @@ impl Replay {
             // Ticks due before the next entry come first.
             if self.next_tick_ns <= target_ns && self.next_tick_ns <= next_at {
                 self.clock_ns = self.clock_ns.max(self.next_tick_ns);
-                pipeline.tick(start + self.next_tick_ns, found);
+                pipeline.tick(start.saturating_add(self.next_tick_ns), found);
                 self.next_tick_ns += TICK_NS;
                 continue;
             }

@@ -17,6 +17,9 @@ mod engine;
 #[path = "guest/zoo.rs"]
 mod zoo;
 
+#[path = "guest/robust.rs"]
+mod robust;
+
 const IN_GUEST: &str = "needs a kernel with kprobes/fentry: run by `cargo xtask vm`";
 
 pub(crate) fn bin() -> String {

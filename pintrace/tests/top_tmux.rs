@@ -155,3 +155,77 @@ fn top_replays_in_a_terminal_and_answers_keys() {
     assert!(!s.contains("-icanon"), "still raw:\n{s}");
     assert!(!s.contains("pintrace top │"), "the dashboard is gone:\n{s}");
 }
+
+/// `top` ended from outside (SIGTERM, SIGINT sent by another process,
+/// SIGHUP) leaves the terminal as it found it. (SIGKILL cannot be caught:
+/// `reset` is the remedy there.)
+#[test]
+fn top_killed_by_a_signal_restores_the_terminal() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("skipped: tmux is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = recording(dir.path());
+    for sig in ["TERM", "INT", "HUP"] {
+        let rc = dir.path().join(format!("rc-{sig}"));
+        let pid = dir.path().join(format!("pid-{sig}"));
+        // The recording at a tenth of its pace: still running when killed.
+        let script = format!(
+            "sh -c 'echo $$ > {pid}; exec {bin} top --interval 0.1 --speed 0.1 --replay {rec}'; \
+             echo \"exit=$?\" > {rc}; stty -a; sleep 60",
+            pid = pid.display(),
+            bin = env!("CARGO_BIN_EXE_pintrace"),
+            rec = path.display(),
+            rc = rc.display()
+        );
+        let tmux = Tmux {
+            socket: format!("pintrace-test-{}-{sig}", std::process::id()),
+        };
+        let out = tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "top",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "sh",
+            "-c",
+            &script,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tmux.wait_for("pintrace top │");
+        let pid = std::fs::read_to_string(&pid).unwrap();
+        let kill = Command::new("kill")
+            .args([&format!("-{sig}"), pid.trim()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !rc.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "SIG{sig}: top did not end:\n{}",
+                tmux.screen()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            std::fs::read_to_string(&rc).unwrap().trim(),
+            "exit=0",
+            "SIG{sig}"
+        );
+        let s = tmux.wait_for("icanon");
+        assert!(!s.contains("-icanon"), "SIG{sig}: still raw:\n{s}");
+        assert!(
+            !s.contains("pintrace top │"),
+            "SIG{sig}: the dashboard stayed:\n{s}"
+        );
+    }
+}

@@ -224,15 +224,16 @@ pub fn check_kernel(ws: &Workspace, args: &CheckKernelArgs) -> Result<u8> {
         .unwrap_or_else(|| ws.root.join("target/pintrace-check").join(&kernel.label));
     util::create_dir(&out)?;
 
-    let mut check = format!("{GUEST_PINTRACE} check --json --junit {GUEST_OUT}/check.xml");
+    // check writes check.json and check.xml whole (temporary file, rename):
+    // a guest that dies mid-check leaves no half report to copy out.
+    let mut check = format!("{GUEST_PINTRACE} check --out {GUEST_OUT}");
     if args.quick {
         check += " --quick";
     }
     if let Some(p) = &args.scenarios {
         check += &format!(" --scenarios {}", util::shell_quote(p));
     }
-    let script = format!("{check} > {GUEST_OUT}/check.json");
-    let payload = Payload::new(["sh", "-c", &script]);
+    let payload = Payload::new(["sh", "-c", &check]);
     let mut req = BootRequest::new(kernel, payload);
     req.modules = verdict.modules.clone();
     req.timeout = Duration::from_secs(args.timeout);

@@ -10,6 +10,7 @@ mod modules;
 mod pinzoo;
 mod qemu;
 mod setup;
+mod soak;
 mod test;
 mod util;
 mod vm;
@@ -45,6 +46,9 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Show (and fetch) the Debian kernels the VM commands boot.
     Kernels(KernelsArgs),
+    /// pintrace attached for minutes to a mixed Direct I/O workload in the
+    /// 6.12 guest: no finding, no lost event, flat agent memory.
+    Soak(soak::SoakArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -89,6 +93,7 @@ fn run(cli: Cli) -> Result<bool> {
         Cmd::Test(args) => test::test(&ws, args),
         Cmd::Kernels(args) => kernels(&ws, args),
         Cmd::Bench(args) => bench::bench(&ws, args),
+        Cmd::Soak(args) => soak::soak(&ws, args),
         Cmd::CheckKernel(_) => unreachable!("handled in main"),
     }
 }

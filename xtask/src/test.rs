@@ -16,6 +16,9 @@ pub struct TestArgs {
     /// Only the guest suite in QEMU.
     #[arg(long)]
     pub vm_only: bool,
+    /// Minutes of the soak in the 6.12 guest after the suites (0: none).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub soak_minutes: u64,
     #[command(flatten)]
     pub guest: GuestOpts,
 }
@@ -93,6 +96,22 @@ pub fn test(ws: &Workspace, args: &TestArgs) -> Result<bool> {
                         },
                     };
                     rows.push(row);
+                }
+                // The short soak, on 6.12 only (CI time).
+                if args.soak_minutes > 0 && kernels.iter().any(|k| k == "6.12") {
+                    let t = Instant::now();
+                    let (verdict, passed) =
+                        match crate::soak::run(ws, args.soak_minutes, "6.12", &built) {
+                            Ok(v) => v,
+                            Err(e) => (format!("fail: {e:#}"), false),
+                        };
+                    rows.push(Row {
+                        suite: "soak",
+                        kernel: format!("6.12, {} min", args.soak_minutes),
+                        verdict,
+                        passed,
+                        secs: t.elapsed().as_secs_f64(),
+                    });
                 }
             }
         }

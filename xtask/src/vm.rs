@@ -98,9 +98,32 @@ pub fn vm(ws: &Workspace, args: &VmArgs) -> Result<bool> {
 /// The guest suite: every ignored test of `pintrace/tests/guest.rs`, one
 /// at a time.
 pub fn suite_payload() -> Payload {
-    Payload::new([GUEST_TESTS, "--ignored", "--test-threads=1"])
-        .env("PINTRACE_BIN", GUEST_PINTRACE)
-        .env("RUST_BACKTRACE", "1")
+    Payload::new([
+        GUEST_TESTS,
+        "--ignored",
+        "--test-threads=1",
+        "--skip",
+        SOAK_TEST,
+    ])
+    .env("PINTRACE_BIN", GUEST_PINTRACE)
+    .env("RUST_BACKTRACE", "1")
+}
+
+/// The soak test of the guest suite (run apart, by `cargo xtask soak`).
+pub const SOAK_TEST: &str = "robust::soak";
+
+/// The soak alone, for `secs` seconds.
+pub fn soak_payload(secs: u64) -> Payload {
+    Payload::new([
+        GUEST_TESTS,
+        "--ignored",
+        "--exact",
+        SOAK_TEST,
+        "--nocapture",
+    ])
+    .env("PINTRACE_BIN", GUEST_PINTRACE)
+    .env("PINTRACE_SOAK_SECS", &secs.to_string())
+    .env("RUST_BACKTRACE", "1")
 }
 
 /// Resolve the kernel and boot it with the built binaries and `payload`.
@@ -146,6 +169,11 @@ pub fn run_guest(
     if let Some(t) = &built.guest_tests {
         req.binaries
             .push((GUEST_TESTS.trim_start_matches("/bin/").into(), t.clone()));
+        // The robustness tests list what is loaded in the kernel with it.
+        match host_binary("bpftool") {
+            Ok(b) => req.binaries.push(b),
+            Err(_) => println!("vm: note: no bpftool on this machine (`cargo xtask setup`)"),
+        }
     }
     for b in &opts.bin {
         req.binaries.push(host_binary(b)?);

@@ -15,6 +15,7 @@ use crate::{
     ledger::{Finding, Kind, Ledger, LedgerConfig},
     pipeline::Pipeline,
     plan::Preference,
+    report_file,
     session::{monotonic_ns, Session, SessionOptions},
     views::{check as table, junit},
     vmstat,
@@ -64,6 +65,10 @@ pub struct CheckArgs {
     /// Also write a JUnit XML report to FILE (one test case per scenario).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Also write the reports to DIR: check.json (as `--json` prints it) and
+    /// check.xml (JUnit), each replaced whole when the check ends.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// Where loop device images, mount points and scratch files go
     /// (default: a new directory under /tmp); removed at the end.
     #[arg(long, value_name = "DIR")]
@@ -104,15 +109,18 @@ pub fn run(args: &CheckArgs, verbose: bool) -> Result<u8> {
         }
         return Ok(exit::OK);
     }
-    if let Some(j) = &args.junit {
-        let dir = j.parent().filter(|d| !d.as_os_str().is_empty());
-        if dir.is_some_and(|d| !d.is_dir()) || j.is_dir() {
-            eprintln!(
-                "pintrace check: --junit {}: not a file in an existing directory",
-                j.display()
-            );
-            return Ok(exit::ERROR);
-        }
+    // Report destinations are checked before anything is set up.
+    let junit = args
+        .junit
+        .as_deref()
+        .map(|j| report_file::check_writable("--junit", j));
+    let out = args
+        .out
+        .as_deref()
+        .map(|d| report_file::check_dir_writable("--out", d));
+    if let Some(Err(e)) = junit.into_iter().chain(out).find(Result::is_err) {
+        eprintln!("pintrace check: {e}");
+        return Ok(exit::ERROR);
     }
     if let Some(why) = privileges_missing() {
         eprintln!("pintrace check: {why}");
@@ -307,7 +315,13 @@ async fn run_async(args: &CheckArgs, selected: Vec<Scenario>, verbose: bool) -> 
         print!("{}", table::footer(&report));
     }
     if let Some(path) = &args.junit {
-        junit::write_atomic(path, &junit::render(&report)?)?;
+        report_file::write_atomic("--junit", path, junit::render(&report)?.as_bytes())?;
+    }
+    if let Some(dir) = &args.out {
+        let json = serde_json::to_string(&report)? + "\n";
+        report_file::write_atomic("--out", &dir.join("check.json"), json.as_bytes())?;
+        let xml = junit::render(&report)?;
+        report_file::write_atomic("--out", &dir.join("check.xml"), xml.as_bytes())?;
     }
     Ok(report.exit_code())
 }

@@ -78,7 +78,7 @@ pub struct ReplayArgs {
     pub replay: Option<PathBuf>,
     /// Replay pace: `recorded`, `max`, or a factor such as 10 [default: max
     /// for run, recorded for top].
-    #[arg(long, value_name = "SPEED", value_parser = parse_speed, requires = "replay")]
+    #[arg(long, value_name = "SPEED", value_parser = parse_speed, requires = "replay", allow_hyphen_values = true)]
     pub speed: Option<Speed>,
 }
 
@@ -206,6 +206,9 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<u8> {
         verbose,
         wakeup: args.ringbuf_wakeup,
     };
+    if let Some(path) = &args.record {
+        crate::report_file::check_writable("--record", path)?;
+    }
     let metrics = start_metrics(&args.metrics)?;
     let mut source = open_source(
         &args.replay,
@@ -337,6 +340,14 @@ impl FindingsOut {
     }
 
     fn emit(&mut self, source: &Source, found: &[Finding]) {
+        if found.is_empty() {
+            return;
+        }
+        // Once the probes lost an event, no finding is stated as certain:
+        // the lost event may be the release (or acquire) that explains it.
+        let lossless_so_far = source
+            .lost()
+            .is_ok_and(|lost| lost.values().all(|&v| v == 0));
         for f in found {
             if !self.filter.matches(f.tgid, Some(&f.comm)) {
                 continue;
@@ -344,7 +355,7 @@ impl FindingsOut {
             let stack = source.stack(f.stack_id);
             let report = findings::Report {
                 kind: "finding",
-                certain: self.certain,
+                certain: self.certain && lossless_so_far,
                 finding: f,
                 stack: &stack,
             };

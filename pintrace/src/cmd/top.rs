@@ -150,7 +150,12 @@ async fn dashboard(
 ) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut input = read_input(stop.clone());
+    // Any polite way to end the process restores the terminal: SIGTERM,
+    // SIGINT sent from elsewhere (Ctrl-C itself arrives as a key), and
+    // SIGHUP when the terminal goes away.
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut redraw = tokio::time::interval(Duration::from_secs_f64(args.interval));
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     let live = source.is_live();
@@ -181,6 +186,8 @@ async fn dashboard(
                 None => break Ok(()),
             },
             _ = sigterm.recv() => break Ok(()),
+            _ = sigint.recv() => break Ok(()),
+            _ = sighup.recv() => break Ok(()),
         }
         // The model keeps the findings; the dashboard draws them from there.
         found.clear();

@@ -35,34 +35,59 @@ pub struct EngineArgs {
     pub rw: RwKind,
 
     /// Percentage of reads in a mixed workload (rw, randrw).
-    #[arg(long, default_value_t = 50, value_name = "PCT")]
+    #[arg(
+        long,
+        default_value_t = 50,
+        value_name = "PCT",
+        allow_hyphen_values = true
+    )]
     pub rwmixread: u32,
 
     /// Block size of each I/O (4k, 128K, 1m ...).
-    #[arg(long, default_value = "4k", value_name = "SIZE")]
+    #[arg(
+        long,
+        default_value = "4k",
+        value_name = "SIZE",
+        allow_hyphen_values = true
+    )]
     pub bs: String,
 
     /// Bytes of the target to use (split between jobs); default: the whole
     /// target; required when the engine creates the file.
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
     pub size: Option<String>,
 
     /// Run for this long (seconds, or 500ms, 2m), looping over the region;
     /// without it, one pass over the region.
-    #[arg(long, value_name = "TIME")]
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub runtime: Option<String>,
 
     /// Number of jobs (threads); each gets its own slice of the region.
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_name = "N",
+        allow_hyphen_values = true
+    )]
     pub numjobs: u32,
 
     /// I/Os in flight per job (io_uring and aio; the sync modes run at 1).
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_name = "N",
+        allow_hyphen_values = true
+    )]
     pub iodepth: u32,
 
     /// I/Os gathered before each submission (io_uring, aio); 1 submits each
     /// I/O as soon as it is ready, like fio's default.
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_name = "N",
+        allow_hyphen_values = true
+    )]
     pub iodepth_batch: u32,
 
     /// Use O_DIRECT (the default).
@@ -82,7 +107,12 @@ pub struct EngineArgs {
     pub fixed_buffers: bool,
 
     /// pvsync: number of iovecs each I/O is split into (mixed sizes and alignments).
-    #[arg(long, default_value_t = 4, value_name = "N")]
+    #[arg(
+        long,
+        default_value_t = 4,
+        value_name = "N",
+        allow_hyphen_values = true
+    )]
     pub iovecs: u32,
 
     /// pvsync: iovec lengths only aligned to the DMA alignment, not the
@@ -97,7 +127,12 @@ pub struct EngineArgs {
     pub verify: bool,
 
     /// Seed of the random offsets, the data and the verify headers.
-    #[arg(long, default_value_t = 0x5eed, value_name = "N")]
+    #[arg(
+        long,
+        default_value_t = 0x5eed,
+        value_name = "N",
+        allow_hyphen_values = true
+    )]
     pub seed: u64,
 
     /// Print one JSON object instead of the text report.
@@ -127,6 +162,11 @@ pub struct EngineArgs {
     pub scratch_dir: Option<PathBuf>,
 
     /// fork-shared: interval between forks during I/O (e.g. 50ms).
-    #[arg(long, default_value = "50ms", value_name = "TIME")]
+    #[arg(
+        long,
+        default_value = "50ms",
+        value_name = "TIME",
+        allow_hyphen_values = true
+    )]
     pub fork_interval: String,
 }

@@ -6,7 +6,7 @@ use crate::check::results::{CheckReport, Status};
 use crate::views::check::failure_text;
 use anyhow::{Context as _, Result};
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
-use std::{io::Write as _, path::Path, time::Duration};
+use std::time::Duration;
 
 pub fn render(report: &CheckReport) -> Result<String> {
     let mut suite = TestSuite::new(format!("pintrace check on {}", report.kernel));
@@ -94,33 +94,6 @@ pub fn render(report: &CheckReport) -> Result<String> {
     junit.set_time(Duration::from_secs_f64(report.duration_s));
     junit.add_test_suite(suite);
     junit.to_string().context("serialising the JUnit report")
-}
-
-/// Writes `text` to `path` atomically: a temporary file beside it, then a
-/// rename, so a reader never sees half a report.
-pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .with_context(|| format!("--junit {}: not a file name", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res.with_context(|| format!("--junit {}: writing the report", path.display()))
 }
 
 #[cfg(test)]
@@ -213,21 +186,6 @@ mod tests {
             "{xml}"
         );
         assert!(xml.contains("iov_iter_extract_pages+0x1"), "{xml}");
-    }
-
-    #[test]
-    fn written_atomically() {
-        let dir = std::env::temp_dir().join(format!("pintrace-junit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("check.xml");
-        std::fs::write(&path, "old").unwrap();
-        write_atomic(&path, "<testsuites/>").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "<testsuites/>");
-        // No temporary file is left behind.
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
-        let err = write_atomic(&dir.join("missing/x.xml"), "x").unwrap_err();
-        assert!(format!("{err:#}").contains("--junit"), "{err:#}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -200,7 +200,17 @@ pub fn render(s: &Summary) -> String {
             s.decode_errors
         );
     }
-    let _ = writeln!(o, "findings: {} ({} failing)", s.findings, s.failures);
+    if s.lossless {
+        let _ = writeln!(o, "findings: {} ({} failing)", s.findings, s.failures);
+    } else {
+        // A lost release makes a false leak, a lost acquire hides a true one.
+        let _ = writeln!(
+            o,
+            "findings: {} ({} failing), none certain: with events lost, leaks may be releases \
+             that were not seen, and other findings may be missing",
+            s.findings, s.failures
+        );
+    }
     if let Some(w) = &s.workload {
         let status = w
             .exit_code
@@ -233,6 +243,7 @@ mod tests {
             text.contains("LOSSY") && text.contains("ringbuf_full=3"),
             "{text}"
         );
+        assert!(text.contains("none certain"), "{text}");
         let s = Summary::new(&t, "6.12".into(), "p".into(), 1.0, BTreeMap::new(), 0);
         assert!(s.lossless && render(&s).contains("(lossless)"));
         let json = serde_json::to_value(&s).unwrap();

@@ -83,13 +83,22 @@ fn check_one(dev: &str, mode: &str, margs: &[&str], buffer: &str) -> Vec<String>
     };
     let pin = n(&engine["by_kind"]["pin"]["pages"]);
     let longterm = n(&engine["by_kind"]["longterm_pin"]["pages"]);
-    // exec(2) takes its argument pages with FOLL_GET at
-    // get_user_pages_remote; the Direct I/O takes none.
+    // The Direct I/O takes no FOLL_GET reference. Two other things do:
+    // exec(2) takes its argument pages at get_user_pages_remote, and the
+    // futex key of a thread's exit (the kernel wakes the joiner on the
+    // cleared tid word, a shared futex) is one page at get_user_pages_fast
+    // for the wake and one for the join's wait.
     let get = n(&engine["by_kind"]["get"]["pages"]);
     let exec_pages = n(&engine["by_site"]["get_user_pages_remote"]["pages"]);
+    let futex = &engine["by_site"]["get_user_pages_fast"];
+    let (futex_calls, futex_pages) = (n(&futex["calls"]), n(&futex["pages"]));
     expect(
-        get == exec_pages,
-        format!("{get} FOLL_GET pages, {exec_pages} of them exec's"),
+        get == exec_pages + futex_pages,
+        format!("{get} FOLL_GET pages: {exec_pages} exec's, {futex_pages} at get_user_pages_fast"),
+    );
+    expect(
+        futex_pages == futex_calls && futex_calls <= 4,
+        format!("get_user_pages_fast: {futex_calls} calls, {futex_pages} pages (futex keys are one page each, two per thread)"),
     );
     if mode == "io_uring-fixed" {
         // The registered buffers are pinned long-term once, then the I/O
