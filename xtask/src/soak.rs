@@ -31,7 +31,7 @@ pub fn run(
         kernel: vec![kernel.to_owned()],
         modules: None,
         // The workload, plus boot, attach and the summary on a slow guest.
-        timeout: secs + 600,
+        timeout: secs + 1200,
         memory: 2048,
         smp: 2,
         module: Vec::new(),

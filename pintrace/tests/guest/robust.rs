@@ -367,6 +367,8 @@ fn a_start_during_direct_io_finds_nothing_wrong() {
 /// SIGSTOP while the workload runs): the records that did not fit are
 /// counted as lost and reported, the summary says the run was lossy, and no
 /// finding (a pin whose release was lost looks leaked) is stated as certain.
+/// The last run's 4 KiB I/Os overrun the ring on every kernel: on 6.1 the
+/// releases are put_page, unseen, and the large reads alone fit in 1 MiB.
 #[test]
 #[ignore = "needs a kernel with kprobes/fentry: run by `cargo xtask vm`"]
 fn an_overrun_ring_buffer_is_reported_and_nothing_is_certain() {
@@ -377,7 +379,9 @@ fn an_overrun_ring_buffer_is_reported_and_nothing_is_certain() {
     let script = format!(
         "touch {started}; while [ ! -e {go} ]; do sleep 0.1; done; \
          {bin} engine --filename {dev} --rw read --bs 1m --size 64m --mode io_uring --iodepth 8 >/dev/null; \
-         {bin} engine --filename {dev} --rw read --bs 64k --size 64m >/dev/null; touch {done}",
+         {bin} engine --filename {dev} --rw read --bs 64k --size 64m >/dev/null; \
+         {bin} engine --filename {dev} --rw read --bs 4k --size 32m --mode io_uring --iodepth 32 >/dev/null; \
+         touch {done}",
         started = started.display(),
         go = go.display(),
         done = done.display(),
