@@ -222,25 +222,29 @@ fn dio_read_is_counted_by_kind(attach: &str) {
     }
 }
 
-fn fentry_loads() -> bool {
+/// Whether `pintrace doctor` finds that fentry/fexit programs load, and
+/// what it says of them.
+fn fentry_loads() -> (bool, Value) {
     let out = pintrace(&["doctor", "--json"]);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    report["caps"]["fentry"]["state"] == "yes"
+    let fentry = report["caps"]["fentry"].clone();
+    (fentry["state"] == "yes", fentry)
 }
 
 /// With fentry/fexit where the probes load (6.1 and 6.12 with BTF); where
 /// they do not, a forced `--attach fentry` must fail cleanly, naming the
-/// cause.
+/// cause. The doctor is asked once: its answer decides the branch.
 #[test]
 #[ignore = "needs a kernel with kprobes/fentry: run by `cargo xtask vm`"]
 fn dio_read_is_counted_by_kind_with_fentry() {
+    let (loads, fentry) = fentry_loads();
     if kernel_version() >= (6, 1) {
         assert!(
-            fentry_loads(),
-            "fentry/fexit probes must load on 6.1 and on"
+            loads,
+            "fentry/fexit probes must load on 6.1 and on; the doctor says {fentry}"
         );
     }
-    if fentry_loads() {
+    if loads {
         dio_read_is_counted_by_kind("fentry");
     } else {
         let out = pintrace(&["run", "--attach", "fentry", "--", "true"]);
