@@ -768,3 +768,34 @@ fn interleaved_acquires_of_two_threads_match_their_batches() {
     assert!(held.contains(&(1, 1)) && held.contains(&(2, 2)));
     assert_eq!(s.ledger.orphan_batches, 0);
 }
+
+/// The ring buffer keeps the order in which records were reserved, but each
+/// CPU stamps its record with its own clock read: an unpin from the
+/// completing CPU can carry an earlier time than the acquire it follows.
+/// The books go by ring order: balanced, no finding, no negative lifetime,
+/// and a later tick does not age the pin from the earlier stamp.
+#[test]
+fn releases_stamped_before_their_acquire_balance() {
+    let mut s = Stream::new(LedgerConfig {
+        leak_age_ns: Some(10 * MS),
+        ..LedgerConfig::default()
+    });
+    s.ledger.note_lifetimes();
+    s.pin(10, &[folio(40), folio(41)]);
+    let acquired = s.ts;
+    // Stamped 3 ms before the acquire by the other CPU's clock.
+    s.ts -= 4 * MS;
+    s.unpin(folio(40), 1, 1025, false);
+    s.ts = acquired + 5 * MS;
+    s.ledger.tick(s.ts, &mut s.findings);
+    assert_eq!(s.kinds(), vec![], "within --leak-age of its own stamp");
+    s.unpin(folio(41), 1, 1025, false);
+    s.ledger.finish(s.ts + SUSPECT_NS, &mut s.findings);
+    assert_eq!(s.kinds(), vec![]);
+    let mut out = Vec::new();
+    s.ledger.take_lifetimes(&mut out);
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].ns(), 0, "saturates, never wraps");
+    assert_eq!(out[1].ns(), 6 * MS);
+    assert_eq!(s.ledger.holders().count(), 0);
+}
