@@ -54,10 +54,15 @@ pub enum Site {
     /// `__bio_release_pages(bio, mark_dirty)`: the block layer releases the
     /// bio's pages (unpin with BIO_PAGE_PINNED, put_page without it).
     BioRelease = 10,
+    /// `folio_add_pin(folio)` (6.5 on): one more pin on a folio already
+    /// pinned, taken by the legacy Direct I/O code (fs/direct-io.c: FAT,
+    /// hfs, udf, ...) for each block section of a page. It is released with
+    /// unpin like any pin, but not counted in `nr_foll_pin_acquired`.
+    FolioAddPin = 11,
 }
 
 impl Site {
-    pub const ALL: [Site; 10] = [
+    pub const ALL: [Site; 11] = [
         Site::PinUserPagesFast,
         Site::GetUserPagesFast,
         Site::PinUserPages,
@@ -68,6 +73,7 @@ impl Site {
         Site::BioFill,
         Site::BioEndio,
         Site::BioRelease,
+        Site::FolioAddPin,
     ];
 
     pub const fn from_u32(v: u32) -> Option<Site> {
@@ -82,6 +88,7 @@ impl Site {
             8 => Some(Site::BioFill),
             9 => Some(Site::BioEndio),
             10 => Some(Site::BioRelease),
+            11 => Some(Site::FolioAddPin),
             _ => None,
         }
     }
@@ -99,6 +106,7 @@ impl Site {
             Site::BioFill => "bio_iov_iter_get_pages",
             Site::BioEndio => "bio_endio",
             Site::BioRelease => "__bio_release_pages",
+            Site::FolioAddPin => "folio_add_pin",
         }
     }
 
@@ -183,6 +191,13 @@ impl Site {
                 trampoline_entry: None,
                 trampoline_is_exit: false,
                 kprobe: "kprobe_bio_release",
+                kretprobe: None,
+            },
+            Site::FolioAddPin => SitePrograms {
+                trampoline: "fexit_folio_add_pin",
+                trampoline_entry: None,
+                trampoline_is_exit: true,
+                kprobe: "kprobe_folio_add_pin",
                 kretprobe: None,
             },
         }

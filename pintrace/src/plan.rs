@@ -236,6 +236,7 @@ pub fn site_name(site: Site) -> &'static str {
         Site::BioFill => "bio_fill",
         Site::BioEndio => "bio_endio",
         Site::BioRelease => "bio_release",
+        Site::FolioAddPin => "add_pin",
     }
 }
 

@@ -20,6 +20,9 @@ mod zoo;
 #[path = "guest/robust.rs"]
 mod robust;
 
+#[path = "guest/legacy.rs"]
+mod legacy;
+
 const IN_GUEST: &str = "needs a kernel with kprobes/fentry: run by `cargo xtask vm`";
 
 pub(crate) fn bin() -> String {

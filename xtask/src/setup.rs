@@ -23,6 +23,7 @@ pub const PACKAGES: &[&str] = &[
     "tmux",
     "xfsprogs",
     "btrfs-progs",
+    "dosfstools",
     "gcc-12",
     "make",
     "libelf-dev",

@@ -111,6 +111,10 @@ pub fn suite_payload() -> Payload {
     .env("RUST_BACKTRACE", "1")
 }
 
+/// vfat (legacy fs/direct-io.c Direct I/O) and the character sets its
+/// mount needs, for the guest suite on Debian's kernels.
+const LEGACY_DIO_MODULES: &[&str] = &["vfat", "nls_cp437", "nls_iso8859_1"];
+
 /// The soak test of the guest suite (run apart, by `cargo xtask soak`).
 pub const SOAK_TEST: &str = "robust::soak";
 
@@ -171,10 +175,17 @@ pub fn run_guest(
     if let Some(t) = &built.guest_tests {
         req.binaries
             .push((GUEST_TESTS.trim_start_matches("/bin/").into(), t.clone()));
-        // The robustness tests list what is loaded in the kernel with it.
-        match host_binary("bpftool") {
-            Ok(b) => req.binaries.push(b),
-            Err(_) => println!("vm: note: no bpftool on this machine (`cargo xtask setup`)"),
+        // The robustness tests list what is loaded in the kernel with it;
+        // the legacy Direct I/O test makes a vfat file system.
+        for tool in ["bpftool", "mkfs.vfat"] {
+            match host_binary(tool) {
+                Ok(b) => req.binaries.push(b),
+                Err(_) => println!("vm: note: no {tool} on this machine (`cargo xtask setup`)"),
+            }
+        }
+        if matches!(spec, KernelSpec::Debian(_)) {
+            req.modules
+                .extend(LEGACY_DIO_MODULES.iter().map(|m| m.to_string()));
         }
     }
     for b in &opts.bin {

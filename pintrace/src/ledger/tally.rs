@@ -28,7 +28,10 @@ impl Kind {
     pub fn of(acquire: &Acquire, flags: &FollFlags) -> Kind {
         let pin = matches!(
             acquire.site,
-            Site::PinUserPagesFast | Site::PinUserPages | Site::PinUserPagesRemote
+            Site::PinUserPagesFast
+                | Site::PinUserPages
+                | Site::PinUserPagesRemote
+                | Site::FolioAddPin
         );
         match pin {
             true if acquire.gup_flags & flags.longterm != 0 => Kind::LongtermPin,
@@ -126,6 +129,10 @@ pub struct Tally {
     /// References released, by the kind they were taken as (matched to a
     /// holder: through gup_put_folio, or a bio release for FOLL_GET).
     pub released: BTreeMap<Kind, u64>,
+    /// Pins added to already pinned folios by `folio_add_pin` (legacy
+    /// fs/direct-io.c): in `by_kind`, released like any pin, but not counted
+    /// in `nr_foll_pin_acquired`.
+    pub added_pins: u64,
     pub events: u64,
 }
 
@@ -139,6 +146,7 @@ impl Tally {
             completions: Completions::default(),
             bios: BioCounts::default(),
             released: BTreeMap::new(),
+            added_pins: 0,
             events: 0,
         }
     }
@@ -149,6 +157,9 @@ impl Tally {
             Event::Acquire(a) => {
                 let kind = Kind::of(a, &self.flags);
                 self.by_kind.entry(kind).or_default().add(a);
+                if a.site == Site::FolioAddPin {
+                    self.added_pins += a.pages_grabbed();
+                }
                 let p = self
                     .processes
                     .entry(a.tgid)

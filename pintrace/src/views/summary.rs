@@ -59,6 +59,10 @@ pub struct Summary {
     /// How long pins were held (acquire to release).
     pub pin_lifetime: LifetimeSummary,
     pub vmstat: Option<VmstatCheck>,
+    /// Pins added by `folio_add_pin` (legacy fs/direct-io.c), included in
+    /// `by_kind` but not in `nr_foll_pin_acquired`: the traced pins are the
+    /// vmstat delta plus these.
+    pub added_pins: u64,
     pub workload: Option<Workload>,
 }
 
@@ -96,6 +100,7 @@ impl Summary {
             outstanding: Kind::ALL.iter().map(|&k| (k, 0)).collect(),
             pin_lifetime: LifetimeSummary::default(),
             vmstat: None,
+            added_pins: tally.added_pins,
             workload: None,
         }
     }
@@ -181,6 +186,13 @@ pub fn render(s: &Summary) -> String {
             o,
             "vmstat: nr_foll_pin_acquired +{}, nr_foll_pin_released +{}",
             v.delta.acquired, v.delta.released
+        );
+    }
+    if s.added_pins > 0 {
+        let _ = writeln!(
+            o,
+            "pins added by folio_add_pin (legacy Direct I/O): {}, released like any pin but not counted in nr_foll_pin_acquired",
+            s.added_pins
         );
     }
     if s.lossless {
