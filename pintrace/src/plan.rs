@@ -255,7 +255,8 @@ mod tests {
                         ffffffff815eed50 t gup_put_folio\n\
                         ffffffff81700000 T bio_iov_iter_get_pages\n\
                         ffffffff81700100 T bio_endio\n\
-                        ffffffff81700200 T __bio_release_pages\n";
+                        ffffffff81700200 T __bio_release_pages\n\
+                        ffffffff815f4000 T folio_add_pin\n";
         Caps {
             release: "6.12.0-test".into(),
             privileged: Availability::Yes,
@@ -291,7 +292,7 @@ mod tests {
                 Some(
                     "pin_user_pages_fast\nget_user_pages_fast\npin_user_pages\nget_user_pages\n\
                      pin_user_pages_remote\nget_user_pages_remote\ngup_put_folio\n\
-                     bio_iov_iter_get_pages\nbio_endio\n__bio_release_pages\n",
+                     bio_iov_iter_get_pages\nbio_endio\n__bio_release_pages\nfolio_add_pin\n",
                 ),
             ),
         }
