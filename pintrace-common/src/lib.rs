@@ -59,10 +59,16 @@ pub enum Site {
     /// hfs, udf, ...) for each block section of a page. It is released with
     /// unpin like any pin, but not counted in `nr_foll_pin_acquired`.
     FolioAddPin = 11,
+    /// `pin_user_pages_unlocked(start, nr_pages, pages, gup_flags)`: the
+    /// `pages` array before the flags (vfio, some drivers).
+    PinUserPagesUnlocked = 12,
+    /// `get_user_pages_unlocked(start, nr_pages, pages, gup_flags)` (KVM's
+    /// slow path); on 6.1 also the fast calls' own slow path.
+    GetUserPagesUnlocked = 13,
 }
 
 impl Site {
-    pub const ALL: [Site; 11] = [
+    pub const ALL: [Site; 13] = [
         Site::PinUserPagesFast,
         Site::GetUserPagesFast,
         Site::PinUserPages,
@@ -74,6 +80,8 @@ impl Site {
         Site::BioEndio,
         Site::BioRelease,
         Site::FolioAddPin,
+        Site::PinUserPagesUnlocked,
+        Site::GetUserPagesUnlocked,
     ];
 
     pub const fn from_u32(v: u32) -> Option<Site> {
@@ -89,6 +97,8 @@ impl Site {
             9 => Some(Site::BioEndio),
             10 => Some(Site::BioRelease),
             11 => Some(Site::FolioAddPin),
+            12 => Some(Site::PinUserPagesUnlocked),
+            13 => Some(Site::GetUserPagesUnlocked),
             _ => None,
         }
     }
@@ -107,6 +117,8 @@ impl Site {
             Site::BioEndio => "bio_endio",
             Site::BioRelease => "__bio_release_pages",
             Site::FolioAddPin => "folio_add_pin",
+            Site::PinUserPagesUnlocked => "pin_user_pages_unlocked",
+            Site::GetUserPagesUnlocked => "get_user_pages_unlocked",
         }
     }
 
@@ -199,6 +211,20 @@ impl Site {
                 trampoline_is_exit: true,
                 kprobe: "kprobe_folio_add_pin",
                 kretprobe: None,
+            },
+            Site::PinUserPagesUnlocked => SitePrograms {
+                trampoline: "fexit_pin_user_pages_unlocked",
+                trampoline_entry: None,
+                trampoline_is_exit: true,
+                kprobe: "kprobe_pin_user_pages_unlocked",
+                kretprobe: Some("kretprobe_pin_user_pages_unlocked"),
+            },
+            Site::GetUserPagesUnlocked => SitePrograms {
+                trampoline: "fexit_get_user_pages_unlocked",
+                trampoline_entry: None,
+                trampoline_is_exit: true,
+                kprobe: "kprobe_get_user_pages_unlocked",
+                kretprobe: Some("kretprobe_get_user_pages_unlocked"),
             },
         }
     }

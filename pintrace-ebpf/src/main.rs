@@ -348,16 +348,28 @@ fn func_ret(ctx: &FExitContext) -> u64 {
     v
 }
 
-/// `(start, nr_pages, gup_flags, struct page **pages)` from argument
-/// `first` on: 0 for the local calls, 1 for `*_remote` (after the mm).
-/// `long_ret`: the call returns a long (else an int).
+/// Where a call's `gup_flags` and `pages` arguments are, counted from its
+/// `start`: `(start, nr_pages, gup_flags, pages)` for most calls,
+/// `(start, nr_pages, pages, gup_flags)` for the `_unlocked` ones.
+const FLAGS_THEN_PAGES: (u32, u32) = (2, 3);
+const PAGES_THEN_FLAGS: (u32, u32) = (3, 2);
+
+/// `(start, nr_pages, ...)` from argument `first` on: 0 for the local
+/// calls, 1 for `*_remote` (after the mm); `order` says where the flags and
+/// the pages array are. `long_ret`: the call returns a long (else an int).
 #[inline(always)]
-fn acquire_fexit(ctx: &FExitContext, site: Site, first: u32, long_ret: bool) -> u32 {
+fn acquire_fexit(
+    ctx: &FExitContext,
+    site: Site,
+    first: u32,
+    order: (u32, u32),
+    long_ret: bool,
+) -> u32 {
     let args = EntryArgs {
         start: func_arg(ctx, first),
         nr_pages: func_arg(ctx, first + 1) as i32,
-        gup_flags: func_arg(ctx, first + 2) as u32,
-        pages: func_arg(ctx, first + 3),
+        gup_flags: func_arg(ctx, first + order.0) as u32,
+        pages: func_arg(ctx, first + order.1),
         ts_ns: now_ns(),
     };
     let raw = func_ret(ctx);
@@ -372,12 +384,12 @@ fn acquire_fexit(ctx: &FExitContext, site: Site, first: u32, long_ret: bool) -> 
 
 /// Parks the arguments (as [`acquire_fexit`] reads them) for the kretprobe.
 #[inline(always)]
-fn park_args(ctx: &ProbeContext, first: usize) -> u32 {
+fn park_args(ctx: &ProbeContext, first: usize, order: (u32, u32)) -> u32 {
     let args = EntryArgs {
         start: ctx.arg::<u64>(first).unwrap_or(0),
         nr_pages: ctx.arg::<i64>(first + 1).unwrap_or(0) as i32,
-        gup_flags: ctx.arg::<u32>(first + 2).unwrap_or(0),
-        pages: ctx.arg::<u64>(first + 3).unwrap_or(0),
+        gup_flags: ctx.arg::<u32>(first + order.0 as usize).unwrap_or(0),
+        pages: ctx.arg::<u64>(first + order.1 as usize).unwrap_or(0),
         ts_ns: now_ns(),
     };
     if ENTRY_ARGS
@@ -411,17 +423,17 @@ fn finish_kretprobe(ctx: &RetProbeContext, site: Site, long_ret: bool) -> u32 {
 
 #[fexit(function = "pin_user_pages_fast")]
 pub fn fexit_pin_user_pages_fast(ctx: FExitContext) -> u32 {
-    acquire_fexit(&ctx, Site::PinUserPagesFast, 0, false)
+    acquire_fexit(&ctx, Site::PinUserPagesFast, 0, FLAGS_THEN_PAGES, false)
 }
 
 #[fexit(function = "get_user_pages_fast")]
 pub fn fexit_get_user_pages_fast(ctx: FExitContext) -> u32 {
-    acquire_fexit(&ctx, Site::GetUserPagesFast, 0, false)
+    acquire_fexit(&ctx, Site::GetUserPagesFast, 0, FLAGS_THEN_PAGES, false)
 }
 
 #[kprobe]
 pub fn kprobe_pin_user_pages_fast(ctx: ProbeContext) -> u32 {
-    park_args(&ctx, 0)
+    park_args(&ctx, 0, FLAGS_THEN_PAGES)
 }
 
 #[kretprobe]
@@ -431,7 +443,7 @@ pub fn kretprobe_pin_user_pages_fast(ctx: RetProbeContext) -> u32 {
 
 #[kprobe]
 pub fn kprobe_get_user_pages_fast(ctx: ProbeContext) -> u32 {
-    park_args(&ctx, 0)
+    park_args(&ctx, 0, FLAGS_THEN_PAGES)
 }
 
 #[kretprobe]
@@ -441,12 +453,12 @@ pub fn kretprobe_get_user_pages_fast(ctx: RetProbeContext) -> u32 {
 
 #[fexit(function = "pin_user_pages")]
 pub fn fexit_pin_user_pages(ctx: FExitContext) -> u32 {
-    acquire_fexit(&ctx, Site::PinUserPages, 0, true)
+    acquire_fexit(&ctx, Site::PinUserPages, 0, FLAGS_THEN_PAGES, true)
 }
 
 #[kprobe]
 pub fn kprobe_pin_user_pages(ctx: ProbeContext) -> u32 {
-    park_args(&ctx, 0)
+    park_args(&ctx, 0, FLAGS_THEN_PAGES)
 }
 
 #[kretprobe]
@@ -456,12 +468,12 @@ pub fn kretprobe_pin_user_pages(ctx: RetProbeContext) -> u32 {
 
 #[fexit(function = "get_user_pages")]
 pub fn fexit_get_user_pages(ctx: FExitContext) -> u32 {
-    acquire_fexit(&ctx, Site::GetUserPages, 0, true)
+    acquire_fexit(&ctx, Site::GetUserPages, 0, FLAGS_THEN_PAGES, true)
 }
 
 #[kprobe]
 pub fn kprobe_get_user_pages(ctx: ProbeContext) -> u32 {
-    park_args(&ctx, 0)
+    park_args(&ctx, 0, FLAGS_THEN_PAGES)
 }
 
 #[kretprobe]
@@ -471,12 +483,12 @@ pub fn kretprobe_get_user_pages(ctx: RetProbeContext) -> u32 {
 
 #[fexit(function = "pin_user_pages_remote")]
 pub fn fexit_pin_user_pages_remote(ctx: FExitContext) -> u32 {
-    acquire_fexit(&ctx, Site::PinUserPagesRemote, 1, true)
+    acquire_fexit(&ctx, Site::PinUserPagesRemote, 1, FLAGS_THEN_PAGES, true)
 }
 
 #[kprobe]
 pub fn kprobe_pin_user_pages_remote(ctx: ProbeContext) -> u32 {
-    park_args(&ctx, 1)
+    park_args(&ctx, 1, FLAGS_THEN_PAGES)
 }
 
 #[kretprobe]
@@ -486,17 +498,47 @@ pub fn kretprobe_pin_user_pages_remote(ctx: RetProbeContext) -> u32 {
 
 #[fexit(function = "get_user_pages_remote")]
 pub fn fexit_get_user_pages_remote(ctx: FExitContext) -> u32 {
-    acquire_fexit(&ctx, Site::GetUserPagesRemote, 1, true)
+    acquire_fexit(&ctx, Site::GetUserPagesRemote, 1, FLAGS_THEN_PAGES, true)
 }
 
 #[kprobe]
 pub fn kprobe_get_user_pages_remote(ctx: ProbeContext) -> u32 {
-    park_args(&ctx, 1)
+    park_args(&ctx, 1, FLAGS_THEN_PAGES)
 }
 
 #[kretprobe]
 pub fn kretprobe_get_user_pages_remote(ctx: RetProbeContext) -> u32 {
     finish_kretprobe(&ctx, Site::GetUserPagesRemote, true)
+}
+
+#[fexit(function = "pin_user_pages_unlocked")]
+pub fn fexit_pin_user_pages_unlocked(ctx: FExitContext) -> u32 {
+    acquire_fexit(&ctx, Site::PinUserPagesUnlocked, 0, PAGES_THEN_FLAGS, true)
+}
+
+#[kprobe]
+pub fn kprobe_pin_user_pages_unlocked(ctx: ProbeContext) -> u32 {
+    park_args(&ctx, 0, PAGES_THEN_FLAGS)
+}
+
+#[kretprobe]
+pub fn kretprobe_pin_user_pages_unlocked(ctx: RetProbeContext) -> u32 {
+    finish_kretprobe(&ctx, Site::PinUserPagesUnlocked, true)
+}
+
+#[fexit(function = "get_user_pages_unlocked")]
+pub fn fexit_get_user_pages_unlocked(ctx: FExitContext) -> u32 {
+    acquire_fexit(&ctx, Site::GetUserPagesUnlocked, 0, PAGES_THEN_FLAGS, true)
+}
+
+#[kprobe]
+pub fn kprobe_get_user_pages_unlocked(ctx: ProbeContext) -> u32 {
+    park_args(&ctx, 0, PAGES_THEN_FLAGS)
+}
+
+#[kretprobe]
+pub fn kretprobe_get_user_pages_unlocked(ctx: RetProbeContext) -> u32 {
+    finish_kretprobe(&ctx, Site::GetUserPagesUnlocked, true)
 }
 
 /// `folio_add_pin(struct folio *folio)`: one more pin on a folio already

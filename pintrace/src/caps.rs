@@ -41,6 +41,8 @@ pub const KNOWN_SYMBOLS: &[(&str, &str)] = &[
     ("bio_release_pages", "bio"),
     ("__bio_release_pages", "bio"),
     ("bio_endio", "bio"),
+    // 6.1's fast calls fall back to get_user_pages_unlocked through it.
+    ("__gup_longterm_unlocked", "nest"),
 ];
 
 /// Whether a feature can be used, and if not, why.
@@ -145,6 +147,17 @@ impl Caps {
 
     pub fn symbol(&self, name: &str) -> Option<&SymbolInfo> {
         self.symbols.iter().find(|s| s.name == name)
+    }
+
+    /// Whether `get_user_pages_unlocked` runs inside other acquire sites:
+    /// up to 6.2 the fast calls' slow path (`__gup_longterm_unlocked`, when
+    /// not inlined) and `pin_user_pages_unlocked` call it; from 6.3 they go
+    /// to `__gup_longterm_locked`.
+    pub fn unlocked_nests(&self) -> bool {
+        let old = crate::flags::parse_version(&self.release).is_none_or(|v| v < (6, 3));
+        old || self
+            .symbol("__gup_longterm_unlocked")
+            .is_some_and(|s| s.present)
     }
 }
 

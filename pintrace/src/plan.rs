@@ -6,6 +6,12 @@ use pintrace_common::Site;
 use serde::Serialize;
 use std::fmt;
 
+/// Why `get_user_pages_unlocked` is off where it nests inside other sites.
+pub const NESTED_UNLOCKED: &str = "on this kernel the fast calls' slow path \
+     (__gup_longterm_unlocked) and pin_user_pages_unlocked enter it, and their pages are \
+     counted there: watching it too would count them twice; its own callers (KVM's slow \
+     path, some drivers) are not seen";
+
 /// How a function is probed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -103,6 +109,8 @@ impl Plan {
             let kprobe_ok = preference != Preference::Fentry && caps.kprobes.is_yes() && present;
             let (method, reason) = if !present {
                 (None, format!("{symbol} is not in /proc/kallsyms"))
+            } else if site == Site::GetUserPagesUnlocked && caps.unlocked_nests() {
+                (None, NESTED_UNLOCKED.to_owned())
             } else if site.is_bio() && caps.layout.bio.is_none() {
                 (
                     None,
@@ -237,6 +245,8 @@ pub fn site_name(site: Site) -> &'static str {
         Site::BioEndio => "bio_endio",
         Site::BioRelease => "bio_release",
         Site::FolioAddPin => "add_pin",
+        Site::PinUserPagesUnlocked => "pin_unlocked",
+        Site::GetUserPagesUnlocked => "get_unlocked",
     }
 }
 

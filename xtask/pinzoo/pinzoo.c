@@ -230,7 +230,9 @@ static long run(struct pinzoo_req *req)
 
 	if (!nr || nr > PINZOO_MAX_PAGES || req->addr & ~PAGE_MASK)
 		return -EINVAL;
-	if (req->flags & ~(PINZOO_F_LONGTERM | PINZOO_F_SLOW))
+	if (req->flags & ~(PINZOO_F_LONGTERM | PINZOO_F_SLOW | PINZOO_F_UNLOCKED))
+		return -EINVAL;
+	if ((req->flags & PINZOO_F_SLOW) && (req->flags & PINZOO_F_UNLOCKED))
 		return -EINVAL;
 	if (req->scenario == PINZOO_BIO_LEAK || req->scenario == PINZOO_BIO_BALANCED)
 		return run_bio(req);
@@ -247,6 +249,11 @@ static long run(struct pinzoo_req *req)
 		else
 			got = pin_user_pages(req->addr, nr, flags, pages PINZOO_VMAS);
 		mmap_read_unlock(current->mm);
+	} else if (req->flags & PINZOO_F_UNLOCKED) {
+		if (req->scenario == PINZOO_GET_UNPIN)
+			got = get_user_pages_unlocked(req->addr, nr, pages, flags);
+		else
+			got = pin_user_pages_unlocked(req->addr, nr, pages, flags);
 	} else if (req->scenario == PINZOO_GET_UNPIN) {
 		got = get_user_pages_fast(req->addr, nr, flags, pages);
 	} else {

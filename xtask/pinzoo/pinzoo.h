@@ -39,6 +39,8 @@ enum pinzoo_scenario {
 #define PINZOO_F_LONGTERM 0x1
 /* Acquire with pin_user_pages/get_user_pages (mmap lock held) instead of the _fast calls. */
 #define PINZOO_F_SLOW 0x2
+/* Acquire with pin_user_pages_unlocked/get_user_pages_unlocked (pages before flags). */
+#define PINZOO_F_UNLOCKED 0x4
 
 /* Refcount snapshots of the first page's folio. */
 enum pinzoo_stage {

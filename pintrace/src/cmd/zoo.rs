@@ -49,8 +49,11 @@ pub struct ZooRun {
     pub longterm: bool,
     /// Acquire with pin_user_pages/get_user_pages (under the mmap lock)
     /// instead of the _fast calls.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "unlocked")]
     pub slow: bool,
+    /// Acquire with pin_user_pages_unlocked/get_user_pages_unlocked.
+    #[arg(long)]
+    pub unlocked: bool,
     /// For `delayed`: release after this many milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub delay_ms: u32,
@@ -151,6 +154,7 @@ const IOC_RELEASE: libc::c_ulong = iowr(2, std::mem::size_of::<ReleaseOut>());
 const IOC_RELEASE_ALL: libc::c_ulong = iowr(3, std::mem::size_of::<ReleaseOut>());
 const F_LONGTERM: u32 = 1;
 const F_SLOW: u32 = 2;
+const F_UNLOCKED: u32 = 4;
 
 #[derive(Debug, Serialize)]
 pub struct RunOut {
@@ -231,7 +235,9 @@ fn run_scenario(dev: &File, r: &ZooRun) -> Result<(RunOut, Arena)> {
         addr: arena.base() as u64,
         nr_pages: r.pages,
         scenario: r.scenario.code(),
-        flags: (if r.longterm { F_LONGTERM } else { 0 }) | (if r.slow { F_SLOW } else { 0 }),
+        flags: (if r.longterm { F_LONGTERM } else { 0 })
+            | (if r.slow { F_SLOW } else { 0 })
+            | (if r.unlocked { F_UNLOCKED } else { 0 }),
         delay_ms: r.delay_ms,
         ..Req::default()
     };

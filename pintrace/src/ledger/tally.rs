@@ -31,6 +31,7 @@ impl Kind {
             Site::PinUserPagesFast
                 | Site::PinUserPages
                 | Site::PinUserPagesRemote
+                | Site::PinUserPagesUnlocked
                 | Site::FolioAddPin
         );
         match pin {
