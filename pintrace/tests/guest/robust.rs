@@ -586,9 +586,13 @@ fn without_btf_kprobes_still_count_every_page() {
     for s in plan["sites"].as_array().unwrap() {
         let bio = ["bio_iov_iter_get_pages", "bio_endio", "__bio_release_pages"]
             .contains(&s["symbol"].as_str().unwrap());
+        let reason = s["reason"].to_string();
         if bio {
             assert_eq!(s["programs"], "off", "{s}");
-            assert!(s["reason"].to_string().contains("BTF"), "{s}");
+            assert!(reason.contains("BTF"), "{s}");
+        } else if reason.contains("not in /proc/kallsyms") || reason.contains("count them twice") {
+            // folio_add_pin before 6.5, get_user_pages_unlocked before 6.3.
+            assert_eq!(s["programs"], "off", "{s}");
         } else {
             assert_eq!(s["method"], "kprobe", "{s}");
         }
