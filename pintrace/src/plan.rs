@@ -266,7 +266,9 @@ mod tests {
                         ffffffff81700000 T bio_iov_iter_get_pages\n\
                         ffffffff81700100 T bio_endio\n\
                         ffffffff81700200 T __bio_release_pages\n\
-                        ffffffff815f4000 T folio_add_pin\n";
+                        ffffffff815f4000 T folio_add_pin\n\
+                        ffffffff815f4100 T pin_user_pages_unlocked\n\
+                        ffffffff815f4200 T get_user_pages_unlocked\n";
         Caps {
             release: "6.12.0-test".into(),
             privileged: Availability::Yes,
@@ -302,10 +304,32 @@ mod tests {
                 Some(
                     "pin_user_pages_fast\nget_user_pages_fast\npin_user_pages\nget_user_pages\n\
                      pin_user_pages_remote\nget_user_pages_remote\ngup_put_folio\n\
-                     bio_iov_iter_get_pages\nbio_endio\n__bio_release_pages\nfolio_add_pin\n",
+                     bio_iov_iter_get_pages\nbio_endio\n__bio_release_pages\nfolio_add_pin\n\
+                     pin_user_pages_unlocked\nget_user_pages_unlocked\n",
                 ),
             ),
         }
+    }
+
+    #[test]
+    fn get_user_pages_unlocked_is_off_where_it_nests() {
+        let mut c = caps(true, true);
+        let site = |p: &Plan, sym: &str| p.sites.iter().find(|s| s.symbol == sym).cloned().unwrap();
+        let plan = Plan::build(&c, Preference::Auto).unwrap();
+        assert_eq!(
+            site(&plan, "get_user_pages_unlocked").method,
+            Some(Method::Trampoline)
+        );
+        c.release = "6.1.0-57-cloud-amd64".into();
+        let plan = Plan::build(&c, Preference::Auto).unwrap();
+        let off = site(&plan, "get_user_pages_unlocked");
+        assert_eq!(off.method, None);
+        assert!(off.reason.contains("count them twice"), "{}", off.reason);
+        // Its outer call is still watched.
+        assert_eq!(
+            site(&plan, "pin_user_pages_unlocked").method,
+            Some(Method::Trampoline)
+        );
     }
 
     #[test]
