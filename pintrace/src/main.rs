@@ -27,6 +27,10 @@ enum Command {
         json: bool,
     },
     /// Trace GUP acquires, optionally around a command: `pintrace run -- CMD ARGS`.
+    #[command(after_help = "Exit codes: 0 no finding failed the run, 1 findings \
+        (leaks, mismatched releases), 2 could not run (bad arguments, missing \
+        privileges or kernel features: the message names which). Ctrl-C and SIGTERM \
+        end the run with its summary.")]
     Run(cmd::run::RunArgs),
     /// A live dashboard: pin and unpin rates, outstanding pins, holders,
     /// findings and pin lifetimes (`--replay FILE` to watch a recording).

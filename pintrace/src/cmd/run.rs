@@ -61,11 +61,11 @@ pub struct RunArgs {
     pub replay: ReplayArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
-    /// A command to run under tracing; the run ends when it exits.
     /// No probes: compare the kernel's own pin counters (/proc/vmstat,
     /// system-wide) before and after; for kernels without kprobes and fentry.
     #[arg(long, conflicts_with_all = ["replay", "record", "attach"])]
     pub vmstat_only: bool,
+    /// A command to run under tracing; the run ends when it exits.
     #[arg(last = true, value_name = "COMMAND", conflicts_with = "replay")]
     pub command: Vec<String>,
 }
