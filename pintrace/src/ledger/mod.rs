@@ -46,12 +46,14 @@
 
 mod bio;
 mod finding;
+mod table;
 mod tally;
 
 use bio::BioBooks;
 pub use bio::BioInfo;
 use finding::{leak, mismatch, Evidence};
 pub use finding::{Finding, FindingKind};
+use table::FolioTable;
 pub use tally::{BioCounts, Completions, Counts, Kind, ProcessTally, Releases, Tally};
 
 use crate::{
@@ -115,7 +117,7 @@ pub struct Holder {
 }
 
 #[derive(Clone, Debug, Default)]
-struct FolioBooks {
+pub(super) struct FolioBooks {
     /// Nearly always one holder: kept inline, no allocation per folio.
     holders: Holders,
     /// Pins released from this folio during the run.
@@ -161,13 +163,13 @@ struct Pending {
 pub struct Ledger {
     flags: FollFlags,
     config: LedgerConfig,
-    folios: FxHashMap<u64, FolioBooks>,
+    /// Open books and release marks, by folio address. A folio whose last
+    /// known pin was released is remembered for [`RELEASED_MEMORY_NS`]
+    /// (when, and whether the books were exact): a further unpin then is a
+    /// double unpin.
+    folios: FolioTable,
     pending: FxHashMap<(u32, u64), Pending>,
     exited: FxHashMap<u32, u64>,
-    /// Folios whose last known pin was released: when, and whether the books
-    /// were exact. A further unpin within [`RELEASED_MEMORY_NS`] is a double
-    /// unpin.
-    released: FxHashMap<u64, (u64, bool)>,
     /// Mismatches known from the books alone, held for [`SUSPECT_NS`] with
     /// the releasing thread: an acquire by that thread arriving meanwhile may
     /// mean GUP dropped a grab of its own inside the call (dropped then:
@@ -196,10 +198,9 @@ impl Ledger {
         Ledger {
             flags,
             config,
-            folios: FxHashMap::default(),
+            folios: FolioTable::default(),
             pending: FxHashMap::default(),
             exited: FxHashMap::default(),
-            released: FxHashMap::default(),
             suspects: Vec::new(),
             tally: Tally::new(flags),
             orphan_batches: 0,
@@ -228,7 +229,7 @@ impl Ledger {
 
     /// Every holder with references outstanding.
     pub fn holders(&self) -> impl Iterator<Item = &Holder> {
-        self.folios.values().flat_map(|b| b.holders.iter())
+        self.folios.iter().flat_map(|(_, b)| b.holders.iter())
     }
 
     /// Applies one event; returns the findings it proves, if any.
@@ -287,7 +288,7 @@ impl Ledger {
             self.pending.remove(&key);
         }
         for (folio, evidence) in f.entries().filter(|&(x, _)| x != 0) {
-            let books = self.folios.entry(folio).or_default();
+            let books = self.folios.open(folio);
             prune_stale_gets(&mut books.holders, &self.exited);
             let pins_before: u64 = books
                 .holders
@@ -328,11 +329,11 @@ impl Ledger {
     fn release(&mut self, r: &Release, findings: &mut Vec<Finding>) {
         let is_pin = r.gup_flags & self.flags.pin != 0;
         let refs = r.refs.max(0) as u64;
-        let books = self.folios.get_mut(&r.folio);
+        let found = self.folios.find(r.folio);
         if !is_pin {
             // A FOLL_GET reference dropped through gup_put_folio (GUP's own
             // error paths): balance a GET holder if there is one.
-            if let Some(books) = books {
+            if let Some(books) = found.map(|f| f.books) {
                 let noted = self.lifetimes.as_mut();
                 let mut from_bios = SmallVec::new();
                 take(
@@ -352,11 +353,11 @@ impl Ledger {
         // Certain evidence: a small folio must hold `refs * bias` references
         // for this unpin to be right.
         let below_bias = !r.large && (r.refcount as i64) < refs as i64 * GUP_PIN_COUNTING_BIAS;
-        let Some(books) = books else {
+        let Some(found) = found else {
             let released_exact = self
-                .released
-                .get(&r.folio)
-                .map(|&(_, exact)| exact && !r.large);
+                .folios
+                .released(r.folio)
+                .map(|(_, exact)| exact && !r.large);
             if below_bias {
                 let kind = match released_exact {
                     Some(_) => FindingKind::DoubleUnpin,
@@ -399,6 +400,7 @@ impl Ledger {
         };
         let noted = self.lifetimes.as_mut();
         let mut from_bios = SmallVec::new();
+        let books = &mut *found.books;
         let missing = take(
             &mut books.holders,
             refs,
@@ -413,14 +415,13 @@ impl Ledger {
         if missing == 0 {
             if books.holders.is_empty() {
                 let exact = books.exact;
-                self.folios.remove(&r.folio);
-                self.released.insert(r.folio, (r.ts_ns, exact));
+                found.close(r.ts_ns, exact);
             }
             self.settle_bios(&from_bios);
             return;
         }
         self.settle_bios(&from_bios);
-        let Some(books) = self.folios.get_mut(&r.folio) else {
+        let Some(books) = self.folios.get_mut(r.folio) else {
             return;
         };
         let evidence = if below_bias {
@@ -459,8 +460,6 @@ impl Ledger {
             !due
         });
         self.judge_bios(now_ns, findings);
-        self.released
-            .retain(|_, &mut (t, _)| now_ns.saturating_sub(t) < RELEASED_MEMORY_NS);
         // Exits are remembered for as long as anything can depend on them.
         let keep_exits = RELEASED_MEMORY_NS.max(self.config.exit_grace_ns);
         self.exited
@@ -468,10 +467,12 @@ impl Ledger {
         let config = self.config;
         let exited = &self.exited;
         let bios = &self.bios;
-        // One pass over the books: FOLL_GET references are dropped by
-        // put_page, unseen, so their holders go when their owner has exited
-        // or after RELEASED_MEMORY_NS; pins are judged for leaks.
-        self.folios.retain(|&folio, books| {
+        // One pass over the books: release marks older than
+        // RELEASED_MEMORY_NS are forgotten; FOLL_GET references are dropped
+        // by put_page, unseen, so their holders go when their owner has
+        // exited or after RELEASED_MEMORY_NS; pins are judged for leaks.
+        let mark_kept = |t: u64| now_ns.saturating_sub(t) < RELEASED_MEMORY_NS;
+        self.folios.retain(mark_kept, |folio, books| {
             books.holders.retain(|h| {
                 h.kind != Kind::Get
                     || !(exited.contains_key(&h.tgid)
@@ -516,8 +517,8 @@ impl Ledger {
         self.flush_suspects(findings);
         let bios = &self.bios;
         let mut folios: Vec<_> = self.folios.iter_mut().collect();
-        folios.sort_by_key(|(f, _)| **f);
-        for (&folio, books) in folios {
+        folios.sort_by_key(|(f, _)| *f);
+        for (folio, books) in folios {
             for h in books
                 .holders
                 .iter_mut()
@@ -545,7 +546,7 @@ impl Ledger {
                     .iter()
                     .any(|h| h.kind != Kind::Get && h.acquired_ns < before_ns)
             })
-            .map(|(&f, _)| f)
+            .map(|(f, _)| f)
             .collect();
         v.sort_unstable();
         v
@@ -568,7 +569,7 @@ impl Ledger {
         if large {
             return;
         }
-        let Some(books) = self.folios.get_mut(&folio) else {
+        let Some(books) = self.folios.get_mut(folio) else {
             return;
         };
         let pins: u64 = books
@@ -600,7 +601,7 @@ impl Ledger {
             &mut from_bios,
         );
         if books.holders.is_empty() {
-            self.folios.remove(&folio);
+            self.folios.discard(folio);
         }
         self.settle_bios(&from_bios);
         if let Some(h) = holder {
@@ -626,8 +627,8 @@ impl Ledger {
     /// Pins (references) the ledger sees outstanding, by kind.
     pub fn outstanding(&self, kind: Kind) -> u64 {
         self.folios
-            .values()
-            .flat_map(|b| b.holders.iter())
+            .iter()
+            .flat_map(|(_, b)| b.holders.iter())
             .filter(|h| h.kind == kind)
             .map(|h| h.refs)
             .sum()
@@ -648,8 +649,8 @@ impl Ledger {
         let mut out = BTreeMap::new();
         for h in self
             .folios
-            .values()
-            .flat_map(|b| b.holders.iter())
+            .iter()
+            .flat_map(|(_, b)| b.holders.iter())
             .filter(|h| h.tgid == tgid)
         {
             *out.entry((h.kind, h.stack_id)).or_default() += h.refs;
@@ -664,8 +665,8 @@ impl Ledger {
     pub fn report_leaks_of(&mut self, tgid: u32, now_ns: u64, findings: &mut Vec<Finding>) {
         let bios = &self.bios;
         let mut folios: Vec<_> = self.folios.iter_mut().collect();
-        folios.sort_by_key(|(f, _)| **f);
-        for (&folio, books) in folios {
+        folios.sort_by_key(|(f, _)| *f);
+        for (folio, books) in folios {
             for h in books
                 .holders
                 .iter_mut()
@@ -679,7 +680,7 @@ impl Ledger {
 
     /// Folios with books open (memory is proportional to this).
     pub fn tracked_folios(&self) -> usize {
-        self.folios.len() + self.released.len()
+        self.folios.open_len() + self.folios.marked_len()
     }
 }
 
