@@ -203,6 +203,10 @@ impl Model {
 
     fn rate_mut(&mut self, ts_ns: u64) -> &mut Rate {
         let sec = ts_ns / SEC;
+        // Nearly every event falls in the newest second.
+        if self.rates.back().is_some_and(|(s, _)| *s == sec) {
+            return &mut self.rates.back_mut().expect("not empty").1;
+        }
         if self.rates.back().is_none_or(|(s, _)| *s < sec) {
             self.rates.push_back((sec, Rate::default()));
             while self.rates.len() > HISTORY_S {
@@ -252,13 +256,17 @@ impl Model {
     /// The lifetimes the ledger noted since the last call.
     pub fn take_lifetimes(&mut self, ledger: &mut Ledger) {
         ledger.take_lifetimes(&mut self.scratch);
+        let high = self.lifetimes.high();
         for l in self.scratch.drain(..) {
-            let ns = l.ns().clamp(1, self.lifetimes.high());
+            let ns = l.ns().clamp(1, high);
             let _ = self.lifetimes.record_n(ns, l.refs);
         }
     }
 
     pub fn note_findings(&mut self, found: &[Finding]) {
+        if found.is_empty() {
+            return;
+        }
         for f in found {
             self.findings_total += 1;
             if f.kind.is_failure() {
