@@ -126,10 +126,10 @@ impl Ledger {
         let mut pins_put: Option<(Holder, u64, u64)> = None;
         let mut released = 0u64;
         for folio in folios {
-            let Some(found) = self.folios.find(folio) else {
+            let Some(mut found) = self.folios.find(folio) else {
                 continue;
             };
-            let fb = &mut *found.books;
+            let fb = found.books();
             let of_bio = |holders: &[Holder], get: bool| -> u64 {
                 holders
                     .iter()

@@ -53,7 +53,7 @@ use bio::BioBooks;
 pub use bio::BioInfo;
 use finding::{leak, mismatch, Evidence};
 pub use finding::{Finding, FindingKind};
-use table::FolioTable;
+use table::{FolioTable, Found};
 pub use tally::{BioCounts, Completions, Counts, Kind, ProcessTally, Releases, Tally};
 
 use crate::{
@@ -120,8 +120,8 @@ pub struct Holder {
 pub(super) struct FolioBooks {
     /// Nearly always one holder: kept inline, no allocation per folio.
     holders: Holders,
-    /// Pins released from this folio during the run.
-    released_pins: u64,
+    /// A pin on this folio was released during the run.
+    released_any: bool,
     /// Every pin on this folio is in the books: an acquire during the run
     /// saw it holding no pin besides its own (refcount evidence; small
     /// folios only). An unpin the books cannot match is then certainly wrong,
@@ -333,7 +333,7 @@ impl Ledger {
         if !is_pin {
             // A FOLL_GET reference dropped through gup_put_folio (GUP's own
             // error paths): balance a GET holder if there is one.
-            if let Some(books) = found.map(|f| f.books) {
+            if let Some(books) = found.map(Found::into_books) {
                 let noted = self.lifetimes.as_mut();
                 let mut from_bios = SmallVec::new();
                 take(
@@ -353,7 +353,7 @@ impl Ledger {
         // Certain evidence: a small folio must hold `refs * bias` references
         // for this unpin to be right.
         let below_bias = !r.large && (r.refcount as i64) < refs as i64 * GUP_PIN_COUNTING_BIAS;
-        let Some(found) = found else {
+        let Some(mut found) = found else {
             let released_exact = self
                 .folios
                 .released(r.folio)
@@ -400,7 +400,7 @@ impl Ledger {
         };
         let noted = self.lifetimes.as_mut();
         let mut from_bios = SmallVec::new();
-        let books = &mut *found.books;
+        let books = found.books();
         let missing = take(
             &mut books.holders,
             refs,
@@ -411,7 +411,7 @@ impl Ledger {
             rank,
             &mut from_bios,
         );
-        books.released_pins += refs - missing;
+        books.released_any |= refs > missing;
         if missing == 0 {
             if books.holders.is_empty() {
                 let exact = books.exact;
@@ -438,7 +438,7 @@ impl Ledger {
         let get_holder = books.holders.iter().find(|h| h.kind == Kind::Get).copied();
         let kind = match get_holder {
             Some(_) => FindingKind::UnpinOfGetPage,
-            None if books.released_pins > 0 => FindingKind::DoubleUnpin,
+            None if books.released_any => FindingKind::DoubleUnpin,
             None => FindingKind::UnpinWithoutPin,
         };
         let f = mismatch(kind, r, missing, get_holder, evidence);
