@@ -227,6 +227,13 @@ impl Ledger {
         }
     }
 
+    /// Hands each lifetime noted so far to `f`, and forgets it.
+    pub fn drain_lifetimes(&mut self, f: impl FnMut(Lifetime)) {
+        if let Some(v) = self.lifetimes.as_mut() {
+            v.drain(..).for_each(f);
+        }
+    }
+
     /// Every holder with references outstanding.
     pub fn holders(&self) -> impl Iterator<Item = &Holder> {
         self.folios.iter().flat_map(|(_, b)| b.holders.iter())
