@@ -16,10 +16,13 @@
 //! fill (and then loses exactly what it exists to keep), and a second copy
 //! user space must still walk to report. Here it costs, measured with
 //! `cargo bench -p pintrace --bench pipeline` on one core of the 2-core
-//! development machine: 4.4 M records/s through the ledger alone (2.9 M with
-//! decoding and the live model), 175 bytes per tracked folio; the ring
-//! buffer (`--ringbuf-mib`) absorbs bursts, and a run that overflows it says
-//! so.
+//! development machine, beside another job: 21 M records/s through the
+//! ledger alone (12.6 M with decoding and the live model), 132 bytes per
+//! tracked folio (an 88-byte entry of open books and a 16-byte map slot; a
+//! folio remembered only as released costs the slot); the ring buffer
+//! (`--ringbuf-mib`) absorbs bursts, and a run that overflows it says so.
+//! The books are one folio table (`table.rs`): a pin, an unpin and the
+//! release that closes a folio's books cost one hash lookup each.
 //!
 //! What is certain, and reported as such:
 //! - **mismatch, unpin below the bias**: a FOLL_PIN release of `refs` from a
