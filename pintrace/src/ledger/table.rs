@@ -289,3 +289,32 @@ impl FolioTable {
         self.marked
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_keep_every_time_exactly() {
+        let mut t = FolioTable::default();
+        for (folio, ts) in [(0x1000, 5), (0x2000, u64::MAX), (0x3000, TS + 1)] {
+            t.open(folio);
+            t.find(folio).unwrap().close(ts, true);
+            assert_eq!(t.released(folio), Some((ts, true)));
+            // Pinned again: the mark stays with the books, then is replaced.
+            t.open(folio);
+            assert_eq!(t.released(folio), Some((ts, true)));
+            t.find(folio).unwrap().close(7, false);
+            assert_eq!(t.released(folio), Some((7, false)));
+        }
+        assert_eq!((t.open_len(), t.marked_len(), t.far.len()), (0, 3, 0));
+        t.open(0x2000);
+        t.find(0x2000).unwrap().close(u64::MAX, false);
+        t.retain(|ts| ts != 7, |_, _| true);
+        assert_eq!(t.released(0x1000), None);
+        assert_eq!(t.released(0x2000), Some((u64::MAX, false)));
+        assert_eq!((t.marked_len(), t.far.len()), (1, 1));
+        t.retain(|_| false, |_, _| true);
+        assert_eq!((t.marked_len(), t.far.len(), t.slots.len()), (0, 0, 0));
+    }
+}
