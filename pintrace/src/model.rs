@@ -9,7 +9,7 @@
 use crate::{
     events::{Comm, Event},
     flags::FollFlags,
-    ledger::{Finding, Kind, Ledger, Lifetime},
+    ledger::{Finding, Kind, Ledger},
 };
 use hdrhistogram::Histogram;
 use rustc_hash::FxHashMap as HashMap;
@@ -161,7 +161,6 @@ pub struct Model {
     outstanding: VecDeque<(u64, [u64; 3])>,
     holders: HashMap<(u32, i32), HolderStats>,
     lifetimes: Histogram<u64>,
-    scratch: Vec<Lifetime>,
     /// Newest first.
     findings: VecDeque<Finding>,
     pub findings_total: u64,
@@ -185,7 +184,6 @@ impl Model {
             holders: HashMap::default(),
             // 1 ns to 1 hour at 3 significant digits (tens of KiB).
             lifetimes: Histogram::new_with_bounds(1, 3600 * SEC, 3).expect("valid bounds"),
-            scratch: Vec::new(),
             findings: VecDeque::new(),
             findings_total: 0,
             failures_total: 0,
@@ -203,6 +201,10 @@ impl Model {
 
     fn rate_mut(&mut self, ts_ns: u64) -> &mut Rate {
         let sec = ts_ns / SEC;
+        // Nearly every event falls in the newest second.
+        if self.rates.back().is_some_and(|(s, _)| *s == sec) {
+            return &mut self.rates.back_mut().expect("not empty").1;
+        }
         if self.rates.back().is_none_or(|(s, _)| *s < sec) {
             self.rates.push_back((sec, Rate::default()));
             while self.rates.len() > HISTORY_S {
@@ -251,14 +253,17 @@ impl Model {
 
     /// The lifetimes the ledger noted since the last call.
     pub fn take_lifetimes(&mut self, ledger: &mut Ledger) {
-        ledger.take_lifetimes(&mut self.scratch);
-        for l in self.scratch.drain(..) {
-            let ns = l.ns().clamp(1, self.lifetimes.high());
-            let _ = self.lifetimes.record_n(ns, l.refs);
-        }
+        let lifetimes = &mut self.lifetimes;
+        let high = lifetimes.high();
+        ledger.drain_lifetimes(|l| {
+            let _ = lifetimes.record_n(l.ns().clamp(1, high), l.refs);
+        });
     }
 
     pub fn note_findings(&mut self, found: &[Finding]) {
+        if found.is_empty() {
+            return;
+        }
         for f in found {
             self.findings_total += 1;
             if f.kind.is_failure() {

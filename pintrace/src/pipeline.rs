@@ -33,15 +33,17 @@ impl Pipeline {
 
     /// Applies one raw record; findings it causes are appended to `found`.
     pub fn feed(&mut self, record: &[u8], found: &mut Vec<Finding>) {
-        match decode(record) {
+        // Matched in place: moving the event out would copy the whole enum
+        // (a folio batch is 300 bytes) for every record.
+        match &decode(record) {
             Ok(ev) => {
                 let before = found.len();
-                self.model.observe(&ev);
-                self.ledger.apply(&ev, found);
+                self.model.observe(ev);
+                self.ledger.apply(ev, found);
                 self.model.take_lifetimes(&mut self.ledger);
                 self.model.note_findings(&found[before..]);
                 if let Some(echo) = self.echo.as_mut() {
-                    echo.push(ev);
+                    echo.push(*ev);
                 }
             }
             Err(e) => {

@@ -126,9 +126,10 @@ impl Ledger {
         let mut pins_put: Option<(Holder, u64, u64)> = None;
         let mut released = 0u64;
         for folio in folios {
-            let Some(fb) = self.folios.get_mut(&folio) else {
+            let Some(mut found) = self.folios.find(folio) else {
                 continue;
             };
+            let fb = found.books();
             let of_bio = |holders: &[Holder], get: bool| -> u64 {
                 holders
                     .iter()
@@ -173,8 +174,7 @@ impl Ledger {
             }
             if fb.holders.is_empty() {
                 let exact = fb.exact;
-                self.folios.remove(&folio);
-                self.released.insert(folio, (b.ts_ns, exact));
+                found.close(b.ts_ns, exact);
             }
         }
         if let Some((h, folio, refs)) = pins_put {
@@ -248,7 +248,7 @@ impl Ledger {
             let mut first: Option<(Holder, u64)> = None;
             let mut refs = 0;
             for folio in b.folios.clone() {
-                let Some(fb) = self.folios.get_mut(&folio) else {
+                let Some(fb) = self.folios.get_mut(folio) else {
                     continue;
                 };
                 for h in fb

@@ -16,10 +16,13 @@
 //! fill (and then loses exactly what it exists to keep), and a second copy
 //! user space must still walk to report. Here it costs, measured with
 //! `cargo bench -p pintrace --bench pipeline` on one core of the 2-core
-//! development machine: 4.4 M records/s through the ledger alone (2.9 M with
-//! decoding and the live model), 175 bytes per tracked folio; the ring
-//! buffer (`--ringbuf-mib`) absorbs bursts, and a run that overflows it says
-//! so.
+//! development machine, beside another job: 21 M records/s through the
+//! ledger alone (12.6 M with decoding and the live model), 132 bytes per
+//! tracked folio (an 88-byte entry of open books and a 16-byte map slot; a
+//! folio remembered only as released costs the slot); the ring buffer
+//! (`--ringbuf-mib`) absorbs bursts, and a run that overflows it says so.
+//! The books are one folio table (`table.rs`): a pin, an unpin and the
+//! release that closes a folio's books cost one hash lookup each.
 //!
 //! What is certain, and reported as such:
 //! - **mismatch, unpin below the bias**: a FOLL_PIN release of `refs` from a
@@ -46,12 +49,14 @@
 
 mod bio;
 mod finding;
+mod table;
 mod tally;
 
 use bio::BioBooks;
 pub use bio::BioInfo;
 use finding::{leak, mismatch, Evidence};
 pub use finding::{Finding, FindingKind};
+use table::{FolioTable, Found};
 pub use tally::{BioCounts, Completions, Counts, Kind, ProcessTally, Releases, Tally};
 
 use crate::{
@@ -115,11 +120,11 @@ pub struct Holder {
 }
 
 #[derive(Clone, Debug, Default)]
-struct FolioBooks {
+pub(super) struct FolioBooks {
     /// Nearly always one holder: kept inline, no allocation per folio.
     holders: Holders,
-    /// Pins released from this folio during the run.
-    released_pins: u64,
+    /// A pin on this folio was released during the run.
+    released_any: bool,
     /// Every pin on this folio is in the books: an acquire during the run
     /// saw it holding no pin besides its own (refcount evidence; small
     /// folios only). An unpin the books cannot match is then certainly wrong,
@@ -161,13 +166,13 @@ struct Pending {
 pub struct Ledger {
     flags: FollFlags,
     config: LedgerConfig,
-    folios: FxHashMap<u64, FolioBooks>,
+    /// Open books and release marks, by folio address. A folio whose last
+    /// known pin was released is remembered for [`RELEASED_MEMORY_NS`]
+    /// (when, and whether the books were exact): a further unpin then is a
+    /// double unpin.
+    folios: FolioTable,
     pending: FxHashMap<(u32, u64), Pending>,
     exited: FxHashMap<u32, u64>,
-    /// Folios whose last known pin was released: when, and whether the books
-    /// were exact. A further unpin within [`RELEASED_MEMORY_NS`] is a double
-    /// unpin.
-    released: FxHashMap<u64, (u64, bool)>,
     /// Mismatches known from the books alone, held for [`SUSPECT_NS`] with
     /// the releasing thread: an acquire by that thread arriving meanwhile may
     /// mean GUP dropped a grab of its own inside the call (dropped then:
@@ -196,10 +201,9 @@ impl Ledger {
         Ledger {
             flags,
             config,
-            folios: FxHashMap::default(),
+            folios: FolioTable::default(),
             pending: FxHashMap::default(),
             exited: FxHashMap::default(),
-            released: FxHashMap::default(),
             suspects: Vec::new(),
             tally: Tally::new(flags),
             orphan_batches: 0,
@@ -226,9 +230,16 @@ impl Ledger {
         }
     }
 
+    /// Hands each lifetime noted so far to `f`, and forgets it.
+    pub fn drain_lifetimes(&mut self, f: impl FnMut(Lifetime)) {
+        if let Some(v) = self.lifetimes.as_mut() {
+            v.drain(..).for_each(f);
+        }
+    }
+
     /// Every holder with references outstanding.
     pub fn holders(&self) -> impl Iterator<Item = &Holder> {
-        self.folios.values().flat_map(|b| b.holders.iter())
+        self.folios.iter().flat_map(|(_, b)| b.holders.iter())
     }
 
     /// Applies one event; returns the findings it proves, if any.
@@ -287,7 +298,7 @@ impl Ledger {
             self.pending.remove(&key);
         }
         for (folio, evidence) in f.entries().filter(|&(x, _)| x != 0) {
-            let books = self.folios.entry(folio).or_default();
+            let books = self.folios.open(folio);
             prune_stale_gets(&mut books.holders, &self.exited);
             let pins_before: u64 = books
                 .holders
@@ -328,11 +339,11 @@ impl Ledger {
     fn release(&mut self, r: &Release, findings: &mut Vec<Finding>) {
         let is_pin = r.gup_flags & self.flags.pin != 0;
         let refs = r.refs.max(0) as u64;
-        let books = self.folios.get_mut(&r.folio);
+        let found = self.folios.find(r.folio);
         if !is_pin {
             // A FOLL_GET reference dropped through gup_put_folio (GUP's own
             // error paths): balance a GET holder if there is one.
-            if let Some(books) = books {
+            if let Some(books) = found.map(Found::into_books) {
                 let noted = self.lifetimes.as_mut();
                 let mut from_bios = SmallVec::new();
                 take(
@@ -352,11 +363,11 @@ impl Ledger {
         // Certain evidence: a small folio must hold `refs * bias` references
         // for this unpin to be right.
         let below_bias = !r.large && (r.refcount as i64) < refs as i64 * GUP_PIN_COUNTING_BIAS;
-        let Some(books) = books else {
+        let Some(mut found) = found else {
             let released_exact = self
-                .released
-                .get(&r.folio)
-                .map(|&(_, exact)| exact && !r.large);
+                .folios
+                .released(r.folio)
+                .map(|(_, exact)| exact && !r.large);
             if below_bias {
                 let kind = match released_exact {
                     Some(_) => FindingKind::DoubleUnpin,
@@ -399,6 +410,7 @@ impl Ledger {
         };
         let noted = self.lifetimes.as_mut();
         let mut from_bios = SmallVec::new();
+        let books = found.books();
         let missing = take(
             &mut books.holders,
             refs,
@@ -409,18 +421,17 @@ impl Ledger {
             rank,
             &mut from_bios,
         );
-        books.released_pins += refs - missing;
+        books.released_any |= refs > missing;
         if missing == 0 {
             if books.holders.is_empty() {
                 let exact = books.exact;
-                self.folios.remove(&r.folio);
-                self.released.insert(r.folio, (r.ts_ns, exact));
+                found.close(r.ts_ns, exact);
             }
             self.settle_bios(&from_bios);
             return;
         }
         self.settle_bios(&from_bios);
-        let Some(books) = self.folios.get_mut(&r.folio) else {
+        let Some(books) = self.folios.get_mut(r.folio) else {
             return;
         };
         let evidence = if below_bias {
@@ -437,7 +448,7 @@ impl Ledger {
         let get_holder = books.holders.iter().find(|h| h.kind == Kind::Get).copied();
         let kind = match get_holder {
             Some(_) => FindingKind::UnpinOfGetPage,
-            None if books.released_pins > 0 => FindingKind::DoubleUnpin,
+            None if books.released_any => FindingKind::DoubleUnpin,
             None => FindingKind::UnpinWithoutPin,
         };
         let f = mismatch(kind, r, missing, get_holder, evidence);
@@ -459,8 +470,6 @@ impl Ledger {
             !due
         });
         self.judge_bios(now_ns, findings);
-        self.released
-            .retain(|_, &mut (t, _)| now_ns.saturating_sub(t) < RELEASED_MEMORY_NS);
         // Exits are remembered for as long as anything can depend on them.
         let keep_exits = RELEASED_MEMORY_NS.max(self.config.exit_grace_ns);
         self.exited
@@ -468,10 +477,12 @@ impl Ledger {
         let config = self.config;
         let exited = &self.exited;
         let bios = &self.bios;
-        // One pass over the books: FOLL_GET references are dropped by
-        // put_page, unseen, so their holders go when their owner has exited
-        // or after RELEASED_MEMORY_NS; pins are judged for leaks.
-        self.folios.retain(|&folio, books| {
+        // One pass over the books: release marks older than
+        // RELEASED_MEMORY_NS are forgotten; FOLL_GET references are dropped
+        // by put_page, unseen, so their holders go when their owner has
+        // exited or after RELEASED_MEMORY_NS; pins are judged for leaks.
+        let mark_kept = |t: u64| now_ns.saturating_sub(t) < RELEASED_MEMORY_NS;
+        self.folios.retain(mark_kept, |folio, books| {
             books.holders.retain(|h| {
                 h.kind != Kind::Get
                     || !(exited.contains_key(&h.tgid)
@@ -516,8 +527,8 @@ impl Ledger {
         self.flush_suspects(findings);
         let bios = &self.bios;
         let mut folios: Vec<_> = self.folios.iter_mut().collect();
-        folios.sort_by_key(|(f, _)| **f);
-        for (&folio, books) in folios {
+        folios.sort_by_key(|(f, _)| *f);
+        for (folio, books) in folios {
             for h in books
                 .holders
                 .iter_mut()
@@ -545,7 +556,7 @@ impl Ledger {
                     .iter()
                     .any(|h| h.kind != Kind::Get && h.acquired_ns < before_ns)
             })
-            .map(|(&f, _)| f)
+            .map(|(f, _)| f)
             .collect();
         v.sort_unstable();
         v
@@ -568,7 +579,7 @@ impl Ledger {
         if large {
             return;
         }
-        let Some(books) = self.folios.get_mut(&folio) else {
+        let Some(books) = self.folios.get_mut(folio) else {
             return;
         };
         let pins: u64 = books
@@ -600,7 +611,7 @@ impl Ledger {
             &mut from_bios,
         );
         if books.holders.is_empty() {
-            self.folios.remove(&folio);
+            self.folios.discard(folio);
         }
         self.settle_bios(&from_bios);
         if let Some(h) = holder {
@@ -626,8 +637,8 @@ impl Ledger {
     /// Pins (references) the ledger sees outstanding, by kind.
     pub fn outstanding(&self, kind: Kind) -> u64 {
         self.folios
-            .values()
-            .flat_map(|b| b.holders.iter())
+            .iter()
+            .flat_map(|(_, b)| b.holders.iter())
             .filter(|h| h.kind == kind)
             .map(|h| h.refs)
             .sum()
@@ -648,8 +659,8 @@ impl Ledger {
         let mut out = BTreeMap::new();
         for h in self
             .folios
-            .values()
-            .flat_map(|b| b.holders.iter())
+            .iter()
+            .flat_map(|(_, b)| b.holders.iter())
             .filter(|h| h.tgid == tgid)
         {
             *out.entry((h.kind, h.stack_id)).or_default() += h.refs;
@@ -664,8 +675,8 @@ impl Ledger {
     pub fn report_leaks_of(&mut self, tgid: u32, now_ns: u64, findings: &mut Vec<Finding>) {
         let bios = &self.bios;
         let mut folios: Vec<_> = self.folios.iter_mut().collect();
-        folios.sort_by_key(|(f, _)| **f);
-        for (&folio, books) in folios {
+        folios.sort_by_key(|(f, _)| *f);
+        for (folio, books) in folios {
             for h in books
                 .holders
                 .iter_mut()
@@ -679,7 +690,7 @@ impl Ledger {
 
     /// Folios with books open (memory is proportional to this).
     pub fn tracked_folios(&self) -> usize {
-        self.folios.len() + self.released.len()
+        self.folios.open_len() + self.folios.marked_len()
     }
 }
 

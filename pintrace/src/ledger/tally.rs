@@ -208,9 +208,9 @@ impl Tally {
     /// Credits `refs` released references to the process that took them
     /// (the ledger calls this when a release balances a holder).
     pub fn credit_release(&mut self, tgid: u32, kind: Kind, refs: u64) {
-        *self.released.entry(kind).or_default() += refs;
+        add(&mut self.released, kind, refs);
         if let Some(p) = self.processes.get_mut(&tgid) {
-            *p.released.entry(kind).or_default() += refs;
+            add(&mut p.released, kind, refs);
         }
     }
 
@@ -228,6 +228,17 @@ impl Tally {
         let pages = |p: &ProcessTally| p.by_kind.values().map(|c| c.pages).sum::<u64>();
         v.sort_by(|a, b| pages(b).cmp(&pages(a)).then(a.tgid.cmp(&b.tgid)));
         v
+    }
+}
+
+/// `*map.entry(kind).or_default() += n`, without the entry's cost when
+/// the kind is there already (every release but the first of its kind).
+fn add(map: &mut BTreeMap<Kind, u64>, kind: Kind, n: u64) {
+    match map.get_mut(&kind) {
+        Some(v) => *v += n,
+        None => {
+            map.insert(kind, n);
+        }
     }
 }
 
