@@ -10,6 +10,13 @@
 #   RUNTIME=8        seconds per run
 #   SIZE=1g          file size
 #   PINTRACE_BIN=... use this binary instead of building the release one
+#   SPIN=1           keep every CPU busy with a nice-19 spinner during the runs
+#                    (0: leave them idle). In a VM, a vCPU that goes idle while
+#                    a QD1 I/O is in flight wakes slowly, so at QD1 whichever
+#                    tool keeps its CPU busier gets more IOPS: fio's own
+#                    bookkeeping thread does (clock reads, about 7% of its
+#                    samples). With the spinners neither tool's idle time
+#                    counts and the ratio compares the I/O paths.
 # DIR (default /var/tmp) must be on a filesystem with real O_DIRECT
 # (ext4, xfs, btrfs; not tmpfs). Needs fio and python3.
 set -euo pipefail
@@ -29,8 +36,14 @@ if [[ -z ${PINTRACE_BIN:-} ]]; then
     PINTRACE_BIN=$target_dir/release/pintrace
 fi
 
+spin=${SPIN:-1}
 file=$dir/pintrace-bench-$$.dat
-trap 'rm -f "$file"' EXIT
+spinners=()
+cleanup() {
+    if ((${#spinners[@]})); then kill "${spinners[@]}" 2>/dev/null || true; fi
+    rm -f "$file"
+}
+trap cleanup EXIT
 echo "laying out $size at $file"
 "$PINTRACE_BIN" engine --filename "$file" --rw write --bs 1m --size "$size" --keep --json >/dev/null
 
@@ -67,6 +80,13 @@ run_fio() {
         --numjobs=1 --output-format=json $1 | iops_fio
 }
 
+if [[ $spin == 1 ]]; then
+    for ((c = 0; c < $(nproc); c++)); do
+        taskset -c "$c" nice -n 19 sh -c 'while :; do :; done' &
+        spinners+=("$!")
+    done
+    echo "CPUs kept busy by $(nproc) nice-19 spinners (SPIN=0 to leave them idle)"
+fi
 echo "ratio: engine/fio of the median IOPS; paired: median of the per-round ratios;"
 echo "cpu: median CPU microseconds (user + system) per I/O"
 printf '%-26s %12s %12s %7s %7s %9s %9s\n' workload engine_iops fio_iops ratio paired e_cpu f_cpu
@@ -102,4 +122,4 @@ PY
     echo "$line"
 done
 echo
-echo "medians over $rounds rounds of ${runtime}s each, file $size on $(stat -f -c %T "$dir"), $(uname -r), $(fio --version)"
+echo "medians over $rounds rounds of ${runtime}s each, file $size on $(stat -f -c %T "$dir"), $(uname -r), $(fio --version), SPIN=$spin"
