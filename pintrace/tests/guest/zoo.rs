@@ -43,6 +43,28 @@ pub fn zoo(args: &[&str]) -> Value {
     serde_json::from_str(stdout.lines().next().expect("one JSON line")).unwrap()
 }
 
+/// Runs the zoo `scenarios` one after the other (`--pages PAGES` each)
+/// under one `pintrace run --json` with `run_args`, releases whatever they
+/// left held, and returns run's exit code and its JSON lines.
+fn zoo_session(scenarios: &[&str], run_args: &[&str]) -> (Option<i32>, Vec<Value>) {
+    let me = super::bin();
+    let script = scenarios
+        .iter()
+        .map(|s| format!("{me} zoo run {s} --pages {PAGES}"))
+        .collect::<Vec<_>>()
+        .join(" && ");
+    let mut args = vec!["run", "--json"];
+    args.extend_from_slice(run_args);
+    args.extend_from_slice(&["--", "sh", "-c", &script]);
+    let out = pintrace(&args);
+    release_all();
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    (out.status.code(), lines)
+}
+
 fn num(v: &Value, key: &str) -> i64 {
     v[key]
         .as_i64()
@@ -233,40 +255,22 @@ fn zoo_large_folio_scenarios_match_the_kernels_view() {
 fn pintrace_names_each_planted_bug() {
     load_zoo();
     release_all();
-    let me = super::bin();
-    let script = [
-        "balanced",
-        "leak",
-        "pin-put",
-        "get-unpin",
-        "double-unpin",
-        "delayed --delay-ms 300",
-        "balanced --slow",
-        "get-unpin --slow",
-        "hold --linger 4",
-        "hold --longterm --linger 1",
-    ]
-    .iter()
-    .map(|s| format!("{me} zoo run {s} --pages {PAGES}"))
-    .collect::<Vec<_>>()
-    .join(" && ");
-    let out = pintrace(&[
-        "run",
-        "--json",
-        "--leak-age",
-        "2",
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
-    release_all();
-    assert_eq!(out.status.code(), Some(1), "findings make run exit 1");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<Value> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let (code, lines) = zoo_session(
+        &[
+            "balanced",
+            "leak",
+            "pin-put",
+            "get-unpin",
+            "double-unpin",
+            "delayed --delay-ms 300",
+            "balanced --slow",
+            "get-unpin --slow",
+            "hold --linger 4",
+            "hold --longterm --linger 1",
+        ],
+        &["--leak-age", "2"],
+    );
+    assert_eq!(code, Some(1), "findings make run exit 1");
     let summary = lines
         .iter()
         .find(|v| v["type"] == "summary")
@@ -542,25 +546,13 @@ fn check_fails_on_a_planted_bug() {
 fn pintrace_sees_the_unlocked_calls() {
     load_zoo();
     release_all();
-    let me = super::bin();
     let nested = super::kernel_version() < (6, 3);
     let mut scenarios = vec!["balanced --unlocked", "leak --unlocked"];
     if !nested {
         scenarios.push("get-unpin --unlocked");
     }
-    let script = scenarios
-        .iter()
-        .map(|s| format!("{me} zoo run {s} --pages {PAGES}"))
-        .collect::<Vec<_>>()
-        .join(" && ");
-    let out = pintrace(&["run", "--json", "--", "sh", "-c", &script]);
-    release_all();
-    assert_eq!(out.status.code(), Some(1), "the leak is a finding");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<Value> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let (code, lines) = zoo_session(&scenarios, &[]);
+    assert_eq!(code, Some(1), "the leak is a finding");
     let summary = lines
         .iter()
         .find(|v| v["type"] == "summary")
