@@ -1,0 +1,198 @@
+//! The acquire sites: thin fexit, kprobe and kretprobe programs for each
+//! GUP entry point (with where its flags and `pages` array are), and
+//! `folio_add_pin`'s extra pin. The work is in the parent's `acquire_fexit`,
+//! `park_args`, `finish_kretprobe` and `emit_acquire`.
+
+use super::*;
+
+#[fexit(function = "pin_user_pages_fast")]
+pub fn fexit_pin_user_pages_fast(ctx: FExitContext) -> u32 {
+    acquire_fexit(&ctx, Site::PinUserPagesFast, 0, FLAGS_THEN_PAGES, false)
+}
+
+#[fexit(function = "get_user_pages_fast")]
+pub fn fexit_get_user_pages_fast(ctx: FExitContext) -> u32 {
+    acquire_fexit(&ctx, Site::GetUserPagesFast, 0, FLAGS_THEN_PAGES, false)
+}
+
+#[kprobe]
+pub fn kprobe_pin_user_pages_fast(ctx: ProbeContext) -> u32 {
+    park_args(&ctx, 0, FLAGS_THEN_PAGES)
+}
+
+#[kretprobe]
+pub fn kretprobe_pin_user_pages_fast(ctx: RetProbeContext) -> u32 {
+    finish_kretprobe(&ctx, Site::PinUserPagesFast, false)
+}
+
+#[kprobe]
+pub fn kprobe_get_user_pages_fast(ctx: ProbeContext) -> u32 {
+    park_args(&ctx, 0, FLAGS_THEN_PAGES)
+}
+
+#[kretprobe]
+pub fn kretprobe_get_user_pages_fast(ctx: RetProbeContext) -> u32 {
+    finish_kretprobe(&ctx, Site::GetUserPagesFast, false)
+}
+
+#[fexit(function = "pin_user_pages")]
+pub fn fexit_pin_user_pages(ctx: FExitContext) -> u32 {
+    acquire_fexit(&ctx, Site::PinUserPages, 0, FLAGS_THEN_PAGES, true)
+}
+
+#[kprobe]
+pub fn kprobe_pin_user_pages(ctx: ProbeContext) -> u32 {
+    park_args(&ctx, 0, FLAGS_THEN_PAGES)
+}
+
+#[kretprobe]
+pub fn kretprobe_pin_user_pages(ctx: RetProbeContext) -> u32 {
+    finish_kretprobe(&ctx, Site::PinUserPages, true)
+}
+
+#[fexit(function = "get_user_pages")]
+pub fn fexit_get_user_pages(ctx: FExitContext) -> u32 {
+    acquire_fexit(&ctx, Site::GetUserPages, 0, FLAGS_THEN_PAGES, true)
+}
+
+#[kprobe]
+pub fn kprobe_get_user_pages(ctx: ProbeContext) -> u32 {
+    park_args(&ctx, 0, FLAGS_THEN_PAGES)
+}
+
+#[kretprobe]
+pub fn kretprobe_get_user_pages(ctx: RetProbeContext) -> u32 {
+    finish_kretprobe(&ctx, Site::GetUserPages, true)
+}
+
+#[fexit(function = "pin_user_pages_remote")]
+pub fn fexit_pin_user_pages_remote(ctx: FExitContext) -> u32 {
+    acquire_fexit(&ctx, Site::PinUserPagesRemote, 1, FLAGS_THEN_PAGES, true)
+}
+
+#[kprobe]
+pub fn kprobe_pin_user_pages_remote(ctx: ProbeContext) -> u32 {
+    park_args(&ctx, 1, FLAGS_THEN_PAGES)
+}
+
+#[kretprobe]
+pub fn kretprobe_pin_user_pages_remote(ctx: RetProbeContext) -> u32 {
+    finish_kretprobe(&ctx, Site::PinUserPagesRemote, true)
+}
+
+#[fexit(function = "get_user_pages_remote")]
+pub fn fexit_get_user_pages_remote(ctx: FExitContext) -> u32 {
+    acquire_fexit(&ctx, Site::GetUserPagesRemote, 1, FLAGS_THEN_PAGES, true)
+}
+
+#[kprobe]
+pub fn kprobe_get_user_pages_remote(ctx: ProbeContext) -> u32 {
+    park_args(&ctx, 1, FLAGS_THEN_PAGES)
+}
+
+#[kretprobe]
+pub fn kretprobe_get_user_pages_remote(ctx: RetProbeContext) -> u32 {
+    finish_kretprobe(&ctx, Site::GetUserPagesRemote, true)
+}
+
+#[fexit(function = "pin_user_pages_unlocked")]
+pub fn fexit_pin_user_pages_unlocked(ctx: FExitContext) -> u32 {
+    acquire_fexit(&ctx, Site::PinUserPagesUnlocked, 0, PAGES_THEN_FLAGS, true)
+}
+
+#[kprobe]
+pub fn kprobe_pin_user_pages_unlocked(ctx: ProbeContext) -> u32 {
+    park_args(&ctx, 0, PAGES_THEN_FLAGS)
+}
+
+#[kretprobe]
+pub fn kretprobe_pin_user_pages_unlocked(ctx: RetProbeContext) -> u32 {
+    finish_kretprobe(&ctx, Site::PinUserPagesUnlocked, true)
+}
+
+#[fexit(function = "get_user_pages_unlocked")]
+pub fn fexit_get_user_pages_unlocked(ctx: FExitContext) -> u32 {
+    acquire_fexit(&ctx, Site::GetUserPagesUnlocked, 0, PAGES_THEN_FLAGS, true)
+}
+
+#[kprobe]
+pub fn kprobe_get_user_pages_unlocked(ctx: ProbeContext) -> u32 {
+    park_args(&ctx, 0, PAGES_THEN_FLAGS)
+}
+
+#[kretprobe]
+pub fn kretprobe_get_user_pages_unlocked(ctx: RetProbeContext) -> u32 {
+    finish_kretprobe(&ctx, Site::GetUserPagesUnlocked, true)
+}
+
+/// `folio_add_pin(struct folio *folio)`: one more pin on a folio already
+/// pinned (legacy fs/direct-io.c, 6.5 on), as an acquire of one page with
+/// its batch. `after`: the refcount read already holds the new pin (fexit);
+/// a kprobe reads it before the add, so the pin's bias is added for the
+/// evidence bits (user space ignores them for large folios, where a pin
+/// adds 1).
+#[inline(always)]
+fn emit_add_pin<C: StackIdContext>(ctx: &C, folio: u64, after: bool) -> u32 {
+    if folio == 0 {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let ts_ns = now_ns();
+    let Some(mut entry) = EVENTS.reserve::<AcquireEvent>(0) else {
+        bump(Counter::RingbufFull);
+        return 0;
+    };
+    entry.write(AcquireEvent {
+        tag: TAG_ACQUIRE,
+        site: Site::FolioAddPin as u32,
+        ts_ns,
+        pid_tgid,
+        start: 0,
+        pages: 0,
+        ret: 1,
+        nr_pages: 1,
+        gup_flags: 0,
+        stack_id: stack_id(ctx),
+        folio_records: 1,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    });
+    entry.submit(wakeup());
+    bump(Counter::Submitted);
+    let Some(mut rec) = EVENTS.reserve::<FolioBatch>(0) else {
+        bump(Counter::RingbufFull);
+        return 0;
+    };
+    let mut rc = read_u64(folio + global(&FOLIO_REFCOUNT_OFF)) as u32 as u64;
+    if !after {
+        rc += 1024;
+    }
+    let below1 = (rc.wrapping_sub(1024) >> 63) & 1;
+    let below2 = (rc.wrapping_sub(2048) >> 63) & 1;
+    let out = rec.as_mut_ptr();
+    // SAFETY: `out` is this reserved record; every field is written.
+    unsafe {
+        for j in 0..FOLIOS_PER_RECORD {
+            (*out).folios[j] = 0;
+        }
+        (*out).folios[0] = folio | (below1 * FOLIO_BELOW_1_PIN) | (below2 * FOLIO_BELOW_2_PINS);
+        (*out).tag = TAG_FOLIOS;
+        (*out).count = 1;
+        (*out).ts_ns = ts_ns;
+        (*out).pid_tgid = pid_tgid;
+        (*out).first = 0;
+        (*out).site = Site::FolioAddPin as u32;
+    }
+    rec.submit(wakeup());
+    bump(Counter::Submitted);
+    0
+}
+
+#[fexit(function = "folio_add_pin")]
+pub fn fexit_folio_add_pin(ctx: FExitContext) -> u32 {
+    emit_add_pin(&ctx, func_arg(&ctx, 0), true)
+}
+
+#[kprobe]
+pub fn kprobe_folio_add_pin(ctx: ProbeContext) -> u32 {
+    emit_add_pin(&ctx, ctx.arg::<u64>(0).unwrap_or(0), false)
+}
