@@ -65,6 +65,17 @@ fn zoo_session(scenarios: &[&str], run_args: &[&str]) -> (Option<i32>, Vec<Value
     (out.status.code(), lines)
 }
 
+/// The summary's tally of the process that ran `run` (a zoo run's output).
+fn process_of(summary: &Value, run: &Value) -> Value {
+    summary["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["tgid"] == run["pid"])
+        .cloned()
+        .unwrap_or_else(|| panic!("no process {} in {summary}", run["pid"]))
+}
+
 fn num(v: &Value, key: &str) -> i64 {
     v[key]
         .as_i64()
@@ -435,15 +446,7 @@ fn pintrace_ties_pins_to_their_bio() {
     };
     // Balanced: silent, and every reference it took came back.
     assert!(of(runs[0]).is_empty(), "{:?}", of(runs[0]));
-    let process = |run: &Value| {
-        summary["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["tgid"] == run["pid"])
-            .cloned()
-            .unwrap_or_else(|| panic!("no process {} in {summary}", run["pid"]))
-    };
+    let process = |run: &Value| process_of(summary, run);
     let kind = if super::kernel_version() >= (6, 5) {
         "pin"
     } else {
@@ -570,15 +573,7 @@ fn pintrace_sees_the_unlocked_calls() {
         .filter(|v| v.get("scenario").is_some())
         .collect();
     assert_eq!(runs.len(), scenarios.len(), "every scenario ran");
-    let process = |run: &Value| -> Value {
-        summary["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["tgid"] == run["pid"])
-            .cloned()
-            .unwrap_or_else(|| panic!("no process {} in {summary}", run["pid"]))
-    };
+    let process = |run: &Value| process_of(summary, run);
     let findings = |run: &Value| -> Vec<Value> {
         lines
             .iter()
