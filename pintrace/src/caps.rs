@@ -149,10 +149,13 @@ impl Caps {
         self.symbols.iter().find(|s| s.name == name)
     }
 
-    /// Whether `get_user_pages_unlocked` runs inside other acquire sites:
-    /// up to 6.2 the fast calls' slow path (`__gup_longterm_unlocked`, when
-    /// not inlined) and `pin_user_pages_unlocked` call it; from 6.3 they go
-    /// to `__gup_longterm_locked`.
+    /// Whether `get_user_pages_unlocked` may run inside other acquire
+    /// sites. On 6.1 the fast calls' slow path (`__gup_longterm_unlocked`)
+    /// and `pin_user_pages_unlocked` call it; on 6.12 neither does (both go
+    /// to `__gup_longterm_locked`; the guest suite counts every page once
+    /// with it watched). Kernels before 6.3, and any kernel that still has
+    /// `__gup_longterm_unlocked`, are taken to nest: leaving the site off
+    /// loses its direct callers, watching it there would count pages twice.
     pub fn unlocked_nests(&self) -> bool {
         let old = crate::flags::parse_version(&self.release).is_none_or(|v| v < (6, 3));
         old || self
