@@ -290,9 +290,12 @@ pub enum Counter {
     /// A filled bio could not be remembered (map update failed): its
     /// completion and release are not reported.
     BiosFull = 6,
+    /// Stacks not taken because the sampling policy (`--stacks sampled`)
+    /// had just taken one on this CPU: not a loss, the event itself is sent.
+    StackSkipped = 7,
 }
 
-pub const COUNTER_SLOTS: u32 = 7;
+pub const COUNTER_SLOTS: u32 = 8;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_SLOTS as usize] = [
@@ -303,6 +306,7 @@ impl Counter {
         Counter::FoliosTruncated,
         Counter::StackLost,
         Counter::BiosFull,
+        Counter::StackSkipped,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -314,12 +318,16 @@ impl Counter {
             Counter::FoliosTruncated => "folios_truncated",
             Counter::StackLost => "stack_lost",
             Counter::BiosFull => "bios_full",
+            Counter::StackSkipped => "stack_skipped",
         }
     }
 
     /// Whether a non-zero value means an event the agent never saw.
     pub const fn is_loss(self) -> bool {
-        !matches!(self, Counter::Submitted | Counter::StackLost)
+        !matches!(
+            self,
+            Counter::Submitted | Counter::StackLost | Counter::StackSkipped
+        )
     }
 }
 
@@ -353,7 +361,8 @@ pub struct AcquireEvent {
     /// Pages asked for.
     pub nr_pages: i32,
     pub gup_flags: u32,
-    /// Kernel stack id in [`STACKS_MAP`], or a negative errno.
+    /// Kernel stack id in [`STACKS_MAP`], a negative errno, or
+    /// [`STACK_NOT_TAKEN`].
     pub stack_id: i32,
     /// [`FolioBatch`] records that follow for this call.
     pub folio_records: u32,
@@ -399,6 +408,7 @@ pub struct ReleaseEvent {
     pub gup_flags: u32,
     /// `folio->_refcount` just before the release.
     pub refcount: i32,
+    /// As [`AcquireEvent::stack_id`].
     pub stack_id: i32,
     /// 1 when the folio is large (its first tail page points back at it).
     pub large: u32,
@@ -511,6 +521,34 @@ pub const GLOBAL_PAGE_SIZEOF: &str = "PAGE_SIZEOF";
 /// submitted without a wake-up until this many bytes wait, and user space
 /// also drains on a timer.
 pub const GLOBAL_RB_WAKEUP_BYTES: &str = "RB_WAKEUP_BYTES";
+/// Stack sampling: 0 takes a stack for every acquire and release; otherwise
+/// a CPU takes at most one stack per this many nanoseconds for each process
+/// and site (acquires) or releasing process (releases); `u64::MAX`: none. Events without one carry
+/// [`STACK_NOT_TAKEN`].
+pub const GLOBAL_STACK_INTERVAL_NS: &str = "STACK_INTERVAL_NS";
+/// The running kernel's FOLL_PIN: with stack sampling on, an unpin of a
+/// small folio whose refcount holds fewer pins than it releases (a certain
+/// mismatch) always takes its stack.
+pub const GLOBAL_FOLL_PIN: &str = "FOLL_PIN";
+/// Name of the per-CPU array of when each CPU last took a stack: for the
+/// acquires, then for the releases, [`STACK_CLOCK_SLOTS`] [`StackClock`]
+/// slots each, hashed by (process, site).
+pub const STACK_CLOCK_MAP: &str = "STACK_CLOCK";
+pub const STACK_CLOCK_ACQUIRE: u32 = 0;
+pub const STACK_CLOCK_RELEASE: u32 = 1;
+pub const STACK_CLOCK_SLOTS: u32 = 64;
+
+/// One slot of [`STACK_CLOCK_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StackClock {
+    /// tgid << 32 | site (acquires), tgid (releases).
+    pub key: u64,
+    pub last_ns: u64,
+}
+/// The `stack_id` of an event whose stack the sampling policy did not take
+/// (distinct from the negative errnos of a failed `bpf_get_stackid`).
+pub const STACK_NOT_TAKEN: i32 = i32::MIN;
 
 #[cfg(feature = "user")]
 mod pod {

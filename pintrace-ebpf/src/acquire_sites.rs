@@ -152,7 +152,13 @@ fn emit_add_pin<C: StackIdContext>(ctx: &C, folio: u64, after: bool) -> u32 {
         ret: 1,
         nr_pages: 1,
         gup_flags: 0,
-        stack_id: stack_id(ctx),
+        stack_id: stack_id(
+            ctx,
+            STACK_CLOCK_ACQUIRE,
+            pid_tgid >> 32 << 32 | Site::FolioAddPin as u64,
+            ts_ns,
+            false,
+        ),
         folio_records: 1,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });

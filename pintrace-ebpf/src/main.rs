@@ -32,8 +32,9 @@ use aya_log_ebpf::warn;
 mod acquire_sites;
 use pintrace_common::{
     AcquireEvent, AuditSlot, BioEvent, BioPhase, Counter, EntryArgs, ExitEvent, FolioBatch,
-    ReleaseEvent, RqCompleteEvent, Site, AUDIT_SLOTS, COUNTER_SLOTS, FOLIOS_PER_RECORD,
-    FOLIO_BELOW_1_PIN, FOLIO_BELOW_2_PINS, MAX_FOLIO_RECORDS, TAG_ACQUIRE, TAG_BIO, TAG_EXIT,
+    ReleaseEvent, RqCompleteEvent, Site, StackClock, AUDIT_SLOTS, COUNTER_SLOTS, FOLIOS_PER_RECORD,
+    FOLIO_BELOW_1_PIN, FOLIO_BELOW_2_PINS, MAX_FOLIO_RECORDS, STACK_CLOCK_ACQUIRE,
+    STACK_CLOCK_RELEASE, STACK_CLOCK_SLOTS, STACK_NOT_TAKEN, TAG_ACQUIRE, TAG_BIO, TAG_EXIT,
     TAG_FOLIOS, TAG_RELEASE, TAG_RQ_COMPLETE,
 };
 
@@ -92,6 +93,73 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 /// Batched wake-ups: see `pintrace_common::GLOBAL_RB_WAKEUP_BYTES`.
 #[unsafe(no_mangle)]
 static RB_WAKEUP_BYTES: u32 = 0;
+/// Stack sampling: see `pintrace_common::GLOBAL_STACK_INTERVAL_NS`.
+#[unsafe(no_mangle)]
+static STACK_INTERVAL_NS: u64 = 0;
+/// FOLL_PIN: see `pintrace_common::GLOBAL_FOLL_PIN`.
+#[unsafe(no_mangle)]
+static FOLL_PIN: u32 = 0;
+/// When this CPU last took a stack, per (process, site) in
+/// [`STACK_CLOCK_SLOTS`] hashed slots per clock (acquire, release).
+#[map]
+static STACK_CLOCK: PerCpuArray<StackClock> =
+    PerCpuArray::with_max_entries(2 * STACK_CLOCK_SLOTS, 0);
+/// Folios unpinned and not pinned again since, in hashed 4-way buckets
+/// shared by all CPUs (see [`recently_released`]). Racy by design: a lost
+/// update only takes or skips one stack.
+#[map]
+static RELEASED: Array<[u64; 4]> = Array::with_max_entries(RELEASED_BUCKETS, 0);
+const RELEASED_BUCKETS: u32 = 4096;
+
+#[inline(always)]
+fn released_bucket(folio: u64) -> u32 {
+    (folio.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as u32 & (RELEASED_BUCKETS - 1)
+}
+
+/// Stack sampling must not lose the stack of a double unpin: an unpin
+/// remembers the folio, an acquire forgets it, and an unpin of a folio
+/// still remembered takes its stack. Returns whether this unpin finds its
+/// folio remembered.
+#[inline(always)]
+fn recently_released(folio: u64) -> bool {
+    let Some(b) = RELEASED.get_ptr_mut(released_bucket(folio)) else {
+        return false;
+    };
+    // SAFETY: a valid array slot; concurrent writers only race on a hint.
+    let b = unsafe { &mut *b };
+    if b[0] == folio || b[1] == folio || b[2] == folio || b[3] == folio {
+        return true;
+    }
+    // An empty way, else one chosen by the folio's address.
+    let way = if b[0] == 0 {
+        0
+    } else if b[1] == 0 {
+        1
+    } else if b[2] == 0 {
+        2
+    } else if b[3] == 0 {
+        3
+    } else {
+        (folio >> 6) as usize & 3
+    };
+    b[way] = folio;
+    false
+}
+
+/// An acquire of `folio`: it is pinned again, its next unpin is normal.
+#[inline(always)]
+fn forget_released(folio: u64) {
+    if let Some(b) = RELEASED.get_ptr_mut(released_bucket(folio)) {
+        // SAFETY: as in `recently_released`.
+        let b = unsafe { &mut *b };
+        for w in b.iter_mut() {
+            if *w == folio {
+                *w = 0;
+            }
+        }
+    }
+}
+
 /// The tgid of the pintrace agent, whose getppid(2) runs the audit.
 #[unsafe(no_mangle)]
 static AUDIT_TGID: u32 = 0;
@@ -115,6 +183,19 @@ fn global(v: &'static u32) -> u64 {
     // SAFETY: reading a global the loader may have rewritten; volatile keeps
     // the compiler from folding the default value in.
     unsafe { core::ptr::read_volatile(v) as u64 }
+}
+
+#[inline(always)]
+fn global_u64(v: &'static u64) -> u64 {
+    // SAFETY: as for `global`.
+    unsafe { core::ptr::read_volatile(v) }
+}
+
+/// Stacks are sampled (not all, not none).
+#[inline(always)]
+fn sampling() -> bool {
+    let interval = global_u64(&STACK_INTERVAL_NS);
+    interval != 0 && interval != u64::MAX
 }
 
 #[inline(always)]
@@ -145,8 +226,33 @@ fn bump(counter: Counter) {
     }
 }
 
+/// The event's kernel stack id, unless the sampling policy says this CPU
+/// took one for the same process and site (`key`) too recently: an unwind
+/// is most of a probe's cost. The slots are hashed: a collision takes a
+/// stack, never drops one that was due. `always`: take it regardless (an
+/// unpin shown to be wrong).
 #[inline(always)]
-fn stack_id<C: StackIdContext>(ctx: &C) -> i32 {
+fn stack_id<C: StackIdContext>(ctx: &C, clock: u32, key: u64, now: u64, always: bool) -> i32 {
+    let interval = global_u64(&STACK_INTERVAL_NS);
+    if interval == u64::MAX {
+        bump(Counter::StackSkipped);
+        return STACK_NOT_TAKEN;
+    }
+    if interval != 0 && !always {
+        let slot = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as u32 & (STACK_CLOCK_SLOTS - 1);
+        let Some(c) = STACK_CLOCK.get_ptr_mut(clock * STACK_CLOCK_SLOTS + slot) else {
+            return STACK_NOT_TAKEN;
+        };
+        // SAFETY: the slot is this CPU's own copy.
+        unsafe {
+            if (*c).key == key && now.wrapping_sub((*c).last_ns) < interval {
+                bump(Counter::StackSkipped);
+                return STACK_NOT_TAKEN;
+            }
+            (*c).key = key;
+            (*c).last_ns = now;
+        }
+    }
     match ctx.get_stackid(&STACKS, 0) {
         Ok(id) => id as i32,
         Err(e) => {
@@ -250,6 +356,7 @@ extern "C" fn folio_batch(chunk: u64, ctx: *mut c_void) -> i64 {
         FOLIOS_PER_RECORD as u32
     };
     let base = state.pages + first * 8;
+    let sampling = sampling();
     let Some(mut rec) = EVENTS.reserve::<FolioBatch>(0) else {
         bump(Counter::RingbufFull);
         return 0;
@@ -274,6 +381,9 @@ extern "C" fn folio_batch(chunk: u64, ctx: *mut c_void) -> i64 {
         let below1 = (rc.wrapping_sub(1024) >> 63) & 1;
         let below2 = (rc.wrapping_sub(2048) >> 63) & 1;
         let entry = folio | (below1 * FOLIO_BELOW_1_PIN) | (below2 * FOLIO_BELOW_2_PINS);
+        if sampling && folio != 0 {
+            forget_released(folio);
+        }
         // SAFETY: `out` is this reserved record; j is below the array length.
         unsafe { (*out).folios[j] = entry };
     }
@@ -298,7 +408,13 @@ fn emit_acquire<C: StackIdContext>(ctx: &C, site: Site, args: &EntryArgs, ret: i
         bump(Counter::RingbufFull);
         return;
     };
-    let stack_id = stack_id(ctx);
+    let stack_id = stack_id(
+        ctx,
+        STACK_CLOCK_ACQUIRE,
+        pid_tgid >> 32 << 32 | site as u64,
+        args.ts_ns,
+        false,
+    );
     // Folios are read only for calls that grabbed pages; the acquire record
     // says how many batches to expect after it.
     let batches = if ret > 0 {
@@ -434,16 +550,35 @@ fn emit_release<C: StackIdContext>(ctx: &C, folio: u64, refs: i32, flags: u32) -
     // A large folio's first tail page has compound_head == folio | 1.
     let tail_head = read_u64(folio + global(&PAGE_SIZEOF) + global(&PAGE_COMPOUND_HEAD_OFF));
     let large = (folio != 0 && tail_head == folio + 1) as u32;
+    let ts_ns = now_ns();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // An unpin the refcount shows to be wrong (fewer pins' worth than it
+    // releases, on a small folio) is a certain finding: its stack always.
+    // So may be a second unpin of a folio not pinned again since the first
+    // (as far as the `RELEASED` slots remember): a double unpin the
+    // refcount cannot show (another pin still held) keeps its stack. A
+    // folio with several pins at once (large folios shared by concurrent
+    // I/O, legacy Direct I/O's added pins) takes stacks more often.
+    let pin = global(&FOLL_PIN) as u32;
+    let is_pin = pin != 0 && flags & pin != 0;
+    let wrong = is_pin && large == 0 && (refcount as i64) < refs as i64 * 1024;
+    let again = is_pin && sampling() && recently_released(folio);
     entry.write(ReleaseEvent {
         tag: TAG_RELEASE,
         site: Site::GupPutFolio as u32,
-        ts_ns: now_ns(),
-        pid_tgid: bpf_get_current_pid_tgid(),
+        ts_ns,
+        pid_tgid,
         folio,
         refs,
         gup_flags: flags,
         refcount,
-        stack_id: stack_id(ctx),
+        stack_id: stack_id(
+            ctx,
+            STACK_CLOCK_RELEASE,
+            pid_tgid >> 32,
+            ts_ns,
+            wrong || again,
+        ),
         large,
         _reserved: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),

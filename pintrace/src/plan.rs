@@ -214,6 +214,30 @@ impl Plan {
         })
     }
 
+    /// Leaves the bio probes and `block:block_rq_complete` off (`--no-bio`):
+    /// pins are then not tied to their bios and block completions are not
+    /// counted, for about half the probes' cost per Direct I/O.
+    pub fn leave_bios_off(&mut self, why: &str) {
+        let mut off = Vec::new();
+        for s in self.sites.iter_mut().filter(|s| s.id.is_bio()) {
+            if s.method.take().is_some() {
+                off.push(s.symbol);
+            }
+            s.programs = "off";
+            s.reason = why.to_owned();
+        }
+        if self.rq_complete.take().is_some() {
+            off.push("block:block_rq_complete");
+        }
+        if !off.is_empty() {
+            self.notes.push(format!(
+                "{} left off ({why}): pins are not tied to their bios (no \"held after its bio \
+                 completed\" leaks, no bio in findings) and block completions are not counted",
+                off.join(", ")
+            ));
+        }
+    }
+
     pub fn summary(&self) -> String {
         let mut parts: Vec<String> = self
             .sites
@@ -329,6 +353,30 @@ mod tests {
         assert_eq!(
             site(&plan, "pin_user_pages_unlocked").method,
             Some(Method::Trampoline)
+        );
+    }
+
+    #[test]
+    fn no_bio_leaves_the_bio_probes_and_completions_off() {
+        let mut plan = Plan::build(&caps(true, true), Preference::Auto).unwrap();
+        assert!(plan.rq_complete.is_some());
+        plan.leave_bios_off("--no-bio");
+        for s in &plan.sites {
+            if s.id.is_bio() {
+                assert_eq!((s.method, s.programs), (None, "off"), "{}", s.symbol);
+                assert_eq!(s.reason, "--no-bio");
+            } else {
+                assert_eq!(s.method, Some(Method::Trampoline), "{}", s.symbol);
+            }
+        }
+        assert!(plan.rq_complete.is_none());
+        let summary = plan.summary();
+        assert!(summary.contains("bio_endio=off") && summary.contains("block_rq_complete=off"));
+        assert!(summary.contains("pin_user_pages_fast=fexit"), "{summary}");
+        let note = plan.notes.last().unwrap();
+        assert!(
+            note.contains("bio_iov_iter_get_pages, bio_endio, __bio_release_pages, block:block_rq_complete left off (--no-bio)"),
+            "{note}"
         );
     }
 

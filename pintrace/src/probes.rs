@@ -17,9 +17,9 @@ use pintrace_common::{
     AuditSlot, Counter, Site, AUDIT_MAP, AUDIT_SLOTS, COUNTERS_MAP, EVENTS_MAP, GLOBAL_AUDIT_TGID,
     GLOBAL_BDEV_DEV_OFF, GLOBAL_BIO_BDEV_OFF, GLOBAL_BIO_FLAGS_OFF, GLOBAL_BIO_OPF_OFF,
     GLOBAL_BIO_SECTOR_OFF, GLOBAL_BIO_SIZE_OFF, GLOBAL_BIO_STATUS_OFF, GLOBAL_FOLIO_REFCOUNT_OFF,
-    GLOBAL_PAGE_COMPOUND_HEAD_OFF, GLOBAL_PAGE_SIZEOF, GLOBAL_RB_WAKEUP_BYTES, GLOBAL_RQ_DEV_OFF,
-    GLOBAL_RQ_ERROR_OFF, GLOBAL_RQ_NR_SECTOR_OFF, GLOBAL_RQ_SECTOR_OFF, PROG_AUDIT,
-    PROG_PROCESS_EXIT, PROG_RQ_COMPLETE, STACKS_MAP,
+    GLOBAL_FOLL_PIN, GLOBAL_PAGE_COMPOUND_HEAD_OFF, GLOBAL_PAGE_SIZEOF, GLOBAL_RB_WAKEUP_BYTES,
+    GLOBAL_RQ_DEV_OFF, GLOBAL_RQ_ERROR_OFF, GLOBAL_RQ_NR_SECTOR_OFF, GLOBAL_RQ_SECTOR_OFF,
+    GLOBAL_STACK_INTERVAL_NS, PROG_AUDIT, PROG_PROCESS_EXIT, PROG_RQ_COMPLETE, STACKS_MAP,
 };
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -40,6 +40,11 @@ pub struct LoadOptions {
     /// (0: the kernel wakes it for the first record it has not caught up
     /// with). The reader must then also drain on a timer.
     pub wakeup_bytes: u32,
+    /// `STACK_INTERVAL_NS` (see [`crate::session::Stacks`]).
+    pub stack_interval_ns: u64,
+    /// This kernel's FOLL_PIN (set by start-up): an unpin that the folio's
+    /// refcount shows cannot be right takes its stack even when sampling.
+    pub foll_pin: u32,
 }
 
 pub struct Probes {
@@ -124,6 +129,8 @@ impl Probes {
             .override_global(GLOBAL_PAGE_SIZEOF, &opts.struct_offsets.page_sizeof, true)
             .override_global(GLOBAL_AUDIT_TGID, &std::process::id(), true)
             .override_global(GLOBAL_RB_WAKEUP_BYTES, &opts.wakeup_bytes, true)
+            .override_global(GLOBAL_STACK_INTERVAL_NS, &opts.stack_interval_ns, true)
+            .override_global(GLOBAL_FOLL_PIN, &opts.foll_pin, true)
             .load(OBJECT)
             .context("loading the eBPF object (maps)")?;
         let logger = if opts.verbose {

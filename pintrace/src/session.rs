@@ -21,6 +21,40 @@ pub struct SessionOptions {
     /// Forward the probes' diagnostics (aya-log) to the log.
     pub verbose: bool,
     pub wakeup: Wakeup,
+    pub stacks: Stacks,
+    /// Watch the bios and block completions (off with `--no-bio`).
+    pub bios: bool,
+}
+
+/// Which events carry a kernel stack.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Stacks {
+    /// Every acquire and every release: exact, and the probes' main cost
+    /// (a kernel unwind per event).
+    All,
+    /// On each CPU, at most one stack per [`SAMPLED_STACK_INTERVAL`] for
+    /// each process and acquire site, and for each releasing process:
+    /// every event at low rates (a process's first pin at a site always
+    /// has one), a bounded cost at high ones. An unpin the folio's refcount
+    /// shows to be wrong always takes its stack. Events without one say so.
+    #[default]
+    Sampled,
+    /// No stacks.
+    None,
+}
+
+/// The interval of [`Stacks::Sampled`].
+pub const SAMPLED_STACK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
+
+impl Stacks {
+    /// The probes' `STACK_INTERVAL_NS`.
+    pub fn interval_ns(self) -> u64 {
+        match self {
+            Stacks::All => 0,
+            Stacks::Sampled => SAMPLED_STACK_INTERVAL.as_nanos() as u64,
+            Stacks::None => u64::MAX,
+        }
+    }
 }
 
 /// When the kernel wakes the agent for new records.
@@ -70,9 +104,14 @@ impl Session {
                 Wakeup::Eager => 0,
                 Wakeup::Batched => (opts.ringbuf_mib << 20) / 8,
             },
+            stack_interval_ns: opts.stacks.interval_ns(),
+            foll_pin: 0,
         };
         let mut s = startup(opts.attach, &load)?;
         let mut plan = s.plan.map_err(anyhow::Error::new)?;
+        if !opts.bios {
+            plan.leave_bios_off("--no-bio");
+        }
         let mut probes = s.probes.take().context("probes were not loaded")?;
         let kprobe_fallback = opts.attach != Preference::Fentry && s.caps.kprobes.is_yes();
         probes.attach(&mut plan, kprobe_fallback)?;

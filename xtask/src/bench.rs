@@ -4,7 +4,9 @@
 //! Overhead: O_DIRECT 4 KiB random reads from a loop device with the engine
 //! (psync QD1 and io_uring QD32), in alternating rounds under each
 //! condition: no tracing, the bare probe (a per-CPU counter on
-//! `pin_user_pages_fast`, as a kprobe and as fexit), and `pintrace run`.
+//! `pin_user_pages_fast`, as a kprobe and as fexit), and `pintrace run` by
+//! default (sampled stacks), with every stack, with none, and with
+//! `--no-bio`.
 //! Then one pass with BPF statistics on (`kernel.bpf_stats_enabled`) reads
 //! every program's run count, run time and translated size with bpftool.
 //!
@@ -94,8 +96,16 @@ const CONDITIONS: &[(&str, &str)] = &[
     ),
     ("pintrace", r#"pintrace run --json -- sh -c "$E > $F.json""#),
     (
-        "pintrace-eager",
-        r#"pintrace run --json --ringbuf-wakeup eager -- sh -c "$E > $F.json""#,
+        "pintrace-stacks-all",
+        r#"pintrace run --json --stacks all -- sh -c "$E > $F.json""#,
+    ),
+    (
+        "pintrace-stacks-none",
+        r#"pintrace run --json --stacks none -- sh -c "$E > $F.json""#,
+    ),
+    (
+        "pintrace-no-bio",
+        r#"pintrace run --json --no-bio -- sh -c "$E > $F.json""#,
     ),
 ];
 
@@ -303,19 +313,31 @@ pub fn analyse(dir: &Path, args: &BenchArgs) -> Result<Report> {
         "memory_mib": args.memory, "loop_mib": args.loop_mib,
     }});
 
-    // Overhead: median IOPS per workload and condition, then ratios.
+    // Overhead: median IOPS per workload and condition, then ratios: of the
+    // medians, and the median of each round's ratio to that round's run
+    // without tracing (paired: the host's load drifts between rounds).
     let mut any = false;
     for (w, _) in WORKLOADS {
         let mut med: BTreeMap<&str, f64> = BTreeMap::new();
         let mut lost_any = 0u64;
+        let round_iops = |c: &str, r: u32| {
+            read_values(&dir.join(format!("ov.{w}.{c}.{r}.json")))
+                .first()
+                .and_then(engine_iops)
+        };
+        let mut lines = Vec::new();
         for (c, _) in CONDITIONS {
-            let mut iops: Vec<f64> = (0..args.rounds)
-                .filter_map(|r| {
-                    let f = dir.join(format!("ov.{w}.{c}.{r}.json"));
-                    read_values(&f).first().and_then(engine_iops)
-                })
+            let mut iops: Vec<f64> = (0..args.rounds).filter_map(|r| round_iops(c, r)).collect();
+            let mut paired: Vec<f64> = (0..args.rounds)
+                .filter_map(|r| Some(round_iops(c, r)? / round_iops("none", r)?))
                 .collect();
+            // The agent's own CPU time per I/O while tracing (after its
+            // start-up), from the run's summary.
+            let mut agent_us: Vec<f64> = Vec::new();
             for r in 0..args.rounds {
+                let ios = read_values(&dir.join(format!("ov.{w}.{c}.{r}.json")))
+                    .first()
+                    .and_then(|e| e["total"]["read"]["ios"].as_f64());
                 let f = dir.join(format!("ov.{w}.{c}.{r}.wrap.json"));
                 for v in read_values(&f) {
                     if v["type"] == "summary" {
@@ -323,6 +345,12 @@ pub fn analyse(dir: &Path, args: &BenchArgs) -> Result<Report> {
                             .as_object()
                             .map(|m| m.values().filter_map(Value::as_u64).sum::<u64>())
                             .unwrap_or(0);
+                        let a = &v["agent"];
+                        if let (Some(t), Some(n)) = (a["tracing_cpu_s"].as_f64(), ios) {
+                            if n > 0.0 {
+                                agent_us.push(t * 1e6 / n);
+                            }
+                        }
                     }
                 }
             }
@@ -330,6 +358,15 @@ pub fn analyse(dir: &Path, args: &BenchArgs) -> Result<Report> {
             if let Some(m) = median(&mut iops) {
                 med.insert(c, m);
                 out["overhead"][*w][*c] = json!({ "median_iops": m, "runs": runs, "iops": iops });
+                let p = median(&mut paired);
+                let a = median(&mut agent_us);
+                if let Some(p) = p {
+                    out["overhead"][*w][*c]["paired_ratio"] = json!(p);
+                }
+                if let Some(a) = a {
+                    out["overhead"][*w][*c]["agent_cpu_us_per_io"] = json!(a);
+                }
+                lines.push((*c, m, p, a));
             }
         }
         let Some(&base) = med.get("none") else {
@@ -338,18 +375,20 @@ pub fn analyse(dir: &Path, args: &BenchArgs) -> Result<Report> {
         any = true;
         let _ = writeln!(
             text,
-            "\n{w}: O_DIRECT 4 KiB random read IOPS (median), ratio to no tracing, overhead"
+            "\n{w}: O_DIRECT 4 KiB random read IOPS (median), ratio to no tracing (of the medians; paired: median of per-round ratios), overhead, agent CPU"
         );
-        for (c, _) in CONDITIONS {
-            if let Some(&m) = med.get(c) {
-                let ratio = m / base;
-                let _ = writeln!(
-                    text,
-                    "  {c:<20} {m:>10.0} IOPS  ratio {ratio:.3}  overhead {:>5.1}%",
-                    (1.0 - ratio) * 100.0
-                );
-                out["overhead"][*w][*c]["ratio"] = json!(ratio);
-            }
+        for (c, m, p, a) in lines {
+            let ratio = m / base;
+            let _ = writeln!(
+                text,
+                "  {c:<22} {m:>10.0} IOPS  ratio {ratio:.3}  paired {}  overhead {:>5.1}%{}",
+                p.map_or("  -  ".into(), |p| format!("{p:.3}")),
+                (1.0 - ratio) * 100.0,
+                a.map_or(String::new(), |a| format!(
+                    "  agent {a:.1} us CPU/IO while tracing"
+                )),
+            );
+            out["overhead"][*w][c]["ratio"] = json!(ratio);
         }
         let over = |c: &str| med.get(c).map(|m| 1.0 - m / base);
         for floor in ["bare-kprobe", "bare-fexit"] {

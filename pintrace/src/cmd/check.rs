@@ -226,6 +226,10 @@ async fn run_async(args: &CheckArgs, selected: Vec<Scenario>, verbose: bool) -> 
         ringbuf_mib: 16,
         verbose,
         wakeup: Default::default(),
+        // The judge tells FOLL_GET pages that are not I/O (futex keys,
+        // exec(2)'s arguments) by their stacks: it needs every one.
+        stacks: crate::session::Stacks::All,
+        bios: true,
     };
     let session = Session::start(&opts, "check")?;
     let mut report = CheckReport::new(

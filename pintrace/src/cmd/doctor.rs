@@ -15,6 +15,8 @@ pub fn run(json: bool) -> Result<u8> {
         struct_offsets: Default::default(),
         verbose: false,
         wakeup_bytes: 0,
+        stack_interval_ns: 0,
+        foll_pin: 0,
     };
     let s = startup(Preference::Auto, &opts)?;
     let can_trace = s.plan.is_ok();

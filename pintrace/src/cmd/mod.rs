@@ -49,6 +49,7 @@ pub fn startup(preference: Preference, opts: &LoadOptions) -> Result<Startup> {
         let mut opts = opts.clone();
         opts.rq_layout = caps.rq_complete;
         opts.struct_offsets = caps.layout;
+        opts.foll_pin = crate::flags::FollFlags::for_release(&caps.release).pin;
         let mut p = Probes::load(&opts)?;
         let first = caps
             .symbols

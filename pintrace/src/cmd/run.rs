@@ -7,7 +7,7 @@ use crate::{
     metrics::{self, Metrics},
     pipeline::Pipeline,
     plan::Preference,
-    session::{Session, SessionOptions, Wakeup},
+    session::{Session, SessionOptions, Stacks, Wakeup},
     source::{Batch, Source, Speed},
     views::{
         events::{self as event_view, ProcessFilter},
@@ -48,6 +48,19 @@ pub struct RunArgs {
     /// When the probes wake pintrace for new records (for benchmarks).
     #[arg(long, value_enum, default_value_t = Wakeup::Batched, hide = true)]
     pub ringbuf_wakeup: Wakeup,
+    /// Which acquires and releases carry a kernel stack. An unwind is the
+    /// probes' main cost: `sampled` takes, on each CPU, at most one stack
+    /// per millisecond for each process and call site (so every one at low
+    /// rates), and always the stack of an unpin the refcount shows to be
+    /// wrong.
+    #[arg(long, value_enum, default_value_t = Stacks::Sampled, conflicts_with = "replay")]
+    pub stacks: Stacks,
+    /// Leave the bio probes and block:block_rq_complete off: pins are not
+    /// tied to their bios (no "held after its bio completed" leak) and block
+    /// completions are not counted, for about half the probes' cost per
+    /// Direct I/O.
+    #[arg(long, conflicts_with = "replay")]
+    pub no_bio: bool,
     /// Report non-long-term pins held longer than this many seconds as leaks.
     #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_hyphen_values = true)]
     pub leak_age: Option<f64>,
@@ -63,7 +76,7 @@ pub struct RunArgs {
     pub metrics: MetricsArgs,
     /// No probes: compare the kernel's own pin counters (/proc/vmstat,
     /// system-wide) before and after; for kernels without kprobes and fentry.
-    #[arg(long, conflicts_with_all = ["replay", "record", "attach"])]
+    #[arg(long, conflicts_with_all = ["replay", "record", "attach", "stacks", "no_bio"])]
     pub vmstat_only: bool,
     /// A command to run under tracing; the run ends when it exits.
     #[arg(last = true, value_name = "COMMAND", conflicts_with = "replay")]
@@ -187,6 +200,23 @@ pub(crate) fn summarize(source: &Source, pipeline: &Pipeline) -> Result<Summary>
     Ok(summary)
 }
 
+/// This process's own CPU time and peak memory (not the workload's).
+fn agent_usage(since_cpu_s: f64) -> Option<crate::views::summary::AgentUsage> {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return None;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let (user_s, system_s) = (secs(ru.ru_utime), secs(ru.ru_stime));
+    Some(crate::views::summary::AgentUsage {
+        user_s,
+        system_s,
+        tracing_cpu_s: (user_s + system_s - since_cpu_s).max(0.0),
+        max_rss_kib: ru.ru_maxrss as u64,
+    })
+}
+
 /// Starts `--metrics` when asked.
 pub(crate) fn start_metrics(args: &MetricsArgs) -> Result<Option<Arc<Metrics>>> {
     let Some(addr) = &args.metrics else {
@@ -205,6 +235,8 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<u8> {
         ringbuf_mib: args.ringbuf_mib,
         verbose,
         wakeup: args.ringbuf_wakeup,
+        stacks: args.stacks,
+        bios: !args.no_bio,
     };
     if let Some(path) = &args.record {
         crate::report_file::check_writable("--record", path)?;
@@ -218,6 +250,7 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<u8> {
         "run",
     )?;
     let vm_before = source.is_live().then(vmstat::read).flatten();
+    let attached_cpu_s = agent_usage(0.0).map_or(0.0, |a| a.user_s + a.system_s);
     let mut pipeline = pipeline_for(&source, args.leak_age);
     if args.events {
         pipeline.echo = Some(Vec::new());
@@ -265,6 +298,9 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<u8> {
         });
     }
     summary.workload = workload.clone();
+    if source.is_live() {
+        summary.agent = agent_usage(attached_cpu_s);
+    }
     if let Some(m) = &metrics {
         m.update(&summary, &source.meta().mode);
     }

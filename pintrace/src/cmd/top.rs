@@ -47,6 +47,9 @@ pub struct TopArgs {
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, value_name = "MIB", default_value_t = 4, value_parser = parse_ringbuf_mib, allow_hyphen_values = true)]
     pub ringbuf_mib: u32,
+    /// Which acquires and releases carry a kernel stack (as for `run`).
+    #[arg(long, value_enum, default_value_t = crate::session::Stacks::Sampled)]
+    pub stacks: crate::session::Stacks,
 }
 
 fn parse_interval(s: &str) -> Result<f64, String> {
@@ -70,6 +73,8 @@ pub fn run(args: &TopArgs, verbose: bool) -> Result<u8> {
             ringbuf_mib: args.ringbuf_mib,
             verbose,
             wakeup: Default::default(),
+            stacks: args.stacks,
+            bios: true,
         };
         // Start-up errors are printed on a normal terminal.
         let mut source = open_source(&args.replay, Speed::Recorded, opts, None, "top")?;

@@ -57,7 +57,7 @@ pub use bio::BioInfo;
 use finding::{leak, mismatch, Evidence};
 pub use finding::{Finding, FindingKind};
 use table::{FolioTable, Found};
-pub use tally::{BioCounts, Completions, Counts, Kind, ProcessTally, Releases, Tally};
+pub use tally::{BioCounts, Completions, Counts, Kind, ProcessTally, Releases, StackCounts, Tally};
 
 use crate::{
     events::{Acquire, Comm, Event, Folios, Release},

@@ -134,7 +134,28 @@ pub struct Tally {
     /// fs/direct-io.c): in `by_kind`, released like any pin, but not counted
     /// in `nr_foll_pin_acquired`.
     pub added_pins: u64,
+    pub stacks: StackCounts,
     pub events: u64,
+}
+
+/// Kernel stacks of the acquire and release events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StackCounts {
+    pub taken: u64,
+    /// Left out by `--stacks sampled` (or none).
+    pub sampled_out: u64,
+    /// The probe could not store the stack (map full).
+    pub failed: u64,
+}
+
+impl StackCounts {
+    fn add(&mut self, stack_id: i32) {
+        match stack_id {
+            pintrace_common::STACK_NOT_TAKEN => self.sampled_out += 1,
+            id if id < 0 => self.failed += 1,
+            _ => self.taken += 1,
+        }
+    }
 }
 
 impl Tally {
@@ -148,6 +169,7 @@ impl Tally {
             bios: BioCounts::default(),
             released: BTreeMap::new(),
             added_pins: 0,
+            stacks: StackCounts::default(),
             events: 0,
         }
     }
@@ -158,6 +180,7 @@ impl Tally {
             Event::Acquire(a) => {
                 let kind = Kind::of(a, &self.flags);
                 self.by_kind.entry(kind).or_default().add(a);
+                self.stacks.add(a.stack_id);
                 if a.site == Site::FolioAddPin {
                     self.added_pins += a.pages_grabbed();
                 }
@@ -181,6 +204,7 @@ impl Tally {
             }
             Event::Release(r) => {
                 self.releases.calls += 1;
+                self.stacks.add(r.stack_id);
                 let refs = r.refs.max(0) as u64;
                 if r.gup_flags & self.flags.pin != 0 {
                     self.releases.pin_refs += refs;

@@ -61,6 +61,11 @@ pub fn render(r: &Report<'_>) -> String {
     for frame in r.stack {
         let _ = writeln!(s, "    {frame}");
     }
+    if r.stack.is_empty() {
+        if let Some(why) = super::missing_stack(f.stack_id) {
+            let _ = writeln!(s, "    ({why})");
+        }
+    }
     s
 }
 
@@ -100,5 +105,38 @@ mod tests {
         assert_eq!(json["type"], "finding");
         assert_eq!(json["kind"], "leak_at_end");
         assert_eq!(json["stack"][0], "pin_user_pages_fast+0x0");
+    }
+
+    #[test]
+    fn a_finding_without_a_stack_says_why() {
+        let mut f = Finding {
+            kind: FindingKind::DoubleUnpin,
+            folio: 0x1000,
+            refs: 1,
+            tgid: 7,
+            comm: Comm(*b"zoo\0\0\0\0\0\0\0\0\0\0\0\0\0"),
+            stack_id: pintrace_common::STACK_NOT_TAKEN,
+            holder: None,
+            bio: None,
+            at_ns: 0,
+            detail: String::new(),
+        };
+        let report = |f: &Finding| {
+            render(&Report {
+                kind: "finding",
+                certain: true,
+                finding: f,
+                stack: &[],
+            })
+        };
+        assert!(
+            report(&f).contains("(no stack: sampled out"),
+            "{}",
+            report(&f)
+        );
+        f.stack_id = -17;
+        assert!(report(&f).contains("stack map full"), "{}", report(&f));
+        f.stack_id = 5;
+        assert!(!report(&f).contains("no stack"), "{}", report(&f));
     }
 }

@@ -1,7 +1,7 @@
 //! The end-of-run summary, for a person and as JSON.
 
 use crate::{
-    ledger::{BioCounts, Completions, Counts, Kind, ProcessTally, Releases, Tally},
+    ledger::{BioCounts, Completions, Counts, Kind, ProcessTally, Releases, StackCounts, Tally},
     model::LifetimeSummary,
     vmstat::PinCounters,
 };
@@ -14,6 +14,18 @@ pub struct Workload {
     pub pid: u32,
     /// Exit code, or `None` when killed by a signal.
     pub exit_code: Option<i32>,
+}
+
+/// What the agent itself used (getrusage of its own process, not the
+/// workload's).
+#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+pub struct AgentUsage {
+    pub user_s: f64,
+    pub system_s: f64,
+    /// CPU time (user + system) since the probes were attached: without
+    /// the start-up (loading and verifying the probes, reading BTF).
+    pub tracing_cpu_s: f64,
+    pub max_rss_kib: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -63,7 +75,11 @@ pub struct Summary {
     /// `by_kind` but not in `nr_foll_pin_acquired`: the traced pins are the
     /// vmstat delta plus these.
     pub added_pins: u64,
+    pub stacks: StackCounts,
     pub workload: Option<Workload>,
+    /// The agent's own CPU time and memory (live runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentUsage>,
 }
 
 impl Summary {
@@ -101,7 +117,9 @@ impl Summary {
             pin_lifetime: LifetimeSummary::default(),
             vmstat: None,
             added_pins: tally.added_pins,
+            stacks: tally.stacks,
             workload: None,
+            agent: None,
         }
     }
 }
@@ -195,6 +213,17 @@ pub fn render(s: &Summary) -> String {
             s.added_pins
         );
     }
+    let st = &s.stacks;
+    if st.sampled_out + st.failed > 0 {
+        let _ = writeln!(
+            o,
+            "stacks: {} of {} acquires and releases carry one ({} sampled out, {} not stored)",
+            st.taken,
+            st.taken + st.sampled_out + st.failed,
+            st.sampled_out,
+            st.failed
+        );
+    }
     if s.lossless {
         let _ = writeln!(o, "events: {} (lossless)", s.events);
     } else {
@@ -221,6 +250,17 @@ pub fn render(s: &Summary) -> String {
             "findings: {} ({} failing), none certain: with events lost, leaks may be releases \
              that were not seen, and other findings may be missing",
             s.findings, s.failures
+        );
+    }
+    if let Some(a) = &s.agent {
+        let _ = writeln!(
+            o,
+            "agent: {:.2} s CPU ({:.2} user, {:.2} system; {:.2} since the probes were attached), max RSS {} KiB",
+            a.user_s + a.system_s,
+            a.user_s,
+            a.system_s,
+            a.tracing_cpu_s,
+            a.max_rss_kib
         );
     }
     if let Some(w) = &s.workload {
@@ -261,5 +301,43 @@ mod tests {
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["type"], "summary");
         assert_eq!(json["by_kind"]["pin"]["pages"], 0);
+    }
+
+    #[test]
+    fn sampled_out_stacks_are_counted() {
+        use crate::{events::Event, synth};
+        let mut t = Tally::new(FollFlags::FROM_6_3);
+        let acquire = |stack_id| crate::events::Acquire {
+            site: pintrace_common::Site::PinUserPagesFast,
+            ts_ns: 1,
+            tgid: 9,
+            tid: 9,
+            start: 0,
+            pages_array: 0,
+            ret: 1,
+            nr_pages: 1,
+            gup_flags: FollFlags::FROM_6_3.pin,
+            stack_id,
+            folio_records: 1,
+            comm: synth::comm("engine"),
+        };
+        let plain = Summary::new(&t, "6.12".into(), "p".into(), 1.0, BTreeMap::new(), 0);
+        assert!(!render(&plain).contains("stacks:"));
+        t.apply(&Event::Acquire(acquire(4)));
+        t.apply(&Event::Acquire(acquire(pintrace_common::STACK_NOT_TAKEN)));
+        t.apply(&Event::Acquire(acquire(pintrace_common::STACK_NOT_TAKEN)));
+        t.apply(&Event::Acquire(acquire(-17)));
+        let s = Summary::new(&t, "6.12".into(), "p".into(), 1.0, BTreeMap::new(), 0);
+        assert_eq!(
+            (s.stacks.taken, s.stacks.sampled_out, s.stacks.failed),
+            (1, 2, 1)
+        );
+        let text = render(&s);
+        assert!(
+            text.contains(
+                "stacks: 1 of 4 acquires and releases carry one (2 sampled out, 1 not stored)"
+            ),
+            "{text}"
+        );
     }
 }

@@ -520,6 +520,14 @@ impl App {
             .map(|r| {
                 let h = &r.held;
                 let (id, name) = match r.stack_id {
+                    Some(s) if s < 0 => (
+                        "-".into(),
+                        if s == pintrace_common::STACK_NOT_TAKEN {
+                            "(stack sampled out)".into()
+                        } else {
+                            "(stack not stored)".into()
+                        },
+                    ),
                     Some(s) => (
                         s.to_string(),
                         self.stacks
@@ -694,8 +702,11 @@ impl App {
                         .map(|fr| Line::from(format!("  {fr}")).fg(Color::Gray)),
                 ),
                 _ => lines.push(
-                    Line::from(format!("  (stack {} not available)", f.stack_id))
-                        .fg(Color::DarkGray),
+                    Line::from(match super::missing_stack(f.stack_id) {
+                        Some(why) => format!("  ({why})"),
+                        None => format!("  (stack {} not available)", f.stack_id),
+                    })
+                    .fg(Color::DarkGray),
                 ),
             }
         }

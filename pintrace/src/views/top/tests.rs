@@ -242,3 +242,24 @@ fn the_caller_is_the_first_frame_outside_gup() {
     assert_eq!(caller(&f(&["gup_put_folio+0x0"])), "gup_put_folio");
     assert_eq!(caller(&[]), "?");
 }
+
+#[test]
+fn an_expanded_process_names_its_sampled_out_stacks() {
+    let mut s = Stream::new(T0);
+    s.wait(MS).pin(150, "engine", 11, &[folio(1)]);
+    s.wait(MS).pin(
+        150,
+        "engine",
+        pintrace_common::STACK_NOT_TAKEN,
+        &[folio(2), folio(3)],
+    );
+    let mut app = app_of(&s);
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(app.expanded, Some(150));
+    let big = screen(&app, 160, 48);
+    assert!(
+        big.contains("(stack sampled out)") && big.contains("blkdev_direct_IO"),
+        "{big}"
+    );
+    assert!(!big.contains("-2147483648"), "{big}");
+}
