@@ -165,3 +165,75 @@ fn engine_modes_and_buffers_pin_and_release() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// The stack policies and `--no-bio` on 4 KiB random reads at QD32 (the
+/// rate at which sampling matters): each is lossless and finds nothing,
+/// its traced pins match vmstat, and the summary says how many events had
+/// a stack. `--no-bio` leaves the bio probes and block completions off.
+#[test]
+#[ignore = "needs a kernel with kprobes/fentry: run by `cargo xtask vm`"]
+fn each_stack_policy_and_no_bio_balance() {
+    let dev = LoopDev::new(16 << 20);
+    let path = dev.path.to_str().unwrap().to_owned();
+    let pins = kernel_version() >= (6, 5);
+    for extra in [
+        &["--stacks", "all"][..],
+        &["--stacks", "sampled"],
+        &["--stacks", "none"],
+        &["--no-bio"],
+    ] {
+        let mut args = vec!["run", "--json"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[
+            "--",
+            "/bin/pintrace",
+            "engine",
+            "-f",
+            &path,
+            "--rw",
+            "randread",
+            "--bs",
+            "4k",
+            "--mode",
+            "io_uring",
+            "--iodepth",
+            "32",
+            "--size",
+            "8m",
+            "--json",
+        ]);
+        let s = summary_of(&pintrace(&args));
+        let what = format!("{extra:?}");
+        assert_eq!(s["workload"]["exit_code"], 0, "{what}: {s}");
+        assert_eq!(s["lossless"], true, "{what}: {}", s["lost"]);
+        assert_eq!(n(&s["findings"]), 0, "{what}: {s}");
+        let traced = n(&s["by_kind"]["pin"]["pages"]);
+        let delta = &s["vmstat"]["delta"];
+        assert_eq!(n(&delta["acquired"]), traced, "{what}: {delta}");
+        assert_eq!(n(&s["releases"]["pin_refs"]), traced, "{what}");
+        if pins {
+            assert!(traced >= 2048, "{what}: {traced} pins for 2048 I/Os");
+        }
+        let st = &s["stacks"];
+        let (taken, out) = (n(&st["taken"]), n(&st["sampled_out"]));
+        match extra {
+            ["--stacks", "all"] => assert!(taken > 0 && out == 0, "{what}: {st}"),
+            ["--stacks", "none"] => assert!(taken == 0 && out > 0, "{what}: {st}"),
+            // 2048 I/Os in well under 2 s: most go without a stack.
+            _ if pins => assert!(taken > 0 && out > taken, "{what}: {st}"),
+            _ => assert!(taken > 0, "{what}: {st}"),
+        }
+        let plan = s["plan"].as_str().unwrap();
+        if extra == ["--no-bio"] {
+            assert!(
+                plan.contains("bio_endio=off") && plan.contains("block_rq_complete=off"),
+                "{plan}"
+            );
+            assert_eq!(n(&s["bios"]["filled"]), 0, "{what}");
+            assert_eq!(n(&s["completions"]["requests"]), 0, "{what}");
+        } else {
+            assert!(plan.contains("block_rq_complete=tracepoint"), "{plan}");
+            assert!(n(&s["completions"]["requests"]) >= 2048, "{what}");
+        }
+    }
+}
