@@ -40,10 +40,11 @@ pub struct Metrics {
     lifetimes: Counter,
     lifetime_quantiles: Family<Labels, FloatGauge>,
     uptime: FloatGauge,
+    stacks: Counters,
 }
 
 /// Metric names and help, as documented in the README.
-pub const NAMES: [(&str, &str); 18] = [
+pub const NAMES: [(&str, &str); 19] = [
     (
         "pintrace_info",
         "The kernel, attach plan and mode of this run (value 1)",
@@ -101,6 +102,10 @@ pub const NAMES: [(&str, &str); 18] = [
         "pintrace_uptime_seconds",
         "Seconds of the run so far (recorded time on replay)",
     ),
+    (
+        "pintrace_stacks",
+        "Acquire and release events by whether they carry a kernel stack (taken, sampled_out, failed)",
+    ),
 ];
 
 fn set(c: &Counter, v: u64) {
@@ -146,6 +151,7 @@ impl Metrics {
             events: Counter::default(),
             lost: Family::default(),
             decode_errors: Counter::default(),
+            stacks: Family::default(),
             block_requests: Counter::default(),
             block_errors: Counter::default(),
             lifetimes: Counter::default(),
@@ -190,6 +196,8 @@ impl Metrics {
         r.register(n, h, m.lifetime_quantiles.clone());
         let (n, h) = help(17);
         r.register(n, h, m.uptime.clone());
+        let (n, h) = help(18);
+        r.register(n, h, m.stacks.clone());
         Metrics { registry: r, ..m }
     }
 
@@ -233,6 +241,18 @@ impl Metrics {
             );
         }
         set(&self.decode_errors, s.decode_errors);
+        for (outcome, v) in [
+            ("taken", s.stacks.taken),
+            ("sampled_out", s.stacks.sampled_out),
+            ("failed", s.stacks.failed),
+        ] {
+            set(
+                &self
+                    .stacks
+                    .get_or_create(&vec![("outcome", outcome.to_owned())]),
+                v,
+            );
+        }
         set(&self.block_requests, s.completions.requests);
         set(&self.block_errors, s.completions.errors);
         let l = &s.pin_lifetime;
@@ -332,6 +352,7 @@ mod tests {
         s.findings = 3;
         s.pin_lifetime.count = 2000;
         s.pin_lifetime.p50_us = 250.0;
+        s.stacks.sampled_out = 7;
         let m = Metrics::new();
         m.update(&s, "live");
         m.update(&s, "live");
@@ -344,6 +365,7 @@ mod tests {
             "pintrace_decode_errors_total 1",
             "pintrace_pin_lifetime_seconds{quantile=\"0.5\"} 0.00025",
             "pintrace_uptime_seconds 2.5",
+            "pintrace_stacks_total{outcome=\"sampled_out\"} 7",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }

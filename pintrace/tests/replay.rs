@@ -243,6 +243,10 @@ fn metrics_match_the_summary() {
         ),
         ("pintrace_pin_lifetimes_total", &s["pin_lifetime"]["count"]),
         ("pintrace_uptime_seconds", &s["duration_s"]),
+        (
+            "pintrace_stacks_total{outcome=\"taken\"}",
+            &s["stacks"]["taken"],
+        ),
     ] {
         assert_eq!(metric(&text, name), num(want), "{name}");
     }
