@@ -293,9 +293,15 @@ pub enum Counter {
     /// Stacks not taken because the sampling policy (`--stacks sampled`)
     /// had just taken one on this CPU: not a loss, the event itself is sent.
     StackSkipped = 7,
+    /// Block requests completed, their sectors and those with an error,
+    /// counted per CPU by `block:block_rq_complete` when it sends no
+    /// record (see [`GLOBAL_RQ_RECORDS`]).
+    RqRequests = 8,
+    RqSectors = 9,
+    RqErrors = 10,
 }
 
-pub const COUNTER_SLOTS: u32 = 8;
+pub const COUNTER_SLOTS: u32 = 11;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_SLOTS as usize] = [
@@ -307,6 +313,9 @@ impl Counter {
         Counter::StackLost,
         Counter::BiosFull,
         Counter::StackSkipped,
+        Counter::RqRequests,
+        Counter::RqSectors,
+        Counter::RqErrors,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -319,6 +328,9 @@ impl Counter {
             Counter::StackLost => "stack_lost",
             Counter::BiosFull => "bios_full",
             Counter::StackSkipped => "stack_skipped",
+            Counter::RqRequests => "rq_requests",
+            Counter::RqSectors => "rq_sectors",
+            Counter::RqErrors => "rq_errors",
         }
     }
 
@@ -326,7 +338,12 @@ impl Counter {
     pub const fn is_loss(self) -> bool {
         !matches!(
             self,
-            Counter::Submitted | Counter::StackLost | Counter::StackSkipped
+            Counter::Submitted
+                | Counter::StackLost
+                | Counter::StackSkipped
+                | Counter::RqRequests
+                | Counter::RqSectors
+                | Counter::RqErrors
         )
     }
 }
@@ -530,6 +547,9 @@ pub const GLOBAL_STACK_INTERVAL_NS: &str = "STACK_INTERVAL_NS";
 /// small folio whose refcount holds fewer pins than it releases (a certain
 /// mismatch) always takes its stack.
 pub const GLOBAL_FOLL_PIN: &str = "FOLL_PIN";
+/// 1: `block:block_rq_complete` sends a record per request (for `--events`
+/// and `--record`); 0: it only counts them per CPU ([`Counter::RqRequests`]).
+pub const GLOBAL_RQ_RECORDS: &str = "RQ_RECORDS";
 /// Name of the per-CPU array of when each CPU last took a stack: for the
 /// acquires, then for the releases, [`STACK_CLOCK_SLOTS`] [`StackClock`]
 /// slots each, hashed by (process, site).

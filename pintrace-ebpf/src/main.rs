@@ -96,6 +96,9 @@ static RB_WAKEUP_BYTES: u32 = 0;
 /// Stack sampling: see `pintrace_common::GLOBAL_STACK_INTERVAL_NS`.
 #[unsafe(no_mangle)]
 static STACK_INTERVAL_NS: u64 = 0;
+/// Records per block request: see `pintrace_common::GLOBAL_RQ_RECORDS`.
+#[unsafe(no_mangle)]
+static RQ_RECORDS: u32 = 0;
 /// FOLL_PIN: see `pintrace_common::GLOBAL_FOLL_PIN`.
 #[unsafe(no_mangle)]
 static FOLL_PIN: u32 = 0;
@@ -220,9 +223,14 @@ fn wakeup() -> u64 {
 
 #[inline(always)]
 fn bump(counter: Counter) {
+    add(counter, 1);
+}
+
+#[inline(always)]
+fn add(counter: Counter, n: u64) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: the slot is this CPU's own copy.
-        unsafe { *slot += 1 };
+        unsafe { *slot += n };
     }
 }
 
@@ -749,20 +757,37 @@ pub fn kprobe_bio_release(ctx: ProbeContext) -> u32 {
 
 #[tracepoint(category = "block", name = "block_rq_complete")]
 pub fn block_rq_complete(ctx: TracePointContext) -> u32 {
+    let at = |off: &'static u32| global(off) as usize;
+    // SAFETY: offsets come from the tracepoint's own format file.
+    let (nr_sector, error) = unsafe {
+        (
+            ctx.read_at::<u32>(at(&RQ_NR_SECTOR_OFF)).unwrap_or(0),
+            ctx.read_at::<i32>(at(&RQ_ERROR_OFF)).unwrap_or(0),
+        )
+    };
+    // Counted per CPU, unless each request is wanted as a record: the
+    // ledger needs none of them, only the totals.
+    if global(&RQ_RECORDS) == 0 {
+        add(Counter::RqRequests, 1);
+        add(Counter::RqSectors, nr_sector as u64);
+        if error != 0 {
+            add(Counter::RqErrors, 1);
+        }
+        return 0;
+    }
     let Some(mut entry) = EVENTS.reserve::<RqCompleteEvent>(0) else {
         bump(Counter::RingbufFull);
         return 0;
     };
-    let at = |off: &'static u32| global(off) as usize;
-    // SAFETY: offsets come from the tracepoint's own format file.
+    // SAFETY: as above.
     let ev = unsafe {
         RqCompleteEvent {
             tag: TAG_RQ_COMPLETE,
             dev: ctx.read_at::<u32>(at(&RQ_DEV_OFF)).unwrap_or(0),
             ts_ns: now_ns(),
             sector: ctx.read_at::<u64>(at(&RQ_SECTOR_OFF)).unwrap_or(0),
-            nr_sector: ctx.read_at::<u32>(at(&RQ_NR_SECTOR_OFF)).unwrap_or(0),
-            error: ctx.read_at::<i32>(at(&RQ_ERROR_OFF)).unwrap_or(0),
+            nr_sector,
+            error,
         }
     };
     entry.write(ev);

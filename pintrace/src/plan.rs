@@ -358,7 +358,14 @@ mod tests {
 
     #[test]
     fn no_bio_leaves_the_bio_probes_and_completions_off() {
-        let mut plan = Plan::build(&caps(true, true), Preference::Auto).unwrap();
+        let mut c = caps(true, true);
+        c.rq_complete = Some(RqCompleteLayout {
+            dev: 8,
+            sector: 16,
+            nr_sector: 24,
+            error: 28,
+        });
+        let mut plan = Plan::build(&c, Preference::Auto).unwrap();
         assert!(plan.rq_complete.is_some());
         plan.leave_bios_off("--no-bio");
         for s in &plan.sites {

@@ -18,8 +18,9 @@ use pintrace_common::{
     GLOBAL_BDEV_DEV_OFF, GLOBAL_BIO_BDEV_OFF, GLOBAL_BIO_FLAGS_OFF, GLOBAL_BIO_OPF_OFF,
     GLOBAL_BIO_SECTOR_OFF, GLOBAL_BIO_SIZE_OFF, GLOBAL_BIO_STATUS_OFF, GLOBAL_FOLIO_REFCOUNT_OFF,
     GLOBAL_FOLL_PIN, GLOBAL_PAGE_COMPOUND_HEAD_OFF, GLOBAL_PAGE_SIZEOF, GLOBAL_RB_WAKEUP_BYTES,
-    GLOBAL_RQ_DEV_OFF, GLOBAL_RQ_ERROR_OFF, GLOBAL_RQ_NR_SECTOR_OFF, GLOBAL_RQ_SECTOR_OFF,
-    GLOBAL_STACK_INTERVAL_NS, PROG_AUDIT, PROG_PROCESS_EXIT, PROG_RQ_COMPLETE, STACKS_MAP,
+    GLOBAL_RQ_DEV_OFF, GLOBAL_RQ_ERROR_OFF, GLOBAL_RQ_NR_SECTOR_OFF, GLOBAL_RQ_RECORDS,
+    GLOBAL_RQ_SECTOR_OFF, GLOBAL_STACK_INTERVAL_NS, PROG_AUDIT, PROG_PROCESS_EXIT,
+    PROG_RQ_COMPLETE, STACKS_MAP,
 };
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -45,6 +46,8 @@ pub struct LoadOptions {
     /// This kernel's FOLL_PIN (set by start-up): an unpin that the folio's
     /// refcount shows cannot be right takes its stack even when sampling.
     pub foll_pin: u32,
+    /// 1: a record per completed block request; 0: per-CPU totals only.
+    pub rq_records: u32,
 }
 
 pub struct Probes {
@@ -131,6 +134,7 @@ impl Probes {
             .override_global(GLOBAL_RB_WAKEUP_BYTES, &opts.wakeup_bytes, true)
             .override_global(GLOBAL_STACK_INTERVAL_NS, &opts.stack_interval_ns, true)
             .override_global(GLOBAL_FOLL_PIN, &opts.foll_pin, true)
+            .override_global(GLOBAL_RQ_RECORDS, &opts.rq_records, true)
             .load(OBJECT)
             .context("loading the eBPF object (maps)")?;
         let logger = if opts.verbose {

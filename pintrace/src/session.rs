@@ -24,6 +24,9 @@ pub struct SessionOptions {
     pub stacks: Stacks,
     /// Watch the bios and block completions (off with `--no-bio`).
     pub bios: bool,
+    /// A record per completed block request (for `--events` and
+    /// `--record`); otherwise the probe only counts them per CPU.
+    pub rq_records: bool,
 }
 
 /// Which events carry a kernel stack.
@@ -106,6 +109,7 @@ impl Session {
             },
             stack_interval_ns: opts.stacks.interval_ns(),
             foll_pin: 0,
+            rq_records: opts.rq_records as u32,
         };
         let mut s = startup(opts.attach, &load)?;
         let mut plan = s.plan.map_err(anyhow::Error::new)?;
@@ -177,6 +181,20 @@ impl Session {
             .filter(|(c, _)| c.is_loss())
             .map(|(c, v)| (c.name(), v))
             .collect())
+    }
+
+    /// Block requests the probe counted without a record (per-CPU totals).
+    pub fn completions(&self) -> Result<crate::ledger::Completions> {
+        let mut c = crate::ledger::Completions::default();
+        for (counter, v) in self.probes.counters()? {
+            match counter {
+                pintrace_common::Counter::RqRequests => c.requests = v,
+                pintrace_common::Counter::RqSectors => c.sectors = v,
+                pintrace_common::Counter::RqErrors => c.errors = v,
+                _ => {}
+            }
+        }
+        Ok(c)
     }
 
     /// Reads the refcounts of `folios` in the kernel now; `None` when this

@@ -320,6 +320,15 @@ impl Source {
         }
     }
 
+    /// Block requests counted in the kernel without a record (live runs;
+    /// the tally holds those that came as records).
+    pub fn counted_completions(&self) -> Result<crate::ledger::Completions> {
+        match self {
+            Source::Live(l) => l.session.completions(),
+            Source::Replay(_) => Ok(Default::default()),
+        }
+    }
+
     /// A kernel stack, symbolized (empty when unknown).
     pub fn stack(&self, id: i32) -> Vec<String> {
         match self {

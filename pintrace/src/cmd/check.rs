@@ -230,6 +230,7 @@ async fn run_async(args: &CheckArgs, selected: Vec<Scenario>, verbose: bool) -> 
         // exec(2)'s arguments) by their stacks: it needs every one.
         stacks: crate::session::Stacks::All,
         bios: true,
+        rq_records: false,
     };
     let session = Session::start(&opts, "check")?;
     let mut report = CheckReport::new(

@@ -17,6 +17,7 @@ pub fn run(json: bool) -> Result<u8> {
         wakeup_bytes: 0,
         stack_interval_ns: 0,
         foll_pin: 0,
+        rq_records: 0,
     };
     let s = startup(Preference::Auto, &opts)?;
     let can_trace = s.plan.is_ok();

@@ -185,6 +185,10 @@ pub(crate) fn summarize(source: &Source, pipeline: &Pipeline) -> Result<Summary>
         source.lost()?,
         pipeline.decode_errors,
     );
+    let counted = source.counted_completions()?;
+    summary.completions.requests += counted.requests;
+    summary.completions.sectors += counted.sectors;
+    summary.completions.errors += counted.errors;
     let model = &pipeline.model;
     summary.findings = model.findings_total;
     summary.leaks = model.leaks_by_ref.clone();
@@ -237,6 +241,7 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<u8> {
         wakeup: args.ringbuf_wakeup,
         stacks: args.stacks,
         bios: !args.no_bio,
+        rq_records: args.events || args.record.is_some(),
     };
     if let Some(path) = &args.record {
         crate::report_file::check_writable("--record", path)?;

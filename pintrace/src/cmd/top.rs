@@ -75,6 +75,7 @@ pub fn run(args: &TopArgs, verbose: bool) -> Result<u8> {
             wakeup: Default::default(),
             stacks: args.stacks,
             bios: true,
+            rq_records: false,
         };
         // Start-up errors are printed on a normal terminal.
         let mut source = open_source(&args.replay, Speed::Recorded, opts, None, "top")?;
