@@ -20,6 +20,8 @@ pub const TAG_FOLIOS: u32 = 3;
 pub const TAG_RELEASE: u32 = 4;
 pub const TAG_EXIT: u32 = 5;
 pub const TAG_BIO: u32 = 6;
+/// An [`AcquireWithFolios`]: a call and its only folio batch in one record.
+pub const TAG_ACQUIRE_FOLIOS: u32 = 7;
 
 /// Name of the stack-trace map (kernel stacks of acquires and releases).
 pub const STACKS_MAP: &str = "STACKS";
@@ -412,6 +414,18 @@ pub struct FolioBatch {
     pub folios: [u64; FOLIOS_PER_RECORD],
 }
 
+/// A call that grabbed at most [`FOLIOS_PER_RECORD`] pages (every 4 KiB
+/// to 128 KiB Direct I/O): its [`AcquireEvent`] (tag
+/// [`TAG_ACQUIRE_FOLIOS`]) and its one [`FolioBatch`] (tag [`TAG_FOLIOS`])
+/// in one ring-buffer record, one reservation instead of two. Decoded as
+/// the two events it holds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct AcquireWithFolios {
+    pub acquire: AcquireEvent,
+    pub batch: FolioBatch,
+}
+
 /// References dropped from one folio (`gup_put_folio`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -577,6 +591,7 @@ mod pod {
     unsafe impl aya::Pod for super::AcquireEvent {}
     unsafe impl aya::Pod for super::RqCompleteEvent {}
     unsafe impl aya::Pod for super::FolioBatch {}
+    unsafe impl aya::Pod for super::AcquireWithFolios {}
     unsafe impl aya::Pod for super::ReleaseEvent {}
     unsafe impl aya::Pod for super::ExitEvent {}
     unsafe impl aya::Pod for super::AuditSlot {}
@@ -596,6 +611,10 @@ mod tests {
             4 + 4 + 8 + 8 + 4 + 4 + 8 * FOLIOS_PER_RECORD
         );
         assert_eq!(size_of::<ReleaseEvent>(), 4 + 4 + 8 * 3 + 4 * 6 + 16);
+        assert_eq!(
+            size_of::<AcquireWithFolios>(),
+            size_of::<AcquireEvent>() + size_of::<FolioBatch>()
+        );
         assert_eq!(size_of::<ExitEvent>(), 16);
         assert_eq!(size_of::<RqCompleteEvent>(), 4 + 4 + 8 + 8 + 4 + 4);
         assert_eq!(size_of::<EntryArgs>(), 8 * 3 + 4 + 4);

@@ -31,11 +31,11 @@ use aya_log_ebpf::warn;
 
 mod acquire_sites;
 use pintrace_common::{
-    AcquireEvent, AuditSlot, BioEvent, BioPhase, Counter, EntryArgs, ExitEvent, FolioBatch,
-    ReleaseEvent, RqCompleteEvent, Site, StackClock, AUDIT_SLOTS, COUNTER_SLOTS, FOLIOS_PER_RECORD,
-    FOLIO_BELOW_1_PIN, FOLIO_BELOW_2_PINS, MAX_FOLIO_RECORDS, STACK_CLOCK_ACQUIRE,
-    STACK_CLOCK_RELEASE, STACK_CLOCK_SLOTS, STACK_NOT_TAKEN, TAG_ACQUIRE, TAG_BIO, TAG_EXIT,
-    TAG_FOLIOS, TAG_RELEASE, TAG_RQ_COMPLETE,
+    AcquireEvent, AcquireWithFolios, AuditSlot, BioEvent, BioPhase, Counter, EntryArgs, ExitEvent,
+    FolioBatch, ReleaseEvent, RqCompleteEvent, Site, StackClock, AUDIT_SLOTS, COUNTER_SLOTS,
+    FOLIOS_PER_RECORD, FOLIO_BELOW_1_PIN, FOLIO_BELOW_2_PINS, MAX_FOLIO_RECORDS,
+    STACK_CLOCK_ACQUIRE, STACK_CLOCK_RELEASE, STACK_CLOCK_SLOTS, STACK_NOT_TAKEN, TAG_ACQUIRE,
+    TAG_ACQUIRE_FOLIOS, TAG_BIO, TAG_EXIT, TAG_FOLIOS, TAG_RELEASE, TAG_RQ_COMPLETE,
 };
 
 /// Ring buffer of events; user space sizes it before load (`--ringbuf-mib`).
@@ -344,35 +344,27 @@ fn emit_folios(site: Site, pid_tgid: u64, ts_ns: u64, pages: u64, n: i64) {
     }
 }
 
-/// One batch of [`emit_folios`]: batch `chunk` of the array in `ctx`.
-#[inline(never)]
-extern "C" fn folio_batch(chunk: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop passes back the `FolioLoop` of `emit_folios`.
-    let state = unsafe { &mut *(ctx as *mut FolioLoop) };
-    let first = chunk * FOLIOS_PER_RECORD as u64;
-    let n = state.n;
-    if first >= n {
-        return 1;
-    }
-    let left = n - first;
-    // `count` is bounded (1..=32) and each slot is tested against it with
-    // its constant index: the verifier then walks a batch in linear time,
-    // where comparing each slot's index to `n` kept every path apart.
-    let count = if left < FOLIOS_PER_RECORD as u64 {
-        left as u32
-    } else {
-        FOLIOS_PER_RECORD as u32
-    };
-    let base = state.pages + first * 8;
+/// Fills a folio batch with the folios of the `count` (1..=32) pages at
+/// `base` (a `struct page **`), their pin evidence in the low bits.
+///
+/// # Safety
+/// `out` points at a reserved ring-buffer record.
+#[inline(always)]
+unsafe fn fill_batch(
+    out: *mut FolioBatch,
+    base: u64,
+    count: u32,
+    first: u32,
+    ts_ns: u64,
+    pid_tgid: u64,
+    site: u32,
+) {
     let sampling = sampling();
-    let Some(mut rec) = EVENTS.reserve::<FolioBatch>(0) else {
-        bump(Counter::RingbufFull);
-        return 0;
-    };
-    let out = rec.as_mut_ptr();
     // Kernel reads only for the pages the call grabbed: three per page are
     // most of the probe's cost, and a 4 KiB I/O has one page. Slots past
-    // `count` are zero.
+    // `count` are zero. `count` is bounded and each slot is tested against
+    // it with its constant index: the verifier then walks a batch in
+    // linear time.
     for j in 0..FOLIOS_PER_RECORD {
         let folio = if (j as u32) < count {
             folio_of(read_u64(base + j as u64 * 8))
@@ -392,18 +384,54 @@ extern "C" fn folio_batch(chunk: u64, ctx: *mut c_void) -> i64 {
         if sampling && folio != 0 {
             forget_released(folio);
         }
-        // SAFETY: `out` is this reserved record; j is below the array length.
+        // SAFETY: `out` is a reserved record; j is below the array length.
         unsafe { (*out).folios[j] = entry };
     }
     // SAFETY: as above, for the header fields.
     unsafe {
         (*out).tag = TAG_FOLIOS;
         (*out).count = count;
-        (*out).ts_ns = state.ts_ns;
-        (*out).pid_tgid = state.pid_tgid;
-        (*out).first = first as u32;
-        (*out).site = state.site;
+        (*out).ts_ns = ts_ns;
+        (*out).pid_tgid = pid_tgid;
+        (*out).first = first;
+        (*out).site = site;
     }
+}
+
+/// One batch of [`emit_folios`]: batch `chunk` of the array in `ctx`.
+#[inline(never)]
+extern "C" fn folio_batch(chunk: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the `FolioLoop` of `emit_folios`.
+    let state = unsafe { &mut *(ctx as *mut FolioLoop) };
+    let first = chunk * FOLIOS_PER_RECORD as u64;
+    let n = state.n;
+    if first >= n {
+        return 1;
+    }
+    let left = n - first;
+    // Bounded (1..=32): see `fill_batch`.
+    let count = if left < FOLIOS_PER_RECORD as u64 {
+        left as u32
+    } else {
+        FOLIOS_PER_RECORD as u32
+    };
+    let Some(mut rec) = EVENTS.reserve::<FolioBatch>(0) else {
+        bump(Counter::RingbufFull);
+        return 0;
+    };
+    let base = state.pages + first * 8;
+    // SAFETY: the record is reserved and ours until submitted.
+    unsafe {
+        fill_batch(
+            rec.as_mut_ptr(),
+            base,
+            count,
+            first as u32,
+            state.ts_ns,
+            state.pid_tgid,
+            state.site,
+        )
+    };
     rec.submit(wakeup());
     bump(Counter::Submitted);
     0
@@ -412,17 +440,6 @@ extern "C" fn folio_batch(chunk: u64, ctx: *mut c_void) -> i64 {
 #[inline(always)]
 fn emit_acquire<C: StackIdContext>(ctx: &C, site: Site, args: &EntryArgs, ret: i64) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(mut entry) = EVENTS.reserve::<AcquireEvent>(0) else {
-        bump(Counter::RingbufFull);
-        return;
-    };
-    let stack_id = stack_id(
-        ctx,
-        STACK_CLOCK_ACQUIRE,
-        pid_tgid >> 32 << 32 | site as u64,
-        args.ts_ns,
-        false,
-    );
     // Folios are read only for calls that grabbed pages; the acquire record
     // says how many batches to expect after it.
     let batches = if ret > 0 {
@@ -436,8 +453,8 @@ fn emit_acquire<C: StackIdContext>(ctx: &C, site: Site, args: &EntryArgs, ret: i
     } else {
         0
     };
-    entry.write(AcquireEvent {
-        tag: TAG_ACQUIRE,
+    let acquire = |tag: u32, stack_id: i32| AcquireEvent {
+        tag,
         site: site as u32,
         ts_ns: args.ts_ns,
         pid_tgid,
@@ -449,7 +466,41 @@ fn emit_acquire<C: StackIdContext>(ctx: &C, site: Site, args: &EntryArgs, ret: i
         stack_id,
         folio_records: batches,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
-    });
+    };
+    let key = pid_tgid >> 32 << 32 | site as u64;
+    // One batch (most Direct I/O calls): the call and its folios in one
+    // record.
+    if batches == 1 && args.pages != 0 {
+        let Some(mut rec) = EVENTS.reserve::<AcquireWithFolios>(0) else {
+            bump(Counter::RingbufFull);
+            return;
+        };
+        let stack_id = stack_id(ctx, STACK_CLOCK_ACQUIRE, key, args.ts_ns, false);
+        let out = rec.as_mut_ptr();
+        // SAFETY: the record is reserved and ours until submitted; `ret`
+        // is 1..=32 here.
+        unsafe {
+            (*out).acquire = acquire(TAG_ACQUIRE_FOLIOS, stack_id);
+            fill_batch(
+                &mut (*out).batch,
+                args.pages,
+                ret as u32,
+                0,
+                args.ts_ns,
+                pid_tgid,
+                site as u32,
+            );
+        }
+        rec.submit(wakeup());
+        bump(Counter::Submitted);
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<AcquireEvent>(0) else {
+        bump(Counter::RingbufFull);
+        return;
+    };
+    let stack_id = stack_id(ctx, STACK_CLOCK_ACQUIRE, key, args.ts_ns, false);
+    entry.write(acquire(TAG_ACQUIRE, stack_id));
     entry.submit(wakeup());
     bump(Counter::Submitted);
     emit_folios(site, pid_tgid, args.ts_ns, args.pages, ret);

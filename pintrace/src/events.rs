@@ -8,9 +8,10 @@
 use bytes::Buf;
 pub use pintrace_common::BioPhase;
 use pintrace_common::{
-    AcquireEvent, BioEvent, ExitEvent, FolioBatch, ReleaseEvent, RqCompleteEvent, Site,
-    FOLIOS_PER_RECORD, FOLIO_ADDR_MASK, FOLIO_BELOW_1_PIN, FOLIO_BELOW_2_PINS, TAG_ACQUIRE,
-    TAG_BIO, TAG_EXIT, TAG_FOLIOS, TAG_RELEASE, TAG_RQ_COMPLETE,
+    AcquireEvent, AcquireWithFolios, BioEvent, ExitEvent, FolioBatch, ReleaseEvent,
+    RqCompleteEvent, Site, FOLIOS_PER_RECORD, FOLIO_ADDR_MASK, FOLIO_BELOW_1_PIN,
+    FOLIO_BELOW_2_PINS, TAG_ACQUIRE, TAG_ACQUIRE_FOLIOS, TAG_BIO, TAG_EXIT, TAG_FOLIOS,
+    TAG_RELEASE, TAG_RQ_COMPLETE,
 };
 use serde::{Serialize, Serializer};
 use std::{fmt, mem::size_of};
@@ -219,7 +220,38 @@ fn comm(buf: &mut &[u8]) -> Comm {
     Comm(c)
 }
 
-/// Decodes one ring-buffer record.
+/// Decodes one ring-buffer record into the events it holds, in order: one,
+/// or two for a [`TAG_ACQUIRE_FOLIOS`] record (its acquire, then its folio
+/// batch).
+pub fn decode_each(record: &[u8], mut f: impl FnMut(&Event)) -> Result<(), DecodeError> {
+    const SPLIT: usize = size_of::<AcquireEvent>();
+    if record.len() >= 4 && record[..4] == TAG_ACQUIRE_FOLIOS.to_ne_bytes() {
+        let need = size_of::<AcquireWithFolios>();
+        if record.len() < need {
+            return Err(DecodeError::Truncated {
+                tag: TAG_ACQUIRE_FOLIOS,
+                len: record.len(),
+                need,
+            });
+        }
+        let (acquire, batch) = record.split_at(SPLIT);
+        let acquire = decode_body(TAG_ACQUIRE, &acquire[4..])?;
+        let batch = decode(batch)?;
+        if !matches!(batch, Event::Folios(_)) {
+            return Err(DecodeError::UnknownTag(u32::from_ne_bytes(
+                record[SPLIT..SPLIT + 4].try_into().unwrap_or_default(),
+            )));
+        }
+        f(&acquire);
+        f(&batch);
+        return Ok(());
+    }
+    f(&decode(record)?);
+    Ok(())
+}
+
+/// Decodes one ring-buffer record of a single event (every tag but
+/// [`TAG_ACQUIRE_FOLIOS`], which [`decode_each`] splits).
 pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
     let mut buf = record;
     if buf.remaining() < 4 {
@@ -246,6 +278,11 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
             need,
         });
     }
+    decode_body(tag, buf)
+}
+
+/// The fields after the tag of a record of `tag`, long enough already.
+fn decode_body(tag: u32, mut buf: &[u8]) -> Result<Event, DecodeError> {
     Ok(match tag {
         TAG_ACQUIRE => {
             let site = site(buf.get_u32_ne())?;
@@ -406,6 +443,15 @@ pub mod encode {
         v
     }
 
+    /// An acquire and its one folio batch in one record, as the probe
+    /// writes a call of at most 32 pages.
+    pub fn acquire_with_folios(a: &Acquire, f: &Folios) -> Vec<u8> {
+        let mut v = acquire(a);
+        v[..4].copy_from_slice(&TAG_ACQUIRE_FOLIOS.to_ne_bytes());
+        v.extend_from_slice(&folios(f));
+        v
+    }
+
     pub fn release(r: &Release) -> Vec<u8> {
         let mut v = Vec::with_capacity(size_of::<ReleaseEvent>());
         v.put_u32_ne(TAG_RELEASE);
@@ -494,6 +540,50 @@ mod tests {
         assert_eq!(bytes.len(), size_of::<AcquireEvent>());
         assert_eq!(decode(&bytes), Ok(Event::Acquire(a)));
         assert_eq!(a.comm.to_string(), "pintrace");
+    }
+
+    #[test]
+    fn a_combined_record_is_its_acquire_then_its_batch() {
+        let mut a = sample();
+        a.ret = 3;
+        a.nr_pages = 3;
+        a.folio_records = 1;
+        let mut folios = [0u64; FOLIOS_PER_RECORD];
+        folios[..3].copy_from_slice(&[0x1000, 0x2000 | FOLIO_BELOW_1_PIN, 0x3000]);
+        let f = Folios {
+            site: a.site,
+            ts_ns: a.ts_ns,
+            tgid: a.tgid,
+            tid: a.tid,
+            first: 0,
+            count: 3,
+            folios,
+        };
+        let bytes = encode::acquire_with_folios(&a, &f);
+        assert_eq!(bytes.len(), size_of::<AcquireWithFolios>());
+        let mut got = Vec::new();
+        decode_each(&bytes, |e| got.push(*e)).unwrap();
+        assert_eq!(got, [Event::Acquire(a), Event::Folios(f)]);
+        // A single-event decode refuses it rather than dropping the batch.
+        assert_eq!(
+            decode(&bytes),
+            Err(DecodeError::UnknownTag(TAG_ACQUIRE_FOLIOS))
+        );
+        // Cut short, or with something else where the batch should be.
+        let short = &bytes[..bytes.len() - 1];
+        assert!(matches!(
+            decode_each(short, |_| {}),
+            Err(DecodeError::Truncated {
+                tag: TAG_ACQUIRE_FOLIOS,
+                ..
+            })
+        ));
+        let mut wrong = bytes.clone();
+        let split = size_of::<AcquireEvent>();
+        wrong[split..split + 4].copy_from_slice(&TAG_RELEASE.to_ne_bytes());
+        let mut n = 0;
+        assert!(decode_each(&wrong, |_| n += 1).is_err());
+        assert_eq!(n, 0, "nothing is applied from a bad record");
     }
 
     #[test]

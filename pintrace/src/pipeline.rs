@@ -4,7 +4,7 @@
 //! synthetic stream.
 
 use crate::{
-    events::{decode, Event},
+    events::{decode_each, Event},
     ledger::{Finding, Ledger},
     model::Model,
 };
@@ -33,23 +33,22 @@ impl Pipeline {
 
     /// Applies one raw record; findings it causes are appended to `found`.
     pub fn feed(&mut self, record: &[u8], found: &mut Vec<Finding>) {
-        // Matched in place: moving the event out would copy the whole enum
+        // Each event by reference: moving it out would copy the whole enum
         // (a folio batch is 300 bytes) for every record.
-        match &decode(record) {
-            Ok(ev) => {
-                let before = found.len();
-                self.model.observe(ev);
-                self.ledger.apply(ev, found);
-                self.model.take_lifetimes(&mut self.ledger);
-                self.model.note_findings(&found[before..]);
-                if let Some(echo) = self.echo.as_mut() {
-                    echo.push(*ev);
-                }
+        let (model, ledger, echo) = (&mut self.model, &mut self.ledger, &mut self.echo);
+        let decoded = decode_each(record, |ev| {
+            let before = found.len();
+            model.observe(ev);
+            ledger.apply(ev, found);
+            model.take_lifetimes(ledger);
+            model.note_findings(&found[before..]);
+            if let Some(echo) = echo.as_mut() {
+                echo.push(*ev);
             }
-            Err(e) => {
-                self.decode_errors += 1;
-                log::warn!("undecodable record: {e}");
-            }
+        });
+        if let Err(e) = decoded {
+            self.decode_errors += 1;
+            log::warn!("undecodable record: {e}");
         }
     }
 

@@ -28,6 +28,9 @@ pub struct Stream {
     /// The kernel clock of the next record.
     pub ts: u64,
     pub records: Vec<(u64, Vec<u8>)>,
+    /// Calls of at most 32 pages as one record with their folios, as the
+    /// probes write them (the default); `false`: two records.
+    pub combine: bool,
 }
 
 impl Stream {
@@ -37,6 +40,7 @@ impl Stream {
             flags: FollFlags::FROM_6_3,
             ts: start_ns,
             records: Vec::new(),
+            combine: true,
         }
     }
 
@@ -71,7 +75,7 @@ impl Stream {
             folio_records: records,
             comm: comm(name),
         };
-        self.records.push((self.ts, encode::acquire(&a)));
+        let mut batches = Vec::new();
         for (i, chunk) in folios.chunks(FOLIOS_PER_RECORD).enumerate() {
             let mut arr = [0u64; FOLIOS_PER_RECORD];
             arr[..chunk.len()].copy_from_slice(chunk);
@@ -84,7 +88,19 @@ impl Stream {
                 count: chunk.len() as u32,
                 folios: arr,
             };
-            self.records.push((self.ts, encode::folios(&f)));
+            batches.push(f);
+        }
+        match batches.as_slice() {
+            [one] if self.combine => {
+                let r = encode::acquire_with_folios(&a, one);
+                self.records.push((self.ts, r));
+            }
+            _ => {
+                self.records.push((self.ts, encode::acquire(&a)));
+                for f in &batches {
+                    self.records.push((self.ts, encode::folios(f)));
+                }
+            }
         }
         self
     }

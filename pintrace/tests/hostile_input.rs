@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 use pintrace::{
-    events::{decode, encode, DecodeError},
+    events::{decode_each, encode, DecodeError},
     flags::FollFlags,
     fuzzing,
     record::{encode_header, Entry, Header, Recorder, Recording},
@@ -170,10 +170,18 @@ fn every_truncation_of_every_record_kind_is_an_error() {
         }
     }
     samples.push(encode::exit(9, 9));
+    // The demo's small calls come as combined records: one of the usual
+    // two-record kind too.
+    let mut two = demo(1_000 * MS, 1);
+    two.records.clear();
+    two.combine = false;
+    two.pin(7, "dd", 1, &[0x1000]);
+    samples.extend(two.records.iter().map(|(_, r)| r.clone()));
     assert!(
-        samples.len() >= 5,
-        "acquire, folios, release, completion, exit"
+        samples.len() >= 7,
+        "acquire+folios, acquire, folios, release, completion, bio, exit"
     );
+    let decode = |r: &[u8]| decode_each(r, |_| {});
     for full in &samples {
         assert!(decode(full).is_ok());
         for cut in 0..full.len() {
