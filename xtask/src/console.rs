@@ -87,6 +87,28 @@ pub fn verdict(console: &str, timed_out: Option<u64>) -> Verdict {
     }
 }
 
+/// A guest that died of a breakpoint the kernel no longer had: an `int3`
+/// oops at the call site of a function's entry (`+0x5` after `endbr64`,
+/// `+0x1` without)
+/// whose code already shows the finished `call` (`e8`) in front of the
+/// trapping address. Attaching a trampoline patches that site with a
+/// temporary `int3` while other CPUs run the function; under QEMU's TCG a
+/// vCPU has been seen to trap on it after the patch completed, which the
+/// kernel cannot handle. Returns the patched function and the offset.
+pub fn stale_patch_breakpoint(console: &str) -> Option<String> {
+    let mut lines = console.lines().skip_while(|l| !l.contains("Oops: int3"));
+    lines.next()?;
+    let rest: Vec<&str> = lines.take(12).collect();
+    let rip = rest.iter().find_map(|l| l.split("RIP: 0010:").nth(1))?;
+    let (func, off) = rip.trim().split_once('+')?;
+    if !(off.starts_with("0x5/") || off.starts_with("0x1/")) {
+        return None;
+    }
+    let code = rest.iter().find_map(|l| l.split("Code: ").nth(1))?;
+    let off = off.split('/').next().unwrap_or(off);
+    code.contains("e8 <").then(|| format!("{func}+{off}"))
+}
+
 /// Kernel warnings and oopses worth a note even when the payload passed.
 pub fn kernel_trouble(console: &str) -> Vec<String> {
     const SIGNS: &[&str] = &[
@@ -206,6 +228,29 @@ mod tests {
         // the last EXIT counts; text glued before the marker is fine
         let c = format!("{BOOT}echo PINTRACE-VM: EXIT 0\nno newlinePINTRACE-VM: EXIT 101\n");
         assert_eq!(verdict(&c, None), Verdict::Fail(101));
+    }
+
+    #[test]
+    fn a_stale_patch_breakpoint_is_told_apart() {
+        let oops = "[  299.008053] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\r\n\
+            [  299.008308] CPU: 1 UID: 0 PID: 27 Comm: ksoftirqd/1 Not tainted 6.12.117\r\n\
+            [  299.008432] RIP: 0010:bio_endio+0x5/0x1e0\r\n\
+            [  299.008630] Code: 90 90 f3 0f 1e fa e8 <77> 87 87 1c 41 54 55\r\n\
+            [  299.009922] Kernel panic - not syncing: Fatal exception in interrupt\r\n";
+        assert_eq!(
+            stale_patch_breakpoint(oops).as_deref(),
+            Some("bio_endio+0x5")
+        );
+        // Elsewhere in the function, or with the breakpoint still in the
+        // code, it is a real one.
+        let inside = oops.replace("+0x5/", "+0x2c/");
+        assert_eq!(stale_patch_breakpoint(&inside), None);
+        let live = oops.replace("e8 <77>", "cc <77>");
+        assert_eq!(stale_patch_breakpoint(&live), None);
+        assert_eq!(
+            stale_patch_breakpoint("Kernel panic - not syncing: VFS"),
+            None
+        );
     }
 
     #[test]
