@@ -66,6 +66,26 @@ pub struct BenchArgs {
     /// Analyse the results already in DIR instead of booting a guest.
     #[arg(long, value_name = "DIR")]
     pub analyse: Option<PathBuf>,
+    /// Another pintrace binary (say, a build of the previous commit), run
+    /// as one more condition ("baseline": its `pintrace run` with its
+    /// defaults), for before/after figures from the same run.
+    #[arg(long, value_name = "BINARY")]
+    pub baseline: Option<PathBuf>,
+}
+
+/// The baseline condition: the other binary's `pintrace run`.
+const BASELINE: (&str, &str) = (
+    "baseline",
+    r#"pintrace-baseline run --json -- sh -c "$E > $F.json""#,
+);
+
+/// The conditions of this run: [`CONDITIONS`], and the baseline if given.
+fn conditions(args: &BenchArgs) -> Vec<(&'static str, &'static str)> {
+    let mut v = CONDITIONS.to_vec();
+    if args.baseline.is_some() {
+        v.push(BASELINE);
+    }
+    v
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,12 +172,13 @@ runit() {{ # NAME ENGINE-ARGS WRAPPER
         loop_mib = args.loop_mib,
     );
     if args.part != Part::Loss {
-        let n = CONDITIONS.len();
+        let conds = conditions(args);
+        let n = conds.len();
         for round in 0..args.rounds as usize {
             let _ = writeln!(s, "echo \"bench: overhead round {}\"", round + 1);
             for (w, wargs) in WORKLOADS {
                 for k in 0..n {
-                    let (c, wrap) = CONDITIONS[(k + round) % n];
+                    let (c, wrap) = conds[(k + round) % n];
                     let _ = writeln!(s, "runit ov.{w}.{c}.{round} '{wargs}' '{wrap}'");
                 }
             }
@@ -168,7 +189,7 @@ runit() {{ # NAME ENGINE-ARGS WRAPPER
             "echo 1 > /proc/sys/kernel/bpf_stats_enabled\necho \"bench: bpf stats pass\""
         );
         for (w, wargs) in WORKLOADS {
-            for (c, wrap) in CONDITIONS.iter().filter(|(c, _)| *c != "none") {
+            for (c, wrap) in conds.iter().filter(|(c, _)| *c != "none") {
                 let wrap = wrap.replace(
                     r#"$E > $F.json""#,
                     r#"$E > $F.json; bpftool prog show --json > $F.progs.json""#,
@@ -233,6 +254,12 @@ pub fn bench(ws: &Workspace, args: &BenchArgs) -> Result<bool> {
         .push(("pintrace".into(), built.pintrace.clone()));
     if let Some(b) = bpftool {
         req.binaries.push(("bpftool".into(), b));
+    }
+    if let Some(b) = &args.baseline {
+        if !b.is_file() {
+            bail!("--baseline {}: no such file", b.display());
+        }
+        req.binaries.push(("pintrace-baseline".into(), b.clone()));
     }
     let outcome = qemu::boot(ws, &req)?;
     vm::report(&outcome);
@@ -326,7 +353,7 @@ pub fn analyse(dir: &Path, args: &BenchArgs) -> Result<Report> {
                 .and_then(engine_iops)
         };
         let mut lines = Vec::new();
-        for (c, _) in CONDITIONS {
+        for (c, _) in conditions(args) {
             let mut iops: Vec<f64> = (0..args.rounds).filter_map(|r| round_iops(c, r)).collect();
             let mut paired: Vec<f64> = (0..args.rounds)
                 .filter_map(|r| Some(round_iops(c, r)? / round_iops("none", r)?))
@@ -357,16 +384,16 @@ pub fn analyse(dir: &Path, args: &BenchArgs) -> Result<Report> {
             let runs = iops.len();
             if let Some(m) = median(&mut iops) {
                 med.insert(c, m);
-                out["overhead"][*w][*c] = json!({ "median_iops": m, "runs": runs, "iops": iops });
+                out["overhead"][*w][c] = json!({ "median_iops": m, "runs": runs, "iops": iops });
                 let p = median(&mut paired);
                 let a = median(&mut agent_us);
                 if let Some(p) = p {
-                    out["overhead"][*w][*c]["paired_ratio"] = json!(p);
+                    out["overhead"][*w][c]["paired_ratio"] = json!(p);
                 }
                 if let Some(a) = a {
-                    out["overhead"][*w][*c]["agent_cpu_us_per_io"] = json!(a);
+                    out["overhead"][*w][c]["agent_cpu_us_per_io"] = json!(a);
                 }
-                lines.push((*c, m, p, a));
+                lines.push((c, m, p, a));
             }
         }
         let Some(&base) = med.get("none") else {
@@ -416,7 +443,7 @@ pub fn analyse(dir: &Path, args: &BenchArgs) -> Result<Report> {
     // Per-program statistics from the stats pass.
     let mut stats_text = String::new();
     for (w, _) in WORKLOADS {
-        for (c, _) in CONDITIONS.iter().filter(|(c, _)| *c != "none") {
+        for (c, _) in conditions(args).into_iter().filter(|(c, _)| *c != "none") {
             let progs = read_values(&dir.join(format!("stats.{w}.{c}.progs.json")));
             let Some(list) = progs.first().and_then(Value::as_array) else {
                 continue;
@@ -442,7 +469,7 @@ pub fn analyse(dir: &Path, args: &BenchArgs) -> Result<Report> {
                     p["type"].as_str().unwrap_or(""),
                     if ios > 0.0 { cnt as f64 / ios } else { 0.0 }
                 ));
-                out["programs"][*w][*c][name] = json!({
+                out["programs"][*w][c][name] = json!({
                     "type": p["type"], "run_cnt": cnt, "run_time_ns": ns, "ns_per_run": per,
                     "xlated_insns": insns, "jited_bytes": jited,
                 });
@@ -548,15 +575,18 @@ mod tests {
             accel: Accel::Auto,
             out: None,
             analyse: None,
+            baseline: Some("/bin/true".into()),
         };
         let s = script(&args);
         let first: Vec<&str> = s
             .lines()
             .filter(|l| l.starts_with("runit ov.psync-qd1."))
             .collect();
-        assert_eq!(first.len(), 2 * CONDITIONS.len());
+        let n = CONDITIONS.len() + 1;
+        assert_eq!(first.len(), 2 * n);
         assert!(first[0].contains(".none.0 "), "{}", first[0]);
-        assert!(first[CONDITIONS.len()].contains(".bare-kprobe.1 "));
+        assert!(first[n].contains(".bare-kprobe.1 "));
+        assert!(s.contains("runit ov.io_uring-qd32.baseline.0 "));
         assert!(s.contains("bpftool prog show --json > $F.progs.json"));
         assert!(s.contains("loss.4.io_uring-64k-qd32"));
         if let Ok(bb) = which::which("busybox") {
