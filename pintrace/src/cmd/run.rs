@@ -349,9 +349,10 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<u8> {
 /// SIGINT or SIGTERM.
 async fn linger(secs: f64) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_secs_f64(secs)) => {}
-        _ = tokio::signal::ctrl_c() => {}
+        _ = sigint.recv() => {}
         _ = sigterm.recv() => {}
     }
     Ok(())
@@ -436,7 +437,11 @@ async fn trace(
         None => None,
     };
     let pid = child.as_ref().and_then(|c| c.id()).unwrap_or(0);
+    // Both listeners live across the loop: a signal that arrives while a
+    // batch is being processed is kept for the next `select!` (a fresh
+    // `ctrl_c()` per iteration would miss it, and the run would go on).
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let deadline = async {
         match args.duration {
             Some(secs) => tokio::time::sleep(Duration::from_secs_f64(secs)).await,
@@ -473,7 +478,7 @@ async fn trace(
                 });
                 break;
             }
-            _ = tokio::signal::ctrl_c() => break,
+            _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = &mut deadline => break,
         }

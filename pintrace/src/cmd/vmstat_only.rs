@@ -91,6 +91,7 @@ pub fn render(r: &VmstatOnly) -> String {
 /// Runs the workload (or waits for --duration or a signal).
 async fn wait(args: &RunArgs) -> Result<Option<Workload>> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let deadline = async {
         match args.duration {
             Some(secs) => tokio::time::sleep(Duration::from_secs_f64(secs)).await,
@@ -100,7 +101,7 @@ async fn wait(args: &RunArgs) -> Result<Option<Workload>> {
     let Some((program, rest)) = args.command.split_first() else {
         tokio::select! {
             _ = deadline => {}
-            _ = tokio::signal::ctrl_c() => {}
+            _ = sigint.recv() => {}
             _ = sigterm.recv() => {}
         }
         return Ok(None);
@@ -113,7 +114,7 @@ async fn wait(args: &RunArgs) -> Result<Option<Workload>> {
     let status = tokio::select! {
         s = child.wait() => Some(s.context("waiting for the workload")?),
         _ = deadline => None,
-        _ = tokio::signal::ctrl_c() => None,
+        _ = sigint.recv() => None,
         _ = sigterm.recv() => None,
     };
     let status = match status {
