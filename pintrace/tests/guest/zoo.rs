@@ -81,6 +81,22 @@ fn process_of(summary: &Value, run: &Value) -> Value {
         .unwrap_or_else(|| panic!("no process {} in {summary}", run["pid"]))
 }
 
+/// The summary line of a zoo session's output.
+fn summary_in(lines: &[Value]) -> &Value {
+    lines
+        .iter()
+        .find(|v| v["type"] == "summary")
+        .expect("a summary")
+}
+
+/// The zoo runs' own lines (one per scenario) of a session's output.
+fn runs_in(lines: &[Value]) -> Vec<&Value> {
+    lines
+        .iter()
+        .filter(|v| v.get("scenario").is_some())
+        .collect()
+}
+
 fn num(v: &Value, key: &str) -> i64 {
     v[key]
         .as_i64()
@@ -287,20 +303,14 @@ fn pintrace_names_each_planted_bug() {
         &["--leak-age", "2"],
     );
     assert_eq!(code, Some(1), "findings make run exit 1");
-    let summary = lines
-        .iter()
-        .find(|v| v["type"] == "summary")
-        .expect("a summary");
+    let summary = summary_in(&lines);
     assert_eq!(summary["lossless"], true, "{summary}");
     assert!(
         summary["audited_folios"].as_u64().unwrap() >= 2 * PAGES as u64,
         "{summary}"
     );
     let findings: Vec<&Value> = lines.iter().filter(|v| v["type"] == "finding").collect();
-    let runs: Vec<&Value> = lines
-        .iter()
-        .filter(|v| v.get("scenario").is_some())
-        .collect();
+    let runs = runs_in(&lines);
     assert_eq!(runs.len(), 10, "every scenario ran");
     // The slow calls are seen at their own sites (pin_user_pages, get_user_pages).
     let slow = |i: usize| {
@@ -436,10 +446,7 @@ fn pintrace_ties_pins_to_their_bio() {
         .collect();
     let summary = lines.iter().find(|v| v["type"] == "summary").unwrap();
     assert_eq!(summary["lossless"], true, "{summary}");
-    let runs: Vec<&Value> = lines
-        .iter()
-        .filter(|v| v.get("scenario").is_some())
-        .collect();
+    let runs = runs_in(&lines);
     assert_eq!(runs.len(), 2, "{stdout}");
     let findings: Vec<&Value> = lines.iter().filter(|v| v["type"] == "finding").collect();
     let of = |run: &Value| -> Vec<&Value> {
@@ -561,10 +568,7 @@ fn pintrace_sees_the_unlocked_calls() {
     }
     let (code, lines) = zoo_session(&scenarios, &[]);
     assert_eq!(code, Some(1), "the leak is a finding");
-    let summary = lines
-        .iter()
-        .find(|v| v["type"] == "summary")
-        .expect("a summary");
+    let summary = summary_in(&lines);
     assert_eq!(summary["lossless"], true, "{summary}");
     let plan = summary["plan"].as_str().unwrap();
     assert!(plan.contains("pin_user_pages_unlocked=fexit"), "{plan}");
@@ -573,10 +577,7 @@ fn pintrace_sees_the_unlocked_calls() {
         plan.contains(&format!("get_user_pages_unlocked={get_unlocked}")),
         "{plan}"
     );
-    let runs: Vec<&Value> = lines
-        .iter()
-        .filter(|v| v.get("scenario").is_some())
-        .collect();
+    let runs = runs_in(&lines);
     assert_eq!(runs.len(), scenarios.len(), "every scenario ran");
     let process = |run: &Value| process_of(summary, run);
     let findings = |run: &Value| -> Vec<Value> {
@@ -637,15 +638,9 @@ fn sampled_stacks_still_name_each_bug() {
     for policy in ["sampled", "none"] {
         let (code, lines) = zoo_session_of(&["leak", "double-unpin"], N, &["--stacks", policy]);
         assert_eq!(code, Some(1), "{policy}: findings make run exit 1");
-        let summary = lines
-            .iter()
-            .find(|v| v["type"] == "summary")
-            .expect("a summary");
+        let summary = summary_in(&lines);
         assert_eq!(summary["lossless"], true, "{summary}");
-        let runs: Vec<&Value> = lines
-            .iter()
-            .filter(|v| v.get("scenario").is_some())
-            .collect();
+        let runs = runs_in(&lines);
         assert_eq!(runs.len(), 2, "{policy}: both scenarios ran");
         let of = |run: &Value| -> Vec<&Value> {
             lines
