@@ -18,7 +18,7 @@
 
 use crate::debian::{self, KernelSpec};
 use crate::initramfs::{GuestFile, Payload};
-use crate::qemu::{self, Accel, BootRequest};
+use crate::qemu::{self, BootOpts, BootRequest};
 use crate::util::{self, Workspace};
 use crate::vm;
 use anyhow::{bail, Context as _, Result};
@@ -58,8 +58,8 @@ pub struct BenchArgs {
     /// Kill the guest after this many seconds.
     #[arg(long, default_value_t = 3600, value_name = "SECS")]
     pub timeout: u64,
-    #[arg(long, value_enum, default_value_t = Accel::Auto)]
-    pub accel: Accel,
+    #[command(flatten)]
+    pub boot: BootOpts,
     /// Where the raw results and bench.json go [default: target/pintrace-bench/<kernel>].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -249,7 +249,7 @@ pub fn bench(ws: &Workspace, args: &BenchArgs) -> Result<bool> {
     req.timeout = Duration::from_secs(args.timeout);
     req.memory_mib = args.memory;
     req.smp = args.smp;
-    req.accel = args.accel;
+    args.boot.apply(&mut req);
     req.binaries
         .push(("pintrace".into(), built.pintrace.clone()));
     if let Some(b) = bpftool {
@@ -572,7 +572,7 @@ mod tests {
             part: Part::All,
             loss_ringbuf_mib: vec![4],
             timeout: 60,
-            accel: Accel::Auto,
+            boot: BootOpts::default(),
             out: None,
             analyse: None,
             baseline: Some("/bin/true".into()),

@@ -6,7 +6,7 @@
 
 use crate::debian::{self, KernelSpec};
 use crate::initramfs::Payload;
-use crate::qemu::{self, Accel, BootRequest};
+use crate::qemu::{self, BootOpts, BootRequest};
 use crate::util::{self, Workspace};
 use crate::vm::{self, GUEST_PINTRACE};
 use anyhow::{bail, Context as _, Result};
@@ -39,8 +39,8 @@ pub struct CheckKernelArgs {
     /// Kill the guest after this many seconds.
     #[arg(long, default_value_t = 1800, value_name = "SECS")]
     pub timeout: u64,
-    #[arg(long, value_enum, default_value_t = Accel::Auto)]
-    pub accel: Accel,
+    #[command(flatten)]
+    pub boot: BootOpts,
 }
 
 /// One requirement: any of `options` set (`=y` or `=m`) satisfies it.
@@ -237,7 +237,7 @@ pub fn check_kernel(ws: &Workspace, args: &CheckKernelArgs) -> Result<u8> {
     let mut req = BootRequest::new(kernel, payload);
     req.modules = verdict.modules.clone();
     req.timeout = Duration::from_secs(args.timeout);
-    req.accel = args.accel;
+    args.boot.apply(&mut req);
     req.binaries
         .push(("pintrace".into(), built.pintrace.clone()));
     for tool in MKFS {
@@ -255,6 +255,9 @@ pub fn check_kernel(ws: &Workspace, args: &CheckKernelArgs) -> Result<u8> {
         std::fs::copy(e, &dest)
             .with_context(|| format!("copying {} to {}", e.display(), dest.display()))?;
         copied.push(dest);
+    }
+    if !outcome.retried.is_empty() {
+        annotate_reports(&copied, &outcome.retried)?;
     }
     let json = out.join("check.json");
     let code = match &outcome.verdict {
@@ -282,6 +285,59 @@ pub fn check_kernel(ws: &Workspace, args: &CheckKernelArgs) -> Result<u8> {
         }
     );
     Ok(code)
+}
+
+/// Says in check's reports that the guest was booted again after a stale
+/// patch, so that a CI page shows it beside the verdict: `harness` in the
+/// JSON, `harness.retried` properties in the JUnit suite. Written whole.
+fn annotate_reports(reports: &[PathBuf], retried: &[qemu::Retry]) -> Result<()> {
+    let causes: Vec<String> = retried.iter().map(|r| r.cause.to_string()).collect();
+    for path in reports {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let new = match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => {
+                let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&text) else {
+                    continue;
+                };
+                v["harness"] = serde_json::json!({
+                    "boots": retried.len() + 1,
+                    "retried_after": causes,
+                });
+                serde_json::to_string_pretty(&v)? + "\n"
+            }
+            Some("xml") => match junit_with_retries(&text, &causes) {
+                Some(t) => t,
+                None => continue,
+            },
+            _ => continue,
+        };
+        util::write_whole(path, new.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// The JUnit report with one `harness.retried` property per stale patch in
+/// its first `<properties>`.
+fn junit_with_retries(xml: &str, causes: &[String]) -> Option<String> {
+    let at = xml.find("<properties>")? + "<properties>".len();
+    let props: String = causes
+        .iter()
+        .map(|c| {
+            format!(
+                "\n<property name=\"harness.retried\" value=\"{}\"/>",
+                xml_escape(&format!("a boot died of {c}"))
+            )
+        })
+        .collect();
+    Some(format!("{}{props}{}", &xml[..at], &xml[at..]))
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// The totals and what failed, from check's JSON report.
@@ -334,6 +390,22 @@ mod tests {
         CONFIG_KPROBES=y\nCONFIG_BLK_DEV_LOOP=m\nCONFIG_EXT4_FS=y\nCONFIG_XFS_FS=m\n\
         CONFIG_BTRFS_FS=m\nCONFIG_FUSE_FS=y\nCONFIG_NFSD=m\nCONFIG_NFS_FS=m\nCONFIG_IO_URING=y\n\
         CONFIG_AIO=y\nCONFIG_TRANSPARENT_HUGEPAGE=y\nCONFIG_HUGETLBFS=y\nCONFIG_LOCALVERSION=\"-x\"\n";
+
+    #[test]
+    fn retries_go_into_the_junit_properties() {
+        let xml = "<?xml version=\"1.0\"?>\n<testsuites><testsuite name=\"x\"><properties>\n\
+                   <property name=\"kernel\" value=\"6.12\"/></properties></testsuite></testsuites>";
+        let got = junit_with_retries(
+            xml,
+            &["int3 at f+0x5 over a finished patch (now a \"call\")".into()],
+        )
+        .unwrap();
+        assert!(
+            got.contains("<properties>\n<property name=\"harness.retried\" value=\"a boot died of int3 at f+0x5 over a finished patch (now a &quot;call&quot;)\"/>\n<property name=\"kernel\""),
+            "{got}"
+        );
+        assert_eq!(junit_with_retries("<testsuites/>", &[]), None);
+    }
 
     #[test]
     fn a_complete_config_passes_and_loads_its_modules() {

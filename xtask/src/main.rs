@@ -5,6 +5,7 @@ mod check_kernel;
 mod console;
 mod cpio;
 mod debian;
+mod flake;
 mod initramfs;
 mod modules;
 mod pinzoo;
@@ -46,6 +47,9 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Show (and fetch) the Debian kernels the VM commands boot.
     Kernels(KernelsArgs),
+    /// How often guests die of the emulator: bare boots and runs of one
+    /// guest test, each in its own guest without retries, counted by cause.
+    Flake(flake::FlakeArgs),
     /// pintrace attached for minutes to a mixed Direct I/O workload in the
     /// 6.12 guest: no finding, no lost event, flat agent memory.
     Soak(soak::SoakArgs),
@@ -94,6 +98,7 @@ fn run(cli: Cli) -> Result<bool> {
         Cmd::Kernels(args) => kernels(&ws, args),
         Cmd::Bench(args) => bench::bench(&ws, args),
         Cmd::Soak(args) => soak::soak(&ws, args),
+        Cmd::Flake(args) => flake::flake(&ws, args),
         Cmd::CheckKernel(_) => unreachable!("handled in main"),
     }
 }

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 pub const APPEND: &str = "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init";
 /// How long the KVM probe waits for the BOOTED marker.
 const KVM_PROBE: Duration = Duration::from_secs(20);
+/// Boots after the first for a guest that died of a stale patch.
+pub const DEFAULT_RETRIES: u32 = 2;
 /// After EXIT, how long QEMU gets to power off before it is killed.
 const POWEROFF_GRACE: Duration = Duration::from_secs(30);
 
@@ -27,6 +29,69 @@ pub enum Accel {
     Kvm,
     /// Software emulation (-cpu max); slower, works everywhere.
     Tcg,
+}
+
+/// How TCG runs the guest's vCPUs.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TcgThread {
+    /// All vCPUs on one host thread, in turns. A vCPU then never runs
+    /// kernel text that another vCPU has just patched without seeing the
+    /// patch: multi-threaded TCG has let guests execute the `int3` of a
+    /// finished patch (see `console::stale_patch`).
+    #[default]
+    Single,
+    /// A host thread per vCPU (QEMU's default): the vCPUs run in parallel.
+    Multi,
+}
+
+impl TcgThread {
+    fn accel_arg(self) -> &'static str {
+        match self {
+            TcgThread::Single => "tcg,thread=single",
+            TcgThread::Multi => "tcg,thread=multi",
+        }
+    }
+}
+
+/// How every command that boots guests runs QEMU.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BootOpts {
+    #[arg(long, value_enum, default_value_t = Accel::Auto)]
+    pub accel: Accel,
+    /// Under TCG: all vCPUs on one host thread (no stale patches of kernel
+    /// text), or a thread per vCPU (parallel, but a guest can die of a
+    /// patch another vCPU finished).
+    #[arg(long, value_enum, default_value_t = TcgThread::default())]
+    pub tcg_thread: TcgThread,
+    /// Boots again after a death of a stale patch of kernel text (an
+    /// emulator hazard, named in the verdict); any other oops fails at once.
+    #[arg(long, default_value_t = DEFAULT_RETRIES, value_name = "N")]
+    pub retries: u32,
+}
+
+impl Default for BootOpts {
+    fn default() -> Self {
+        Self {
+            accel: Accel::Auto,
+            tcg_thread: TcgThread::default(),
+            retries: DEFAULT_RETRIES,
+        }
+    }
+}
+
+impl BootOpts {
+    pub fn apply(&self, req: &mut BootRequest) {
+        req.accel = self.accel;
+        req.tcg_thread = self.tcg_thread;
+        req.retries = self.retries;
+    }
+}
+
+/// A boot that died of a stale patch and was run again.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    pub cause: console::StalePatch,
+    pub log: PathBuf,
 }
 
 /// Everything one guest run needs.
@@ -44,6 +109,9 @@ pub struct BootRequest {
     pub memory_mib: u32,
     pub smp: u32,
     pub accel: Accel,
+    pub tcg_thread: TcgThread,
+    /// How many more boots a guest that died of a stale patch gets.
+    pub retries: u32,
     /// Copy the console to stdout while it runs.
     pub echo: bool,
     /// Appended to the QEMU command line (disks, devices).
@@ -65,6 +133,8 @@ impl BootRequest {
             memory_mib: 2048,
             smp: 2,
             accel: Accel::Auto,
+            tcg_thread: TcgThread::default(),
+            retries: DEFAULT_RETRIES,
             echo: true,
             qemu_args: Vec::new(),
             strip: true,
@@ -89,13 +159,63 @@ pub struct Outcome {
     pub accel: &'static str,
     /// Harness notes: damaged exports, modules that failed, kernel warnings.
     pub notes: Vec<String>,
+    /// Earlier boots of this run that died of a stale patch.
+    pub retried: Vec<Retry>,
+    /// The first oops of a run that failed, when it was no stale patch.
+    pub oops: Option<String>,
 }
 
-/// Build the initramfs, boot, stream, judge.
+impl Outcome {
+    /// The stale patches this run was booted again for, for a verdict line:
+    /// empty when there were none.
+    pub fn retried_note(&self) -> String {
+        if self.retried.is_empty() {
+            return String::new();
+        }
+        let each: Vec<String> = self
+            .retried
+            .iter()
+            .map(|r| format!("{} [{}]", r.cause, r.log.display()))
+            .collect();
+        format!(
+            " (boot {}: the earlier died of an emulator hazard, not a finding: {})",
+            self.retried.len() + 1,
+            each.join("; ")
+        )
+    }
+}
+
+/// Build the initramfs, boot, stream, judge. A guest that failed because
+/// it died of a stale patch (`console::stale_patch`) is booted again, up to
+/// `req.retries` times, and the outcome says so; any other oops is never
+/// retried away.
 pub fn boot(ws: &Workspace, req: &BootRequest) -> Result<Outcome> {
     let qemu = qemu_binary()?;
     let accel = choose_accel(ws, req, &qemu)?;
-    launch(ws, req, &qemu, accel)
+    let mut retried = Vec::new();
+    loop {
+        let mut o = launch(ws, req, &qemu, accel)?;
+        let stale = (!o.verdict.passed())
+            .then(|| console::stale_patch(&o.console))
+            .flatten();
+        match stale {
+            Some(cause) if (retried.len() as u32) < req.retries => {
+                println!(
+                    "\nvm: the guest died of {cause}: an emulator hazard of patching live \
+                     kernel text under TCG, not a finding; booting again ({} of {} retries, \
+                     log {})",
+                    retried.len() + 1,
+                    req.retries,
+                    o.log.display()
+                );
+                retried.push(Retry { cause, log: o.log });
+            }
+            _ => {
+                o.retried = retried;
+                return Ok(o);
+            }
+        }
+    }
 }
 
 fn qemu_binary() -> Result<PathBuf> {
@@ -201,15 +321,24 @@ fn launch(ws: &Workspace, req: &BootRequest, qemu: &Path, accel: &'static str) -
         ))
         .args([
             "-accel",
-            accel,
+            if accel == "kvm" {
+                "kvm"
+            } else {
+                req.tcg_thread.accel_arg()
+            },
             "-cpu",
             if accel == "kvm" { "host" } else { "max" },
         ])
         .args(&req.qemu_args);
     let module_names: Vec<&str> = modules.iter().map(|(n, _)| n.as_str()).collect();
     if req.echo {
+        let threads = match (accel, req.tcg_thread) {
+            ("kvm", _) => "",
+            (_, TcgThread::Single) => " (one thread)",
+            (_, TcgThread::Multi) => " (a thread per vCPU)",
+        };
         println!(
-            "vm: booting {} ({}) with {accel}, modules [{}], initramfs {} MiB, timeout {} s",
+            "vm: booting {} ({}) with {accel}{threads}, modules [{}], initramfs {} MiB, timeout {} s",
             req.kernel.label,
             req.kernel.origin,
             module_names.join(" "),
@@ -249,6 +378,9 @@ fn launch(ws: &Workspace, req: &BootRequest, qemu: &Path, accel: &'static str) -
         }
         exports.push(path);
     }
+    let oops = (!verdict.passed())
+        .then(|| console::oops_excerpt(&console_text))
+        .flatten();
     writeln!(
         log,
         "\n# verdict: {verdict} ({accel}, {:.1} s)",
@@ -264,6 +396,8 @@ fn launch(ws: &Workspace, req: &BootRequest, qemu: &Path, accel: &'static str) -
         total_time: run.elapsed,
         accel,
         notes,
+        retried: Vec::new(),
+        oops,
     })
 }
 
@@ -470,6 +604,7 @@ fn choose_accel(ws: &Workspace, req: &BootRequest, qemu: &Path) -> Result<&'stat
     probe.echo = false;
     probe.memory_mib = 512;
     probe.smp = 1;
+    probe.retries = 0;
     let (works, why) = match launch(ws, &probe, qemu, "kvm") {
         Ok(o) if o.release.is_some() => (
             true,

@@ -29,16 +29,9 @@ pub fn run(
     let secs = minutes * 60;
     let opts = GuestOpts {
         kernel: vec![kernel.to_owned()],
-        modules: None,
         // The workload, plus boot, attach and the summary on a slow guest.
         timeout: secs + 1200,
-        memory: 2048,
-        smp: 2,
-        module: Vec::new(),
-        bin: Vec::new(),
-        accel: Default::default(),
-        pinzoo: false,
-        no_strip: false,
+        ..GuestOpts::default()
     };
     let o = vm::run_guest(ws, &opts, kernel, built, vm::soak_payload(secs))?;
     vm::report(&o);
@@ -51,9 +44,10 @@ pub fn run(
         println!("{l}");
     }
     let verdict = format!(
-        "{}{}",
+        "{}{}{}",
         o.verdict,
-        line.map(|l| format!(" ({l})")).unwrap_or_default()
+        line.map(|l| format!(" ({l})")).unwrap_or_default(),
+        o.retried_note()
     );
     Ok((verdict, o.verdict.passed()))
 }

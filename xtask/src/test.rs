@@ -72,24 +72,7 @@ pub fn test(ws: &Workspace, args: &TestArgs) -> Result<bool> {
             Ok(built) => {
                 for k in &kernels {
                     let t = Instant::now();
-                    let mut res = vm::run_guest(ws, &args.guest, k, &built, vm::suite_payload());
-                    let mut rerun = None;
-                    if let Ok(o) = &res {
-                        if let Some(func) = crate::console::stale_patch_breakpoint(&o.console) {
-                            vm::report(o);
-                            println!(
-                                "vm: {k}: the guest trapped on a breakpoint at {func} that the \
-                                 kernel had already replaced with the trampoline call (an emulator \
-                                 hazard of patching code under TCG, not a finding); running the \
-                                 suite once more"
-                            );
-                            rerun = Some(format!(
-                                " (second run: the first died of a stale breakpoint at {func}, {})",
-                                o.log.display()
-                            ));
-                            res = vm::run_guest(ws, &args.guest, k, &built, vm::suite_payload());
-                        }
-                    }
+                    let res = vm::run_guest(ws, &args.guest, k, &built, vm::suite_payload());
                     let row = match res {
                         Ok(o) => {
                             vm::report(&o);
@@ -103,7 +86,7 @@ pub fn test(ws: &Workspace, args: &TestArgs) -> Result<bool> {
                                     "{} [{}]{}",
                                     o.verdict,
                                     o.log.display(),
-                                    rerun.as_deref().unwrap_or("")
+                                    o.retried_note()
                                 ),
                                 passed: o.verdict.passed(),
                                 secs: t.elapsed().as_secs_f64(),

@@ -4,7 +4,7 @@
 use crate::debian::{self, KernelSpec};
 use crate::initramfs::{GuestFile, Payload};
 use crate::pinzoo;
-use crate::qemu::{self, Accel, BootRequest, Outcome};
+use crate::qemu::{self, BootOpts, BootRequest, Outcome};
 use crate::util::{self, Workspace};
 use anyhow::{anyhow, bail, Context as _, Result};
 use std::io::BufReader;
@@ -45,8 +45,8 @@ pub struct GuestOpts {
     /// with its shared libraries.
     #[arg(long = "bin", value_name = "PATH|NAME")]
     pub bin: Vec<String>,
-    #[arg(long, value_enum, default_value_t = Accel::Auto)]
-    pub accel: Accel,
+    #[command(flatten)]
+    pub boot: BootOpts,
     /// Build the pin-bug zoo module for the kernel and put it at
     /// /lib/pinzoo.ko (always done for the guest suite).
     #[arg(long)]
@@ -55,6 +55,27 @@ pub struct GuestOpts {
     /// a ~10x larger initramfs that boots slower).
     #[arg(long)]
     pub no_strip: bool,
+    /// Keep the console off stdout (it still goes to the log).
+    #[arg(skip)]
+    pub quiet: bool,
+}
+
+impl Default for GuestOpts {
+    fn default() -> Self {
+        Self {
+            kernel: Vec::new(),
+            modules: None,
+            timeout: 2400,
+            memory: 2048,
+            smp: 2,
+            module: Vec::new(),
+            bin: Vec::new(),
+            boot: BootOpts::default(),
+            pinzoo: false,
+            no_strip: false,
+            quiet: false,
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -109,6 +130,13 @@ pub fn suite_payload() -> Payload {
     ])
     .env("PINTRACE_BIN", GUEST_PINTRACE)
     .env("RUST_BACKTRACE", "1")
+}
+
+/// One test of the guest suite, by its exact name.
+pub fn test_payload(name: &str) -> Payload {
+    Payload::new([GUEST_TESTS, "--ignored", "--exact", name])
+        .env("PINTRACE_BIN", GUEST_PINTRACE)
+        .env("RUST_BACKTRACE", "1")
 }
 
 /// vfat (legacy fs/direct-io.c Direct I/O) and the character sets its
@@ -168,8 +196,9 @@ pub fn run_guest(
     req.timeout = Duration::from_secs(opts.timeout);
     req.memory_mib = opts.memory;
     req.smp = opts.smp;
-    req.accel = opts.accel;
+    opts.boot.apply(&mut req);
     req.strip = !opts.no_strip;
+    req.echo = !opts.quiet;
     req.binaries
         .push(("pintrace".into(), built.pintrace.clone()));
     if let Some(t) = &built.guest_tests {
@@ -222,6 +251,16 @@ pub fn report(o: &Outcome) {
     for n in &o.notes {
         println!("vm: note: {n}");
     }
+    for r in &o.retried {
+        println!(
+            "vm: note: an earlier boot died of {} (an emulator hazard, not a finding): {}",
+            r.cause,
+            r.log.display()
+        );
+    }
+    if let Some(oops) = &o.oops {
+        println!("vm: the kernel oopsed:\n{oops}");
+    }
     for e in &o.exports {
         println!("vm: exported {}", e.display());
     }
@@ -236,7 +275,7 @@ pub fn report(o: &Outcome) {
         o.accel,
         o.total_time.as_secs_f64()
     );
-    println!("vm: log {}", o.log.display());
+    println!("vm: log {}{}", o.log.display(), o.retried_note());
 }
 
 /// `cargo build --release -p pintrace` and, when wanted or present, the
