@@ -249,6 +249,10 @@ pub fn bench(ws: &Workspace, args: &BenchArgs) -> Result<bool> {
     req.timeout = Duration::from_secs(args.timeout);
     req.memory_mib = args.memory;
     req.smp = args.smp;
+    // The tracer's cost is the question here: its agent runs beside the
+    // I/O on the other vCPU, as it would on real CPUs, not in turns with it.
+    // A stale patch is booted again (`--retries`).
+    req.tcg_thread = qemu::TcgThread::Multi;
     args.boot.apply(&mut req);
     req.binaries
         .push(("pintrace".into(), built.pintrace.clone()));
@@ -276,13 +280,15 @@ pub fn bench(ws: &Workspace, args: &BenchArgs) -> Result<bool> {
     }
     let mut report = analyse(&out, args)?;
     report.json["conditions"]["accel"] = json!(outcome.accel);
+    report.json["conditions"]["tcg_thread"] = json!(format!("{:?}", req.tcg_thread).to_lowercase());
     report.json["conditions"]["kernel"] = json!(outcome.release);
     let conditions = format!(
-        "kernel {}, {} vCPUs, {} MiB, QEMU {}, loop device over {} MiB in guest RAM, {} rounds of {} s per run (medians)\n",
+        "kernel {}, {} vCPUs, {} MiB, QEMU {} ({:?} threading), loop device over {} MiB in guest RAM, {} rounds of {} s per run (medians)\n",
         outcome.release.as_deref().unwrap_or("?"),
         args.smp,
         args.memory,
         outcome.accel,
+        req.tcg_thread,
         args.loop_mib,
         args.rounds,
         args.runtime

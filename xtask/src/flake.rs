@@ -161,7 +161,7 @@ pub fn flake(ws: &Workspace, args: &FlakeArgs) -> Result<bool> {
     println!(
         "\nflake: {} under TCG with {:?} threading{}, {:.0} s in all",
         args.kernel,
-        args.boot.tcg_thread,
+        args.boot.tcg_thread.unwrap_or_default(),
         if args.load {
             ", the host loaded by a compile"
         } else {

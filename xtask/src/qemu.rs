@@ -60,9 +60,9 @@ pub struct BootOpts {
     pub accel: Accel,
     /// Under TCG: all vCPUs on one host thread (no stale patches of kernel
     /// text), or a thread per vCPU (parallel, but a guest can die of a
-    /// patch another vCPU finished).
-    #[arg(long, value_enum, default_value_t = TcgThread::default())]
-    pub tcg_thread: TcgThread,
+    /// patch another vCPU finished) [default: single; multi for `bench`].
+    #[arg(long, value_enum, value_name = "single|multi")]
+    pub tcg_thread: Option<TcgThread>,
     /// Boots again after a death of a stale patch of kernel text (an
     /// emulator hazard, named in the verdict); any other oops fails at once.
     #[arg(long, default_value_t = DEFAULT_RETRIES, value_name = "N")]
@@ -73,7 +73,7 @@ impl Default for BootOpts {
     fn default() -> Self {
         Self {
             accel: Accel::Auto,
-            tcg_thread: TcgThread::default(),
+            tcg_thread: None,
             retries: DEFAULT_RETRIES,
         }
     }
@@ -82,7 +82,9 @@ impl Default for BootOpts {
 impl BootOpts {
     pub fn apply(&self, req: &mut BootRequest) {
         req.accel = self.accel;
-        req.tcg_thread = self.tcg_thread;
+        if let Some(t) = self.tcg_thread {
+            req.tcg_thread = t;
+        }
         req.retries = self.retries;
     }
 }
