@@ -1,6 +1,7 @@
 //! `cargo xtask vm`: build pintrace and its guest tests, boot a kernel, run
 //! the guest suite (or any command) inside, report.
 
+use crate::console;
 use crate::debian::{self, KernelSpec};
 use crate::initramfs::{GuestFile, Payload};
 use crate::pinzoo;
@@ -260,6 +261,10 @@ pub fn report(o: &Outcome) {
     }
     if let Some(oops) = &o.oops {
         println!("vm: the kernel oopsed:\n{oops}");
+    } else if let Some(p) = console::stale_patch(&o.console).filter(|_| !o.verdict.passed()) {
+        println!(
+            "vm: the guest died of {p} (an emulator hazard; no retries left, `--retries N` allows more)"
+        );
     }
     for e in &o.exports {
         println!("vm: exported {}", e.display());
