@@ -353,6 +353,15 @@ mod tests {
         [  299.008630] Code: 90 90 f3 0f 1e fa e8 <77> 87 87 1c 41 54 55\r\n\
         [  299.009922] Kernel panic - not syncing: Fatal exception in interrupt\r\n";
 
+    /// The bio fill's trampoline attached while the engine ran it, in
+    /// process context (6.12 guest, `cargo xtask flake --tcg-thread multi`).
+    const TRAMPOLINE_IN_TASK: &str = "[   51.095019] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\r\n\
+        [   51.095522] CPU: 0 UID: 0 PID: 168 Comm: engine-0 Not tainted 6.12.117+deb12-cloud-amd64 #1  Debian 6.12.117-1~deb12u1\r\n\
+        [   51.095638] Hardware name: QEMU Standard PC (i440FX + PIIX, 1996), BIOS 1.16.2-debian-1.16.2-1 04/01/2014\r\n\
+        [   51.095778] RIP: 0010:bio_iov_iter_get_pages+0x5/0x5c0\r\n\
+        [   51.096240] Code: f1 48 0f 47 ce eb 84 0f 0b e9 75 ff ff ff 0f 1f 80 00 00 00 00 90 90 90 90 90 90 90 90 90 90 90 90 90 90 90 90 f3 0f 1e fa e8 <b7> 01 d4 36 41 57 41 56 41 55 41 54 55 53 48 83 ec 38 65 48 8b 04\r\n\
+        [   51.096344] RSP: 0018:ff3fae2cc04539c8 EFLAGS: 00000246\r\n";
+
     /// The `block_rq_complete` tracepoint's static branch switched on
     /// during I/O (6.12 guest, `robust::a_start_during_direct_io...`).
     const JUMP_LABEL_ON: &str = "[  412.118201] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\r\n\
@@ -387,6 +396,10 @@ mod tests {
     fn stale_patches_are_told_apart_in_every_form() {
         let found = |c: &str| stale_patch(c).map(|p| (p.rip, p.insn));
         assert_eq!(found(TRAMPOLINE), Some(("bio_endio+0x5".into(), "call")));
+        assert_eq!(
+            found(TRAMPOLINE_IN_TASK),
+            Some(("bio_iov_iter_get_pages+0x5".into(), "call"))
+        );
         assert_eq!(
             found(JUMP_LABEL_ON),
             Some(("blk_update_request+0x3c".into(), "jmp"))

@@ -62,9 +62,9 @@ impl Tally {
         }
     }
 
-    fn line(&self, what: &str, n: u32) -> String {
+    fn line(&self, what: &str, n: u32, w: usize) -> String {
         format!(
-            "{what:<12} {n:>4} {:>7} {:>12} {:>7} {:>10.1}",
+            "{what:<w$} {n:>4} {:>7} {:>12} {:>7} {:>10.1}",
             self.passed,
             self.stale.len(),
             self.other.len(),
@@ -169,12 +169,13 @@ pub fn flake(ws: &Workspace, args: &FlakeArgs) -> Result<bool> {
         },
         t.elapsed().as_secs_f64()
     );
+    let w = args.test.len().max(9);
     println!(
-        "{:<12} {:>4} {:>7} {:>12} {:>7} {:>10}",
+        "{:<w$} {:>4} {:>7} {:>12} {:>7} {:>10}",
         "what", "runs", "passed", "stale patch", "other", "s per run"
     );
-    println!("{}", tallies[0].line("bare boot", args.boots));
-    println!("{}", tallies[1].line(&args.test, args.runs));
+    println!("{}", tallies[0].line("bare boot", args.boots, w));
+    println!("{}", tallies[1].line(&args.test, args.runs, w));
     for t in &tallies {
         for d in t.stale.iter().chain(&t.other) {
             println!("  {d}");
