@@ -280,15 +280,15 @@ pub fn bench(ws: &Workspace, args: &BenchArgs) -> Result<bool> {
     }
     let mut report = analyse(&out, args)?;
     report.json["conditions"]["accel"] = json!(outcome.accel);
-    report.json["conditions"]["tcg_thread"] = json!(format!("{:?}", req.tcg_thread).to_lowercase());
+    report.json["conditions"]["tcg_thread"] = json!(outcome.tcg_thread.name());
     report.json["conditions"]["kernel"] = json!(outcome.release);
     let conditions = format!(
-        "kernel {}, {} vCPUs, {} MiB, QEMU {} ({:?} threading), loop device over {} MiB in guest RAM, {} rounds of {} s per run (medians)\n",
+        "kernel {}, {} vCPUs, {} MiB, QEMU {} ({} threading), loop device over {} MiB in guest RAM, {} rounds of {} s per run (medians)\n",
         outcome.release.as_deref().unwrap_or("?"),
         args.smp,
         args.memory,
         outcome.accel,
-        req.tcg_thread,
+        outcome.tcg_thread.name(),
         args.loop_mib,
         args.rounds,
         args.runtime

@@ -37,6 +37,11 @@ pub struct FlakeArgs {
     /// `-j 1`, again and again) while the guests run.
     #[arg(long)]
     pub load: bool,
+    /// Boot again after a stale patch as every guest command does
+    /// (`--retries`, and with `--tcg-thread auto` on one thread): counts the
+    /// runs that fail in the end. Without it no death is retried.
+    #[arg(long)]
+    pub with_retries: bool,
     #[command(flatten)]
     pub boot: BootOpts,
 }
@@ -123,8 +128,10 @@ pub fn flake(ws: &Workspace, args: &FlakeArgs) -> Result<bool> {
     crate::setup::setup(&crate::setup::SetupArgs::default())?;
     let built = vm::build(ws, args.runs > 0)?;
     let mut boot = args.boot.clone();
-    // Every death counts here: none is booted again.
-    boot.retries = 0;
+    if !args.with_retries {
+        // Every death counts: none is booted again.
+        boot.retries = 0;
+    }
     let opts = GuestOpts {
         kernel: vec![args.kernel.clone()],
         boot,
@@ -154,14 +161,24 @@ pub fn flake(ws: &Workspace, args: &FlakeArgs) -> Result<bool> {
                     String::new()
                 } else {
                     format!(" [{}]", o.log.display())
-                }
+                } + &o.retried_note()
             );
         }
     }
+    let thread = args.boot.tcg_thread.unwrap_or_default();
     println!(
-        "\nflake: {} under TCG with {:?} threading{}, {:.0} s in all",
+        "\nflake: {} under TCG with {} threading{}{}, {:.0} s in all",
         args.kernel,
-        args.boot.tcg_thread.unwrap_or_default(),
+        if args.with_retries {
+            thread.name()
+        } else {
+            thread.first().name()
+        },
+        if args.with_retries {
+            format!(", up to {} retries", args.boot.retries)
+        } else {
+            ", no retries".into()
+        },
         if args.load {
             ", the host loaded by a compile"
         } else {
@@ -172,7 +189,7 @@ pub fn flake(ws: &Workspace, args: &FlakeArgs) -> Result<bool> {
     let w = args.test.len().max(9);
     println!(
         "{:<w$} {:>4} {:>7} {:>12} {:>7} {:>10}",
-        "what", "runs", "passed", "stale patch", "other", "s per run"
+        "what", "runs", "passed", "stale deaths", "other", "s per run"
     );
     println!("{}", tallies[0].line("bare boot", args.boots, w));
     println!("{}", tallies[1].line(&args.test, args.runs, w));

@@ -34,21 +34,50 @@ pub enum Accel {
 /// How TCG runs the guest's vCPUs.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TcgThread {
+    /// A thread per vCPU, and a boot that died of a stale patch is booted
+    /// again on one thread, where that cannot happen.
+    #[default]
+    Auto,
     /// All vCPUs on one host thread, in turns. A vCPU then never runs
     /// kernel text that another vCPU has just patched without seeing the
-    /// patch: multi-threaded TCG has let guests execute the `int3` of a
-    /// finished patch (see `console::stale_patch`).
-    #[default]
+    /// patch (multi-threaded TCG has let guests execute the `int3` of a
+    /// finished patch: `console::stale_patch`). Slower: a vCPU that spins
+    /// waiting for the other (an IPI, a patch's CPU sync) waits out its
+    /// time slice.
     Single,
     /// A host thread per vCPU (QEMU's default): the vCPUs run in parallel.
     Multi,
 }
 
 impl TcgThread {
+    /// The threading of the first boot.
+    pub fn first(self) -> TcgThread {
+        match self {
+            TcgThread::Auto => TcgThread::Multi,
+            t => t,
+        }
+    }
+
+    /// The threading of a boot after a death of a stale patch.
+    fn after_stale_patch(self) -> TcgThread {
+        match self {
+            TcgThread::Auto => TcgThread::Single,
+            t => t,
+        }
+    }
+
     fn accel_arg(self) -> &'static str {
         match self {
             TcgThread::Single => "tcg,thread=single",
-            TcgThread::Multi => "tcg,thread=multi",
+            TcgThread::Multi | TcgThread::Auto => "tcg,thread=multi",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TcgThread::Auto => "auto",
+            TcgThread::Single => "single",
+            TcgThread::Multi => "multi",
         }
     }
 }
@@ -58,9 +87,10 @@ impl TcgThread {
 pub struct BootOpts {
     #[arg(long, value_enum, default_value_t = Accel::Auto)]
     pub accel: Accel,
-    /// Under TCG: all vCPUs on one host thread (no stale patches of kernel
-    /// text), or a thread per vCPU (parallel, but a guest can die of a
-    /// patch another vCPU finished) [default: single; multi for `bench`].
+    /// Under TCG: a thread per vCPU (parallel, but a guest can die of a
+    /// patch of kernel text another vCPU finished), all vCPUs on one thread
+    /// (immune, slower), or auto: multi, and single for a boot after such a
+    /// death [default: auto; multi for `bench`].
     #[arg(long, value_enum, value_name = "single|multi")]
     pub tcg_thread: Option<TcgThread>,
     /// Boots again after a death of a stale patch of kernel text (an
@@ -159,6 +189,8 @@ pub struct Outcome {
     pub boot_time: Option<Duration>,
     pub total_time: Duration,
     pub accel: &'static str,
+    /// How TCG ran this boot's vCPUs.
+    pub tcg_thread: TcgThread,
     /// Harness notes: damaged exports, modules that failed, kernel warnings.
     pub notes: Vec<String>,
     /// Earlier boots of this run that died of a stale patch.
@@ -195,17 +227,20 @@ pub fn boot(ws: &Workspace, req: &BootRequest) -> Result<Outcome> {
     let qemu = qemu_binary()?;
     let accel = choose_accel(ws, req, &qemu)?;
     let mut retried = Vec::new();
+    let mut thread = req.tcg_thread.first();
     loop {
-        let mut o = launch(ws, req, &qemu, accel)?;
+        let mut o = launch(ws, req, &qemu, accel, thread)?;
         let stale = (!o.verdict.passed())
             .then(|| console::stale_patch(&o.console))
             .flatten();
         match stale {
             Some(cause) if (retried.len() as u32) < req.retries => {
+                thread = req.tcg_thread.after_stale_patch();
                 println!(
                     "\nvm: the guest died of {cause}: an emulator hazard of patching live \
-                     kernel text under TCG, not a finding; booting again ({} of {} retries, \
-                     log {})",
+                     kernel text under TCG, not a finding; booting again with {} TCG \
+                     threading ({} of {} retries, log {})",
+                    thread.name(),
                     retried.len() + 1,
                     req.retries,
                     o.log.display()
@@ -256,7 +291,13 @@ fn new_run(ws: &Workspace, label: &str) -> Result<(String, PathBuf, std::fs::Fil
     unreachable!("some run name is free")
 }
 
-fn launch(ws: &Workspace, req: &BootRequest, qemu: &Path, accel: &'static str) -> Result<Outcome> {
+fn launch(
+    ws: &Workspace,
+    req: &BootRequest,
+    qemu: &Path,
+    accel: &'static str,
+    thread: TcgThread,
+) -> Result<Outcome> {
     let mut notes = Vec::new();
     let modules = match req.kernel.module_index()? {
         Some(index) => {
@@ -326,7 +367,7 @@ fn launch(ws: &Workspace, req: &BootRequest, qemu: &Path, accel: &'static str) -
             if accel == "kvm" {
                 "kvm"
             } else {
-                req.tcg_thread.accel_arg()
+                thread.accel_arg()
             },
             "-cpu",
             if accel == "kvm" { "host" } else { "max" },
@@ -334,10 +375,10 @@ fn launch(ws: &Workspace, req: &BootRequest, qemu: &Path, accel: &'static str) -
         .args(&req.qemu_args);
     let module_names: Vec<&str> = modules.iter().map(|(n, _)| n.as_str()).collect();
     if req.echo {
-        let threads = match (accel, req.tcg_thread) {
+        let threads = match (accel, thread) {
             ("kvm", _) => "",
             (_, TcgThread::Single) => " (one thread)",
-            (_, TcgThread::Multi) => " (a thread per vCPU)",
+            _ => " (a thread per vCPU)",
         };
         println!(
             "vm: booting {} ({}) with {accel}{threads}, modules [{}], initramfs {} MiB, timeout {} s",
@@ -397,6 +438,7 @@ fn launch(ws: &Workspace, req: &BootRequest, qemu: &Path, accel: &'static str) -
         boot_time: run.booted_at,
         total_time: run.elapsed,
         accel,
+        tcg_thread: thread,
         notes,
         retried: Vec::new(),
         oops,
@@ -607,7 +649,7 @@ fn choose_accel(ws: &Workspace, req: &BootRequest, qemu: &Path) -> Result<&'stat
     probe.memory_mib = 512;
     probe.smp = 1;
     probe.retries = 0;
-    let (works, why) = match launch(ws, &probe, qemu, "kvm") {
+    let (works, why) = match launch(ws, &probe, qemu, "kvm", TcgThread::Multi) {
         Ok(o) if o.release.is_some() => (
             true,
             format!("booted in {:.1} s", o.total_time.as_secs_f64()),
@@ -628,4 +670,23 @@ fn choose_accel(ws: &Workspace, req: &BootRequest, qemu: &Path) -> Result<&'stat
     std::fs::write(&cache, format!("{line} {why}\n{key}\n"))
         .with_context(|| format!("writing {}", cache.display()))?;
     Ok(if works { "kvm" } else { "tcg" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_threading_goes_single_after_a_stale_patch() {
+        assert_eq!(TcgThread::Auto.first().accel_arg(), "tcg,thread=multi");
+        assert_eq!(
+            TcgThread::Auto.after_stale_patch().accel_arg(),
+            "tcg,thread=single"
+        );
+        for t in [TcgThread::Single, TcgThread::Multi] {
+            assert_eq!(t.first(), t);
+            assert_eq!(t.after_stale_patch(), t);
+        }
+        assert_eq!(BootOpts::default().retries, DEFAULT_RETRIES);
+    }
 }

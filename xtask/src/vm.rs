@@ -273,11 +273,15 @@ pub fn report(o: &Outcome) {
         .boot_time
         .map(|d| format!("booted in {:.1} s, ", d.as_secs_f64()))
         .unwrap_or_default();
+    let accel = if o.accel == "tcg" {
+        format!("tcg, {} threading", o.tcg_thread.name())
+    } else {
+        o.accel.to_string()
+    };
     println!(
-        "vm: {} — {} ({}), {boot}{:.1} s in all",
+        "vm: {} — {} ({accel}), {boot}{:.1} s in all",
         o.verdict,
         o.release.as_deref().unwrap_or("kernel did not boot"),
-        o.accel,
         o.total_time.as_secs_f64()
     );
     println!("vm: log {}{}", o.log.display(), o.retried_note());
