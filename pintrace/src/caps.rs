@@ -11,7 +11,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-/// The kernel symbols pintrace knows about (shared/KERNEL.md), by role.
+/// The kernel symbols pintrace knows about (docs/kernel.md), by role.
 pub const KNOWN_SYMBOLS: &[(&str, &str)] = &[
     ("pin_user_pages_fast", "acquire"),
     ("get_user_pages_fast", "acquire"),

@@ -1,4 +1,4 @@
-//! `gup_flags` values per kernel version (shared/KERNEL.md): macros up to
+//! `gup_flags` values per kernel version (docs/kernel.md): macros up to
 //! 6.2, an enum from 6.3 on.
 
 use serde::Serialize;

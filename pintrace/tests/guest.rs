@@ -286,7 +286,7 @@ fn doctor_sees_kprobes_fentry_and_the_symbols() {
             .unwrap()
     };
     assert!(present("pin_user_pages_fast") && present("get_user_pages_fast"));
-    // Release API differences of shared/KERNEL.md, checked on the real kernel.
+    // Release API differences of docs/kernel.md, checked on the real kernel.
     let v = kernel_version();
     assert_eq!(
         present("unpin_user_folio"),

@@ -1,12 +1,17 @@
 //! The dashboard at fixed sizes on synthetic streams, and its keys.
 
-use super::*;
+use super::{caller, App, Data, Focus, Header, SortKey};
 use crate::{
-    ledger::LedgerConfig,
+    ledger::{Ledger, LedgerConfig},
     pipeline::Pipeline,
     synth::{demo, folio, Stream, MS},
 };
-use ratatui::{backend::TestBackend, crossterm::event::KeyEventKind, Terminal};
+use ratatui::{
+    backend::TestBackend,
+    crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers},
+    style::Color,
+    Terminal,
+};
 
 const T0: u64 = 5_000 * MS;
 
