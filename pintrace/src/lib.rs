@@ -4,13 +4,12 @@
 //! kernel capabilities ([`caps`]) → attach plan ([`plan`]) → probes
 //! ([`probes`], the only module that touches aya) → event stream
 //! ([`events`]) → ledger ([`ledger`], pure) → views ([`views`]).
-//! [`cmd`] wires them together per command; [`engine`] is the O_DIRECT
-//! workload generator that drives the paths being audited.
+//! [`cmd`] wires them together per command; the O_DIRECT workload generator
+//! that drives the paths being audited is its own crate, `pintrace-engine`.
 
 pub mod caps;
 pub mod check;
 pub mod cmd;
-pub mod engine;
 pub mod events;
 pub mod flags;
 pub mod fuzzing;

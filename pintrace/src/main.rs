@@ -39,7 +39,7 @@ enum Command {
     /// buffers, and fail on any pin leaked or released the wrong way.
     Check(cmd::check::CheckArgs),
     /// Drive O_DIRECT I/O on a file or block device (fio-like).
-    Engine(pintrace::engine::EngineArgs),
+    Engine(pintrace_engine::EngineArgs),
     /// Drive the pin-bug zoo test module (/dev/pinzoo).
     #[command(hide = true)]
     Zoo(cmd::zoo::ZooArgs),
@@ -66,7 +66,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(args, cli.verbose > 0),
         Command::Top(args) => cmd::top::run(args, cli.verbose > 0),
         Command::Check(args) => cmd::check::run(args, cli.verbose > 0),
-        Command::Engine(args) => pintrace::engine::run_cli(args),
+        Command::Engine(args) => pintrace_engine::run_cli(args),
         Command::Zoo(args) => cmd::zoo::run(args),
         Command::BenchProbe(args) => cmd::bench_probe::run(args),
     };

@@ -11,7 +11,6 @@ use crate::{
         targets::{self, Prepared, Ready},
         Drive, Scenario, TargetKind,
     },
-    engine::BufferKind,
     ledger::{Finding, Kind, Ledger, LedgerConfig},
     pipeline::Pipeline,
     plan::Preference,
@@ -22,6 +21,7 @@ use crate::{
 };
 use anyhow::{Context as _, Result};
 use clap::Args;
+use pintrace_engine::BufferKind;
 use std::{
     path::{Path, PathBuf},
     process::Stdio,

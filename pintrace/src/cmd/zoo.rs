@@ -6,12 +6,10 @@
 //! The scenarios mirror `xtask/pinzoo/pinzoo.h`.
 
 use super::exit;
-use crate::{
-    engine::{Arena, BufferKind},
-    vmstat,
-};
+use crate::vmstat;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand, ValueEnum};
+use pintrace_engine::{Arena, BufferKind};
 use serde::Serialize;
 use std::{fs::File, os::fd::AsRawFd, path::PathBuf, time::Duration};
 
