@@ -5,7 +5,7 @@
 //!
 //! The scenarios mirror `xtask/pinzoo/pinzoo.h`.
 
-use super::exit;
+use crate::exit::Exit;
 use crate::vmstat;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand, ValueEnum};
@@ -190,7 +190,7 @@ fn open(device: &PathBuf) -> Result<File> {
         })
 }
 
-pub fn run(args: &ZooArgs) -> Result<u8> {
+pub fn run(args: &ZooArgs) -> Result<Exit> {
     let dev = open(&args.device)?;
     match &args.command {
         ZooCommand::Run(r) => {
@@ -210,7 +210,7 @@ pub fn run(args: &ZooArgs) -> Result<u8> {
             println!("{}", serde_json::to_string(&out)?);
         }
     }
-    Ok(exit::OK)
+    Ok(Exit::Ok)
 }
 
 /// Runs the scenario; the buffer is returned so that it stays mapped as
