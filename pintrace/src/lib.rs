@@ -4,14 +4,15 @@
 //! kernel capabilities ([`caps`]) → attach plan ([`plan`]) → probes
 //! ([`probes`], the only module that touches aya) → event stream
 //! ([`events`]) → ledger ([`ledger`], pure) → views ([`views`]).
-//! [`cmd`] wires them together per command; [`engine`] is the O_DIRECT
-//! workload generator that drives the paths being audited.
+//! [`startup`] takes the first three steps, for [`session`] and `doctor`.
+//! [`cmd`] wires them together per command; the O_DIRECT workload generator
+//! that drives the paths being audited is its own crate, `pintrace-engine`.
 
 pub mod caps;
 pub mod check;
 pub mod cmd;
-pub mod engine;
 pub mod events;
+pub mod exit;
 pub mod flags;
 pub mod fuzzing;
 pub mod layout;
@@ -25,6 +26,7 @@ pub mod record;
 pub mod report_file;
 pub mod session;
 pub mod source;
+pub mod startup;
 pub mod symbols;
 pub mod synth;
 pub mod views;

@@ -1,6 +1,6 @@
 //! The pintrace command line.
 use clap::{Parser, Subcommand};
-use pintrace::cmd::{self, exit};
+use pintrace::{cmd, exit::Exit};
 use std::process::ExitCode;
 
 /// Audit the Linux kernel's page-pin balance live: every pin_user_pages and
@@ -39,7 +39,7 @@ enum Command {
     /// buffers, and fail on any pin leaked or released the wrong way.
     Check(cmd::check::CheckArgs),
     /// Drive O_DIRECT I/O on a file or block device (fio-like).
-    Engine(pintrace::engine::EngineArgs),
+    Engine(pintrace_engine::EngineArgs),
     /// Drive the pin-bug zoo test module (/dev/pinzoo).
     #[command(hide = true)]
     Zoo(cmd::zoo::ZooArgs),
@@ -62,21 +62,19 @@ fn main() -> ExitCode {
         .format_timestamp(None)
         .init();
     let result = match &cli.command {
-        Command::Doctor { json } => cmd::doctor::run(*json),
-        Command::Run(args) => cmd::run::run(args, cli.verbose > 0),
-        Command::Top(args) => cmd::top::run(args, cli.verbose > 0),
-        Command::Check(args) => cmd::check::run(args, cli.verbose > 0),
-        Command::Engine(args) => pintrace::engine::run_cli(args),
-        Command::Zoo(args) => cmd::zoo::run(args),
-        Command::BenchProbe(args) => cmd::bench_probe::run(args),
+        Command::Doctor { json } => cmd::doctor::run(*json).map(ExitCode::from),
+        Command::Run(args) => cmd::run::run(args, cli.verbose > 0).map(ExitCode::from),
+        Command::Top(args) => cmd::top::run(args, cli.verbose > 0).map(ExitCode::from),
+        Command::Check(args) => cmd::check::run(args, cli.verbose > 0).map(ExitCode::from),
+        // The engine's own codes (0 ok, 1 I/O or verify failures, 2 cannot run).
+        Command::Engine(args) => pintrace_engine::run_cli(args).map(ExitCode::from),
+        Command::Zoo(args) => cmd::zoo::run(args).map(ExitCode::from),
+        Command::BenchProbe(args) => cmd::bench_probe::run(args).map(ExitCode::from),
     };
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(err) => {
-            eprintln!("pintrace: error: {err:#}");
-            ExitCode::from(exit::ERROR)
-        }
-    }
+    result.unwrap_or_else(|err| {
+        eprintln!("pintrace: error: {err:#}");
+        Exit::Error.into()
+    })
 }
 
 #[cfg(test)]

@@ -4,10 +4,10 @@
 
 use crate::{
     caps::{self, Caps},
-    cmd::startup,
     flags::FollFlags,
     plan::{Plan, Preference},
-    probes::{EventSource, LoadOptions, Probes},
+    probes::{EventSource, Probes},
+    startup::{ProbeSettings, Startup},
     symbols::KernelSymbolizer,
 };
 use anyhow::{bail, Context as _, Result};
@@ -98,20 +98,17 @@ impl Session {
         if let caps::Availability::No(why) = caps::privileges() {
             bail!("pintrace {command}: {why}");
         }
-        let load = LoadOptions {
+        let settings = ProbeSettings {
             ringbuf_bytes: opts.ringbuf_mib << 20,
-            rq_layout: None,
-            struct_offsets: Default::default(),
             verbose: opts.verbose,
             wakeup_bytes: match opts.wakeup {
                 Wakeup::Eager => 0,
                 Wakeup::Batched => (opts.ringbuf_mib << 20) / 8,
             },
             stack_interval_ns: opts.stacks.interval_ns(),
-            foll_pin: 0,
-            rq_records: opts.rq_records as u32,
+            rq_records: opts.rq_records,
         };
-        let mut s = startup(opts.attach, &load)?;
+        let mut s = Startup::run(opts.attach, &settings)?;
         let mut plan = s.plan.map_err(anyhow::Error::new)?;
         if !opts.bios {
             plan.leave_bios_off("--no-bio");

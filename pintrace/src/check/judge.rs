@@ -21,10 +21,10 @@
 
 use super::Drive;
 use crate::{
-    engine::SegLayout,
     ledger::{Counts, Kind},
     vmstat::PinCounters,
 };
+use pintrace_engine::SegLayout;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -12,7 +12,7 @@ pub mod judge;
 pub mod results;
 pub mod targets;
 
-use crate::engine::BufferKind;
+use pintrace_engine::BufferKind;
 use serde::Serialize;
 use std::{fmt, path::Path};
 

@@ -5,7 +5,7 @@ use super::{
     judge::{Check, Expected, Observed},
     Scenario,
 };
-use crate::{cmd::exit, ledger::Finding};
+use crate::{exit::Exit, ledger::Finding};
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -139,17 +139,17 @@ impl CheckReport {
 
     /// 1 when anything failed or a finding fails the run; else 2 when a
     /// scenario could not run or none ran at all; else 0.
-    pub fn exit_code(&self) -> u8 {
+    pub fn exit_code(&self) -> Exit {
         let other = self
             .other_findings
             .iter()
             .any(|f| f.finding.kind.is_failure());
         if self.failed > 0 || other {
-            exit::FINDINGS
+            Exit::Findings
         } else if self.errors > 0 || self.passed == 0 {
-            exit::ERROR
+            Exit::Error
         } else {
-            exit::OK
+            Exit::Ok
         }
     }
 }

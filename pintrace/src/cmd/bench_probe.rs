@@ -2,7 +2,7 @@
 //! attached (a per-CPU counter on `pin_user_pages_fast`), then prints one
 //! JSON line with the calls it counted. The floor of `cargo xtask bench`.
 
-use super::exit;
+use crate::exit::Exit;
 use crate::{
     caps,
     probes::bench::{BareAttach, BareProbe},
@@ -20,7 +20,7 @@ pub struct BenchProbeArgs {
     pub command: Vec<String>,
 }
 
-pub fn run(args: &BenchProbeArgs) -> Result<u8> {
+pub fn run(args: &BenchProbeArgs) -> Result<Exit> {
     if let caps::Availability::No(why) = caps::privileges() {
         bail!("pintrace bench-probe: {why}");
     }
@@ -39,8 +39,8 @@ pub fn run(args: &BenchProbeArgs) -> Result<u8> {
     });
     println!("{line}");
     Ok(if status.success() {
-        exit::OK
+        Exit::Ok
     } else {
-        exit::FINDINGS
+        Exit::Findings
     })
 }

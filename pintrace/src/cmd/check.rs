@@ -2,7 +2,7 @@
 //! engine in a child process, on its target) and judge it by what that
 //! child's process took and released; print a table, `--json`, `--junit`.
 
-use super::exit;
+use crate::exit::Exit;
 use crate::{
     check::{
         judge::{self, EngineOut, Observed},
@@ -11,7 +11,6 @@ use crate::{
         targets::{self, Prepared, Ready},
         Drive, Scenario, TargetKind,
     },
-    engine::BufferKind,
     ledger::{Finding, Kind, Ledger, LedgerConfig},
     pipeline::Pipeline,
     plan::Preference,
@@ -22,6 +21,7 @@ use crate::{
 };
 use anyhow::{Context as _, Result};
 use clap::Args;
+use pintrace_engine::BufferKind;
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
@@ -95,19 +95,19 @@ fn privileges_missing() -> Option<String> {
     })
 }
 
-pub fn run(args: &CheckArgs, verbose: bool) -> Result<u8> {
+pub fn run(args: &CheckArgs, verbose: bool) -> Result<Exit> {
     let selected = match select(args.quick, args.scenarios.as_deref()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("pintrace check: {e}");
-            return Ok(exit::ERROR);
+            return Ok(Exit::Error);
         }
     };
     if args.list {
         for s in &selected {
             println!("{s}");
         }
-        return Ok(exit::OK);
+        return Ok(Exit::Ok);
     }
     // Report destinations are checked before anything is set up.
     let junit = args
@@ -120,11 +120,11 @@ pub fn run(args: &CheckArgs, verbose: bool) -> Result<u8> {
         .map(|d| report_file::check_dir_writable("--out", d));
     if let Some(Err(e)) = junit.into_iter().chain(out).find(Result::is_err) {
         eprintln!("pintrace check: {e}");
-        return Ok(exit::ERROR);
+        return Ok(Exit::Error);
     }
     if let Some(why) = privileges_missing() {
         eprintln!("pintrace check: {why}");
-        return Ok(exit::ERROR);
+        return Ok(Exit::Error);
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -219,7 +219,7 @@ impl Tracer {
     }
 }
 
-async fn run_async(args: &CheckArgs, selected: Vec<Scenario>, verbose: bool) -> Result<u8> {
+async fn run_async(args: &CheckArgs, selected: Vec<Scenario>, verbose: bool) -> Result<Exit> {
     let started = Instant::now();
     let opts = SessionOptions {
         attach: args.attach,

@@ -1,25 +1,23 @@
 //! `pintrace doctor`.
 
-use super::{exit, startup};
 use crate::{
+    exit::Exit,
     plan::Preference,
-    probes::LoadOptions,
+    startup::{ProbeSettings, Startup},
     views::doctor::{render, DoctorReport},
 };
 use anyhow::Result;
 
-pub fn run(json: bool) -> Result<u8> {
-    let opts = LoadOptions {
+pub fn run(json: bool) -> Result<Exit> {
+    // The probes are loaded only to test fentry: the smallest ring will do.
+    let settings = ProbeSettings {
         ringbuf_bytes: 1 << 16,
-        rq_layout: None,
-        struct_offsets: Default::default(),
         verbose: false,
         wakeup_bytes: 0,
         stack_interval_ns: 0,
-        foll_pin: 0,
-        rq_records: 0,
+        rq_records: false,
     };
-    let s = startup(Preference::Auto, &opts)?;
+    let s = Startup::run(Preference::Auto, &settings)?;
     let can_trace = s.plan.is_ok();
     let report = DoctorReport {
         kind: "doctor",
@@ -32,5 +30,5 @@ pub fn run(json: bool) -> Result<u8> {
     } else {
         print!("{}", render(&report));
     }
-    Ok(if can_trace { exit::OK } else { exit::FINDINGS })
+    Ok(if can_trace { Exit::Ok } else { Exit::Findings })
 }

@@ -1,7 +1,7 @@
 //! `pintrace run`: attach, optionally run a workload, tally until it ends
 //! (or `--duration`, SIGINT, SIGTERM), then print the summary.
 
-use super::exit;
+use crate::exit::Exit;
 use crate::{
     ledger::{Finding, Ledger, LedgerConfig},
     metrics::{self, Metrics},
@@ -135,7 +135,7 @@ fn parse_speed(s: &str) -> Result<Speed, String> {
     s.parse()
 }
 
-pub fn run(args: &RunArgs, verbose: bool) -> Result<u8> {
+pub fn run(args: &RunArgs, verbose: bool) -> Result<Exit> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -233,7 +233,7 @@ pub(crate) fn start_metrics(args: &MetricsArgs) -> Result<Option<Arc<Metrics>>> 
     Ok(Some(m))
 }
 
-async fn run_async(args: &RunArgs, verbose: bool) -> Result<u8> {
+async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
     let opts = SessionOptions {
         attach: args.attach,
         ringbuf_mib: args.ringbuf_mib,
@@ -322,16 +322,16 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<u8> {
     }
     if let Some(damage) = source.damage() {
         eprintln!("pintrace: error: {damage} (the summary above covers the records before it)");
-        return Ok(exit::ERROR);
+        return Ok(Exit::Error);
     }
     if out.failures > 0 {
-        return Ok(exit::FINDINGS);
+        return Ok(Exit::Findings);
     }
     match workload {
         Some(Workload {
             exit_code: Some(0), ..
         })
-        | None => Ok(exit::OK),
+        | None => Ok(Exit::Ok),
         Some(w) => {
             eprintln!(
                 "pintrace: the workload `{}` did not succeed ({})",
@@ -340,7 +340,7 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<u8> {
                     .map(|c| format!("exit {c}"))
                     .unwrap_or_else(|| "killed by a signal".into())
             );
-            Ok(exit::ERROR)
+            Ok(Exit::Error)
         }
     }
 }

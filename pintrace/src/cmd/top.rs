@@ -2,11 +2,9 @@
 //! recording. The terminal is restored on every way out: a normal quit, an
 //! error, SIGTERM, and a panic (ratatui's panic hook).
 
-use super::{
-    exit,
-    run::{open_source, parse_ringbuf_mib, parse_secs, pipeline_for, ReplayArgs},
-};
+use super::run::{open_source, parse_ringbuf_mib, parse_secs, pipeline_for, ReplayArgs};
 use crate::{
+    exit::Exit,
     pipeline::Pipeline,
     plan::Preference,
     session::SessionOptions,
@@ -62,7 +60,7 @@ fn parse_interval(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
-pub fn run(args: &TopArgs, verbose: bool) -> Result<u8> {
+pub fn run(args: &TopArgs, verbose: bool) -> Result<Exit> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -86,9 +84,9 @@ pub fn run(args: &TopArgs, verbose: bool) -> Result<u8> {
         result?;
         if let Some(damage) = source.damage() {
             eprintln!("pintrace: error: {damage}");
-            return Ok(exit::ERROR);
+            return Ok(Exit::Error);
         }
-        Ok(exit::OK)
+        Ok(Exit::Ok)
     })
 }
 

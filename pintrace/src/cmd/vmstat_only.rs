@@ -3,7 +3,8 @@
 //! System-wide and approximate (per-CPU batched; refreshed with
 //! /proc/sys/vm/stat_refresh first), but needs no BPF at all.
 
-use super::{exit, run::RunArgs};
+use super::run::RunArgs;
+use crate::exit::Exit;
 use crate::{
     views::summary::{VmstatCheck, Workload},
     vmstat,
@@ -26,7 +27,7 @@ pub struct VmstatOnly {
     pub workload: Option<Workload>,
 }
 
-pub async fn run(args: &RunArgs) -> Result<u8> {
+pub async fn run(args: &RunArgs) -> Result<Exit> {
     if args.metrics.metrics.is_some() {
         bail!("--metrics needs the probes; it does not go with --vmstat-only");
     }
@@ -64,13 +65,13 @@ pub async fn run(args: &RunArgs) -> Result<u8> {
                 "pintrace: the workload `{}` did not succeed",
                 w.command.join(" ")
             );
-            return Ok(exit::ERROR);
+            return Ok(Exit::Error);
         }
     }
     Ok(if report.balanced {
-        exit::OK
+        Exit::Ok
     } else {
-        exit::FINDINGS
+        Exit::Findings
     })
 }
 

@@ -5,13 +5,11 @@
 //!
 //! The scenarios mirror `xtask/pinzoo/pinzoo.h`.
 
-use super::exit;
-use crate::{
-    engine::{Arena, BufferKind},
-    vmstat,
-};
+use crate::exit::Exit;
+use crate::vmstat;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand, ValueEnum};
+use pintrace_engine::{Arena, BufferKind};
 use serde::Serialize;
 use std::{fs::File, os::fd::AsRawFd, path::PathBuf, time::Duration};
 
@@ -192,7 +190,7 @@ fn open(device: &PathBuf) -> Result<File> {
         })
 }
 
-pub fn run(args: &ZooArgs) -> Result<u8> {
+pub fn run(args: &ZooArgs) -> Result<Exit> {
     let dev = open(&args.device)?;
     match &args.command {
         ZooCommand::Run(r) => {
@@ -212,7 +210,7 @@ pub fn run(args: &ZooArgs) -> Result<u8> {
             println!("{}", serde_json::to_string(&out)?);
         }
     }
-    Ok(exit::OK)
+    Ok(Exit::Ok)
 }
 
 /// Runs the scenario; the buffer is returned so that it stays mapped as

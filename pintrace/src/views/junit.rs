@@ -105,10 +105,10 @@ mod tests {
             results::{FindingOut, ScenarioResult},
             Dir, Drive, Scenario, TargetKind,
         },
-        engine::BufferKind,
         events::Comm,
         ledger::{Finding, FindingKind},
     };
+    use pintrace_engine::BufferKind;
 
     fn scenario(target: TargetKind) -> Scenario {
         Scenario {

@@ -7,7 +7,7 @@
 mod engine_util;
 
 use engine_util::{HugePages, LoopDev, TempDir};
-use pintrace::engine::{run, BufferKind, EngineConfig, Mode, Report, RwKind};
+use pintrace_engine::{run, BufferKind, EngineConfig, Mode, Report, RwKind};
 use std::fs;
 use std::path::{Path, PathBuf};
 

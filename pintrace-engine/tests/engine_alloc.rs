@@ -1,7 +1,7 @@
 //! The engine's per-I/O path does not allocate: a run of 16x more I/Os makes
 //! no more heap allocations than a short one (counted by a global allocator).
 
-use pintrace::engine::{run, BufferKind, EngineConfig, Mode, RwKind};
+use pintrace_engine::{run, BufferKind, EngineConfig, Mode, RwKind};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

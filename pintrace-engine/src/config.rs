@@ -1,7 +1,5 @@
 //! The checked engine configuration.
 
-use super::args::EngineArgs;
-use super::size::{parse_duration, parse_size};
 use clap::ValueEnum;
 use serde::Serialize;
 use std::fmt;
@@ -133,7 +131,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn err(flag: &'static str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn err(flag: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError {
         flag,
         message: message.into(),
@@ -143,8 +141,8 @@ fn err(flag: &'static str, message: impl Into<String>) -> ConfigError {
 /// Smallest block that can carry a verify header and some payload.
 pub const MIN_VERIFY_BS: u64 = 64;
 
-/// A checked configuration: build one with `EngineConfig::try_from(&args)` or
-/// [`EngineConfig::new`] and [`EngineConfig::validate`].
+/// A checked configuration: build one with `EngineConfig::try_from(&args)`
+/// (in [`super::args`]) or [`EngineConfig::new`] and [`EngineConfig::validate`].
 #[derive(Debug, Clone, Serialize)]
 pub struct EngineConfig {
     pub filename: PathBuf,
@@ -319,174 +317,9 @@ impl EngineConfig {
     }
 }
 
-impl TryFrom<&EngineArgs> for EngineConfig {
-    type Error = ConfigError;
-
-    fn try_from(a: &EngineArgs) -> Result<Self, ConfigError> {
-        let bs = parse_size(&a.bs).map_err(|m| err("--bs", m))?;
-        let size = a
-            .size
-            .as_deref()
-            .map(|s| parse_size(s).map_err(|m| err("--size", m)))
-            .transpose()?;
-        let runtime = a
-            .runtime
-            .as_deref()
-            .map(|s| parse_duration(s).map_err(|m| err("--runtime", m)))
-            .transpose()?;
-        let fork_interval =
-            parse_duration(&a.fork_interval).map_err(|m| err("--fork-interval", m))?;
-        if a.rwmixread > 100 {
-            return Err(err(
-                "--rwmixread",
-                format!("{} is above 100 (percent)", a.rwmixread),
-            ));
-        }
-        let cfg = EngineConfig {
-            filename: a.filename.clone(),
-            mode: a.mode,
-            rw: a.rw,
-            rwmixread: a.rwmixread as u8,
-            bs,
-            size,
-            runtime,
-            numjobs: a.numjobs,
-            iodepth: a.iodepth,
-            iodepth_batch: a.iodepth_batch,
-            direct: !a.buffered,
-            buffer: a.buffer,
-            fixed_buffers: a.fixed_buffers,
-            iovecs: a.iovecs,
-            unaligned_iovecs: a.unaligned_iovecs,
-            verify: a.verify,
-            seed: a.seed,
-            create: a.create,
-            allow_overwrite: a.allow_overwrite,
-            keep: a.keep,
-            shared_region: a.shared_region,
-            scratch_dir: a.scratch_dir.clone(),
-            fork_interval,
-        };
-        cfg.validate()?;
-        Ok(cfg)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: EngineArgs,
-    }
-
-    fn parse(extra: &[&str]) -> Result<EngineConfig, ConfigError> {
-        let mut argv = vec!["engine", "--filename", "/x"];
-        argv.extend_from_slice(extra);
-        let cli = Cli::try_parse_from(argv).expect("clap accepts the arguments");
-        EngineConfig::try_from(&cli.args)
-    }
-
-    fn flag_of(extra: &[&str]) -> &'static str {
-        parse(extra).expect_err("should be refused").flag
-    }
-
-    #[test]
-    fn defaults() {
-        let c = parse(&[]).unwrap();
-        assert_eq!(c.bs, 4096);
-        assert!(c.direct);
-        assert_eq!(c.mode, Mode::Psync);
-        assert_eq!(c.rw, RwKind::Read);
-        assert_eq!(c.slots(), 1);
-        assert_eq!(c.seed, EngineConfig::new("/x").seed);
-    }
-
-    #[test]
-    fn parses_full_line() {
-        let c = parse(&[
-            "--mode",
-            "io_uring",
-            "--rw",
-            "randrw",
-            "--rwmixread",
-            "70",
-            "--bs",
-            "128K",
-            "--size",
-            "1g",
-            "--runtime",
-            "10",
-            "--numjobs",
-            "2",
-            "--iodepth",
-            "32",
-            "--buffer",
-            "file-shared",
-            "--fixed-buffers",
-            "--verify",
-        ])
-        .unwrap();
-        assert_eq!(c.mode, Mode::IoUring);
-        assert_eq!(c.rw.read_percent(c.rwmixread), 70);
-        assert_eq!(c.bs, 128 << 10);
-        assert_eq!(c.size, Some(1 << 30));
-        assert_eq!(c.runtime, Some(Duration::from_secs(10)));
-        assert_eq!(c.slots(), 32);
-        assert_eq!(c.buffer, BufferKind::FileShared);
-    }
-
-    #[test]
-    fn errors_name_the_flag() {
-        assert_eq!(flag_of(&["--bs", "0"]), "--bs");
-        assert_eq!(flag_of(&["--bs", "1000"]), "--bs");
-        assert_eq!(flag_of(&["--bs", "4x"]), "--bs");
-        assert_eq!(flag_of(&["--size", "6k"]), "--size");
-        assert_eq!(flag_of(&["--size", "0"]), "--size");
-        assert_eq!(flag_of(&["--iodepth", "0"]), "--iodepth");
-        assert_eq!(flag_of(&["--iodepth-batch", "0"]), "--iodepth-batch");
-        assert_eq!(flag_of(&["--rwmixread", "101"]), "--rwmixread");
-        assert_eq!(flag_of(&["--numjobs", "0"]), "--numjobs");
-        assert_eq!(flag_of(&["--numjobs", "3", "--size", "8k"]), "--numjobs");
-        assert_eq!(flag_of(&["--runtime", "abc"]), "--runtime");
-        assert_eq!(flag_of(&["--runtime", "0"]), "--runtime");
-        assert_eq!(flag_of(&["--fixed-buffers"]), "--fixed-buffers");
-        assert_eq!(flag_of(&["--unaligned-iovecs"]), "--unaligned-iovecs");
-        assert_eq!(flag_of(&["--buffered", "--bs", "32", "--verify"]), "--bs");
-        assert_eq!(
-            flag_of(&[
-                "--shared-region",
-                "--verify",
-                "--rw",
-                "write",
-                "--numjobs",
-                "2"
-            ]),
-            "--shared-region"
-        );
-        let e = parse(&["--bs", "1000"]).unwrap_err();
-        assert!(e.to_string().starts_with("--bs: "), "{e}");
-        assert!(e.to_string().contains("512"), "{e}");
-    }
-
-    #[test]
-    fn buffered_allows_odd_sizes() {
-        let c = parse(&["--buffered", "--bs", "1000", "--size", "3000"]).unwrap();
-        assert!(!c.direct);
-        assert_eq!(c.bs, 1000);
-    }
-
-    #[test]
-    fn unknown_mode_is_a_clap_error() {
-        let e = Cli::try_parse_from(["engine", "--filename", "/x", "--mode", "mmap"])
-            .err()
-            .expect("unknown mode refused");
-        assert!(e.to_string().contains("--mode"), "{e}");
-        assert_eq!(e.exit_code(), 2);
-    }
 
     #[test]
     fn pattern_helpers() {

@@ -11,7 +11,7 @@
 //! verify failures are in the report ([`Report::ok`], [`Report::exit_code`]).
 //!
 //! ```no_run
-//! use pintrace::engine::{run, BufferKind, EngineConfig, Mode, RwKind};
+//! use pintrace_engine::{run, BufferKind, EngineConfig, Mode, RwKind};
 //!
 //! let mut cfg = EngineConfig::new("/var/tmp/pintrace-check.dat");
 //! cfg.mode = Mode::IoUring;

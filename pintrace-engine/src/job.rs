@@ -415,7 +415,7 @@ pub fn thread_cpu() -> (Duration, Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::config::RwKind;
+    use crate::config::RwKind;
 
     fn drive(cfg: &EngineConfig, blocks: u64) -> (Vec<IoReq>, Job<'_>) {
         static STOP: AtomicBool = AtomicBool::new(false);

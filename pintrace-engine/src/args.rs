@@ -1,0 +1,345 @@
+//! Command-line arguments of `pintrace engine`, and their conversion into a
+//! checked [`EngineConfig`].
+//!
+//! Sizes and durations stay strings here so that [`EngineConfig`]'s
+//! `TryFrom<&EngineArgs>` can check them and name the flag in its error.
+//! The arguments know the configuration, not the other way round: the
+//! configuration is the library's interface and needs no command line.
+
+use super::config::{err, BufferKind, ConfigError, EngineConfig, Mode, RwKind};
+use super::size::{parse_duration, parse_size};
+use clap::Args;
+use std::path::PathBuf;
+
+/// Arguments of `pintrace engine`: a fio-like O_DIRECT workload.
+#[derive(Args, Debug, Clone)]
+#[command(after_help = "\
+Exit status: 0 ok; 1 I/O errors or verify failures; 2 bad usage, or the run could not start.
+Safety: writes go only to files this run creates, unless --allow-overwrite; block devices that \
+are mounted (or have a mounted partition), used as swap or held by another driver are always \
+refused; O_DIRECT on tmpfs (also under an overlay) is refused. Created files are removed \
+unless --keep.
+
+Examples:
+  pintrace engine -f /var/tmp/t.dat --size 1g --rw randread --create --mode io_uring --iodepth 32 --runtime 10
+  pintrace engine -f /dev/loop0 --rw randwrite --bs 16k --verify --allow-overwrite --buffer thp")]
+pub struct EngineArgs {
+    /// File or block device to run I/O on.
+    #[arg(long, short = 'f', value_name = "PATH")]
+    pub filename: PathBuf,
+
+    /// I/O engine.
+    #[arg(long, value_enum, default_value_t = Mode::Psync, value_name = "MODE")]
+    pub mode: Mode,
+
+    /// I/O pattern.
+    #[arg(long, value_enum, default_value_t = RwKind::Read, value_name = "PATTERN")]
+    pub rw: RwKind,
+
+    /// Percentage of reads in a mixed workload (rw, randrw).
+    #[arg(
+        long,
+        default_value_t = 50,
+        value_name = "PCT",
+        allow_hyphen_values = true
+    )]
+    pub rwmixread: u32,
+
+    /// Block size of each I/O (4k, 128K, 1m ...).
+    #[arg(
+        long,
+        default_value = "4k",
+        value_name = "SIZE",
+        allow_hyphen_values = true
+    )]
+    pub bs: String,
+
+    /// Bytes of the target to use (split between jobs); default: the whole
+    /// target; required when the engine creates the file.
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    pub size: Option<String>,
+
+    /// Run for this long (seconds, or 500ms, 2m), looping over the region;
+    /// without it, one pass over the region.
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub runtime: Option<String>,
+
+    /// Number of jobs (threads); each gets its own slice of the region.
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_name = "N",
+        allow_hyphen_values = true
+    )]
+    pub numjobs: u32,
+
+    /// I/Os in flight per job (io_uring and aio; the sync modes run at 1).
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_name = "N",
+        allow_hyphen_values = true
+    )]
+    pub iodepth: u32,
+
+    /// I/Os gathered before each submission (io_uring, aio); 1 submits each
+    /// I/O as soon as it is ready, like fio's default.
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_name = "N",
+        allow_hyphen_values = true
+    )]
+    pub iodepth_batch: u32,
+
+    /// Use O_DIRECT (the default).
+    #[arg(long, conflicts_with = "buffered")]
+    pub direct: bool,
+
+    /// Use buffered I/O instead of O_DIRECT.
+    #[arg(long)]
+    pub buffered: bool,
+
+    /// Memory behind the I/O buffers.
+    #[arg(long, value_enum, default_value_t = BufferKind::Anon, value_name = "KIND")]
+    pub buffer: BufferKind,
+
+    /// io_uring: register the buffers (long-term pins) and use READ/WRITE_FIXED.
+    #[arg(long)]
+    pub fixed_buffers: bool,
+
+    /// pvsync: number of iovecs each I/O is split into (mixed sizes and alignments).
+    #[arg(
+        long,
+        default_value_t = 4,
+        value_name = "N",
+        allow_hyphen_values = true
+    )]
+    pub iovecs: u32,
+
+    /// pvsync: iovec lengths only aligned to the DMA alignment, not the
+    /// logical block size (newer kernels accept this).
+    #[arg(long)]
+    pub unaligned_iovecs: bool,
+
+    /// Write blocks with a verification header (offset, seed, generation,
+    /// checksum), check every block read, and read back what was written at
+    /// the end; a block not written with --verify fails the check.
+    #[arg(long)]
+    pub verify: bool,
+
+    /// Seed of the random offsets, the data and the verify headers.
+    #[arg(
+        long,
+        default_value_t = 0x5eed,
+        value_name = "N",
+        allow_hyphen_values = true
+    )]
+    pub seed: u64,
+
+    /// Print one JSON object instead of the text report.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Create and lay out the file (of --size bytes) if it does not exist,
+    /// also for read-only workloads.
+    #[arg(long)]
+    pub create: bool,
+
+    /// Allow writing to a file or block device the engine did not create.
+    #[arg(long)]
+    pub allow_overwrite: bool,
+
+    /// Keep the files the engine created.
+    #[arg(long)]
+    pub keep: bool,
+
+    /// All jobs use the whole region instead of a slice each.
+    #[arg(long)]
+    pub shared_region: bool,
+
+    /// Directory of the scratch file behind `--buffer file-shared`
+    /// (default: next to the target, or /var/tmp for block devices).
+    #[arg(long, value_name = "DIR")]
+    pub scratch_dir: Option<PathBuf>,
+
+    /// fork-shared: interval between forks during I/O (e.g. 50ms).
+    #[arg(
+        long,
+        default_value = "50ms",
+        value_name = "TIME",
+        allow_hyphen_values = true
+    )]
+    pub fork_interval: String,
+}
+
+impl TryFrom<&EngineArgs> for EngineConfig {
+    type Error = ConfigError;
+
+    fn try_from(a: &EngineArgs) -> Result<Self, ConfigError> {
+        let bs = parse_size(&a.bs).map_err(|m| err("--bs", m))?;
+        let size = a
+            .size
+            .as_deref()
+            .map(|s| parse_size(s).map_err(|m| err("--size", m)))
+            .transpose()?;
+        let runtime = a
+            .runtime
+            .as_deref()
+            .map(|s| parse_duration(s).map_err(|m| err("--runtime", m)))
+            .transpose()?;
+        let fork_interval =
+            parse_duration(&a.fork_interval).map_err(|m| err("--fork-interval", m))?;
+        if a.rwmixread > 100 {
+            return Err(err(
+                "--rwmixread",
+                format!("{} is above 100 (percent)", a.rwmixread),
+            ));
+        }
+        let cfg = EngineConfig {
+            filename: a.filename.clone(),
+            mode: a.mode,
+            rw: a.rw,
+            rwmixread: a.rwmixread as u8,
+            bs,
+            size,
+            runtime,
+            numjobs: a.numjobs,
+            iodepth: a.iodepth,
+            iodepth_batch: a.iodepth_batch,
+            direct: !a.buffered,
+            buffer: a.buffer,
+            fixed_buffers: a.fixed_buffers,
+            iovecs: a.iovecs,
+            unaligned_iovecs: a.unaligned_iovecs,
+            verify: a.verify,
+            seed: a.seed,
+            create: a.create,
+            allow_overwrite: a.allow_overwrite,
+            keep: a.keep,
+            shared_region: a.shared_region,
+            scratch_dir: a.scratch_dir.clone(),
+            fork_interval,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::time::Duration;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: EngineArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<EngineConfig, ConfigError> {
+        let mut argv = vec!["engine", "--filename", "/x"];
+        argv.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(argv).expect("clap accepts the arguments");
+        EngineConfig::try_from(&cli.args)
+    }
+
+    fn flag_of(extra: &[&str]) -> &'static str {
+        parse(extra).expect_err("should be refused").flag
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.bs, 4096);
+        assert!(c.direct);
+        assert_eq!(c.mode, Mode::Psync);
+        assert_eq!(c.rw, RwKind::Read);
+        assert_eq!(c.slots(), 1);
+        assert_eq!(c.seed, EngineConfig::new("/x").seed);
+    }
+
+    #[test]
+    fn parses_full_line() {
+        let c = parse(&[
+            "--mode",
+            "io_uring",
+            "--rw",
+            "randrw",
+            "--rwmixread",
+            "70",
+            "--bs",
+            "128K",
+            "--size",
+            "1g",
+            "--runtime",
+            "10",
+            "--numjobs",
+            "2",
+            "--iodepth",
+            "32",
+            "--buffer",
+            "file-shared",
+            "--fixed-buffers",
+            "--verify",
+        ])
+        .unwrap();
+        assert_eq!(c.mode, Mode::IoUring);
+        assert_eq!(c.rw.read_percent(c.rwmixread), 70);
+        assert_eq!(c.bs, 128 << 10);
+        assert_eq!(c.size, Some(1 << 30));
+        assert_eq!(c.runtime, Some(Duration::from_secs(10)));
+        assert_eq!(c.slots(), 32);
+        assert_eq!(c.buffer, BufferKind::FileShared);
+    }
+
+    #[test]
+    fn errors_name_the_flag() {
+        assert_eq!(flag_of(&["--bs", "0"]), "--bs");
+        assert_eq!(flag_of(&["--bs", "1000"]), "--bs");
+        assert_eq!(flag_of(&["--bs", "4x"]), "--bs");
+        assert_eq!(flag_of(&["--size", "6k"]), "--size");
+        assert_eq!(flag_of(&["--size", "0"]), "--size");
+        assert_eq!(flag_of(&["--iodepth", "0"]), "--iodepth");
+        assert_eq!(flag_of(&["--iodepth-batch", "0"]), "--iodepth-batch");
+        assert_eq!(flag_of(&["--rwmixread", "101"]), "--rwmixread");
+        assert_eq!(flag_of(&["--numjobs", "0"]), "--numjobs");
+        assert_eq!(flag_of(&["--numjobs", "3", "--size", "8k"]), "--numjobs");
+        assert_eq!(flag_of(&["--runtime", "abc"]), "--runtime");
+        assert_eq!(flag_of(&["--runtime", "0"]), "--runtime");
+        assert_eq!(flag_of(&["--fixed-buffers"]), "--fixed-buffers");
+        assert_eq!(flag_of(&["--unaligned-iovecs"]), "--unaligned-iovecs");
+        assert_eq!(flag_of(&["--buffered", "--bs", "32", "--verify"]), "--bs");
+        assert_eq!(
+            flag_of(&[
+                "--shared-region",
+                "--verify",
+                "--rw",
+                "write",
+                "--numjobs",
+                "2"
+            ]),
+            "--shared-region"
+        );
+        let e = parse(&["--bs", "1000"]).unwrap_err();
+        assert!(e.to_string().starts_with("--bs: "), "{e}");
+        assert!(e.to_string().contains("512"), "{e}");
+    }
+
+    #[test]
+    fn buffered_allows_odd_sizes() {
+        let c = parse(&["--buffered", "--bs", "1000", "--size", "3000"]).unwrap();
+        assert!(!c.direct);
+        assert_eq!(c.bs, 1000);
+    }
+
+    #[test]
+    fn unknown_mode_is_a_clap_error() {
+        let e = Cli::try_parse_from(["engine", "--filename", "/x", "--mode", "mmap"])
+            .err()
+            .expect("unknown mode refused");
+        assert!(e.to_string().contains("--mode"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+    }
+}

@@ -1,0 +1,94 @@
+//! Start-up: the kernel's capabilities, the probes loaded (when privileged),
+//! the fentry test and the attach plan. Below the commands and the session:
+//! `doctor` shows what it learnt, a session attaches from it.
+
+use crate::{
+    caps::{self, Availability, Caps},
+    flags::FollFlags,
+    plan::{NoPlan, Plan, Preference},
+    probes::{LoadOptions, Probes},
+};
+use anyhow::Result;
+
+/// What the caller chooses about the probes. What the kernel decides (the
+/// `block_rq_complete` layout, the struct offsets, FOLL_PIN) start-up
+/// derives from the capabilities it detected.
+#[derive(Clone, Debug)]
+pub struct ProbeSettings {
+    /// Ring buffer size in bytes (a power of two, a multiple of the page size).
+    pub ringbuf_bytes: u32,
+    /// Forward the probes' aya-log diagnostics to the `log` crate.
+    pub verbose: bool,
+    /// See [`LoadOptions::wakeup_bytes`].
+    pub wakeup_bytes: u32,
+    /// See [`LoadOptions::stack_interval_ns`].
+    pub stack_interval_ns: u64,
+    /// A record per completed block request instead of per-CPU totals.
+    pub rq_records: bool,
+}
+
+impl ProbeSettings {
+    /// The probes' load options on this kernel.
+    pub fn load_options(&self, caps: &Caps) -> LoadOptions {
+        LoadOptions {
+            ringbuf_bytes: self.ringbuf_bytes,
+            rq_layout: caps.rq_complete,
+            struct_offsets: caps.layout,
+            verbose: self.verbose,
+            wakeup_bytes: self.wakeup_bytes,
+            stack_interval_ns: self.stack_interval_ns,
+            foll_pin: FollFlags::for_release(&caps.release).pin,
+            rq_records: self.rq_records as u32,
+        }
+    }
+}
+
+/// What start-up learnt: the kernel's capabilities, the loaded probes (when
+/// privileged), the plan or why there is none, and what pintrace did to look.
+pub struct Startup {
+    pub caps: Caps,
+    pub probes: Option<Probes>,
+    pub plan: Result<Plan, NoPlan>,
+    pub actions: Vec<String>,
+}
+
+impl Startup {
+    /// Detects capabilities, loads the probes when allowed, tests fentry and
+    /// builds the plan. Never attaches anything.
+    pub fn run(preference: Preference, settings: &ProbeSettings) -> Result<Startup> {
+        let mut actions = Vec::new();
+        if caps::privileges().is_yes() {
+            match caps::ensure_tracefs() {
+                Ok(Some(p)) => actions.push(format!("mounted tracefs at {}", p.display())),
+                Ok(None) => {}
+                Err(e) => actions.push(e),
+            }
+        }
+        let mut caps = Caps::detect();
+        let mut probes = None;
+        if caps.privileged.is_yes() {
+            let mut p = Probes::load(&settings.load_options(&caps))?;
+            let first = caps
+                .symbols
+                .iter()
+                .find(|s| s.role == "acquire" && s.present)
+                .map(|s| s.name);
+            caps.fentry = match first {
+                Some(sym) if preference != Preference::Kprobe => p.probe_fentry(sym),
+                Some(_) => Availability::Unknown("not tested (--attach kprobe)".into()),
+                None => Availability::Unknown("no acquire symbol to test on".into()),
+            };
+            probes = Some(p);
+        } else {
+            caps.fentry =
+                Availability::Unknown("testing needs CAP_BPF and CAP_PERFMON (root)".into());
+        }
+        let plan = Plan::build(&caps, preference);
+        Ok(Startup {
+            caps,
+            probes,
+            plan,
+            actions,
+        })
+    }
+}
