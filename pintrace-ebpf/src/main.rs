@@ -5,6 +5,8 @@
 //! for `gup_put_folio`) and a `kprobe` (with a `kretprobe` for acquires, the
 //! arguments parked in [`ENTRY_ARGS`] by thread until the return). User space
 //! attaches exactly one of the two per site, so no call is seen twice.
+//! The sites, their programs' names and where each call's arguments are,
+//! are `pintrace_common::site_table!`.
 //!
 //! The hot path does no string work and no logging: records are reserved in
 //! the ring buffer, filled and submitted. Every record that cannot be
@@ -524,12 +526,6 @@ fn func_ret(ctx: &FExitContext) -> u64 {
     unsafe { bpf_get_func_ret(ctx.as_ptr(), &mut v) };
     v
 }
-
-/// Where a call's `gup_flags` and `pages` arguments are, counted from its
-/// `start`: `(start, nr_pages, gup_flags, pages)` for most calls,
-/// `(start, nr_pages, pages, gup_flags)` for the `_unlocked` ones.
-const FLAGS_THEN_PAGES: (u32, u32) = (2, 3);
-const PAGES_THEN_FLAGS: (u32, u32) = (3, 2);
 
 /// `(start, nr_pages, ...)` from argument `first` on: 0 for the local
 /// calls, 1 for `*_remote` (after the mm); `order` says where the flags and
