@@ -1,10 +1,25 @@
 //! The acquire sites' programs: an fexit, a kprobe and a kretprobe for
 //! each GUP entry point, made from its row of `pintrace_common::site_table!`
 //! (which says where its flags and `pages` array are), and
-//! `folio_add_pin`'s extra pin. The work is in the parent's `acquire_fexit`,
+//! `folio_add_pin`'s extra pin. The work is in `acquire`'s `acquire_fexit`,
 //! `park_args`, `finish_kretprobe` and `emit_acquire`.
 
-use super::*;
+use crate::{
+    acquire::{acquire_fexit, finish_kretprobe, park_args},
+    kernel::{func_arg, now_ns, read_u64},
+    maps::{global, EVENTS, FOLIO_REFCOUNT_OFF},
+    ring::{bump, wakeup},
+    stacks::stack_id,
+};
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    macros::{fexit, kprobe, kretprobe},
+    programs::{tracing::StackIdContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use pintrace_common::{
+    AcquireEvent, Counter, FolioBatch, Site, FOLIOS_PER_RECORD, FOLIO_BELOW_1_PIN,
+    FOLIO_BELOW_2_PINS, STACK_CLOCK_ACQUIRE, TAG_ACQUIRE, TAG_FOLIOS,
+};
 
 /// The programs of every row of `site_table!` with a `gup` argument layout:
 /// its fexit program reads the arguments and the return value at once, its
