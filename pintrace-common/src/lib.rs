@@ -3,8 +3,13 @@
 //! Every record the probes put in the ring buffer starts with a `u32` tag
 //! naming its type. Records are `#[repr(C)]` with fixed-width fields, no
 //! `bool` and no padding, so both sides agree on the layout byte for byte;
-//! the sizes are pinned by tests below.
+//! the sizes are pinned by tests below, and with the `user` feature the
+//! records derive zerocopy's byte conversions (whose derive refuses a
+//! struct with padding): user space reads and writes them as these structs.
 #![no_std]
+
+#[cfg(feature = "user")]
+pub use zerocopy::{FromBytes, IntoBytes};
 
 /// Name of the BPF ring buffer carrying every event.
 pub const EVENTS_MAP: &str = "EVENTS";
@@ -472,6 +477,10 @@ pub struct EntryArgs {
 /// One GUP acquire call, seen at its return.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(
+    feature = "user",
+    derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable)
+)]
 pub struct AcquireEvent {
     pub tag: u32,
     /// A [`Site`] value.
@@ -511,6 +520,10 @@ pub const FOLIO_ADDR_MASK: u64 = !3;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(
+    feature = "user",
+    derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable)
+)]
 pub struct FolioBatch {
     pub tag: u32,
     pub count: u32,
@@ -529,6 +542,10 @@ pub struct FolioBatch {
 /// the two events it holds.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(
+    feature = "user",
+    derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable)
+)]
 pub struct AcquireWithFolios {
     pub acquire: AcquireEvent,
     pub batch: FolioBatch,
@@ -537,6 +554,10 @@ pub struct AcquireWithFolios {
 /// References dropped from one folio (`gup_put_folio`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(
+    feature = "user",
+    derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable)
+)]
 pub struct ReleaseEvent {
     pub tag: u32,
     pub site: u32,
@@ -558,6 +579,10 @@ pub struct ReleaseEvent {
 /// A process (thread-group leader) exited.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(
+    feature = "user",
+    derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable)
+)]
 pub struct ExitEvent {
     pub tag: u32,
     pub tgid: u32,
@@ -567,6 +592,10 @@ pub struct ExitEvent {
 /// A blk-mq request completion (`block:block_rq_complete`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(
+    feature = "user",
+    derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable)
+)]
 pub struct RqCompleteEvent {
     pub tag: u32,
     /// `dev_t` in the kernel's encoding (major << 20 | minor).
@@ -608,6 +637,10 @@ impl BioPhase {
 /// One step in the life of a Direct I/O bio.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(
+    feature = "user",
+    derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable)
+)]
 pub struct BioEvent {
     pub tag: u32,
     /// A [`BioPhase`] value.
