@@ -3,8 +3,13 @@
 //! Every record the probes put in the ring buffer starts with a `u32` tag
 //! naming its type. Records are `#[repr(C)]` with fixed-width fields, no
 //! `bool` and no padding, so both sides agree on the layout byte for byte;
-//! the sizes are pinned by tests below.
+//! the sizes are pinned by tests below, and with the `user` feature the
+//! records derive zerocopy's byte conversions (whose derive refuses a
+//! struct with padding): user space reads and writes them as these structs.
 #![no_std]
+
+#[cfg(feature = "user")]
+pub use zerocopy::{FromBytes, IntoBytes};
 
 /// Name of the BPF ring buffer carrying every event.
 pub const EVENTS_MAP: &str = "EVENTS";
@@ -33,202 +38,274 @@ pub const FOLIOS_PER_RECORD: usize = 32;
 /// Bounded by what the verifier accepts for an unrolled loop on 6.1.
 pub const MAX_FOLIO_RECORDS: u32 = 8;
 
-/// Where an acquire was seen: the kernel function the probe sits on.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Site {
-    PinUserPagesFast = 1,
-    GetUserPagesFast = 2,
-    /// `gup_put_folio(folio, refs, flags)`: every counted unpin goes through it.
-    GupPutFolio = 3,
-    /// `pin_user_pages(start, nr_pages, gup_flags, pages[, vmas])` (io_uring
-    /// fixed buffers on 6.1, many drivers).
-    PinUserPages = 4,
-    GetUserPages = 5,
-    /// `pin_user_pages_remote(mm, start, nr_pages, gup_flags, pages, ...)` (vfio).
-    PinUserPagesRemote = 6,
-    GetUserPagesRemote = 7,
-    /// `bio_iov_iter_get_pages(bio, iter)`: a Direct I/O bio filled from user
-    /// memory; the acquires inside it are the bio's (entry and exit).
-    BioFill = 8,
-    /// `bio_endio(bio)`: a bio the probes saw filled has completed.
-    BioEndio = 9,
-    /// `__bio_release_pages(bio, mark_dirty)`: the block layer releases the
-    /// bio's pages (unpin with BIO_PAGE_PINNED, put_page without it).
-    BioRelease = 10,
-    /// `folio_add_pin(folio)` (6.5 on): one more pin on a folio already
-    /// pinned, taken by the legacy Direct I/O code (fs/direct-io.c: FAT,
-    /// hfs, udf, ...) for each block section of a page. It is released with
-    /// unpin like any pin, but not counted in `nr_foll_pin_acquired`.
-    FolioAddPin = 11,
-    /// `pin_user_pages_unlocked(start, nr_pages, pages, gup_flags)`: the
-    /// `pages` array before the flags (vfio, some drivers).
-    PinUserPagesUnlocked = 12,
-    /// `get_user_pages_unlocked(start, nr_pages, pages, gup_flags)` (KVM's
-    /// slow path); on 6.1 also the fast calls' own slow path.
-    GetUserPagesUnlocked = 13,
+/// Where an acquire call's `gup_flags` and `pages` arguments are, counted
+/// from its `start`: `(start, nr_pages, gup_flags, pages)` for most calls,
+/// `(start, nr_pages, pages, gup_flags)` for the `_unlocked` ones.
+pub const FLAGS_THEN_PAGES: (u32, u32) = (2, 3);
+pub const PAGES_THEN_FLAGS: (u32, u32) = (3, 2);
+
+/// The probe sites, one row each, in the order plans and reports list them:
+/// `site_table!(callback)` hands every row to `callback!`. This crate makes
+/// [`Site`] and its names and programs from it; the probes make the
+/// programs of every `gup` row from it (`pintrace-ebpf/src/acquire_sites.rs`)
+/// and write out the others' by hand, under the names given here.
+///
+/// A row: the [`Site`] variant and its value in records, then
+/// - `symbol`: the kernel function probed;
+/// - `name`: the short name of plans and reports;
+/// - `role`: a [`SiteRole`];
+/// - `gup` (the GUP calls, whose programs are made from the row): `first`,
+///   the argument holding `start` (1 after the `mm` of the `_remote`
+///   calls, else 0); `order`, where the flags and the `pages` array are
+///   from there ([`FLAGS_THEN_PAGES`] or [`PAGES_THEN_FLAGS`]); `ret`,
+///   whether the call returns an `int` or a `long`;
+/// - the programs, by name: an `fentry` and/or an `fexit` program (the
+///   BTF trampoline way in), a `kprobe`, and a `kretprobe` where the return
+///   value is needed. User space attaches them by these names.
+#[macro_export]
+macro_rules! site_table {
+    ($callback:ident) => {
+        $callback! {
+            /// `pin_user_pages_fast(start, nr_pages, gup_flags, pages)`.
+            PinUserPagesFast = 1 {
+                symbol: "pin_user_pages_fast",
+                name: "pin_fast",
+                role: Acquire,
+                gup: { first: 0, order: $crate::FLAGS_THEN_PAGES, ret: int },
+                fexit: fexit_pin_user_pages_fast,
+                kprobe: kprobe_pin_user_pages_fast,
+                kretprobe: kretprobe_pin_user_pages_fast,
+            }
+            /// `get_user_pages_fast(start, nr_pages, gup_flags, pages)`.
+            GetUserPagesFast = 2 {
+                symbol: "get_user_pages_fast",
+                name: "get_fast",
+                role: Acquire,
+                gup: { first: 0, order: $crate::FLAGS_THEN_PAGES, ret: int },
+                fexit: fexit_get_user_pages_fast,
+                kprobe: kprobe_get_user_pages_fast,
+                kretprobe: kretprobe_get_user_pages_fast,
+            }
+            /// `pin_user_pages(start, nr_pages, gup_flags, pages[, vmas])` (io_uring
+            /// fixed buffers on 6.1, many drivers).
+            PinUserPages = 4 {
+                symbol: "pin_user_pages",
+                name: "pin",
+                role: Acquire,
+                gup: { first: 0, order: $crate::FLAGS_THEN_PAGES, ret: long },
+                fexit: fexit_pin_user_pages,
+                kprobe: kprobe_pin_user_pages,
+                kretprobe: kretprobe_pin_user_pages,
+            }
+            /// `get_user_pages(start, nr_pages, gup_flags, pages[, vmas])`.
+            GetUserPages = 5 {
+                symbol: "get_user_pages",
+                name: "get",
+                role: Acquire,
+                gup: { first: 0, order: $crate::FLAGS_THEN_PAGES, ret: long },
+                fexit: fexit_get_user_pages,
+                kprobe: kprobe_get_user_pages,
+                kretprobe: kretprobe_get_user_pages,
+            }
+            /// `pin_user_pages_remote(mm, start, nr_pages, gup_flags, pages, ...)` (vfio).
+            PinUserPagesRemote = 6 {
+                symbol: "pin_user_pages_remote",
+                name: "pin_remote",
+                role: Acquire,
+                gup: { first: 1, order: $crate::FLAGS_THEN_PAGES, ret: long },
+                fexit: fexit_pin_user_pages_remote,
+                kprobe: kprobe_pin_user_pages_remote,
+                kretprobe: kretprobe_pin_user_pages_remote,
+            }
+            /// `get_user_pages_remote(mm, start, nr_pages, gup_flags, pages, ...)`.
+            GetUserPagesRemote = 7 {
+                symbol: "get_user_pages_remote",
+                name: "get_remote",
+                role: Acquire,
+                gup: { first: 1, order: $crate::FLAGS_THEN_PAGES, ret: long },
+                fexit: fexit_get_user_pages_remote,
+                kprobe: kprobe_get_user_pages_remote,
+                kretprobe: kretprobe_get_user_pages_remote,
+            }
+            /// `gup_put_folio(folio, refs, flags)`: every counted unpin goes through it.
+            GupPutFolio = 3 {
+                symbol: "gup_put_folio",
+                name: "put_folio",
+                role: Release,
+                fentry: fentry_gup_put_folio,
+                kprobe: kprobe_gup_put_folio,
+            }
+            /// `bio_iov_iter_get_pages(bio, iter)`: a Direct I/O bio filled from user
+            /// memory; the acquires inside it are the bio's (entry and exit).
+            BioFill = 8 {
+                symbol: "bio_iov_iter_get_pages",
+                name: "bio_fill",
+                role: Bio,
+                fentry: fentry_bio_fill,
+                fexit: fexit_bio_fill,
+                kprobe: kprobe_bio_fill,
+                kretprobe: kretprobe_bio_fill,
+            }
+            /// `bio_endio(bio)`: a bio the probes saw filled has completed.
+            BioEndio = 9 {
+                symbol: "bio_endio",
+                name: "bio_endio",
+                role: Bio,
+                fentry: fentry_bio_endio,
+                kprobe: kprobe_bio_endio,
+            }
+            /// `__bio_release_pages(bio, mark_dirty)`: the block layer releases the
+            /// bio's pages (unpin with BIO_PAGE_PINNED, put_page without it).
+            BioRelease = 10 {
+                symbol: "__bio_release_pages",
+                name: "bio_release",
+                role: Bio,
+                fentry: fentry_bio_release,
+                kprobe: kprobe_bio_release,
+            }
+            /// `folio_add_pin(folio)` (6.5 on): one more pin on a folio already
+            /// pinned, taken by the legacy Direct I/O code (fs/direct-io.c: FAT,
+            /// hfs, udf, ...) for each block section of a page. It is released with
+            /// unpin like any pin, but not counted in `nr_foll_pin_acquired`.
+            FolioAddPin = 11 {
+                symbol: "folio_add_pin",
+                name: "add_pin",
+                role: Acquire,
+                fexit: fexit_folio_add_pin,
+                kprobe: kprobe_folio_add_pin,
+            }
+            /// `pin_user_pages_unlocked(start, nr_pages, pages, gup_flags)`: the
+            /// `pages` array before the flags (vfio, some drivers).
+            PinUserPagesUnlocked = 12 {
+                symbol: "pin_user_pages_unlocked",
+                name: "pin_unlocked",
+                role: Acquire,
+                gup: { first: 0, order: $crate::PAGES_THEN_FLAGS, ret: long },
+                fexit: fexit_pin_user_pages_unlocked,
+                kprobe: kprobe_pin_user_pages_unlocked,
+                kretprobe: kretprobe_pin_user_pages_unlocked,
+            }
+            /// `get_user_pages_unlocked(start, nr_pages, pages, gup_flags)` (KVM's
+            /// slow path); on 6.1 also the fast calls' own slow path.
+            GetUserPagesUnlocked = 13 {
+                symbol: "get_user_pages_unlocked",
+                name: "get_unlocked",
+                role: Acquire,
+                gup: { first: 0, order: $crate::PAGES_THEN_FLAGS, ret: long },
+                fexit: fexit_get_user_pages_unlocked,
+                kprobe: kprobe_get_user_pages_unlocked,
+                kretprobe: kretprobe_get_user_pages_unlocked,
+            }
+        }
+    };
 }
 
+/// What a site is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SiteRole {
+    /// It takes references.
+    Acquire,
+    /// It drops them.
+    Release,
+    /// It follows bios (association, not references).
+    Bio,
+}
+
+/// [`Site`] and its tables, from the rows of [`site_table!`].
+macro_rules! define_sites {
+    (@name) => {
+        None
+    };
+    (@name $program:ident) => {
+        Some(stringify!($program))
+    };
+    ($(
+        $(#[$doc:meta])*
+        $site:ident = $value:literal {
+            symbol: $symbol:literal,
+            name: $name:literal,
+            role: $role:ident,
+            $(gup: { first: $first:literal, order: $order:path, ret: $ret:ident },)?
+            $(fentry: $fentry:ident,)?
+            $(fexit: $fexit:ident,)?
+            kprobe: $kprobe:ident,
+            $(kretprobe: $kretprobe:ident,)?
+        }
+    )*) => {
+        /// Where an event was seen: the kernel function the probe sits on.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Site {
+            $($(#[$doc])* $site = $value,)*
+        }
+
+        impl Site {
+            /// Every site, in the order plans and reports list them.
+            pub const ALL: [Site; [$($value),*].len()] = [$(Site::$site),*];
+
+            pub const fn from_u32(v: u32) -> Option<Site> {
+                match v {
+                    $($value => Some(Site::$site),)*
+                    _ => None,
+                }
+            }
+
+            /// The kernel symbol this site probes.
+            pub const fn symbol(self) -> &'static str {
+                match self {
+                    $(Site::$site => $symbol,)*
+                }
+            }
+
+            /// The site's short name in plans and reports.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Site::$site => $name,)*
+                }
+            }
+
+            /// What the site is for.
+            pub const fn role(self) -> SiteRole {
+                match self {
+                    $(Site::$site => SiteRole::$role,)*
+                }
+            }
+
+            /// Names of the programs in the eBPF object that probe this site.
+            pub const fn programs(self) -> SitePrograms {
+                match self {
+                    $(Site::$site => SitePrograms::of_row(
+                        define_sites!(@name $($fentry)?),
+                        define_sites!(@name $($fexit)?),
+                        stringify!($kprobe),
+                        define_sites!(@name $($kretprobe)?),
+                    ),)*
+                }
+            }
+        }
+    };
+}
+
+site_table!(define_sites);
+
+// Every row has a trampoline program: a table that does not fails to build.
+const _: () = {
+    let mut i = 0;
+    while i < Site::ALL.len() {
+        Site::ALL[i].programs();
+        i += 1;
+    }
+};
+
 impl Site {
-    pub const ALL: [Site; 13] = [
-        Site::PinUserPagesFast,
-        Site::GetUserPagesFast,
-        Site::PinUserPages,
-        Site::GetUserPages,
-        Site::PinUserPagesRemote,
-        Site::GetUserPagesRemote,
-        Site::GupPutFolio,
-        Site::BioFill,
-        Site::BioEndio,
-        Site::BioRelease,
-        Site::FolioAddPin,
-        Site::PinUserPagesUnlocked,
-        Site::GetUserPagesUnlocked,
-    ];
-
-    pub const fn from_u32(v: u32) -> Option<Site> {
-        match v {
-            1 => Some(Site::PinUserPagesFast),
-            2 => Some(Site::GetUserPagesFast),
-            3 => Some(Site::GupPutFolio),
-            4 => Some(Site::PinUserPages),
-            5 => Some(Site::GetUserPages),
-            6 => Some(Site::PinUserPagesRemote),
-            7 => Some(Site::GetUserPagesRemote),
-            8 => Some(Site::BioFill),
-            9 => Some(Site::BioEndio),
-            10 => Some(Site::BioRelease),
-            11 => Some(Site::FolioAddPin),
-            12 => Some(Site::PinUserPagesUnlocked),
-            13 => Some(Site::GetUserPagesUnlocked),
-            _ => None,
-        }
-    }
-
-    /// The kernel symbol this site probes.
-    pub const fn symbol(self) -> &'static str {
-        match self {
-            Site::PinUserPagesFast => "pin_user_pages_fast",
-            Site::GetUserPagesFast => "get_user_pages_fast",
-            Site::GupPutFolio => "gup_put_folio",
-            Site::PinUserPages => "pin_user_pages",
-            Site::GetUserPages => "get_user_pages",
-            Site::PinUserPagesRemote => "pin_user_pages_remote",
-            Site::GetUserPagesRemote => "get_user_pages_remote",
-            Site::BioFill => "bio_iov_iter_get_pages",
-            Site::BioEndio => "bio_endio",
-            Site::BioRelease => "__bio_release_pages",
-            Site::FolioAddPin => "folio_add_pin",
-            Site::PinUserPagesUnlocked => "pin_user_pages_unlocked",
-            Site::GetUserPagesUnlocked => "get_user_pages_unlocked",
-        }
-    }
-
     /// Whether the site takes references (else it drops them).
     pub const fn is_acquire(self) -> bool {
-        !matches!(self, Site::GupPutFolio) && !self.is_bio()
+        matches!(self.role(), SiteRole::Acquire)
     }
 
     /// Whether the site follows bios (association, not references).
     pub const fn is_bio(self) -> bool {
-        matches!(self, Site::BioFill | Site::BioEndio | Site::BioRelease)
-    }
-
-    /// Names of the programs in the eBPF object that probe this site.
-    pub const fn programs(self) -> SitePrograms {
-        match self {
-            Site::PinUserPagesFast => SitePrograms {
-                trampoline: "fexit_pin_user_pages_fast",
-                trampoline_entry: None,
-                trampoline_is_exit: true,
-                kprobe: "kprobe_pin_user_pages_fast",
-                kretprobe: Some("kretprobe_pin_user_pages_fast"),
-            },
-            Site::GetUserPagesFast => SitePrograms {
-                trampoline: "fexit_get_user_pages_fast",
-                trampoline_entry: None,
-                trampoline_is_exit: true,
-                kprobe: "kprobe_get_user_pages_fast",
-                kretprobe: Some("kretprobe_get_user_pages_fast"),
-            },
-            Site::GupPutFolio => SitePrograms {
-                trampoline: "fentry_gup_put_folio",
-                trampoline_entry: None,
-                trampoline_is_exit: false,
-                kprobe: "kprobe_gup_put_folio",
-                kretprobe: None,
-            },
-            Site::PinUserPages => SitePrograms {
-                trampoline: "fexit_pin_user_pages",
-                trampoline_entry: None,
-                trampoline_is_exit: true,
-                kprobe: "kprobe_pin_user_pages",
-                kretprobe: Some("kretprobe_pin_user_pages"),
-            },
-            Site::GetUserPages => SitePrograms {
-                trampoline: "fexit_get_user_pages",
-                trampoline_entry: None,
-                trampoline_is_exit: true,
-                kprobe: "kprobe_get_user_pages",
-                kretprobe: Some("kretprobe_get_user_pages"),
-            },
-            Site::PinUserPagesRemote => SitePrograms {
-                trampoline: "fexit_pin_user_pages_remote",
-                trampoline_entry: None,
-                trampoline_is_exit: true,
-                kprobe: "kprobe_pin_user_pages_remote",
-                kretprobe: Some("kretprobe_pin_user_pages_remote"),
-            },
-            Site::GetUserPagesRemote => SitePrograms {
-                trampoline: "fexit_get_user_pages_remote",
-                trampoline_entry: None,
-                trampoline_is_exit: true,
-                kprobe: "kprobe_get_user_pages_remote",
-                kretprobe: Some("kretprobe_get_user_pages_remote"),
-            },
-            Site::BioFill => SitePrograms {
-                trampoline: "fexit_bio_fill",
-                trampoline_entry: Some("fentry_bio_fill"),
-                trampoline_is_exit: true,
-                kprobe: "kprobe_bio_fill",
-                kretprobe: Some("kretprobe_bio_fill"),
-            },
-            Site::BioEndio => SitePrograms {
-                trampoline: "fentry_bio_endio",
-                trampoline_entry: None,
-                trampoline_is_exit: false,
-                kprobe: "kprobe_bio_endio",
-                kretprobe: None,
-            },
-            Site::BioRelease => SitePrograms {
-                trampoline: "fentry_bio_release",
-                trampoline_entry: None,
-                trampoline_is_exit: false,
-                kprobe: "kprobe_bio_release",
-                kretprobe: None,
-            },
-            Site::FolioAddPin => SitePrograms {
-                trampoline: "fexit_folio_add_pin",
-                trampoline_entry: None,
-                trampoline_is_exit: true,
-                kprobe: "kprobe_folio_add_pin",
-                kretprobe: None,
-            },
-            Site::PinUserPagesUnlocked => SitePrograms {
-                trampoline: "fexit_pin_user_pages_unlocked",
-                trampoline_entry: None,
-                trampoline_is_exit: true,
-                kprobe: "kprobe_pin_user_pages_unlocked",
-                kretprobe: Some("kretprobe_pin_user_pages_unlocked"),
-            },
-            Site::GetUserPagesUnlocked => SitePrograms {
-                trampoline: "fexit_get_user_pages_unlocked",
-                trampoline_entry: None,
-                trampoline_is_exit: true,
-                kprobe: "kprobe_get_user_pages_unlocked",
-                kretprobe: Some("kretprobe_get_user_pages_unlocked"),
-            },
-        }
+        matches!(self.role(), SiteRole::Bio)
     }
 }
 
@@ -243,6 +320,42 @@ pub struct SitePrograms {
     pub trampoline_is_exit: bool,
     pub kprobe: &'static str,
     pub kretprobe: Option<&'static str>,
+}
+
+impl SitePrograms {
+    /// From a row of [`site_table!`]: the fexit program is the trampoline
+    /// when there is one (an fentry program beside it marks the entry).
+    const fn of_row(
+        fentry: Option<&'static str>,
+        fexit: Option<&'static str>,
+        kprobe: &'static str,
+        kretprobe: Option<&'static str>,
+    ) -> SitePrograms {
+        let (trampoline, trampoline_entry, trampoline_is_exit) = match (fentry, fexit) {
+            (entry, Some(exit)) => (exit, entry, true),
+            (Some(entry), None) => (entry, None, false),
+            (None, None) => panic!("a site needs an fentry or an fexit program"),
+        };
+        SitePrograms {
+            trampoline,
+            trampoline_entry,
+            trampoline_is_exit,
+            kprobe,
+            kretprobe,
+        }
+    }
+
+    /// Every program's name.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> {
+        [
+            Some(self.trampoline),
+            self.trampoline_entry,
+            Some(self.kprobe),
+            self.kretprobe,
+        ]
+        .into_iter()
+        .flatten()
+    }
 }
 
 /// Program name of the `block:block_rq_complete` tracepoint handler.
@@ -364,6 +477,10 @@ pub struct EntryArgs {
 /// One GUP acquire call, seen at its return.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(
+    feature = "user",
+    derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable)
+)]
 pub struct AcquireEvent {
     pub tag: u32,
     /// A [`Site`] value.
@@ -403,6 +520,10 @@ pub const FOLIO_ADDR_MASK: u64 = !3;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(
+    feature = "user",
+    derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable)
+)]
 pub struct FolioBatch {
     pub tag: u32,
     pub count: u32,
@@ -421,6 +542,10 @@ pub struct FolioBatch {
 /// the two events it holds.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(
+    feature = "user",
+    derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable)
+)]
 pub struct AcquireWithFolios {
     pub acquire: AcquireEvent,
     pub batch: FolioBatch,
@@ -429,6 +554,10 @@ pub struct AcquireWithFolios {
 /// References dropped from one folio (`gup_put_folio`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(
+    feature = "user",
+    derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable)
+)]
 pub struct ReleaseEvent {
     pub tag: u32,
     pub site: u32,
@@ -450,6 +579,10 @@ pub struct ReleaseEvent {
 /// A process (thread-group leader) exited.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(
+    feature = "user",
+    derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable)
+)]
 pub struct ExitEvent {
     pub tag: u32,
     pub tgid: u32,
@@ -459,6 +592,10 @@ pub struct ExitEvent {
 /// A blk-mq request completion (`block:block_rq_complete`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(
+    feature = "user",
+    derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable)
+)]
 pub struct RqCompleteEvent {
     pub tag: u32,
     /// `dev_t` in the kernel's encoding (major << 20 | minor).
@@ -500,6 +637,10 @@ impl BioPhase {
 /// One step in the life of a Direct I/O bio.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(
+    feature = "user",
+    derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable)
+)]
 pub struct BioEvent {
     pub tag: u32,
     /// A [`BioPhase`] value.
@@ -627,5 +768,35 @@ mod tests {
             assert_eq!(Site::from_u32(site as u32), Some(site));
         }
         assert_eq!(Site::from_u32(0), None);
+    }
+
+    #[test]
+    fn every_site_and_program_has_its_own_name() {
+        let mut values = [0u32; Site::ALL.len()];
+        for (i, site) in Site::ALL.into_iter().enumerate() {
+            values[i] = site as u32;
+            for other in &Site::ALL[..i] {
+                assert_ne!(site.symbol(), other.symbol());
+                assert_ne!(site.name(), other.name());
+                for name in site.programs().names() {
+                    assert!(other.programs().names().all(|o| o != name), "{name}");
+                }
+            }
+            let p = site.programs();
+            // The program names say their kind.
+            let kind = if p.trampoline_is_exit {
+                "fexit_"
+            } else {
+                "fentry_"
+            };
+            assert!(p.trampoline.starts_with(kind), "{}", p.trampoline);
+            assert!(p.trampoline_entry.is_none_or(|n| n.starts_with("fentry_")));
+            assert!(p.kprobe.starts_with("kprobe_"));
+            assert!(p.kretprobe.is_none_or(|n| n.starts_with("kretprobe_")));
+        }
+        // Every value a record can carry is a site of the table.
+        for v in 0..=64 {
+            assert_eq!(Site::from_u32(v).is_some(), values.contains(&v), "{v}");
+        }
     }
 }

@@ -1,129 +1,80 @@
-//! The acquire sites: thin fexit, kprobe and kretprobe programs for each
-//! GUP entry point (with where its flags and `pages` array are), and
-//! `folio_add_pin`'s extra pin. The work is in the parent's `acquire_fexit`,
+//! The acquire sites' programs: an fexit, a kprobe and a kretprobe for
+//! each GUP entry point, made from its row of `pintrace_common::site_table!`
+//! (which says where its flags and `pages` array are), and
+//! `folio_add_pin`'s extra pin. The work is in `acquire`'s `acquire_fexit`,
 //! `park_args`, `finish_kretprobe` and `emit_acquire`.
 
-use super::*;
+use crate::{
+    acquire::{acquire_fexit, finish_kretprobe, park_args},
+    kernel::{func_arg, now_ns, read_u64},
+    maps::{global, EVENTS, FOLIO_REFCOUNT_OFF},
+    ring::{bump, wakeup},
+    stacks::stack_id,
+};
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    macros::{fexit, kprobe, kretprobe},
+    programs::{tracing::StackIdContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use pintrace_common::{
+    AcquireEvent, Counter, FolioBatch, Site, FOLIOS_PER_RECORD, FOLIO_BELOW_1_PIN,
+    FOLIO_BELOW_2_PINS, STACK_CLOCK_ACQUIRE, TAG_ACQUIRE, TAG_FOLIOS,
+};
 
-#[fexit(function = "pin_user_pages_fast")]
-pub fn fexit_pin_user_pages_fast(ctx: FExitContext) -> u32 {
-    acquire_fexit(&ctx, Site::PinUserPagesFast, 0, FLAGS_THEN_PAGES, false)
+/// The programs of every row of `site_table!` with a `gup` argument layout:
+/// its fexit program reads the arguments and the return value at once, its
+/// kprobe parks the arguments for its kretprobe. Rows without one (the
+/// release and bio sites, `folio_add_pin`) get nothing here: their
+/// programs are written out, under the names their rows give.
+macro_rules! gup_programs {
+    (@site [] $($row:tt)*) => {};
+    (@site
+        [$first:literal, $order:path, $ret:ident]
+        $site:ident $symbol:literal [$fexit:ident] $kprobe:ident [$kretprobe:ident]
+    ) => {
+        #[fexit(function = $symbol)]
+        pub fn $fexit(ctx: FExitContext) -> u32 {
+            acquire_fexit(&ctx, Site::$site, $first, $order, gup_programs!(@long $ret))
+        }
+
+        #[kprobe]
+        pub fn $kprobe(ctx: ProbeContext) -> u32 {
+            park_args(&ctx, $first, $order)
+        }
+
+        #[kretprobe]
+        pub fn $kretprobe(ctx: RetProbeContext) -> u32 {
+            finish_kretprobe(&ctx, Site::$site, gup_programs!(@long $ret))
+        }
+    };
+    // Whether the call returns a long (else an int).
+    (@long int) => {
+        false
+    };
+    (@long long) => {
+        true
+    };
+    ($(
+        $(#[$doc:meta])*
+        $site:ident = $value:literal {
+            symbol: $symbol:literal,
+            name: $name:literal,
+            role: $role:ident,
+            $(gup: { first: $first:literal, order: $order:path, ret: $ret:ident },)?
+            $(fentry: $fentry:ident,)?
+            $(fexit: $fexit:ident,)?
+            kprobe: $kprobe:ident,
+            $(kretprobe: $kretprobe:ident,)?
+        }
+    )*) => {
+        $(gup_programs!(@site
+            [$($first, $order, $ret)?]
+            $site $symbol [$($fexit)?] $kprobe [$($kretprobe)?]
+        );)*
+    };
 }
 
-#[fexit(function = "get_user_pages_fast")]
-pub fn fexit_get_user_pages_fast(ctx: FExitContext) -> u32 {
-    acquire_fexit(&ctx, Site::GetUserPagesFast, 0, FLAGS_THEN_PAGES, false)
-}
-
-#[kprobe]
-pub fn kprobe_pin_user_pages_fast(ctx: ProbeContext) -> u32 {
-    park_args(&ctx, 0, FLAGS_THEN_PAGES)
-}
-
-#[kretprobe]
-pub fn kretprobe_pin_user_pages_fast(ctx: RetProbeContext) -> u32 {
-    finish_kretprobe(&ctx, Site::PinUserPagesFast, false)
-}
-
-#[kprobe]
-pub fn kprobe_get_user_pages_fast(ctx: ProbeContext) -> u32 {
-    park_args(&ctx, 0, FLAGS_THEN_PAGES)
-}
-
-#[kretprobe]
-pub fn kretprobe_get_user_pages_fast(ctx: RetProbeContext) -> u32 {
-    finish_kretprobe(&ctx, Site::GetUserPagesFast, false)
-}
-
-#[fexit(function = "pin_user_pages")]
-pub fn fexit_pin_user_pages(ctx: FExitContext) -> u32 {
-    acquire_fexit(&ctx, Site::PinUserPages, 0, FLAGS_THEN_PAGES, true)
-}
-
-#[kprobe]
-pub fn kprobe_pin_user_pages(ctx: ProbeContext) -> u32 {
-    park_args(&ctx, 0, FLAGS_THEN_PAGES)
-}
-
-#[kretprobe]
-pub fn kretprobe_pin_user_pages(ctx: RetProbeContext) -> u32 {
-    finish_kretprobe(&ctx, Site::PinUserPages, true)
-}
-
-#[fexit(function = "get_user_pages")]
-pub fn fexit_get_user_pages(ctx: FExitContext) -> u32 {
-    acquire_fexit(&ctx, Site::GetUserPages, 0, FLAGS_THEN_PAGES, true)
-}
-
-#[kprobe]
-pub fn kprobe_get_user_pages(ctx: ProbeContext) -> u32 {
-    park_args(&ctx, 0, FLAGS_THEN_PAGES)
-}
-
-#[kretprobe]
-pub fn kretprobe_get_user_pages(ctx: RetProbeContext) -> u32 {
-    finish_kretprobe(&ctx, Site::GetUserPages, true)
-}
-
-#[fexit(function = "pin_user_pages_remote")]
-pub fn fexit_pin_user_pages_remote(ctx: FExitContext) -> u32 {
-    acquire_fexit(&ctx, Site::PinUserPagesRemote, 1, FLAGS_THEN_PAGES, true)
-}
-
-#[kprobe]
-pub fn kprobe_pin_user_pages_remote(ctx: ProbeContext) -> u32 {
-    park_args(&ctx, 1, FLAGS_THEN_PAGES)
-}
-
-#[kretprobe]
-pub fn kretprobe_pin_user_pages_remote(ctx: RetProbeContext) -> u32 {
-    finish_kretprobe(&ctx, Site::PinUserPagesRemote, true)
-}
-
-#[fexit(function = "get_user_pages_remote")]
-pub fn fexit_get_user_pages_remote(ctx: FExitContext) -> u32 {
-    acquire_fexit(&ctx, Site::GetUserPagesRemote, 1, FLAGS_THEN_PAGES, true)
-}
-
-#[kprobe]
-pub fn kprobe_get_user_pages_remote(ctx: ProbeContext) -> u32 {
-    park_args(&ctx, 1, FLAGS_THEN_PAGES)
-}
-
-#[kretprobe]
-pub fn kretprobe_get_user_pages_remote(ctx: RetProbeContext) -> u32 {
-    finish_kretprobe(&ctx, Site::GetUserPagesRemote, true)
-}
-
-#[fexit(function = "pin_user_pages_unlocked")]
-pub fn fexit_pin_user_pages_unlocked(ctx: FExitContext) -> u32 {
-    acquire_fexit(&ctx, Site::PinUserPagesUnlocked, 0, PAGES_THEN_FLAGS, true)
-}
-
-#[kprobe]
-pub fn kprobe_pin_user_pages_unlocked(ctx: ProbeContext) -> u32 {
-    park_args(&ctx, 0, PAGES_THEN_FLAGS)
-}
-
-#[kretprobe]
-pub fn kretprobe_pin_user_pages_unlocked(ctx: RetProbeContext) -> u32 {
-    finish_kretprobe(&ctx, Site::PinUserPagesUnlocked, true)
-}
-
-#[fexit(function = "get_user_pages_unlocked")]
-pub fn fexit_get_user_pages_unlocked(ctx: FExitContext) -> u32 {
-    acquire_fexit(&ctx, Site::GetUserPagesUnlocked, 0, PAGES_THEN_FLAGS, true)
-}
-
-#[kprobe]
-pub fn kprobe_get_user_pages_unlocked(ctx: ProbeContext) -> u32 {
-    park_args(&ctx, 0, PAGES_THEN_FLAGS)
-}
-
-#[kretprobe]
-pub fn kretprobe_get_user_pages_unlocked(ctx: RetProbeContext) -> u32 {
-    finish_kretprobe(&ctx, Site::GetUserPagesUnlocked, true)
-}
+pintrace_common::site_table!(gup_programs);
 
 /// `folio_add_pin(struct folio *folio)`: one more pin on a folio already
 /// pinned (legacy fs/direct-io.c, 6.5 on), as an acquire of one page with

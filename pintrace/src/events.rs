@@ -1,14 +1,14 @@
 //! The event stream: ring-buffer records decoded into plain Rust values.
 //!
 //! Records are the `#[repr(C)]` structs of `pintrace-common`, in the host's
-//! byte order (the probes run on the same machine). Decoding goes through
-//! `bytes::Buf` and checks every length, so a truncated or foreign record is an
-//! error, never a panic.
+//! byte order (the probes run on the same machine), read and written as
+//! those structs (zerocopy, at any alignment): the layout is written once.
+//! Decoding checks every length first, so a truncated or foreign record is
+//! an error, never a panic.
 
-use bytes::Buf;
 pub use pintrace_common::BioPhase;
 use pintrace_common::{
-    AcquireEvent, AcquireWithFolios, BioEvent, ExitEvent, FolioBatch, ReleaseEvent,
+    AcquireEvent, AcquireWithFolios, BioEvent, ExitEvent, FolioBatch, FromBytes, ReleaseEvent,
     RqCompleteEvent, Site, FOLIOS_PER_RECORD, FOLIO_ADDR_MASK, FOLIO_BELOW_1_PIN,
     FOLIO_BELOW_2_PINS, TAG_ACQUIRE, TAG_ACQUIRE_FOLIOS, TAG_BIO, TAG_EXIT, TAG_FOLIOS,
     TAG_RELEASE, TAG_RQ_COMPLETE,
@@ -214,10 +214,21 @@ fn site(raw: u32) -> Result<Site, DecodeError> {
     Site::from_u32(raw).ok_or(DecodeError::UnknownSite(raw))
 }
 
-fn comm(buf: &mut &[u8]) -> Comm {
-    let mut c = [0u8; 16];
-    buf.copy_to_slice(&mut c);
-    Comm(c)
+/// The record of `tag` at the front of `record`, or `Truncated` when it is
+/// shorter than its struct.
+fn read<T: FromBytes>(tag: u32, record: &[u8]) -> Result<T, DecodeError> {
+    T::read_from_prefix(record)
+        .map(|(r, _)| r)
+        .map_err(|_| DecodeError::Truncated {
+            tag,
+            len: record.len(),
+            need: size_of::<T>(),
+        })
+}
+
+/// `bpf_get_current_pid_tgid()`'s halves: (tgid, tid).
+fn split_pid_tgid(pid_tgid: u64) -> (u32, u32) {
+    ((pid_tgid >> 32) as u32, pid_tgid as u32)
 }
 
 /// Decodes one ring-buffer record into the events it holds, in order: one,
@@ -235,7 +246,7 @@ pub fn decode_each(record: &[u8], mut f: impl FnMut(&Event)) -> Result<(), Decod
             });
         }
         let (acquire, batch) = record.split_at(SPLIT);
-        let acquire = decode_body(TAG_ACQUIRE, &acquire[4..])?;
+        let acquire = decode_body(TAG_ACQUIRE, acquire)?;
         let batch = decode(batch)?;
         if !matches!(batch, Event::Folios(_)) {
             return Err(DecodeError::UnknownTag(u32::from_ne_bytes(
@@ -253,156 +264,108 @@ pub fn decode_each(record: &[u8], mut f: impl FnMut(&Event)) -> Result<(), Decod
 /// Decodes one ring-buffer record of a single event (every tag but
 /// [`TAG_ACQUIRE_FOLIOS`], which [`decode_each`] splits).
 pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
-    let mut buf = record;
-    if buf.remaining() < 4 {
+    let Some(tag) = record.first_chunk::<4>() else {
         return Err(DecodeError::Truncated {
             tag: 0,
             len: record.len(),
             need: 4,
         });
-    }
-    let tag = buf.get_u32_ne();
-    let need = match tag {
-        TAG_ACQUIRE => size_of::<AcquireEvent>(),
-        TAG_RQ_COMPLETE => size_of::<RqCompleteEvent>(),
-        TAG_FOLIOS => size_of::<FolioBatch>(),
-        TAG_RELEASE => size_of::<ReleaseEvent>(),
-        TAG_EXIT => size_of::<ExitEvent>(),
-        TAG_BIO => size_of::<BioEvent>(),
-        other => return Err(DecodeError::UnknownTag(other)),
     };
-    if record.len() < need {
-        return Err(DecodeError::Truncated {
-            tag,
-            len: record.len(),
-            need,
-        });
-    }
-    decode_body(tag, buf)
+    decode_body(u32::from_ne_bytes(*tag), record)
 }
 
-/// The fields after the tag of a record of `tag`, long enough already.
-fn decode_body(tag: u32, mut buf: &[u8]) -> Result<Event, DecodeError> {
+/// A record of `tag` (its own tag, at the front, is not read again): the
+/// struct of its tag, at least as long as that (a longer one, from a newer
+/// probe, decodes by its known prefix).
+fn decode_body(tag: u32, record: &[u8]) -> Result<Event, DecodeError> {
     Ok(match tag {
         TAG_ACQUIRE => {
-            let site = site(buf.get_u32_ne())?;
-            let ts_ns = buf.get_u64_ne();
-            let pid_tgid = buf.get_u64_ne();
-            let start = buf.get_u64_ne();
-            let pages_array = buf.get_u64_ne();
-            let ret = buf.get_i64_ne();
-            let nr_pages = buf.get_i32_ne();
-            let gup_flags = buf.get_u32_ne();
-            let stack_id = buf.get_i32_ne();
-            let folio_records = buf.get_u32_ne();
+            let r: AcquireEvent = read(tag, record)?;
+            let (tgid, tid) = split_pid_tgid(r.pid_tgid);
             Event::Acquire(Acquire {
-                site,
-                ts_ns,
-                tgid: (pid_tgid >> 32) as u32,
-                tid: pid_tgid as u32,
-                start,
-                pages_array,
-                ret,
-                nr_pages,
-                gup_flags,
-                stack_id,
-                folio_records,
-                comm: comm(&mut buf),
+                site: site(r.site)?,
+                ts_ns: r.ts_ns,
+                tgid,
+                tid,
+                start: r.start,
+                pages_array: r.pages,
+                ret: r.ret,
+                nr_pages: r.nr_pages,
+                gup_flags: r.gup_flags,
+                stack_id: r.stack_id,
+                folio_records: r.folio_records,
+                comm: Comm(r.comm),
             })
         }
         TAG_FOLIOS => {
-            let count = buf.get_u32_ne();
-            let ts_ns = buf.get_u64_ne();
-            let pid_tgid = buf.get_u64_ne();
-            let first = buf.get_u32_ne();
-            let site = site(buf.get_u32_ne())?;
-            let mut folios = [0u64; FOLIOS_PER_RECORD];
-            for f in folios.iter_mut() {
-                *f = buf.get_u64_ne();
-            }
+            let r: FolioBatch = read(tag, record)?;
+            let (tgid, tid) = split_pid_tgid(r.pid_tgid);
             Event::Folios(Folios {
-                site,
-                ts_ns,
-                tgid: (pid_tgid >> 32) as u32,
-                tid: pid_tgid as u32,
-                first,
-                count: count.min(FOLIOS_PER_RECORD as u32),
-                folios,
+                site: site(r.site)?,
+                ts_ns: r.ts_ns,
+                tgid,
+                tid,
+                first: r.first,
+                count: r.count.min(FOLIOS_PER_RECORD as u32),
+                folios: r.folios,
             })
         }
         TAG_RELEASE => {
-            let site = site(buf.get_u32_ne())?;
-            let ts_ns = buf.get_u64_ne();
-            let pid_tgid = buf.get_u64_ne();
-            let folio = buf.get_u64_ne();
-            let refs = buf.get_i32_ne();
-            let gup_flags = buf.get_u32_ne();
-            let refcount = buf.get_i32_ne();
-            let stack_id = buf.get_i32_ne();
-            let large = buf.get_u32_ne() != 0;
-            let _reserved = buf.get_u32_ne();
+            let r: ReleaseEvent = read(tag, record)?;
+            let (tgid, tid) = split_pid_tgid(r.pid_tgid);
             Event::Release(Release {
-                site,
-                ts_ns,
-                tgid: (pid_tgid >> 32) as u32,
-                tid: pid_tgid as u32,
-                folio,
-                refs,
-                gup_flags,
-                refcount,
-                stack_id,
-                large,
-                comm: comm(&mut buf),
+                site: site(r.site)?,
+                ts_ns: r.ts_ns,
+                tgid,
+                tid,
+                folio: r.folio,
+                refs: r.refs,
+                gup_flags: r.gup_flags,
+                refcount: r.refcount,
+                stack_id: r.stack_id,
+                large: r.large != 0,
+                comm: Comm(r.comm),
             })
         }
         TAG_EXIT => {
-            let tgid = buf.get_u32_ne();
-            let ts_ns = buf.get_u64_ne();
-            Event::Exit { tgid, ts_ns }
+            let r: ExitEvent = read(tag, record)?;
+            Event::Exit {
+                tgid: r.tgid,
+                ts_ns: r.ts_ns,
+            }
         }
         TAG_BIO => {
-            let raw = buf.get_u32_ne();
-            let phase = BioPhase::from_u32(raw).ok_or(DecodeError::UnknownBioPhase(raw))?;
-            let ts_ns = buf.get_u64_ne();
-            let pid_tgid = buf.get_u64_ne();
-            let bio = buf.get_u64_ne();
-            let sector = buf.get_u64_ne();
-            let bytes = buf.get_u32_ne();
-            let dev = buf.get_u32_ne();
-            let opf = buf.get_u32_ne();
-            let flags = buf.get_u32_ne();
-            let status = buf.get_i32_ne();
+            let r: BioEvent = read(tag, record)?;
+            let phase = BioPhase::from_u32(r.phase).ok_or(DecodeError::UnknownBioPhase(r.phase))?;
+            let (tgid, tid) = split_pid_tgid(r.pid_tgid);
             Event::Bio(Bio {
                 phase,
-                ts_ns,
-                tgid: (pid_tgid >> 32) as u32,
-                tid: pid_tgid as u32,
-                bio,
-                sector,
-                bytes,
-                major: dev >> 20,
-                minor: dev & 0xfffff,
-                opf,
-                flags,
-                status,
+                ts_ns: r.ts_ns,
+                tgid,
+                tid,
+                bio: r.bio,
+                sector: r.sector,
+                bytes: r.bytes,
+                major: r.dev >> 20,
+                minor: r.dev & 0xfffff,
+                opf: r.opf,
+                flags: r.flags,
+                status: r.status,
             })
         }
-        _ => {
-            let dev = buf.get_u32_ne();
-            let ts_ns = buf.get_u64_ne();
-            let sector = buf.get_u64_ne();
-            let nr_sector = buf.get_u32_ne();
-            let error = buf.get_i32_ne();
+        TAG_RQ_COMPLETE => {
+            let r: RqCompleteEvent = read(tag, record)?;
             Event::RqComplete(RqComplete {
-                ts_ns,
+                ts_ns: r.ts_ns,
                 // The kernel's internal dev_t: 12 bits of major, 20 of minor.
-                major: dev >> 20,
-                minor: dev & 0xfffff,
-                sector,
-                nr_sector,
-                error,
+                major: r.dev >> 20,
+                minor: r.dev & 0xfffff,
+                sector: r.sector,
+                nr_sector: r.nr_sector,
+                error: r.error,
             })
         }
+        other => return Err(DecodeError::UnknownTag(other)),
     })
 }
 
@@ -410,99 +373,124 @@ fn decode_body(tag: u32, mut buf: &[u8]) -> Result<Event, DecodeError> {
 /// benchmarks).
 pub mod encode {
     use super::*;
-    use bytes::BufMut;
+    use pintrace_common::IntoBytes;
+
+    fn pid_tgid(tgid: u32, tid: u32) -> u64 {
+        ((tgid as u64) << 32) | tid as u64
+    }
+
+    /// The kernel's internal dev_t: 12 bits of major, 20 of minor.
+    fn dev(major: u32, minor: u32) -> u32 {
+        (major << 20) | (minor & 0xfffff)
+    }
+
+    fn acquire_event(a: &Acquire, tag: u32) -> AcquireEvent {
+        AcquireEvent {
+            tag,
+            site: a.site as u32,
+            ts_ns: a.ts_ns,
+            pid_tgid: pid_tgid(a.tgid, a.tid),
+            start: a.start,
+            pages: a.pages_array,
+            ret: a.ret,
+            nr_pages: a.nr_pages,
+            gup_flags: a.gup_flags,
+            stack_id: a.stack_id,
+            folio_records: a.folio_records,
+            comm: a.comm.0,
+        }
+    }
+
+    fn folio_batch(f: &Folios) -> FolioBatch {
+        FolioBatch {
+            tag: TAG_FOLIOS,
+            count: f.count,
+            ts_ns: f.ts_ns,
+            pid_tgid: pid_tgid(f.tgid, f.tid),
+            first: f.first,
+            site: f.site as u32,
+            folios: f.folios,
+        }
+    }
 
     pub fn acquire(a: &Acquire) -> Vec<u8> {
-        let mut v = Vec::with_capacity(size_of::<AcquireEvent>());
-        v.put_u32_ne(TAG_ACQUIRE);
-        v.put_u32_ne(a.site as u32);
-        v.put_u64_ne(a.ts_ns);
-        v.put_u64_ne(((a.tgid as u64) << 32) | a.tid as u64);
-        v.put_u64_ne(a.start);
-        v.put_u64_ne(a.pages_array);
-        v.put_i64_ne(a.ret);
-        v.put_i32_ne(a.nr_pages);
-        v.put_u32_ne(a.gup_flags);
-        v.put_i32_ne(a.stack_id);
-        v.put_u32_ne(a.folio_records);
-        v.put_slice(&a.comm.0);
-        v
+        acquire_event(a, TAG_ACQUIRE).as_bytes().to_vec()
     }
 
     pub fn folios(f: &Folios) -> Vec<u8> {
-        let mut v = Vec::with_capacity(size_of::<FolioBatch>());
-        v.put_u32_ne(TAG_FOLIOS);
-        v.put_u32_ne(f.count);
-        v.put_u64_ne(f.ts_ns);
-        v.put_u64_ne(((f.tgid as u64) << 32) | f.tid as u64);
-        v.put_u32_ne(f.first);
-        v.put_u32_ne(f.site as u32);
-        for x in f.folios {
-            v.put_u64_ne(x);
-        }
-        v
+        folio_batch(f).as_bytes().to_vec()
     }
 
     /// An acquire and its one folio batch in one record, as the probe
     /// writes a call of at most 32 pages.
     pub fn acquire_with_folios(a: &Acquire, f: &Folios) -> Vec<u8> {
-        let mut v = acquire(a);
-        v[..4].copy_from_slice(&TAG_ACQUIRE_FOLIOS.to_ne_bytes());
-        v.extend_from_slice(&folios(f));
-        v
+        AcquireWithFolios {
+            acquire: acquire_event(a, TAG_ACQUIRE_FOLIOS),
+            batch: folio_batch(f),
+        }
+        .as_bytes()
+        .to_vec()
     }
 
     pub fn release(r: &Release) -> Vec<u8> {
-        let mut v = Vec::with_capacity(size_of::<ReleaseEvent>());
-        v.put_u32_ne(TAG_RELEASE);
-        v.put_u32_ne(r.site as u32);
-        v.put_u64_ne(r.ts_ns);
-        v.put_u64_ne(((r.tgid as u64) << 32) | r.tid as u64);
-        v.put_u64_ne(r.folio);
-        v.put_i32_ne(r.refs);
-        v.put_u32_ne(r.gup_flags);
-        v.put_i32_ne(r.refcount);
-        v.put_i32_ne(r.stack_id);
-        v.put_u32_ne(r.large as u32);
-        v.put_u32_ne(0);
-        v.put_slice(&r.comm.0);
-        v
+        ReleaseEvent {
+            tag: TAG_RELEASE,
+            site: r.site as u32,
+            ts_ns: r.ts_ns,
+            pid_tgid: pid_tgid(r.tgid, r.tid),
+            folio: r.folio,
+            refs: r.refs,
+            gup_flags: r.gup_flags,
+            refcount: r.refcount,
+            stack_id: r.stack_id,
+            large: r.large as u32,
+            _reserved: 0,
+            comm: r.comm.0,
+        }
+        .as_bytes()
+        .to_vec()
     }
 
     pub fn exit(tgid: u32, ts_ns: u64) -> Vec<u8> {
-        let mut v = Vec::with_capacity(size_of::<ExitEvent>());
-        v.put_u32_ne(TAG_EXIT);
-        v.put_u32_ne(tgid);
-        v.put_u64_ne(ts_ns);
-        v
+        ExitEvent {
+            tag: TAG_EXIT,
+            tgid,
+            ts_ns,
+        }
+        .as_bytes()
+        .to_vec()
     }
 
     pub fn bio(b: &Bio) -> Vec<u8> {
-        let mut v = Vec::with_capacity(size_of::<BioEvent>());
-        v.put_u32_ne(TAG_BIO);
-        v.put_u32_ne(b.phase as u32);
-        v.put_u64_ne(b.ts_ns);
-        v.put_u64_ne(((b.tgid as u64) << 32) | b.tid as u64);
-        v.put_u64_ne(b.bio);
-        v.put_u64_ne(b.sector);
-        v.put_u32_ne(b.bytes);
-        v.put_u32_ne((b.major << 20) | (b.minor & 0xfffff));
-        v.put_u32_ne(b.opf);
-        v.put_u32_ne(b.flags);
-        v.put_i32_ne(b.status);
-        v.put_u32_ne(0);
-        v
+        BioEvent {
+            tag: TAG_BIO,
+            phase: b.phase as u32,
+            ts_ns: b.ts_ns,
+            pid_tgid: pid_tgid(b.tgid, b.tid),
+            bio: b.bio,
+            sector: b.sector,
+            bytes: b.bytes,
+            dev: dev(b.major, b.minor),
+            opf: b.opf,
+            flags: b.flags,
+            status: b.status,
+            _reserved: 0,
+        }
+        .as_bytes()
+        .to_vec()
     }
 
     pub fn rq_complete(r: &RqComplete) -> Vec<u8> {
-        let mut v = Vec::with_capacity(size_of::<RqCompleteEvent>());
-        v.put_u32_ne(TAG_RQ_COMPLETE);
-        v.put_u32_ne((r.major << 20) | (r.minor & 0xfffff));
-        v.put_u64_ne(r.ts_ns);
-        v.put_u64_ne(r.sector);
-        v.put_u32_ne(r.nr_sector);
-        v.put_i32_ne(r.error);
-        v
+        RqCompleteEvent {
+            tag: TAG_RQ_COMPLETE,
+            dev: dev(r.major, r.minor),
+            ts_ns: r.ts_ns,
+            sector: r.sector,
+            nr_sector: r.nr_sector,
+            error: r.error,
+        }
+        .as_bytes()
+        .to_vec()
     }
 }
 
@@ -693,6 +681,235 @@ mod tests {
         let mut bad = bytes.clone();
         bad[4] = 9;
         assert_eq!(decode(&bad), Err(DecodeError::UnknownBioPhase(9)));
+    }
+
+    /// One record of `tag` against its struct: the encoder writes the
+    /// struct's bytes, the decoder reads them (also at an odd address) into
+    /// `event`, and one byte less is too short by the struct's size.
+    fn check_record(tag: u32, raw: &[u8], size: usize, encoded: Vec<u8>, event: Event) {
+        assert_eq!(raw.len(), size, "tag {tag}");
+        assert_eq!(encoded, raw, "tag {tag}");
+        assert_eq!(decode(raw), Ok(event), "tag {tag}");
+        let mut odd = vec![0u8];
+        odd.extend_from_slice(raw);
+        assert_eq!(decode(&odd[1..]), Ok(event), "tag {tag}, unaligned");
+        assert_eq!(
+            decode(&raw[..size - 1]),
+            Err(DecodeError::Truncated {
+                tag,
+                len: size - 1,
+                need: size
+            })
+        );
+    }
+
+    #[test]
+    fn every_record_matches_its_struct() {
+        use pintrace_common::IntoBytes;
+        let pid_tgid = (0x0102_0304u64 << 32) | 0x0506_0708;
+        let (tgid, tid) = (0x0102_0304, 0x0506_0708);
+
+        let raw = AcquireEvent {
+            tag: TAG_ACQUIRE,
+            site: Site::GetUserPagesRemote as u32,
+            ts_ns: 0x1111,
+            pid_tgid,
+            start: 0x2222,
+            pages: 0x3333,
+            ret: -4,
+            nr_pages: 5,
+            gup_flags: 6,
+            stack_id: -7,
+            folio_records: 8,
+            comm: comm("acquirer").0,
+        };
+        let a = Acquire {
+            site: Site::GetUserPagesRemote,
+            ts_ns: 0x1111,
+            tgid,
+            tid,
+            start: 0x2222,
+            pages_array: 0x3333,
+            ret: -4,
+            nr_pages: 5,
+            gup_flags: 6,
+            stack_id: -7,
+            folio_records: 8,
+            comm: comm("acquirer"),
+        };
+        let size = size_of::<AcquireEvent>();
+        check_record(
+            TAG_ACQUIRE,
+            raw.as_bytes(),
+            size,
+            encode::acquire(&a),
+            Event::Acquire(a),
+        );
+
+        let mut folios = [0u64; FOLIOS_PER_RECORD];
+        for (i, f) in folios.iter_mut().enumerate() {
+            *f = 0xffff_ea00_0000_0000 + 0x40 * i as u64;
+        }
+        let raw_batch = FolioBatch {
+            tag: TAG_FOLIOS,
+            count: 9,
+            ts_ns: 0x1111,
+            pid_tgid,
+            first: 10,
+            site: Site::PinUserPagesUnlocked as u32,
+            folios,
+        };
+        let f = Folios {
+            site: Site::PinUserPagesUnlocked,
+            ts_ns: 0x1111,
+            tgid,
+            tid,
+            first: 10,
+            count: 9,
+            folios,
+        };
+        let size = size_of::<FolioBatch>();
+        check_record(
+            TAG_FOLIOS,
+            raw_batch.as_bytes(),
+            size,
+            encode::folios(&f),
+            Event::Folios(f),
+        );
+
+        // The combined record: its two halves as the two records.
+        let combined = AcquireWithFolios {
+            acquire: AcquireEvent {
+                tag: TAG_ACQUIRE_FOLIOS,
+                ..raw
+            },
+            batch: raw_batch,
+        };
+        assert_eq!(
+            combined.as_bytes().len(),
+            size_of::<AcquireEvent>() + size_of::<FolioBatch>()
+        );
+        assert_eq!(encode::acquire_with_folios(&a, &f), combined.as_bytes());
+        let mut got = Vec::new();
+        decode_each(combined.as_bytes(), |e| got.push(*e)).unwrap();
+        assert_eq!(got, [Event::Acquire(a), Event::Folios(f)]);
+
+        let raw = ReleaseEvent {
+            tag: TAG_RELEASE,
+            site: Site::GupPutFolio as u32,
+            ts_ns: 0x1111,
+            pid_tgid,
+            folio: 0xffff_ea00_0000_1000,
+            refs: 11,
+            gup_flags: 12,
+            refcount: 13,
+            stack_id: 14,
+            large: 1,
+            _reserved: 0,
+            comm: comm("releaser").0,
+        };
+        let r = Release {
+            site: Site::GupPutFolio,
+            ts_ns: 0x1111,
+            tgid,
+            tid,
+            folio: 0xffff_ea00_0000_1000,
+            refs: 11,
+            gup_flags: 12,
+            refcount: 13,
+            stack_id: 14,
+            large: true,
+            comm: comm("releaser"),
+        };
+        let size = size_of::<ReleaseEvent>();
+        check_record(
+            TAG_RELEASE,
+            raw.as_bytes(),
+            size,
+            encode::release(&r),
+            Event::Release(r),
+        );
+
+        let raw = ExitEvent {
+            tag: TAG_EXIT,
+            tgid: 15,
+            ts_ns: 0x1111,
+        };
+        let size = size_of::<ExitEvent>();
+        let exit = Event::Exit {
+            tgid: 15,
+            ts_ns: 0x1111,
+        };
+        check_record(
+            TAG_EXIT,
+            raw.as_bytes(),
+            size,
+            encode::exit(15, 0x1111),
+            exit,
+        );
+
+        let raw = BioEvent {
+            tag: TAG_BIO,
+            phase: BioPhase::Release as u32,
+            ts_ns: 0x1111,
+            pid_tgid,
+            bio: 0xffff_8880_0000_2000,
+            sector: 16,
+            bytes: 17,
+            dev: (259 << 20) | 3,
+            opf: 18,
+            flags: 19,
+            status: -20,
+            _reserved: 0,
+        };
+        let b = Bio {
+            phase: BioPhase::Release,
+            ts_ns: 0x1111,
+            tgid,
+            tid,
+            bio: 0xffff_8880_0000_2000,
+            sector: 16,
+            bytes: 17,
+            major: 259,
+            minor: 3,
+            opf: 18,
+            flags: 19,
+            status: -20,
+        };
+        let size = size_of::<BioEvent>();
+        check_record(
+            TAG_BIO,
+            raw.as_bytes(),
+            size,
+            encode::bio(&b),
+            Event::Bio(b),
+        );
+
+        let raw = RqCompleteEvent {
+            tag: TAG_RQ_COMPLETE,
+            dev: (8 << 20) | 16,
+            ts_ns: 0x1111,
+            sector: 21,
+            nr_sector: 22,
+            error: -23,
+        };
+        let rq = RqComplete {
+            ts_ns: 0x1111,
+            major: 8,
+            minor: 16,
+            sector: 21,
+            nr_sector: 22,
+            error: -23,
+        };
+        let size = size_of::<RqCompleteEvent>();
+        let encoded = encode::rq_complete(&rq);
+        check_record(
+            TAG_RQ_COMPLETE,
+            raw.as_bytes(),
+            size,
+            encoded,
+            Event::RqComplete(rq),
+        );
     }
 
     #[test]

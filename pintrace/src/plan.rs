@@ -256,22 +256,9 @@ impl Plan {
     }
 }
 
+/// The site's short name in plans and reports (its row of `site_table!`).
 pub fn site_name(site: Site) -> &'static str {
-    match site {
-        Site::PinUserPagesFast => "pin_fast",
-        Site::GetUserPagesFast => "get_fast",
-        Site::GupPutFolio => "put_folio",
-        Site::PinUserPages => "pin",
-        Site::GetUserPages => "get",
-        Site::PinUserPagesRemote => "pin_remote",
-        Site::GetUserPagesRemote => "get_remote",
-        Site::BioFill => "bio_fill",
-        Site::BioEndio => "bio_endio",
-        Site::BioRelease => "bio_release",
-        Site::FolioAddPin => "add_pin",
-        Site::PinUserPagesUnlocked => "pin_unlocked",
-        Site::GetUserPagesUnlocked => "get_unlocked",
-    }
+    site.name()
 }
 
 #[cfg(test)]

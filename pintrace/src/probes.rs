@@ -25,6 +25,8 @@ use pintrace_common::{
 use std::os::fd::{AsRawFd, RawFd};
 
 pub mod bench;
+#[cfg(test)]
+mod tests;
 
 /// The compiled probes, embedded at build time.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pintrace"));

@@ -75,3 +75,18 @@ impl BareProbe {
         Ok(array.get(&0, 0)?.iter().sum())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bench object has the programs and the map this module names.
+    #[test]
+    fn the_bench_object_has_what_is_attached_and_read() {
+        let obj = aya_obj::Object::parse(OBJECT).unwrap();
+        for how in [BareAttach::Kprobe, BareAttach::Fexit] {
+            assert!(obj.programs.contains_key(how.program()), "{how:?}");
+        }
+        assert!(obj.maps.contains_key("BENCH_HITS"));
+    }
+}

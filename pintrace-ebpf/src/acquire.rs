@@ -1,0 +1,299 @@
+//! The work of every acquire site: its arguments (at an fexit, or parked by
+//! a kprobe for its kretprobe), its record and the folios of the pages it
+//! grabbed. The programs are in `acquire_sites`.
+
+use core::ffi::c_void;
+
+use crate::{
+    kernel::{folio_of, func_arg, func_ret, now_ns, read_u64},
+    maps::{global, ENTRY_ARGS, EVENTS, FOLIO_REFCOUNT_OFF},
+    ring::{bump, wakeup},
+    stacks::{forget_released, sampling, stack_id},
+};
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_loop},
+    programs::{tracing::StackIdContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use aya_log_ebpf::warn;
+use pintrace_common::{
+    AcquireEvent, AcquireWithFolios, Counter, EntryArgs, FolioBatch, Site, FOLIOS_PER_RECORD,
+    FOLIO_BELOW_1_PIN, FOLIO_BELOW_2_PINS, MAX_FOLIO_RECORDS, STACK_CLOCK_ACQUIRE, TAG_ACQUIRE,
+    TAG_ACQUIRE_FOLIOS, TAG_FOLIOS,
+};
+
+/// What one [`folio_batch`] step needs, on the caller's stack.
+#[repr(C)]
+struct FolioLoop {
+    pid_tgid: u64,
+    ts_ns: u64,
+    pages: u64,
+    n: u64,
+    site: u32,
+}
+
+/// Emits the folios of the first `n` pages of a `struct page **` array, in
+/// batches.
+///
+/// The batches are a `bpf_loop` (5.17 on): the verifier checks one batch
+/// once, however many a call may need. Unrolled, eight batches of 32 slots
+/// took 6.1's verifier to its complexity limit (tens of seconds under TCG,
+/// then E2BIG, depending on the code around it).
+#[inline(always)]
+fn emit_folios(site: Site, pid_tgid: u64, ts_ns: u64, pages: u64, n: i64) {
+    if pages == 0 || n <= 0 {
+        return;
+    }
+    let n = n as u64;
+    let per = FOLIOS_PER_RECORD as u64;
+    let max = MAX_FOLIO_RECORDS as u64;
+    let want = n.div_ceil(per);
+    let mut state = FolioLoop {
+        pid_tgid,
+        ts_ns,
+        pages,
+        n,
+        site: site as u32,
+    };
+    // SAFETY: `folio_batch` has bpf_loop's callback signature; `state` lives
+    // on this stack for the whole loop.
+    unsafe {
+        bpf_loop(
+            if want < max { want as u32 } else { max as u32 },
+            folio_batch as *mut c_void,
+            &mut state as *mut FolioLoop as *mut c_void,
+            0,
+        );
+    }
+    if n > max * per {
+        bump(Counter::FoliosTruncated);
+    }
+}
+
+/// Fills a folio batch with the folios of the `count` (1..=32) pages at
+/// `base` (a `struct page **`), their pin evidence in the low bits.
+///
+/// # Safety
+/// `out` points at a reserved ring-buffer record.
+#[inline(always)]
+unsafe fn fill_batch(
+    out: *mut FolioBatch,
+    base: u64,
+    count: u32,
+    first: u32,
+    ts_ns: u64,
+    pid_tgid: u64,
+    site: u32,
+) {
+    let sampling = sampling();
+    // Kernel reads only for the pages the call grabbed: three per page are
+    // most of the probe's cost, and a 4 KiB I/O has one page. Slots past
+    // `count` are zero. `count` is bounded and each slot is tested against
+    // it with its constant index: the verifier then walks a batch in
+    // linear time.
+    for j in 0..FOLIOS_PER_RECORD {
+        let folio = if (j as u32) < count {
+            folio_of(read_u64(base + j as u64 * 8))
+        } else {
+            0
+        };
+        // Pin evidence in the low bits, branch-free: a small folio's
+        // refcount below 1024 (2048) holds no pin (at most one).
+        let rc = if folio != 0 {
+            read_u64(folio + global(&FOLIO_REFCOUNT_OFF)) as u32 as u64
+        } else {
+            0
+        };
+        let below1 = (rc.wrapping_sub(1024) >> 63) & 1;
+        let below2 = (rc.wrapping_sub(2048) >> 63) & 1;
+        let entry = folio | (below1 * FOLIO_BELOW_1_PIN) | (below2 * FOLIO_BELOW_2_PINS);
+        if sampling && folio != 0 {
+            forget_released(folio);
+        }
+        // SAFETY: `out` is a reserved record; j is below the array length.
+        unsafe { (*out).folios[j] = entry };
+    }
+    // SAFETY: as above, for the header fields.
+    unsafe {
+        (*out).tag = TAG_FOLIOS;
+        (*out).count = count;
+        (*out).ts_ns = ts_ns;
+        (*out).pid_tgid = pid_tgid;
+        (*out).first = first;
+        (*out).site = site;
+    }
+}
+
+/// One batch of [`emit_folios`]: batch `chunk` of the array in `ctx`.
+#[inline(never)]
+extern "C" fn folio_batch(chunk: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the `FolioLoop` of `emit_folios`.
+    let state = unsafe { &mut *(ctx as *mut FolioLoop) };
+    let first = chunk * FOLIOS_PER_RECORD as u64;
+    let n = state.n;
+    if first >= n {
+        return 1;
+    }
+    let left = n - first;
+    // Bounded (1..=32): see `fill_batch`.
+    let count = if left < FOLIOS_PER_RECORD as u64 {
+        left as u32
+    } else {
+        FOLIOS_PER_RECORD as u32
+    };
+    let Some(mut rec) = EVENTS.reserve::<FolioBatch>(0) else {
+        bump(Counter::RingbufFull);
+        return 0;
+    };
+    let base = state.pages + first * 8;
+    // SAFETY: the record is reserved and ours until submitted.
+    unsafe {
+        fill_batch(
+            rec.as_mut_ptr(),
+            base,
+            count,
+            first as u32,
+            state.ts_ns,
+            state.pid_tgid,
+            state.site,
+        )
+    };
+    rec.submit(wakeup());
+    bump(Counter::Submitted);
+    0
+}
+
+#[inline(always)]
+pub(crate) fn emit_acquire<C: StackIdContext>(ctx: &C, site: Site, args: &EntryArgs, ret: i64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // Folios are read only for calls that grabbed pages; the acquire record
+    // says how many batches to expect after it.
+    let batches = if ret > 0 {
+        let per = FOLIOS_PER_RECORD as i64;
+        let want = (ret + per - 1) / per;
+        if want > MAX_FOLIO_RECORDS as i64 {
+            MAX_FOLIO_RECORDS
+        } else {
+            want as u32
+        }
+    } else {
+        0
+    };
+    let acquire = |tag: u32, stack_id: i32| AcquireEvent {
+        tag,
+        site: site as u32,
+        ts_ns: args.ts_ns,
+        pid_tgid,
+        start: args.start,
+        pages: args.pages,
+        ret,
+        nr_pages: args.nr_pages,
+        gup_flags: args.gup_flags,
+        stack_id,
+        folio_records: batches,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    let key = pid_tgid >> 32 << 32 | site as u64;
+    // One batch (most Direct I/O calls): the call and its folios in one
+    // record.
+    if batches == 1 && args.pages != 0 {
+        let Some(mut rec) = EVENTS.reserve::<AcquireWithFolios>(0) else {
+            bump(Counter::RingbufFull);
+            return;
+        };
+        let stack_id = stack_id(ctx, STACK_CLOCK_ACQUIRE, key, args.ts_ns, false);
+        let out = rec.as_mut_ptr();
+        // SAFETY: the record is reserved and ours until submitted; `ret`
+        // is 1..=32 here.
+        unsafe {
+            (*out).acquire = acquire(TAG_ACQUIRE_FOLIOS, stack_id);
+            fill_batch(
+                &mut (*out).batch,
+                args.pages,
+                ret as u32,
+                0,
+                args.ts_ns,
+                pid_tgid,
+                site as u32,
+            );
+        }
+        rec.submit(wakeup());
+        bump(Counter::Submitted);
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<AcquireEvent>(0) else {
+        bump(Counter::RingbufFull);
+        return;
+    };
+    let stack_id = stack_id(ctx, STACK_CLOCK_ACQUIRE, key, args.ts_ns, false);
+    entry.write(acquire(TAG_ACQUIRE, stack_id));
+    entry.submit(wakeup());
+    bump(Counter::Submitted);
+    emit_folios(site, pid_tgid, args.ts_ns, args.pages, ret);
+}
+
+/// `(start, nr_pages, ...)` from argument `first` on: 0 for the local
+/// calls, 1 for `*_remote` (after the mm); `order` says where the flags and
+/// the pages array are. `long_ret`: the call returns a long (else an int).
+#[inline(always)]
+pub(crate) fn acquire_fexit(
+    ctx: &FExitContext,
+    site: Site,
+    first: u32,
+    order: (u32, u32),
+    long_ret: bool,
+) -> u32 {
+    let args = EntryArgs {
+        start: func_arg(ctx, first),
+        nr_pages: func_arg(ctx, first + 1) as i32,
+        gup_flags: func_arg(ctx, first + order.0) as u32,
+        pages: func_arg(ctx, first + order.1),
+        ts_ns: now_ns(),
+    };
+    let raw = func_ret(ctx);
+    let ret = if long_ret {
+        raw as i64
+    } else {
+        raw as i32 as i64
+    };
+    emit_acquire(ctx, site, &args, ret);
+    0
+}
+
+/// Parks the arguments (as [`acquire_fexit`] reads them) for the kretprobe.
+#[inline(always)]
+pub(crate) fn park_args(ctx: &ProbeContext, first: usize, order: (u32, u32)) -> u32 {
+    let args = EntryArgs {
+        start: ctx.arg::<u64>(first).unwrap_or(0),
+        nr_pages: ctx.arg::<i64>(first + 1).unwrap_or(0) as i32,
+        gup_flags: ctx.arg::<u32>(first + order.0 as usize).unwrap_or(0),
+        pages: ctx.arg::<u64>(first + order.1 as usize).unwrap_or(0),
+        ts_ns: now_ns(),
+    };
+    if ENTRY_ARGS
+        .insert(bpf_get_current_pid_tgid(), args, 0)
+        .is_err()
+    {
+        bump(Counter::EntryArgsFull);
+        warn!(ctx, "pintrace: entry-args map full, an acquire is lost");
+    }
+    0
+}
+
+#[inline(always)]
+pub(crate) fn finish_kretprobe(ctx: &RetProbeContext, site: Site, long_ret: bool) -> u32 {
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(args) = (unsafe { ENTRY_ARGS.get(&key) }).copied() else {
+        bump(Counter::MissingEntry);
+        return 0;
+    };
+    let _ = ENTRY_ARGS.remove(&key);
+    let raw: u64 = ctx.ret();
+    let ret = if long_ret {
+        raw as i64
+    } else {
+        raw as i32 as i64
+    };
+    emit_acquire(ctx, site, &args, ret);
+    0
+}

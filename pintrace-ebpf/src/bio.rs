@@ -1,0 +1,156 @@
+//! The bio sites: a Direct I/O bio filled from user memory, completed and
+//! its pages released, for tying pins to their bios.
+
+use crate::{
+    kernel::{func_arg, func_ret, now_ns, read_u32, read_u64},
+    maps::{
+        global, BDEV_DEV_OFF, BIOS, BIO_ARGS, BIO_BDEV_OFF, BIO_FLAGS_OFF, BIO_OPF_OFF,
+        BIO_SECTOR_OFF, BIO_SIZE_OFF, BIO_STATUS_OFF, EVENTS,
+    },
+    ring::{bump, wakeup},
+};
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::{fentry, fexit, kprobe, kretprobe},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use pintrace_common::{BioEvent, BioPhase, Counter, TAG_BIO};
+
+/// One step of a bio's life; the bio's fields are read only at FillEnd
+/// (sector and size are final there; the device is set by then).
+#[inline(always)]
+fn emit_bio(phase: BioPhase, bio: u64, status: i32) {
+    let Some(mut entry) = EVENTS.reserve::<BioEvent>(0) else {
+        bump(Counter::RingbufFull);
+        return;
+    };
+    let (sector, bytes, dev, opf) = if let BioPhase::FillEnd = phase {
+        let bdev = read_u64(bio + global(&BIO_BDEV_OFF));
+        let dev = if bdev == 0 {
+            0
+        } else {
+            read_u32(bdev + global(&BDEV_DEV_OFF))
+        };
+        (
+            read_u64(bio + global(&BIO_SECTOR_OFF)),
+            read_u32(bio + global(&BIO_SIZE_OFF)),
+            dev,
+            read_u32(bio + global(&BIO_OPF_OFF)),
+        )
+    } else {
+        (0, 0, 0, 0)
+    };
+    let flags = if let BioPhase::Release = phase {
+        read_u32(bio + global(&BIO_FLAGS_OFF)) & 0xffff
+    } else {
+        0
+    };
+    let status = if let BioPhase::Endio = phase {
+        (read_u32(bio + global(&BIO_STATUS_OFF)) & 0xff) as i32
+    } else {
+        status
+    };
+    entry.write(BioEvent {
+        tag: TAG_BIO,
+        phase: phase as u32,
+        ts_ns: now_ns(),
+        pid_tgid: bpf_get_current_pid_tgid(),
+        bio,
+        sector,
+        bytes,
+        dev,
+        opf,
+        flags,
+        status,
+        _reserved: 0,
+    });
+    entry.submit(wakeup());
+    bump(Counter::Submitted);
+}
+
+#[inline(always)]
+fn bio_fill_end(bio: u64, ret: i32) {
+    if BIOS.insert(bio, 1u32, 0).is_err() {
+        bump(Counter::BiosFull);
+    }
+    emit_bio(BioPhase::FillEnd, bio, ret);
+}
+
+/// Completion and release are reported for bios seen filled only.
+#[inline(always)]
+fn bio_seen(bio: u64) -> bool {
+    BIOS.get_ptr(bio).is_some()
+}
+
+#[fentry(function = "bio_iov_iter_get_pages")]
+pub fn fentry_bio_fill(ctx: FEntryContext) -> u32 {
+    emit_bio(BioPhase::FillBegin, func_arg(&ctx, 0), 0);
+    0
+}
+
+#[fexit(function = "bio_iov_iter_get_pages")]
+pub fn fexit_bio_fill(ctx: FExitContext) -> u32 {
+    bio_fill_end(func_arg(&ctx, 0), func_ret(&ctx) as i32);
+    0
+}
+
+#[kprobe]
+pub fn kprobe_bio_fill(ctx: ProbeContext) -> u32 {
+    let bio = ctx.arg::<u64>(0).unwrap_or(0);
+    if BIO_ARGS.insert(bpf_get_current_pid_tgid(), bio, 0).is_err() {
+        bump(Counter::EntryArgsFull);
+    }
+    emit_bio(BioPhase::FillBegin, bio, 0);
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_bio_fill(ctx: RetProbeContext) -> u32 {
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(bio) = (unsafe { BIO_ARGS.get(key) }).copied() else {
+        bump(Counter::MissingEntry);
+        return 0;
+    };
+    let _ = BIO_ARGS.remove(key);
+    let ret: u64 = ctx.ret();
+    bio_fill_end(bio, ret as i32);
+    0
+}
+
+#[inline(always)]
+fn bio_endio(bio: u64) -> u32 {
+    if bio_seen(bio) {
+        emit_bio(BioPhase::Endio, bio, 0);
+    }
+    0
+}
+
+#[fentry(function = "bio_endio")]
+pub fn fentry_bio_endio(ctx: FEntryContext) -> u32 {
+    bio_endio(func_arg(&ctx, 0))
+}
+
+#[kprobe]
+pub fn kprobe_bio_endio(ctx: ProbeContext) -> u32 {
+    bio_endio(ctx.arg::<u64>(0).unwrap_or(0))
+}
+
+#[inline(always)]
+fn bio_release(bio: u64) -> u32 {
+    if bio_seen(bio) {
+        let _ = BIOS.remove(bio);
+        emit_bio(BioPhase::Release, bio, 0);
+    }
+    0
+}
+
+#[fentry(function = "__bio_release_pages")]
+pub fn fentry_bio_release(ctx: FEntryContext) -> u32 {
+    bio_release(func_arg(&ctx, 0))
+}
+
+#[kprobe]
+pub fn kprobe_bio_release(ctx: ProbeContext) -> u32 {
+    bio_release(ctx.arg::<u64>(0).unwrap_or(0))
+}

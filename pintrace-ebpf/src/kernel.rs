@@ -1,0 +1,63 @@
+//! Reads from the kernel: its memory, a traced call's arguments and return
+//! value, the clock.
+
+use crate::maps::{global, PAGE_COMPOUND_HEAD_OFF};
+use aya_ebpf::{
+    helpers::{
+        bpf_ktime_get_ns, bpf_probe_read_kernel,
+        generated::{bpf_get_func_arg, bpf_get_func_ret},
+    },
+    programs::FExitContext,
+    EbpfContext,
+};
+
+#[inline(always)]
+pub(crate) fn now_ns() -> u64 {
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+pub(crate) fn read_u64(addr: u64) -> u64 {
+    // SAFETY: bpf_probe_read_kernel checks the address and fails cleanly.
+    unsafe { bpf_probe_read_kernel(addr as *const u64) }.unwrap_or(0)
+}
+
+#[inline(always)]
+pub(crate) fn read_u32(addr: u64) -> u32 {
+    // SAFETY: as for read_u64.
+    unsafe { bpf_probe_read_kernel(addr as *const u32) }.unwrap_or(0)
+}
+
+/// The folio of a `struct page *`: its head when it is a tail page.
+#[inline(always)]
+pub(crate) fn folio_of(page: u64) -> u64 {
+    if page == 0 {
+        return 0;
+    }
+    let head = read_u64(page + global(&PAGE_COMPOUND_HEAD_OFF));
+    if head & 1 != 0 {
+        head - 1
+    } else {
+        page
+    }
+}
+
+/// The `n`th raw argument of a traced function. `bpf_get_func_arg` reads the
+/// trampoline's saved registers without the BTF type check of a context
+/// load, which rejects pointer-to-pointer arguments such as `struct page **`.
+#[inline(always)]
+pub(crate) fn func_arg<C: EbpfContext>(ctx: &C, n: u32) -> u64 {
+    let mut v = 0u64;
+    // SAFETY: ctx is a tracing context; the helper bounds-checks n.
+    unsafe { bpf_get_func_arg(ctx.as_ptr(), n, &mut v) };
+    v
+}
+
+#[inline(always)]
+pub(crate) fn func_ret(ctx: &FExitContext) -> u64 {
+    let mut v = 0u64;
+    // SAFETY: ctx is an fexit context, where the helper is allowed.
+    unsafe { bpf_get_func_ret(ctx.as_ptr(), &mut v) };
+    v
+}

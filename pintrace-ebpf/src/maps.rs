@@ -1,0 +1,114 @@
+//! The maps and the globals user space sets before load, under the names
+//! of `pintrace_common`'s `*_MAP` and `GLOBAL_*` constants; the globals are
+//! read through [`global`] and [`global_u64`].
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+};
+use pintrace_common::{
+    AuditSlot, EntryArgs, StackClock, AUDIT_SLOTS, COUNTER_SLOTS, STACK_CLOCK_SLOTS,
+};
+
+/// Ring buffer of events; user space sizes it before load (`--ringbuf-mib`).
+#[map]
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+#[map]
+pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// Arguments of in-flight acquire calls, by thread, for the kprobe pair.
+#[map]
+pub(crate) static ENTRY_ARGS: HashMap<u64, EntryArgs> = HashMap::with_max_entries(16384, 0);
+
+/// Kernel stacks of acquires and releases, deduplicated by the kernel.
+#[map]
+pub(crate) static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
+
+/// Field offsets of `block:block_rq_complete`, set by user space from tracefs.
+#[unsafe(no_mangle)]
+pub(crate) static RQ_DEV_OFF: u32 = 8;
+#[unsafe(no_mangle)]
+pub(crate) static RQ_SECTOR_OFF: u32 = 16;
+#[unsafe(no_mangle)]
+pub(crate) static RQ_NR_SECTOR_OFF: u32 = 24;
+#[unsafe(no_mangle)]
+pub(crate) static RQ_ERROR_OFF: u32 = 28;
+/// `struct page::compound_head` (bit 0 set on tail pages) and
+/// `struct folio::_refcount`, set by user space.
+#[unsafe(no_mangle)]
+pub(crate) static PAGE_COMPOUND_HEAD_OFF: u32 = 8;
+#[unsafe(no_mangle)]
+pub(crate) static FOLIO_REFCOUNT_OFF: u32 = 52;
+#[unsafe(no_mangle)]
+pub(crate) static PAGE_SIZEOF: u32 = 64;
+/// `struct bio` and `struct block_device` offsets, set by user space from BTF.
+#[unsafe(no_mangle)]
+pub(crate) static BIO_BDEV_OFF: u32 = 8;
+#[unsafe(no_mangle)]
+pub(crate) static BIO_OPF_OFF: u32 = 16;
+#[unsafe(no_mangle)]
+pub(crate) static BIO_FLAGS_OFF: u32 = 20;
+#[unsafe(no_mangle)]
+pub(crate) static BIO_STATUS_OFF: u32 = 24;
+#[unsafe(no_mangle)]
+pub(crate) static BIO_SECTOR_OFF: u32 = 32;
+#[unsafe(no_mangle)]
+pub(crate) static BIO_SIZE_OFF: u32 = 40;
+#[unsafe(no_mangle)]
+pub(crate) static BDEV_DEV_OFF: u32 = 36;
+
+/// Batched wake-ups: see `pintrace_common::GLOBAL_RB_WAKEUP_BYTES`.
+#[unsafe(no_mangle)]
+pub(crate) static RB_WAKEUP_BYTES: u32 = 0;
+/// Stack sampling: see `pintrace_common::GLOBAL_STACK_INTERVAL_NS`.
+#[unsafe(no_mangle)]
+pub(crate) static STACK_INTERVAL_NS: u64 = 0;
+/// Records per block request: see `pintrace_common::GLOBAL_RQ_RECORDS`.
+#[unsafe(no_mangle)]
+pub(crate) static RQ_RECORDS: u32 = 0;
+/// FOLL_PIN: see `pintrace_common::GLOBAL_FOLL_PIN`.
+#[unsafe(no_mangle)]
+pub(crate) static FOLL_PIN: u32 = 0;
+/// When this CPU last took a stack, per (process, site) in
+/// [`STACK_CLOCK_SLOTS`] hashed slots per clock (acquire, release).
+#[map]
+pub(crate) static STACK_CLOCK: PerCpuArray<StackClock> =
+    PerCpuArray::with_max_entries(2 * STACK_CLOCK_SLOTS, 0);
+/// Folios unpinned and not pinned again since, in hashed 4-way buckets
+/// shared by all CPUs (see [`crate::stacks::recently_released`]). Racy by design: a lost
+/// update only takes or skips one stack.
+#[map]
+pub(crate) static RELEASED: Array<[u64; 4]> = Array::with_max_entries(RELEASED_BUCKETS, 0);
+pub(crate) const RELEASED_BUCKETS: u32 = 4096;
+
+/// The tgid of the pintrace agent, whose getppid(2) runs the audit.
+#[unsafe(no_mangle)]
+pub(crate) static AUDIT_TGID: u32 = 0;
+
+/// Bios seen filled from user memory: only their completion and release are
+/// reported. LRU: a bio freed without either ages out.
+#[map]
+pub(crate) static BIOS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65536, 0);
+
+/// The bio of an in-flight `bio_iov_iter_get_pages`, by thread, for the
+/// kretprobe.
+#[map]
+pub(crate) static BIO_ARGS: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0);
+
+/// Folios to audit, filled by user space (see [`crate::tracepoints::audit_folios`]).
+#[map]
+pub(crate) static AUDIT: Array<AuditSlot> = Array::with_max_entries(AUDIT_SLOTS, 0);
+
+#[inline(always)]
+pub(crate) fn global(v: &'static u32) -> u64 {
+    // SAFETY: reading a global the loader may have rewritten; volatile keeps
+    // the compiler from folding the default value in.
+    unsafe { core::ptr::read_volatile(v) as u64 }
+}
+
+#[inline(always)]
+pub(crate) fn global_u64(v: &'static u64) -> u64 {
+    // SAFETY: as for `global`.
+    unsafe { core::ptr::read_volatile(v) }
+}

@@ -1,0 +1,83 @@
+//! The release site: `gup_put_folio`, every counted unpin.
+
+use crate::{
+    kernel::{func_arg, now_ns, read_u64},
+    maps::{global, EVENTS, FOLIO_REFCOUNT_OFF, FOLL_PIN, PAGE_COMPOUND_HEAD_OFF, PAGE_SIZEOF},
+    ring::{bump, wakeup},
+    stacks::{recently_released, sampling, stack_id},
+};
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    macros::{fentry, kprobe},
+    programs::{tracing::StackIdContext, FEntryContext, ProbeContext},
+};
+use pintrace_common::{Counter, ReleaseEvent, Site, STACK_CLOCK_RELEASE, TAG_RELEASE};
+
+/// `gup_put_folio(struct folio *folio, int refs, unsigned int flags)`.
+#[inline(always)]
+fn emit_release<C: StackIdContext>(ctx: &C, folio: u64, refs: i32, flags: u32) -> u32 {
+    let Some(mut entry) = EVENTS.reserve::<ReleaseEvent>(0) else {
+        bump(Counter::RingbufFull);
+        return 0;
+    };
+    let refcount = read_u64(folio + global(&FOLIO_REFCOUNT_OFF)) as u32 as i32;
+    // A large folio's first tail page has compound_head == folio | 1.
+    let tail_head = read_u64(folio + global(&PAGE_SIZEOF) + global(&PAGE_COMPOUND_HEAD_OFF));
+    let large = (folio != 0 && tail_head == folio + 1) as u32;
+    let ts_ns = now_ns();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // An unpin the refcount shows to be wrong (fewer pins' worth than it
+    // releases, on a small folio) is a certain finding: its stack always.
+    // So may be a second unpin of a folio not pinned again since the first
+    // (as far as the `RELEASED` slots remember): a double unpin the
+    // refcount cannot show (another pin still held) keeps its stack. A
+    // folio with several pins at once (large folios shared by concurrent
+    // I/O, legacy Direct I/O's added pins) takes stacks more often.
+    let pin = global(&FOLL_PIN) as u32;
+    let is_pin = pin != 0 && flags & pin != 0;
+    let wrong = is_pin && large == 0 && (refcount as i64) < refs as i64 * 1024;
+    let again = is_pin && sampling() && recently_released(folio);
+    entry.write(ReleaseEvent {
+        tag: TAG_RELEASE,
+        site: Site::GupPutFolio as u32,
+        ts_ns,
+        pid_tgid,
+        folio,
+        refs,
+        gup_flags: flags,
+        refcount,
+        stack_id: stack_id(
+            ctx,
+            STACK_CLOCK_RELEASE,
+            pid_tgid >> 32,
+            ts_ns,
+            wrong || again,
+        ),
+        large,
+        _reserved: 0,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    });
+    entry.submit(wakeup());
+    bump(Counter::Submitted);
+    0
+}
+
+#[fentry(function = "gup_put_folio")]
+pub fn fentry_gup_put_folio(ctx: FEntryContext) -> u32 {
+    emit_release(
+        &ctx,
+        func_arg(&ctx, 0),
+        func_arg(&ctx, 1) as i32,
+        func_arg(&ctx, 2) as u32,
+    )
+}
+
+#[kprobe]
+pub fn kprobe_gup_put_folio(ctx: ProbeContext) -> u32 {
+    emit_release(
+        &ctx,
+        ctx.arg::<u64>(0).unwrap_or(0),
+        ctx.arg::<i32>(1).unwrap_or(0),
+        ctx.arg::<u32>(2).unwrap_or(0),
+    )
+}
