@@ -362,6 +362,14 @@ mod tests {
         [   51.096240] Code: f1 48 0f 47 ce eb 84 0f 0b e9 75 ff ff ff 0f 1f 80 00 00 00 00 90 90 90 90 90 90 90 90 90 90 90 90 90 90 90 90 f3 0f 1e fa e8 <b7> 01 d4 36 41 57 41 56 41 55 41 54 55 53 48 83 ec 38 65 48 8b 04\r\n\
         [   51.096344] RSP: 0018:ff3fae2cc04539c8 EFLAGS: 00000246\r\n";
 
+    /// A tracepoint's static branch in the syscall entry switched on while
+    /// the agent ran it (6.12 guest, `.ci/run`, retried on one thread).
+    const SHORT_JMP: &str = "[  627.103603] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\r\n\
+        [  627.104039] CPU: 1 UID: 0 PID: 311 Comm: pintrace Not tainted 6.12.117+deb12-cloud-amd64 #1  Debian 6.12.117-1~deb12u1\r\n\
+        [  627.104295] RIP: 0010:syscall_trace_enter+0xd6/0x190\r\n\
+        [  627.104710] Code: 83 cf 05 e8 3c 2c f4 ff 85 c0 75 4a 48 8b 45 00 a8 04 74 bd f6 85 39 0c 00 00 01 74 b4 48 c7 c5 ff ff ff ff e9 7b ff ff ff eb <49> e9 57 ff ff ff 4d 8b 4d 68 49 8b 4d 60 44 89 e7 f6 40 10 02 75\r\n\
+        [  627.108548] Kernel panic - not syncing: Fatal exception in interrupt\r\n";
+
     /// The `block_rq_complete` tracepoint's static branch switched on
     /// during I/O (6.12 guest, `robust::a_start_during_direct_io...`).
     const JUMP_LABEL_ON: &str = "[  412.118201] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\r\n\
@@ -403,6 +411,10 @@ mod tests {
         assert_eq!(
             found(JUMP_LABEL_ON),
             Some(("blk_update_request+0x3c".into(), "jmp"))
+        );
+        assert_eq!(
+            found(SHORT_JMP),
+            Some(("syscall_trace_enter+0xd6".into(), "short jmp"))
         );
         assert_eq!(
             found(JUMP_LABEL_AT_BOOT),
