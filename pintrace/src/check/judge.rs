@@ -18,8 +18,14 @@
 //! - **vmstat**: the kernel's own counters moved at least by the pins traced
 //!   for the process (they are system-wide: anything else pinning in the
 //!   same window adds to them, so only the scenario's share is compared).
+//!
+//! Per family: pins `folio_add_pin` adds (legacy fs/direct-io.c) are
+//! balanced like any pin but are not pages of the I/O; a buffer SG_IO must
+//! copy takes no page; a scenario with a fault is judged on the error it
+//! met (the **fault** check) and on the balance after it, not on a page
+//! count; a regression also shows it reached the call it names.
 
-use super::Drive;
+use super::{Drive, Scenario};
 use crate::{
     ledger::{Counts, Kind},
     vmstat::PinCounters,
@@ -40,6 +46,29 @@ pub struct EngineOut {
     pub io_errors: Vec<serde_json::Value>,
     #[serde(default)]
     pub jobs: Vec<EngineJob>,
+    /// Pages one I/O's buffer segments span, by the engine's own layout.
+    #[serde(default)]
+    pub pages_per_io: Option<u64>,
+    /// SG_IO: whether the kernel was expected to map the pages or copy.
+    #[serde(default)]
+    pub sg: Option<EngineSg>,
+    /// The fault injected and the error it met.
+    #[serde(default)]
+    pub fault: Option<EngineFault>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct EngineSg {
+    /// "map" or "copy".
+    pub expect: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct EngineFault {
+    pub kind: String,
+    pub errno: Option<String>,
+    #[serde(default)]
+    pub count: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -91,7 +120,7 @@ pub struct EngineBuffer {
 }
 
 /// What the scenario's process should have taken.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Expected {
     /// Direct I/O pages in all (jobs and set-up).
     pub dio_pages: u64,
@@ -101,6 +130,11 @@ pub struct Expected {
     pub longterm_pages: u64,
     /// Whether the count is exact (false when an I/O came back short).
     pub exact: bool,
+    /// SG_IO from a buffer the kernel copies: the I/O pins nothing.
+    pub copy: bool,
+    /// The error the fault met, as the engine reports it ("EFAULT x16"),
+    /// or `None` when the scenario injects none.
+    pub fault: Option<String>,
 }
 
 /// Pages a buffer segment at `off` (from a page boundary) of `len` bytes spans.
@@ -113,6 +147,9 @@ fn spanned(off: u64, len: u64) -> u64 {
 
 /// Pages one I/O of the jobs references through GUP.
 pub fn pages_per_io(out: &EngineOut, drive: Drive) -> u64 {
+    if let Some(n) = out.pages_per_io {
+        return n;
+    }
     let s = &out.settings;
     match drive {
         Drive::PvsyncUnaligned => {
@@ -134,8 +171,34 @@ pub fn pages_per_io(out: &EngineOut, drive: Drive) -> u64 {
     }
 }
 
+/// The error a fault met, from the engine's report: its `fault` entry, or
+/// the I/O errors it went on after (the device-made faults).
+fn fault_seen(out: &EngineOut) -> String {
+    if let Some(f) = &out.fault {
+        if let Some(e) = &f.errno {
+            return format!("{} x{} ({})", e, f.count.max(1), f.kind);
+        }
+    }
+    let mut by: BTreeMap<String, u64> = BTreeMap::new();
+    for e in &out.io_errors {
+        let name = e
+            .get("errno")
+            .or_else(|| e.get("error"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("error");
+        *by.entry(name.to_owned()).or_default() +=
+            e.get("count").and_then(|c| c.as_u64()).unwrap_or(1);
+    }
+    by.iter()
+        .map(|(k, n)| format!("{k} x{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// What the engine's report says the process took.
-pub fn expected(out: &EngineOut, drive: Drive) -> Expected {
+pub fn expected(out: &EngineOut, scenario: &Scenario) -> Expected {
+    let drive = scenario.drive;
+    let copy = out.sg.as_ref().is_some_and(|g| g.expect == "copy");
     let s = &out.settings;
     let t = &out.total;
     let ios = t.read.ios + t.write.ios + t.verify_reads.ios;
@@ -157,14 +220,19 @@ pub fn expected(out: &EngineOut, drive: Drive) -> Expected {
             0,
             u64::from(s.numjobs) * u64::from(s.iodepth) * spanned(0, s.bs),
         )
+    } else if copy {
+        (0, 0)
     } else {
         (ios * pages_per_io(out, drive), 0)
     };
+    let fault = scenario.fault.map(|_| fault_seen(out));
     Expected {
         dio_pages: job_pages + setup_pages,
         setup_pages,
         longterm_pages,
-        exact: bytes == ios * s.bs && setup.write_bytes.is_multiple_of(PAGE),
+        exact: fault.is_none() && bytes == ios * s.bs && setup.write_bytes.is_multiple_of(PAGE),
+        copy,
+        fault,
     }
 }
 
@@ -190,6 +258,11 @@ pub struct Observed {
     /// FOLL_GET pages exec(2) took for its arguments (`get_arg_page`,
     /// through `get_user_pages_remote`): the engine process starting.
     pub exec_pages: u64,
+    /// Pins `folio_add_pin` added to folios already pinned (legacy
+    /// fs/direct-io.c): balanced like any pin, not pages of the I/O.
+    pub added_pins: u64,
+    /// Pages taken, by acquiring call.
+    pub sites: BTreeMap<&'static str, u64>,
 }
 
 impl Observed {
@@ -207,6 +280,11 @@ impl Observed {
     pub fn get_io_pages(&self) -> u64 {
         self.pages(Kind::Get)
             .saturating_sub(self.futex_pages + self.exec_pages)
+    }
+
+    /// FOLL_PIN pages of the I/O (without the pins folio_add_pin added).
+    pub fn pin_io_pages(&self) -> u64 {
+        self.pages(Kind::Pin).saturating_sub(self.added_pins)
     }
 
     /// How the Direct I/O pages were taken: FOLL_PIN, FOLL_GET, both, none.
@@ -239,6 +317,15 @@ fn check(name: &'static str, ok: bool, detail: String) -> Check {
 /// pins, both ways.
 fn longterm(exp: &Expected, obs: &Observed, pin: u64, lt: u64) -> Check {
     let want = exp.longterm_pages;
+    if exp.fault.is_some() && want > 0 {
+        // A registration that failed partway pinned some of them; the
+        // balance check says whether they came back.
+        return check(
+            "longterm",
+            true,
+            format!("{lt} pages pinned FOLL_PIN|FOLL_LONGTERM before the error (up to {want})"),
+        );
+    }
     if lt == want {
         return check(
             "longterm",
@@ -289,34 +376,90 @@ fn not_io_note(obs: &Observed) -> String {
 }
 
 /// Judges a scenario; every check is returned, passed or not.
-pub fn judge(exp: &Expected, obs: &Observed) -> Vec<Check> {
+pub fn judge(scenario: &Scenario, exp: &Expected, obs: &Observed) -> Vec<Check> {
     let mut v = Vec::new();
-    let pin = obs.pages(Kind::Pin);
+    let pin_all = obs.pages(Kind::Pin);
+    let pin = obs.pin_io_pages();
     let get = obs.get_io_pages();
     let lt = obs.pages(Kind::LongtermPin);
     let dio = pin + get;
     let jobs = exp.dio_pages - exp.setup_pages;
-    let how = if exp.exact { "exactly" } else { "at least" };
-    let pages_ok = if exp.exact {
-        dio == exp.dio_pages
-    } else {
-        dio >= exp.dio_pages
-    };
-    v.push(check(
-        "pages",
-        pages_ok,
+    let added = if obs.added_pins > 0 {
         format!(
-            "Direct I/O took {dio} pages as {} (expected {how} {}: {jobs} by the I/O, {} by the set-up){}",
-            obs.dio_kind(),
-            exp.dio_pages,
-            exp.setup_pages,
-            not_io_note(obs)
-        ),
-    ));
-    v.push(longterm(exp, obs, pin, lt));
+            "; {} more pin(s) added by folio_add_pin (legacy Direct I/O), balanced, not counted",
+            obs.added_pins
+        )
+    } else {
+        String::new()
+    };
+    match &exp.fault {
+        Some(seen) => v.push(check(
+            "fault",
+            !seen.is_empty(),
+            if seen.is_empty() {
+                "the fault was never met: the engine reported no error".into()
+            } else {
+                format!(
+                    "met {seen}; Direct I/O took {dio} pages as {} around the errors (up to {} \
+                     without them){added}",
+                    obs.dio_kind(),
+                    exp.dio_pages
+                )
+            },
+        )),
+        None => {
+            let how = if exp.exact { "exactly" } else { "at least" };
+            let pages_ok = if exp.exact {
+                dio == exp.dio_pages
+            } else {
+                dio >= exp.dio_pages
+            };
+            let copy = if exp.copy {
+                " (SG_IO from a misaligned buffer: the kernel copies, the I/O pins nothing)"
+            } else {
+                ""
+            };
+            v.push(check(
+                "pages",
+                pages_ok,
+                format!(
+                    "Direct I/O took {dio} pages as {} (expected {how} {}: {jobs} by the I/O{copy}, \
+                     {} by the set-up){}{added}",
+                    obs.dio_kind(),
+                    exp.dio_pages,
+                    exp.setup_pages,
+                    not_io_note(obs)
+                ),
+            ));
+        }
+    }
+    v.push(longterm(exp, obs, pin_all, lt));
+    if let Some(r) = scenario.regression {
+        let sites: Vec<String> = obs
+            .sites
+            .iter()
+            .filter(|(_, &n)| n > 0)
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect();
+        let reached = exp.longterm_pages > 0 && v.iter().any(|c| c.name == "longterm" && c.ok)
+            || exp.longterm_pages == 0 && dio >= jobs && jobs > 0;
+        v.push(check(
+            "reaches",
+            reached,
+            format!(
+                "{}: pages by call: {}",
+                r.reaches,
+                if sites.is_empty() {
+                    "none".into()
+                } else {
+                    sites.join(", ")
+                }
+            ),
+        ));
+    }
     let mut balance = Vec::new();
     let mut balanced = true;
-    for (k, taken) in [(Kind::Pin, pin), (Kind::LongtermPin, lt)] {
+    for (k, taken) in [(Kind::Pin, pin_all), (Kind::LongtermPin, lt)] {
         if taken == 0 && obs.released(k) == 0 && obs.outstanding(k) == 0 {
             continue;
         }
@@ -355,6 +498,7 @@ pub fn judge(exp: &Expected, obs: &Observed) -> Vec<Check> {
     ));
     match obs.vmstat {
         Some(d) => {
+            // folio_add_pin does not count in nr_foll_pin_acquired.
             let taken = pin + lt;
             let released = obs.released(Kind::Pin) + obs.released(Kind::LongtermPin);
             v.push(check(
@@ -379,6 +523,12 @@ pub fn judge(exp: &Expected, obs: &Observed) -> Vec<Check> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check::{Dir, Fault, TargetKind};
+    use pintrace_engine::BufferKind;
+
+    fn scn(drive: Drive) -> Scenario {
+        Scenario::new(TargetKind::Block, drive, BufferKind::Anon, Dir::Read)
+    }
 
     fn engine(bs: u64, ios: u64, write: bool, setup: EngineSetup) -> EngineOut {
         let dir = EngineDir {
@@ -406,6 +556,9 @@ mod tests {
             },
             io_errors: vec![],
             jobs: vec![],
+            pages_per_io: None,
+            sg: None,
+            fault: None,
         }
     }
 
@@ -443,23 +596,25 @@ mod tests {
     #[test]
     fn a_block_read_counts_io_and_the_probe() {
         let out = engine(65536, 16, false, PROBE);
-        let e = expected(&out, Drive::Psync);
+        let e = expected(&out, &scn(Drive::Psync));
         assert_eq!(
             e,
             Expected {
                 dio_pages: 257,
                 setup_pages: 1,
                 longterm_pages: 0,
-                exact: true
+                exact: true,
+                copy: false,
+                fault: None,
             }
         );
-        let ok = judge(&e, &seen(Kind::Pin, 257, 257));
+        let ok = judge(&scn(Drive::Psync), &e, &seen(Kind::Pin, 257, 257));
         assert!(ok.iter().all(|c| c.ok), "{ok:?}");
         assert!(ok[0].detail.contains("257 pages as FOLL_PIN"), "{ok:?}");
         // One page short, or one pin held: fails, and says which.
-        let bad = judge(&e, &seen(Kind::Pin, 256, 256));
+        let bad = judge(&scn(Drive::Psync), &e, &seen(Kind::Pin, 256, 256));
         assert!(!bad[0].ok);
-        let bad = judge(&e, &seen(Kind::Pin, 257, 256));
+        let bad = judge(&scn(Drive::Psync), &e, &seen(Kind::Pin, 257, 256));
         let b = bad.iter().find(|c| c.name == "balance").unwrap();
         assert!(!b.ok && b.detail.contains("1 held"), "{b:?}");
     }
@@ -467,8 +622,8 @@ mod tests {
     #[test]
     fn foll_get_releases_are_not_compared_and_say_so() {
         let out = engine(65536, 16, true, PROBE);
-        let e = expected(&out, Drive::Aio);
-        let v = judge(&e, &seen(Kind::Get, 257, 0));
+        let e = expected(&out, &scn(Drive::Aio));
+        let v = judge(&scn(Drive::Psync), &e, &seen(Kind::Get, 257, 0));
         assert!(v.iter().all(|c| c.ok), "{v:?}");
         let b = v.iter().find(|c| c.name == "balance").unwrap();
         assert!(b.detail.contains("cannot be traced"), "{b:?}");
@@ -485,7 +640,7 @@ mod tests {
         );
         o.futex_pages = 2;
         o.exec_pages = 3;
-        let v = judge(&e, &o);
+        let v = judge(&scn(Drive::Psync), &e, &o);
         assert!(v.iter().all(|c| c.ok), "{v:?}");
         assert_eq!(o.dio_kind(), "FOLL_PIN");
         assert!(
@@ -509,7 +664,7 @@ mod tests {
             reads: 1,
             read_bytes: 4096,
         };
-        let e = expected(&out, Drive::IoUringFixed);
+        let e = expected(&out, &scn(Drive::IoUringFixed));
         assert_eq!(
             (e.dio_pages, e.setup_pages, e.longterm_pages),
             (257, 257, 64)
@@ -528,7 +683,7 @@ mod tests {
             acquired: 321,
             released: 321,
         });
-        let v = judge(&e, &o);
+        let v = judge(&scn(Drive::Psync), &e, &o);
         assert!(v.iter().all(|c| c.ok), "{v:?}");
         // A kernel whose registering call is not watched: vmstat
         // shows the long-term pins taken and released.
@@ -538,21 +693,21 @@ mod tests {
             released: 64,
         });
         hidden.unknown_releases = 64;
-        let v = judge(&e, &hidden);
+        let v = judge(&scn(Drive::Psync), &e, &hidden);
         assert!(v.iter().all(|c| c.ok), "{v:?}");
         assert!(v[1].detail.contains("not traced"), "{v:?}");
         hidden.vmstat = Some(PinCounters {
             acquired: 64,
             released: 63,
         });
-        assert!(!judge(&e, &hidden)[1].ok);
+        assert!(!judge(&scn(Drive::Psync), &e, &hidden)[1].ok);
         // vmstat below what was traced for the process is inconsistent.
         o.vmstat = Some(PinCounters {
             acquired: 300,
             released: 321,
         });
         assert!(
-            !judge(&e, &o)
+            !judge(&scn(Drive::Psync), &e, &o)
                 .iter()
                 .find(|c| c.name == "vmstat")
                 .unwrap()
@@ -575,12 +730,90 @@ mod tests {
     #[test]
     fn lost_events_and_findings_fail() {
         let out = engine(65536, 16, false, PROBE);
-        let e = expected(&out, Drive::Psync);
+        let e = expected(&out, &scn(Drive::Psync));
         let mut o = seen(Kind::Pin, 257, 257);
         o.lost = 3;
         o.findings = 1;
-        let v = judge(&e, &o);
+        let v = judge(&scn(Drive::Psync), &e, &o);
         let failed: Vec<&str> = v.iter().filter(|c| !c.ok).map(|c| c.name).collect();
         assert_eq!(failed, ["findings", "lossless"]);
+    }
+
+    #[test]
+    fn legacy_added_pins_are_balanced_but_not_io_pages() {
+        let out = engine(65536, 16, false, PROBE);
+        let e = expected(&out, &scn(Drive::Psync));
+        // fs/direct-io.c: 257 pages pinned, 256 more pins added and all
+        // released.
+        let mut o = seen(Kind::Pin, 257 + 256, 257 + 256);
+        o.added_pins = 256;
+        o.vmstat = Some(PinCounters {
+            acquired: 257,
+            released: 513,
+        });
+        let v = judge(&scn(Drive::Psync), &e, &o);
+        assert!(v.iter().all(|c| c.ok), "{v:?}");
+        assert!(
+            v[0].detail
+                .contains("256 more pin(s) added by folio_add_pin"),
+            "{v:?}"
+        );
+        // One added pin not released: the balance says so.
+        let mut o2 = seen(Kind::Pin, 513, 512);
+        o2.added_pins = 256;
+        let b = judge(&scn(Drive::Psync), &e, &o2);
+        assert!(!b.iter().find(|c| c.name == "balance").unwrap().ok);
+    }
+
+    #[test]
+    fn sg_copy_expects_no_page_and_the_engine_layout_wins() {
+        let mut out = engine(65536, 16, false, PROBE);
+        out.sg = Some(EngineSg {
+            expect: "copy".into(),
+        });
+        let e = expected(&out, &scn(Drive::SgCopy));
+        assert_eq!((e.dio_pages, e.setup_pages), (1, 1));
+        assert!(e.copy);
+        let v = judge(&scn(Drive::SgCopy), &e, &seen(Kind::Pin, 1, 1));
+        assert!(v.iter().all(|c| c.ok), "{v:?}");
+        assert!(v[0].detail.contains("the kernel copies"), "{v:?}");
+        // Copying but pinning 256 pages is a failure.
+        assert!(!judge(&scn(Drive::SgCopy), &e, &seen(Kind::Pin, 257, 257))[0].ok);
+        // Sub-page segments: the engine's own figure of pages per I/O.
+        let mut out = engine(4096, 256, false, EngineSetup::default());
+        out.pages_per_io = Some(8);
+        assert_eq!(expected(&out, &scn(Drive::SgSubpage)).dio_pages, 2048);
+    }
+
+    #[test]
+    fn a_fault_is_judged_on_the_error_met_and_the_balance() {
+        let mut out = engine(65536, 16, false, PROBE);
+        let s = scn(Drive::Psync).with_fault(Fault::Hole);
+        // The fault never met: fails.
+        let e = expected(&out, &s);
+        let v = judge(&s, &e, &seen(Kind::Pin, 100, 100));
+        let f = v.iter().find(|c| c.name == "fault").unwrap();
+        assert!(!f.ok && f.detail.contains("never met"), "{f:?}");
+        out.fault = Some(EngineFault {
+            kind: "hole".into(),
+            errno: Some("EFAULT".into()),
+            count: 16,
+        });
+        let e = expected(&out, &s);
+        assert!(!e.exact);
+        let v = judge(&s, &e, &seen(Kind::Pin, 129, 129));
+        assert!(v.iter().all(|c| c.ok), "{v:?}");
+        assert!(v[0].detail.contains("EFAULT x16"), "{v:?}");
+        // A pin kept after the error fails the balance.
+        let v = judge(&s, &e, &seen(Kind::Pin, 129, 121));
+        assert!(!v.iter().find(|c| c.name == "balance").unwrap().ok);
+        // Device-made errors come as the engine's io_errors.
+        let mut out = engine(65536, 16, false, PROBE);
+        out.io_errors = vec![
+            serde_json::json!({"errno": "EIO", "count": 15}),
+            serde_json::json!({"errno": "EIO"}),
+        ];
+        let s = scn(Drive::Psync).with_fault(Fault::DmError);
+        assert_eq!(expected(&out, &s).fault.as_deref(), Some("EIO x16"));
     }
 }

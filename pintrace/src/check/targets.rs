@@ -1,10 +1,14 @@
-//! What `check` drives I/O on: a raw loop device, ext4 / xfs / btrfs made on
+//! What `check` drives I/O on: a raw loop device, the scratch NVMe and SCSI
+//! devices given, a scsi_debug disk, ext4 / xfs / btrfs / vfat / udf made on
 //! loop devices, a FUSE passthrough mount with direct_io, NFS over a
 //! loopback export. Each is set up in a work directory, torn down when
 //! dropped, or skipped with the reason (the kernel lacks the file system,
-//! the mkfs tool is missing, ...).
+//! the mkfs tool is missing, no such device was given, ...).
 
-use super::{fuse, TargetKind};
+use super::{
+    devices::{ScratchDevices, ScsiDebug},
+    fuse, nfs, TargetKind,
+};
 use anyhow::{anyhow, bail, Context as _, Result};
 use std::{
     ffi::CString,
@@ -23,12 +27,45 @@ pub struct Ready {
     /// The block device, or the directory to create files in.
     pub path: PathBuf,
     pub is_block: bool,
+    /// The NVMe generic char device of `path`, for passthrough.
+    pub generic: Option<PathBuf>,
     /// For a person: "/dev/loop0 (16 MiB over a file)", "xfs on /dev/loop1".
     pub describe: String,
-    // Dropped in order: the mount before its loop device.
-    _fuse: Option<fuse::Mounted>,
-    _mount: Option<Mount>,
-    _loop: Option<LoopDev>,
+    // Dropped in order: an NFS mount and export before the file system it
+    // exports, a mount before its loop device.
+    _guards: Vec<Guard>,
+}
+
+/// Something set up for a target, undone when dropped.
+#[allow(dead_code)] // held for their Drop
+enum Guard {
+    Nfs(nfs::Loopback),
+    Fuse(fuse::Mounted),
+    Mount(Mount),
+    Loop(LoopDev),
+    ScsiDebug(ScsiDebug),
+}
+
+impl Ready {
+    fn device(path: PathBuf, describe: String, guards: Vec<Guard>) -> Box<Ready> {
+        Box::new(Ready {
+            path,
+            is_block: true,
+            generic: None,
+            describe,
+            _guards: guards,
+        })
+    }
+
+    fn dir(path: PathBuf, describe: String, guards: Vec<Guard>) -> Box<Ready> {
+        Box::new(Ready {
+            path,
+            is_block: false,
+            generic: None,
+            describe,
+            _guards: guards,
+        })
+    }
 }
 
 /// Set up, skipped with a reason, or failed (an error).
@@ -176,10 +213,10 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
 fn loop_bytes(kind: TargetKind) -> u64 {
     match kind {
         TargetKind::Block => 16 << 20,
-        TargetKind::Ext4 => 64 << 20,
+        TargetKind::Ext4 | TargetKind::Vfat | TargetKind::Udf | TargetKind::Nfs => 64 << 20,
         TargetKind::Xfs => 320 << 20,
         TargetKind::Btrfs => 256 << 20,
-        TargetKind::Fuse | TargetKind::Nfs => 0,
+        _ => 0,
     }
 }
 
@@ -197,80 +234,83 @@ fn mkfs(
     &'static str,
 ) {
     match kind {
-        TargetKind::Ext4 => ("ext4", "mkfs.ext4", &["-q", "-F"], ""),
+        TargetKind::Ext4 | TargetKind::Nfs => ("ext4", "mkfs.ext4", &["-q", "-F"], ""),
         TargetKind::Xfs => ("xfs", "mkfs.xfs", &["-q", "-f"], ""),
+        TargetKind::Vfat => ("vfat", "mkfs.vfat", &[], ""),
+        // 512-byte blocks, as the loop device's: udf's Direct I/O needs the
+        // buffers aligned to its block size.
+        TargetKind::Udf => ("udf", "mkudffs", &["--blocksize=512"], ""),
         _ => ("btrfs", "mkfs.btrfs", &["-q", "-f"], "nodatasum"),
     }
 }
 
-/// Sets up `kind` under `work`.
-pub fn prepare(kind: TargetKind, work: &Path) -> Result<Prepared> {
+/// Sets up `kind` under `work`, on the scratch devices given.
+pub fn prepare(kind: TargetKind, work: &Path, given: &ScratchDevices) -> Result<Prepared> {
     match kind {
         TargetKind::Block => {
-            if !Path::new("/dev/loop-control").exists() && !kernel_has_loop() {
-                return Ok(Prepared::Skip(
-                    "no loop devices (/dev/loop-control is missing: CONFIG_BLK_DEV_LOOP or the loop module)".into(),
-                ));
+            if let Some(why) = no_loop() {
+                return Ok(Prepared::Skip(why.into()));
             }
             let dev = LoopDev::new(&work.join("block.img"), loop_bytes(kind))?;
-            Ok(Prepared::Ready(Box::new(Ready {
-                path: dev.path.clone(),
-                is_block: true,
-                describe: format!("{} (16 MiB loop device over a file)", dev.path.display()),
-                _fuse: None,
-                _mount: None,
-                _loop: Some(dev),
-            })))
+            Ok(Prepared::Ready(Ready::device(
+                dev.path.clone(),
+                format!("{} (16 MiB loop device over a file)", dev.path.display()),
+                vec![Guard::Loop(dev)],
+            )))
         }
-        TargetKind::Ext4 | TargetKind::Xfs | TargetKind::Btrfs => {
-            let (fs, tool, args, data) = mkfs(kind);
-            if !kernel_has_fs(fs) {
-                return Ok(Prepared::Skip(format!(
-                    "the kernel has no {fs} (not in /proc/filesystems: CONFIG_{}_FS, or load the {fs} module)",
-                    fs.to_uppercase()
-                )));
-            }
-            let Some(tool_path) = find_tool(tool) else {
-                return Ok(Prepared::Skip(format!("{tool} is not installed")));
+        TargetKind::Nvme => {
+            let Some((dev, generic)) = &given.nvme else {
+                return Ok(Prepared::Skip(
+                    "no NVMe namespace given (--scratch-device /dev/nvmeXnY: its data is \
+                     destroyed)"
+                        .into(),
+                ));
             };
-            if !Path::new("/dev/loop-control").exists() && !kernel_has_loop() {
-                return Ok(Prepared::Skip(format!(
-                    "{fs} is made on a loop device and there are none (CONFIG_BLK_DEV_LOOP)"
-                )));
-            }
-            let dev = LoopDev::new(&work.join(format!("{fs}.img")), loop_bytes(kind))?;
-            let out = Command::new(&tool_path)
-                .args(args)
-                .arg(&dev.path)
-                .output()
-                .with_context(|| format!("running {}", tool_path.display()))?;
-            if !out.status.success() {
-                bail!(
-                    "{tool} {} failed: {}",
-                    dev.path.display(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
-            let mnt = work.join(fs);
-            let mount = Mount::new(&dev.path, &mnt, fs, data)?;
-            Ok(Prepared::Ready(Box::new(Ready {
-                describe: format!(
-                    "{fs} on {} ({} MiB{})",
-                    dev.path.display(),
-                    loop_bytes(kind) >> 20,
-                    if data.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", -o {data}")
-                    }
+            let mut r = Ready::device(
+                dev.clone(),
+                format!(
+                    "{} (NVMe namespace given as scratch{})",
+                    dev.display(),
+                    generic
+                        .as_ref()
+                        .map(|g| format!(", passthrough on {}", g.display()))
+                        .unwrap_or_default()
                 ),
-                path: mnt,
-                is_block: false,
-                _fuse: None,
-                _mount: Some(mount),
-                _loop: Some(dev),
-            })))
+                vec![],
+            );
+            r.generic = generic.clone();
+            Ok(Prepared::Ready(r))
         }
+        TargetKind::Scsi => match &given.scsi {
+            None => Ok(Prepared::Skip(
+                "no SCSI disk given (--scratch-device /dev/sdX: its data is destroyed)".into(),
+            )),
+            Some(dev) => Ok(Prepared::Ready(Ready::device(
+                dev.clone(),
+                format!("{} (SCSI disk given as scratch)", dev.display()),
+                vec![],
+            ))),
+        },
+        TargetKind::ScsiDebug => match ScsiDebug::find_or_load()? {
+            None => Ok(Prepared::Skip(
+                "no scsi_debug disk, and the scsi_debug module cannot be loaded \
+                 (CONFIG_SCSI_DEBUG)"
+                    .into(),
+            )),
+            Some(d) => Ok(Prepared::Ready(Ready::device(
+                d.path.clone(),
+                format!("{} (scsi_debug RAM disk)", d.path.display()),
+                vec![Guard::ScsiDebug(d)],
+            ))),
+        },
+        TargetKind::Ext4
+        | TargetKind::Xfs
+        | TargetKind::Btrfs
+        | TargetKind::Vfat
+        | TargetKind::Udf => match made_fs(kind, work)? {
+            Err(why) => Ok(Prepared::Skip(why)),
+            Ok((mnt, describe, guards)) => Ok(Prepared::Ready(Ready::dir(mnt, describe, guards))),
+        },
         TargetKind::Fuse => {
             if !Path::new("/dev/fuse").exists() {
                 return Ok(Prepared::Skip(
@@ -283,21 +323,100 @@ pub fn prepare(kind: TargetKind, work: &Path) -> Result<Prepared> {
             fs::create_dir_all(&mnt)?;
             let mounted = fuse::Mounted::mount(&backing, &mnt)
                 .with_context(|| format!("mounting the FUSE passthrough at {}", mnt.display()))?;
-            Ok(Prepared::Ready(Box::new(Ready {
-                describe: format!(
+            Ok(Prepared::Ready(Ready::dir(
+                mnt.clone(),
+                format!(
                     "FUSE passthrough at {} (direct_io, backed by {})",
                     mnt.display(),
                     backing.display()
                 ),
-                path: mnt,
-                is_block: false,
-                _fuse: Some(mounted),
-                _mount: None,
-                _loop: None,
-            })))
+                vec![Guard::Fuse(mounted)],
+            )))
         }
-        TargetKind::Nfs => Ok(Prepared::Skip(nfs_skip_reason())),
+        TargetKind::Nfs => {
+            if let Some(why) = nfs::missing() {
+                return Ok(Prepared::Skip(why));
+            }
+            // The export is an ext4 of its own: what the server writes
+            // through is a real file system, not the guest's tmpfs.
+            let (exported, what, mut guards) = match made_fs(kind, work)? {
+                Err(why) => return Ok(Prepared::Skip(format!("the exported file system: {why}"))),
+                Ok(x) => x,
+            };
+            let mnt = work.join("nfs");
+            let lb = nfs::Loopback::new(&exported, &mnt)?;
+            guards.insert(0, Guard::Nfs(lb));
+            Ok(Prepared::Ready(Ready::dir(
+                mnt.clone(),
+                format!(
+                    "NFSv4.2 at {} (127.0.0.1:{} exported by the kernel's nfsd; {what})",
+                    mnt.display(),
+                    exported.display()
+                ),
+                guards,
+            )))
+        }
     }
+}
+
+/// Why there are no loop devices, or `None`.
+fn no_loop() -> Option<&'static str> {
+    (!Path::new("/dev/loop-control").exists() && !kernel_has_loop()).then_some(
+        "no loop devices (/dev/loop-control is missing: CONFIG_BLK_DEV_LOOP or the loop module)",
+    )
+}
+
+type MadeFs = std::result::Result<(PathBuf, String, Vec<Guard>), String>;
+
+/// A file system made on a loop device and mounted under `work`, or why
+/// it cannot be.
+fn made_fs(kind: TargetKind, work: &Path) -> Result<MadeFs> {
+    let (fs, tool, args, data) = mkfs(kind);
+    if !kernel_has_fs(fs) {
+        return Ok(Err(format!(
+            "the kernel has no {fs} (not in /proc/filesystems: CONFIG_{}_FS, or load the {fs} \
+             module)",
+            fs.to_uppercase()
+        )));
+    }
+    let Some(tool_path) = find_tool(tool) else {
+        return Ok(Err(format!("{tool} is not installed")));
+    };
+    if no_loop().is_some() {
+        return Ok(Err(format!(
+            "{fs} is made on a loop device and there are none (CONFIG_BLK_DEV_LOOP)"
+        )));
+    }
+    let dev = LoopDev::new(&work.join(format!("{}.img", kind.name())), loop_bytes(kind))?;
+    let out = Command::new(&tool_path)
+        .args(args)
+        .arg(&dev.path)
+        .output()
+        .with_context(|| format!("running {}", tool_path.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{tool} {} failed: {}",
+            dev.path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let mnt = work.join(kind.name());
+    let mount = Mount::new(&dev.path, &mnt, fs, data)?;
+    let describe = format!(
+        "{fs} on {} ({} MiB{})",
+        dev.path.display(),
+        loop_bytes(kind) >> 20,
+        if data.is_empty() {
+            String::new()
+        } else {
+            format!(", -o {data}")
+        }
+    );
+    Ok(Ok((
+        mnt,
+        describe,
+        vec![Guard::Mount(mount), Guard::Loop(dev)],
+    )))
 }
 
 fn kernel_has_loop() -> bool {
@@ -305,31 +424,6 @@ fn kernel_has_loop() -> bool {
         let _ = Command::new(modprobe).args(["-q", "loop"]).status();
     }
     Path::new("/dev/loop-control").exists()
-}
-
-/// Why NFS is skipped, as precisely as this system tells.
-fn nfs_skip_reason() -> String {
-    if !kernel_has_fs("nfsd") {
-        return "the kernel has no NFS server (no nfsd in /proc/filesystems: CONFIG_NFSD, or load \
-                the nfsd module)"
-            .into();
-    }
-    if !kernel_has_fs("nfs") && !kernel_has_fs("nfs4") {
-        return "the kernel has no NFS client (CONFIG_NFS_FS, or load the nfs module)".into();
-    }
-    let missing: Vec<&str> = ["rpc.nfsd", "rpc.mountd", "exportfs"]
-        .into_iter()
-        .filter(|t| find_tool(t).is_none())
-        .collect();
-    if !missing.is_empty() {
-        return format!(
-            "the NFS server's user space is not installed ({} missing: package nfs-kernel-server)",
-            missing.join(", ")
-        );
-    }
-    "a loopback NFS export is not set up by this version of pintrace check (nfsd and its tools \
-     are present)"
-        .into()
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use crate::exit::Exit;
 use crate::{
     check::{
+        devices::{self, DmDevice, ScratchDevices},
         judge::{self, EngineOut, Observed},
         results::{CheckReport, FindingOut, Held, ScenarioResult, Status},
         select,
@@ -30,10 +31,13 @@ use std::{
 
 #[derive(Args, Debug, Clone)]
 #[command(after_help = "\
-Scenario names are TARGET/MODE/BUFFER/DIRECTION, e.g. block/io_uring-fixed/anon/write; \
-`--list` shows them all. Targets: block (a loop device), ext4, xfs, btrfs (made on loop devices), \
-fuse (a passthrough FUSE file system with direct_io), nfs (a loopback export). A target the \
-kernel or the system lacks is skipped with the reason.
+Scenario names are TARGET/MODE/BUFFER/DIRECTION[/FAULT], e.g. block/io_uring-fixed/anon/write \
+or block/psync/anon/read/hole, and regress/NAME for the patterns of real kernel bugs; `--list` \
+shows them all, by family (fs, buffers, nvme, sg, legacy, nfs, subpage, fault, regress). \
+Targets: block (a loop device), nvme and scsi (the devices given with --scratch-device), \
+scsi-debug (a scsi_debug RAM disk, loaded when absent), ext4, xfs, btrfs, vfat, udf (made on loop \
+devices), fuse (a passthrough FUSE file system with direct_io), nfs (NFSv4.2 over a loopback \
+export of the kernel's nfsd). A target the kernel or the system lacks is skipped with the reason.
 
 Each scenario passes when the engine's process took exactly the pages its I/O spans, released \
 every FOLL_PIN and long-term pin it took, no finding involves it, no event was lost, and the \
@@ -45,10 +49,11 @@ Exit status: 0 all passed; 1 a scenario failed or a finding fails the run; 2 cou
 Examples:
   pintrace check --quick
   pintrace check --scenarios 'ext4/*,*/aio/*' --junit check.xml
+  pintrace check --scenarios sg,fault --scratch-device /dev/sdb
   pintrace check --list")]
 pub struct CheckArgs {
-    /// Only the scenarios whose names match: comma-separated globs
-    /// (`block/*`, `*/io_uring-fixed/*`, `ext4/psync/anon/read`).
+    /// Only the scenarios whose names or families match: comma-separated
+    /// globs (`block/*`, `*/io_uring-fixed/*`, `ext4/psync/anon/read`, `sg`).
     #[arg(long, value_name = "PATTERN")]
     pub scenarios: Option<String>,
     /// The quick set: every mode and buffer kind at least once, on block,
@@ -76,6 +81,10 @@ pub struct CheckArgs {
     /// How to attach: fentry/fexit where they load (auto), or force one method.
     #[arg(long, value_enum, default_value_t = Preference::Auto)]
     pub attach: Preference,
+    /// A whole NVMe namespace or SCSI disk the nvme and scsi scenarios may
+    /// write: ITS DATA IS DESTROYED. Repeat for one of each.
+    #[arg(long = "scratch-device", value_name = "DEV")]
+    pub scratch_device: Vec<PathBuf>,
 }
 
 const CAP_SYS_ADMIN: u32 = 21;
@@ -109,6 +118,13 @@ pub fn run(args: &CheckArgs, verbose: bool) -> Result<Exit> {
         }
         return Ok(Exit::Ok);
     }
+    let devices = match devices::scratch_devices(&args.scratch_device) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("pintrace check: {e:#}");
+            return Ok(Exit::Error);
+        }
+    };
     // Report destinations are checked before anything is set up.
     let junit = args
         .junit
@@ -130,7 +146,7 @@ pub fn run(args: &CheckArgs, verbose: bool) -> Result<Exit> {
         .enable_all()
         .build()
         .context("starting the event loop")?;
-    rt.block_on(run_async(args, selected, verbose))
+    rt.block_on(run_async(args, selected, &devices, verbose))
 }
 
 /// The work directory, removed when dropped.
@@ -219,7 +235,12 @@ impl Tracer {
     }
 }
 
-async fn run_async(args: &CheckArgs, selected: Vec<Scenario>, verbose: bool) -> Result<Exit> {
+async fn run_async(
+    args: &CheckArgs,
+    selected: Vec<Scenario>,
+    devices: &ScratchDevices,
+    verbose: bool,
+) -> Result<Exit> {
     let started = Instant::now();
     let opts = SessionOptions {
         attach: args.attach,
@@ -269,7 +290,7 @@ async fn run_async(args: &CheckArgs, selected: Vec<Scenario>, verbose: bool) -> 
         if group.is_empty() {
             continue;
         }
-        let prepared = targets::prepare(target, &work.0);
+        let prepared = targets::prepare(target, &work.0, devices);
         let ready = match prepared {
             Ok(Prepared::Ready(r)) => Some(r),
             Ok(Prepared::Skip(why)) => {
@@ -298,7 +319,13 @@ async fn run_async(args: &CheckArgs, selected: Vec<Scenario>, verbose: bool) -> 
         for s in group {
             let r = match not_applicable(&s) {
                 Some(why) => ScenarioResult::not_run(s, Status::Skip, why.into()),
-                None => run_scenario(&mut tracer, s, &ready, &scratch).await?,
+                None => match on_what(&s, &ready) {
+                    Ok(Ok(on)) => run_scenario(&mut tracer, s, &on, &scratch).await?,
+                    Ok(Err(why)) => ScenarioResult::not_run(s, Status::Skip, why),
+                    Err(e) => {
+                        ScenarioResult::not_run(s, Status::Error, format!("setting up {s}: {e:#}"))
+                    }
+                },
             };
             emit(&mut report, args, r);
         }
@@ -340,9 +367,54 @@ fn emit(report: &mut CheckReport, args: &CheckArgs, r: ScenarioResult) {
     report.push(r);
 }
 
+/// What one scenario's engine runs on: the target's device or directory,
+/// the NVMe generic char device for passthrough, or a device-mapper device
+/// over the target for the faults made by one.
+struct On<'a> {
+    path: PathBuf,
+    is_block: bool,
+    describe: String,
+    _dm: Option<DmDevice>,
+    _ready: std::marker::PhantomData<&'a Ready>,
+}
+
+fn on_what<'a>(s: &Scenario, ready: &'a Ready) -> Result<std::result::Result<On<'a>, String>> {
+    let mut on = On {
+        path: ready.path.clone(),
+        is_block: ready.is_block,
+        describe: ready.describe.clone(),
+        _dm: None,
+        _ready: std::marker::PhantomData,
+    };
+    if matches!(s.drive, Drive::UringCmd | Drive::UringCmdFixed) {
+        match &ready.generic {
+            Some(g) => on.path = g.clone(),
+            None => {
+                return Ok(Err(format!(
+                    "{} has no NVMe generic char device (/dev/ngXnY: CONFIG_NVME_CORE 5.13 on)",
+                    ready.path.display()
+                )))
+            }
+        }
+    }
+    if let Some(f) = s.fault.filter(|f| f.device_mapper()) {
+        match DmDevice::new(f, &ready.path)? {
+            Ok(dm) => {
+                on.describe = format!("{} ({} over {})", dm.path.display(), f.name(), on.describe);
+                on.path = dm.path.clone();
+                on._dm = Some(dm);
+            }
+            Err(why) => return Ok(Err(why)),
+        }
+    }
+    Ok(Ok(on))
+}
+
 /// Scenarios whose I/O never reaches a Direct I/O path on that target.
 fn not_applicable(s: &Scenario) -> Option<&'static str> {
-    (s.target == TargetKind::Btrfs && s.drive == Drive::PvsyncUnaligned).then_some(
+    (s.target == TargetKind::Btrfs
+        && matches!(s.drive, Drive::PvsyncUnaligned | Drive::PvsyncSubpage))
+    .then_some(
         "btrfs serves O_DIRECT through the page cache when the iovecs are not aligned to its \
          sector size: no user page is pinned",
     )
@@ -379,7 +451,7 @@ fn skip_reason(s: &Scenario, stderr: &str, out: Option<&EngineOut>) -> Option<St
 async fn run_scenario(
     t: &mut Tracer,
     s: Scenario,
-    ready: &Ready,
+    ready: &On<'_>,
     scratch: &Path,
 ) -> Result<ScenarioResult> {
     let started = Instant::now();
@@ -524,9 +596,16 @@ async fn run_scenario(
         unknown_releases: ledger.unknown_releases - unknown0,
         futex_pages,
         exec_pages,
+        added_pins: process
+            .and_then(|p| p.by_site.get("folio_add_pin"))
+            .map(|c| c.pages)
+            .unwrap_or(0),
+        sites: process
+            .map(|p| p.by_site.iter().map(|(&k, c)| (k, c.pages)).collect())
+            .unwrap_or_default(),
     };
-    let expected = judge::expected(&engine, s.drive);
-    result.checks = judge::judge(&expected, &observed);
+    let expected = judge::expected(&engine, &s);
+    result.checks = judge::judge(&s, &expected, &observed);
     result.dio_kind = Some(observed.dio_kind());
     result.status = if result.checks.iter().all(|c| c.ok) {
         Status::Pass

@@ -47,21 +47,25 @@ pub fn render(report: &CheckReport) -> Result<String> {
             }
         };
         let mut case = TestCase::new(r.name.clone(), status);
-        case.set_classname(format!("pintrace.check.{}", r.scenario.target.name()));
+        // Grouped by family (sg, fault, regress, ...), then by target.
+        case.set_classname(match r.scenario.family {
+            "" => format!("pintrace.check.{}", r.scenario.target.name()),
+            f => format!("pintrace.check.{f}.{}", r.scenario.target.name()),
+        });
         case.set_time(Duration::from_secs_f64(r.duration_s));
-        if !r.checks.is_empty() {
-            let out: Vec<String> = r
-                .checks
-                .iter()
-                .map(|c| {
-                    format!(
-                        "{} {}: {}",
-                        if c.ok { "ok" } else { "FAILED" },
-                        c.name,
-                        c.detail
-                    )
-                })
-                .collect();
+        let mut out: Vec<String> = Vec::new();
+        if let Some(reg) = r.scenario.regression {
+            out.push(format!("regression of: {}", reg.bug));
+        }
+        out.extend(r.checks.iter().map(|c| {
+            format!(
+                "{} {}: {}",
+                if c.ok { "ok" } else { "FAILED" },
+                c.name,
+                c.detail
+            )
+        }));
+        if !out.is_empty() {
             case.set_system_out(out.join("\n"));
         }
         suite.add_test_case(case);
@@ -111,12 +115,7 @@ mod tests {
     use pintrace_engine::BufferKind;
 
     fn scenario(target: TargetKind) -> Scenario {
-        Scenario {
-            target,
-            drive: Drive::Aio,
-            buffer: BufferKind::Anon,
-            dir: Dir::Write,
-        }
+        Scenario::new(target, Drive::Aio, BufferKind::Anon, Dir::Write)
     }
 
     fn report() -> CheckReport {
