@@ -253,6 +253,26 @@ impl Source {
         Ok(Some(slots.len() as u64))
     }
 
+    /// Time passes on a live run: pins of owners that exited are audited
+    /// (their refcount read) before the ledger may report them as leaks,
+    /// then the pipeline ticks. A replay ticks on its recorded clock.
+    pub fn tick(&mut self, pipeline: &mut Pipeline, found: &mut Vec<Finding>) -> Result<()> {
+        let now = self.now_ns();
+        let Source::Live(l) = self else {
+            return Ok(());
+        };
+        let candidates = pipeline.ledger.exit_leak_candidates(now);
+        if !candidates.is_empty() {
+            let read_ns = monotonic_ns();
+            if let Some(slots) = l.session.audit(&candidates)? {
+                self.drain(pipeline, found)?;
+                pipeline.audit(&slots, read_ns, found);
+            }
+        }
+        pipeline.tick(now, found);
+        Ok(())
+    }
+
     /// Feeds what is already there, without waiting (live: the ring buffer;
     /// replay: the rest of the recording).
     pub fn drain(&mut self, pipeline: &mut Pipeline, found: &mut Vec<Finding>) -> Result<()> {

@@ -498,6 +498,16 @@ async fn run_scenario(
     // The workload has exited: no acquire of its is in flight to explain a
     // mismatch the ledger holds as a suspect.
     t.pipeline.ledger.flush_suspects(&mut t.found);
+    // Pins it still holds are leaks, unless their references are gone: a
+    // pin released with put_page. The refcount tells, read now.
+    let folios = t.pipeline.ledger.pinned_folios_of(pid);
+    if !folios.is_empty() {
+        let read_ns = monotonic_ns();
+        if let Some(slots) = t.session.audit(&folios)? {
+            t.drain();
+            t.pipeline.audit(&slots, read_ns, &mut t.found);
+        }
+    }
     t.pipeline.ledger.report_leaks_of(pid, t1, &mut t.found);
     let vm1 = vmstat::read();
     let lost = t.lost().saturating_sub(lost0);

@@ -462,7 +462,7 @@ async fn trace(
             _ = ticker.tick() => {
                 // A replay ticks the pipeline on its recorded clock.
                 if live {
-                    pipeline.tick(source.now_ns(), &mut found);
+                    source.tick(pipeline, &mut found)?;
                     source.checkpoint(pipeline)?;
                 }
                 if let Some(m) = metrics {

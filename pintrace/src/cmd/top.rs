@@ -179,7 +179,7 @@ async fn dashboard(
                 Ok(Batch::Records(_)) => {}
                 Err(e) => break Err(e),
             },
-            _ = ticker.tick(), if live => pipeline.tick(source.now_ns(), &mut found),
+            _ = ticker.tick(), if live => source.tick(pipeline, &mut found)?,
             _ = redraw.tick() => draw = true,
             i = input.recv() => match i {
                 Some(Input::Key(k)) => {

@@ -545,6 +545,42 @@ impl Ledger {
         }
     }
 
+    /// Folios with pins the next [`Ledger::tick`] at `now_ns` would report
+    /// as leaks of an exited owner: a caller that can read refcounts audits
+    /// them first ([`Ledger::audit`]), so that pins released with put_page
+    /// are reported as such, with both stacks' worth of evidence, not as
+    /// leaks.
+    pub fn exit_leak_candidates(&self, now_ns: u64) -> Vec<u64> {
+        let grace = self.config.exit_grace_ns;
+        let gone = |tgid: u32| {
+            self.exited
+                .get(&tgid)
+                .is_some_and(|&t| now_ns.saturating_sub(t) >= grace)
+        };
+        self.pinned_folios(|h| gone(h.tgid))
+    }
+
+    /// Folios where `tgid` holds pins not yet reported: what `check` audits
+    /// when a scenario's process is over, before [`Ledger::report_leaks_of`].
+    pub fn pinned_folios_of(&self, tgid: u32) -> Vec<u64> {
+        self.pinned_folios(|h| h.tgid == tgid)
+    }
+
+    fn pinned_folios(&self, mut which: impl FnMut(&Holder) -> bool) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .folios
+            .iter()
+            .filter(|(_, b)| {
+                b.holders
+                    .iter()
+                    .any(|h| h.kind != Kind::Get && !h.reported && which(h))
+            })
+            .map(|(f, _)| f)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Small or large folios whose books hold pins taken before `before_ns`:
     /// what a refcount audit at that time should read.
     pub fn audit_candidates(&self, before_ns: u64) -> Vec<u64> {

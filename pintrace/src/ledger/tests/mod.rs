@@ -569,3 +569,41 @@ fn releases_stamped_before_their_acquire_balance() {
     assert_eq!(out[1].ns(), 6 * MS);
     assert_eq!(s.ledger.holders().count(), 0);
 }
+
+/// A pin released with put_page by an exiting owner (a fuse direct I/O
+/// converted half-way, say): audited at the owner's exit, it is reported as
+/// `pin_released_as_get`, not as a leak; a real leak beside it still is.
+#[test]
+fn exited_owners_pins_are_audited_before_they_are_called_leaks() {
+    let mut s = Stream::new(LedgerConfig {
+        exit_grace_ns: 50 * MS,
+        ..LedgerConfig::default()
+    });
+    s.pin(10, &[folio(1), folio(2)]);
+    s.pin(11, &[folio(3)]);
+    let t0 = s.ts;
+    s.feed(Event::Exit {
+        tgid: 10,
+        ts_ns: t0 + MS,
+    });
+    assert!(
+        s.ledger.exit_leak_candidates(t0 + 10 * MS).is_empty(),
+        "in the grace period"
+    );
+    let now = t0 + 100 * MS;
+    assert_eq!(s.ledger.exit_leak_candidates(now), vec![folio(1), folio(2)]);
+    assert_eq!(s.ledger.pinned_folios_of(11), vec![folio(3)]);
+    // folio 1 lost its pin's 1024 references to a put_page; folio 2 is
+    // still pinned: a leak.
+    s.ledger.audit(folio(1), 1, false, now, &mut s.findings);
+    s.ledger.audit(folio(2), 1025, false, now, &mut s.findings);
+    s.ledger.tick(now, &mut s.findings);
+    assert_eq!(
+        s.kinds(),
+        vec![FindingKind::PinReleasedAsGet, FindingKind::LeakOwnerExited]
+    );
+    assert_eq!(s.findings[0].folio, folio(1));
+    assert_eq!(s.findings[1].folio, folio(2));
+    // Reported: no longer candidates.
+    assert!(s.ledger.exit_leak_candidates(now + MS).is_empty());
+}
