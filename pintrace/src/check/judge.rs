@@ -21,8 +21,8 @@
 
 use super::Drive;
 use crate::{
+    kernel::vmstat::PinCounters,
     ledger::{Counts, Kind},
-    vmstat::PinCounters,
 };
 use pintrace_engine::SegLayout;
 use serde::{Deserialize, Serialize};
