@@ -1,4 +1,4 @@
-//! Builds the eBPF object (pintrace-ebpf) with aya-build; `src/probes.rs` embeds it.
+//! Builds the eBPF object (pintrace-ebpf) with aya-build; `src/trace/probes.rs` embeds it.
 use anyhow::{anyhow, Context as _};
 
 fn main() -> anyhow::Result<()> {

@@ -1,4 +1,4 @@
-//! One ring-buffer record of arbitrary bytes: decoded (events.rs) and fed
+//! One ring-buffer record of arbitrary bytes: decoded (stream/events.rs) and fed
 //! to a fresh pipeline. An error is fine; a panic is a bug.
 #![no_main]
 use libfuzzer_sys::fuzz_target;

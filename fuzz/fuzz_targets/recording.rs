@@ -1,4 +1,4 @@
-//! A recording file of arbitrary bytes (record.rs): read, and what it yields
+//! A recording file of arbitrary bytes (trace/record.rs): read, and what it yields
 //! replayed through a pipeline on its recorded clock. Half the inputs are
 //! framed first (magic, lengths and checksums made right) so that the
 //! header's and the entries' contents reach their parsers.

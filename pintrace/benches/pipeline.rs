@@ -6,9 +6,9 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pintrace::{
-    flags::FollFlags,
+    kernel::flags::FollFlags,
     ledger::{Ledger, LedgerConfig},
-    pipeline::Pipeline,
+    stream::pipeline::Pipeline,
     synth::{folio, Stream, MS},
 };
 
@@ -49,9 +49,9 @@ fn bench_pipeline(c: &mut Criterion) {
         )
     });
     // The same stream without the model: the ledger's share.
-    let events: Vec<pintrace::events::Event> = records
+    let events: Vec<pintrace::stream::events::Event> = records
         .iter()
-        .map(|r| pintrace::events::decode(r).unwrap())
+        .map(|r| pintrace::stream::events::decode(r).unwrap())
         .collect();
     g.bench_function("ledger only (dio stream, decoded)", |b| {
         b.iter_batched(
@@ -70,7 +70,7 @@ fn bench_pipeline(c: &mut Criterion) {
         b.iter(|| {
             records
                 .iter()
-                .filter(|r| pintrace::events::decode(r).is_ok())
+                .filter(|r| pintrace::stream::events::decode(r).is_ok())
                 .count()
         })
     });

@@ -5,11 +5,11 @@
 //! must answer with an error or a result, never a panic or a hang.
 
 use crate::{
-    events::{encode, Acquire, Comm, Folios, Release, RqComplete},
-    flags::FollFlags,
+    kernel::flags::FollFlags,
     ledger::{Finding, Ledger, LedgerConfig},
-    pipeline::Pipeline,
-    record::{Entry, Recording},
+    stream::events::{encode, Acquire, Comm, Folios, Release, RqComplete},
+    stream::pipeline::Pipeline,
+    trace::record::{Entry, Recording},
 };
 use bytes::Bytes;
 use pintrace_common::{AuditSlot, Site, FOLIOS_PER_RECORD};
@@ -233,7 +233,7 @@ pub fn drive(steps: &[Step], flags: FollFlags) -> (Pipeline, Vec<Finding>) {
 /// Arbitrary bytes as one ring-buffer record: decoded, and fed to a fresh
 /// pipeline.
 pub fn one_record(data: &[u8]) {
-    let _ = crate::events::decode(data);
+    let _ = crate::stream::events::decode(data);
     let mut p = pipeline(FollFlags::FROM_6_3);
     let mut found = Vec::new();
     p.feed(data, &mut found);
@@ -243,7 +243,7 @@ pub fn one_record(data: &[u8]) {
 
 /// Arbitrary bytes as a recording file: read, and every entry it yields
 /// replayed through a pipeline, ticking on the recorded clock (bounded: a
-/// recording's offsets are at most [`crate::record::MAX_OFFSET_NS`]).
+/// recording's offsets are at most [`crate::trace::record::MAX_OFFSET_NS`]).
 pub fn recording(data: &[u8]) -> Option<Recording> {
     let rec = Recording::parse(Path::new("fuzz.ptrec"), Bytes::copy_from_slice(data)).ok()?;
     let mut p = pipeline(rec.header.flags);
@@ -269,7 +269,7 @@ pub fn recording(data: &[u8]) -> Option<Recording> {
 /// byte order, lengths within the data, every checksum right), so that what
 /// is inside the header and the entries reaches the parsers behind them.
 pub fn frame_as_recording(data: &mut [u8]) {
-    use crate::record::{MAGIC, VERSION};
+    use crate::trace::record::{MAGIC, VERSION};
     const OVERHEAD: usize = 4 + 1 + 8 + 4;
     if data.len() < 20 {
         return;

@@ -2,8 +2,8 @@
 //! tests, the dashboard's render tests and recordings made without a kernel.
 
 use crate::{
-    events::{encode, Acquire, Comm, Folios, Release, RqComplete},
-    flags::FollFlags,
+    kernel::flags::FollFlags,
+    stream::events::{encode, Acquire, Comm, Folios, Release, RqComplete},
 };
 use pintrace_common::{Site, FOLIOS_PER_RECORD};
 

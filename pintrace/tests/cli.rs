@@ -104,7 +104,8 @@ fn vmstat_only_sees_direct_io_in_the_kernels_counters() {
         return;
     }
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let converted = pintrace::flags::parse_version(release.trim()).is_some_and(|v| v >= (6, 5));
+    let converted =
+        pintrace::kernel::flags::parse_version(release.trim()).is_some_and(|v| v >= (6, 5));
     let file =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("vmstat-only-{}", std::process::id()));
     std::fs::write(&file, vec![7u8; 1 << 20]).unwrap();

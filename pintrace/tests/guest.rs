@@ -3,7 +3,7 @@
 //! `cargo xtask vm` / `cargo xtask test`, which put this binary in the guest
 //! as /bin/pintrace-guest-tests and set `PINTRACE_BIN`.
 
-use pintrace::flags::parse_version;
+use pintrace::kernel::flags::parse_version;
 use serde_json::Value;
 use std::{
     fs::{self, File, OpenOptions},

@@ -7,11 +7,11 @@
 
 use bytes::Bytes;
 use pintrace::{
-    events::{decode_each, encode, DecodeError},
-    flags::FollFlags,
     fuzzing,
-    record::{encode_header, Entry, Header, Recorder, Recording},
+    kernel::flags::FollFlags,
+    stream::events::{decode_each, encode, DecodeError},
     synth::{demo, folio, Stream, MS},
+    trace::record::{encode_header, Entry, Header, Recorder, Recording},
 };
 use std::path::{Path, PathBuf};
 
@@ -49,7 +49,7 @@ fn small_recording(dir: &Path) -> Vec<u8> {
     std::fs::read(&path).unwrap()
 }
 
-fn parse(data: &[u8]) -> Result<Recording, pintrace::record::RecordError> {
+fn parse(data: &[u8]) -> Result<Recording, pintrace::trace::record::RecordError> {
     Recording::parse(Path::new("t.ptrec"), Bytes::copy_from_slice(data))
 }
 
@@ -245,7 +245,7 @@ fn a_stack_entry_claiming_more_frames_than_it_has_is_damage() {
     let header_len = encode_header(&header()).len();
     let mut d = data[..header_len].to_vec();
     let mut b = bytes::BytesMut::new();
-    pintrace::record::encode(
+    pintrace::trace::record::encode(
         &mut b,
         &Entry::Stack {
             id: 1,

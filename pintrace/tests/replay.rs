@@ -2,9 +2,9 @@
 //! event streams: no root, no kernel.
 
 use pintrace::{
-    flags::FollFlags,
-    record::{Header, Recorder},
+    kernel::flags::FollFlags,
     synth::{demo, MS},
+    trace::record::{Header, Recorder},
 };
 use serde_json::Value;
 use std::{

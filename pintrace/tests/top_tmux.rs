@@ -3,9 +3,9 @@
 //! Skipped with a reason when tmux is not installed.
 
 use pintrace::{
-    flags::FollFlags,
-    record::{Header, Recorder},
+    kernel::flags::FollFlags,
     synth::{demo, MS},
+    trace::record::{Header, Recorder},
 };
 use std::{
     path::{Path, PathBuf},

@@ -27,8 +27,8 @@
 
 use super::{Drive, Scenario};
 use crate::{
+    kernel::vmstat::PinCounters,
     ledger::{Counts, Kind},
-    vmstat::PinCounters,
 };
 use pintrace_engine::SegLayout;
 use serde::{Deserialize, Serialize};

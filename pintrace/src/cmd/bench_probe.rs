@@ -4,8 +4,8 @@
 
 use crate::exit::Exit;
 use crate::{
-    caps,
-    probes::bench::{BareAttach, BareProbe},
+    kernel::caps,
+    trace::probes::bench::{BareAttach, BareProbe},
 };
 use anyhow::{bail, Context as _, Result};
 use clap::Args;

@@ -12,13 +12,13 @@ use crate::{
         targets::{self, Prepared, Ready},
         Drive, Scenario, TargetKind,
     },
+    cmd::report_file,
+    kernel::vmstat,
     ledger::{Finding, Kind, Ledger, LedgerConfig},
-    pipeline::Pipeline,
-    plan::Preference,
-    report_file,
-    session::{monotonic_ns, Session, SessionOptions},
+    stream::pipeline::Pipeline,
+    trace::plan::Preference,
+    trace::session::{monotonic_ns, Session, SessionOptions},
     views::{check as table, junit},
-    vmstat,
 };
 use anyhow::{Context as _, Result};
 use clap::Args;
@@ -249,7 +249,7 @@ async fn run_async(
         wakeup: Default::default(),
         // The judge tells FOLL_GET pages that are not I/O (futex keys,
         // exec(2)'s arguments) by their stacks: it needs every one.
-        stacks: crate::session::Stacks::All,
+        stacks: crate::trace::session::Stacks::All,
         bios: true,
         rq_records: false,
     };

@@ -2,8 +2,8 @@
 
 use crate::{
     exit::Exit,
-    plan::Preference,
-    startup::{ProbeSettings, Startup},
+    trace::plan::Preference,
+    trace::startup::{ProbeSettings, Startup},
     views::doctor::{render, DoctorReport},
 };
 use anyhow::Result;

@@ -3,18 +3,18 @@
 
 use crate::exit::Exit;
 use crate::{
+    kernel::vmstat,
     ledger::{Finding, Ledger, LedgerConfig},
-    metrics::{self, Metrics},
-    pipeline::Pipeline,
-    plan::Preference,
-    session::{Session, SessionOptions, Stacks, Wakeup},
-    source::{Batch, Source, Speed},
+    stream::pipeline::Pipeline,
+    trace::plan::Preference,
+    trace::session::{Session, SessionOptions, Stacks, Wakeup},
+    trace::source::{Batch, Source, Speed},
+    views::metrics::{self, Metrics},
     views::{
         events::{self as event_view, ProcessFilter},
         findings,
         summary::{render, Summary, VmstatCheck, Workload},
     },
-    vmstat,
 };
 use anyhow::{Context as _, Result};
 use clap::Args;
@@ -244,7 +244,7 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
         rq_records: args.events || args.record.is_some(),
     };
     if let Some(path) = &args.record {
-        crate::report_file::check_writable("--record", path)?;
+        crate::cmd::report_file::check_writable("--record", path)?;
     }
     let metrics = start_metrics(&args.metrics)?;
     let mut source = open_source(

@@ -5,10 +5,10 @@
 use super::run::{open_source, parse_ringbuf_mib, parse_secs, pipeline_for, ReplayArgs};
 use crate::{
     exit::Exit,
-    pipeline::Pipeline,
-    plan::Preference,
-    session::SessionOptions,
-    source::{Batch, Source, Speed},
+    stream::pipeline::Pipeline,
+    trace::plan::Preference,
+    trace::session::SessionOptions,
+    trace::source::{Batch, Source, Speed},
     views::top::{App, Data, Header},
 };
 use anyhow::{Context as _, Result};
@@ -46,8 +46,8 @@ pub struct TopArgs {
     #[arg(long, value_name = "MIB", default_value_t = 4, value_parser = parse_ringbuf_mib, allow_hyphen_values = true)]
     pub ringbuf_mib: u32,
     /// Which acquires and releases carry a kernel stack (as for `run`).
-    #[arg(long, value_enum, default_value_t = crate::session::Stacks::Sampled)]
-    pub stacks: crate::session::Stacks,
+    #[arg(long, value_enum, default_value_t = crate::trace::session::Stacks::Sampled)]
+    pub stacks: crate::trace::session::Stacks,
 }
 
 fn parse_interval(s: &str) -> Result<f64, String> {

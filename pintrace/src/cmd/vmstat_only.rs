@@ -6,8 +6,8 @@
 use super::run::RunArgs;
 use crate::exit::Exit;
 use crate::{
+    kernel::vmstat,
     views::summary::{VmstatCheck, Workload},
-    vmstat,
 };
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
@@ -135,7 +135,7 @@ async fn wait(args: &RunArgs) -> Result<Option<Workload>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vmstat::PinCounters;
+    use crate::kernel::vmstat::PinCounters;
 
     fn report(acq: u64, rel: u64) -> VmstatOnly {
         let before = PinCounters {

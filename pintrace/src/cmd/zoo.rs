@@ -6,7 +6,7 @@
 //! The scenarios mirror `xtask/pinzoo/pinzoo.h`.
 
 use crate::exit::Exit;
-use crate::vmstat;
+use crate::kernel::vmstat;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use pintrace_engine::{Arena, BufferKind};

@@ -4,7 +4,7 @@
 //! outlive it or leave it the wrong way.
 
 use super::{take, Finding, FindingKind, Holder, Kind, Ledger};
-use crate::events::{Bio, BioPhase};
+use crate::stream::events::{Bio, BioPhase};
 use serde::Serialize;
 use smallvec::SmallVec;
 

@@ -1,7 +1,7 @@
 //! Findings: what a leak or a mismatched release is, and how each is told.
 
 use super::{bio::BioBooks, BioInfo, Holder, GUP_PIN_COUNTING_BIAS};
-use crate::events::{Comm, Release};
+use crate::stream::events::{Comm, Release};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 

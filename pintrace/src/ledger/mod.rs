@@ -60,8 +60,8 @@ use table::{FolioTable, Found};
 pub use tally::{BioCounts, Completions, Counts, Kind, ProcessTally, Releases, StackCounts, Tally};
 
 use crate::{
-    events::{Acquire, Comm, Event, Folios, Release},
-    flags::FollFlags,
+    kernel::flags::FollFlags,
+    stream::events::{Acquire, Comm, Event, Folios, Release},
 };
 use rustc_hash::FxHashMap;
 use serde::Serialize;

@@ -2,8 +2,8 @@
 //! block completions. Totals only; the per-folio books are in [`super::Ledger`].
 
 use crate::{
-    events::{Acquire, BioPhase, Comm, Event},
-    flags::FollFlags,
+    kernel::flags::FollFlags,
+    stream::events::{Acquire, BioPhase, Comm, Event},
 };
 use pintrace_common::Site;
 use rustc_hash::FxHashMap;
@@ -269,7 +269,7 @@ fn add(map: &mut BTreeMap<Kind, u64>, kind: Kind, n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::RqComplete;
+    use crate::stream::events::RqComplete;
 
     fn acquire(site: Site, tgid: u32, ret: i64, flags: u32) -> Event {
         Event::Acquire(Acquire {

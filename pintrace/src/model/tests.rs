@@ -3,7 +3,7 @@
 use super::*;
 use crate::{
     ledger::{FindingKind, LedgerConfig},
-    pipeline::Pipeline,
+    stream::pipeline::Pipeline,
     synth::{demo, folio, Stream, MS},
 };
 

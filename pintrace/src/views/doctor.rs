@@ -1,8 +1,8 @@
 //! `pintrace doctor`: what this kernel offers and the plan pintrace would use.
 
 use crate::{
-    caps::{Availability, Caps},
-    plan::Plan,
+    kernel::caps::{Availability, Caps},
+    trace::plan::Plan,
 };
 use serde::Serialize;
 use std::fmt::Write as _;

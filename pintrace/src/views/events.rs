@@ -1,7 +1,7 @@
 //! `run --events`: every decoded event as one JSON object per line, with a
 //! `type` field, and the process filter `--pid` / `--comm` share.
 
-use crate::events::{Comm, Event};
+use crate::stream::events::{Comm, Event};
 use rustc_hash::FxHashSet;
 use serde_json::{json, Value};
 
@@ -117,7 +117,8 @@ impl ProcessFilter {
                 !self.is_active()
                     || (matches!(
                         b.phase,
-                        crate::events::BioPhase::FillBegin | crate::events::BioPhase::FillEnd
+                        crate::stream::events::BioPhase::FillBegin
+                            | crate::stream::events::BioPhase::FillEnd
                     ) && self.matches(b.tgid, None))
             }
             Event::RqComplete(_) => !self.is_active(),
@@ -128,7 +129,7 @@ impl ProcessFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Acquire, Release};
+    use crate::stream::events::{Acquire, Release};
     use pintrace_common::Site;
 
     fn comm(s: &str) -> Comm {

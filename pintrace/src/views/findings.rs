@@ -72,7 +72,7 @@ pub fn render(r: &Report<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{events::Comm, ledger::Finding};
+    use crate::{ledger::Finding, stream::events::Comm};
 
     #[test]
     fn renders_kind_folio_owner_and_stack() {

@@ -109,8 +109,8 @@ mod tests {
             results::{FindingOut, ScenarioResult},
             Dir, Drive, Scenario, TargetKind,
         },
-        events::Comm,
         ledger::{Finding, FindingKind},
+        stream::events::Comm,
     };
     use pintrace_engine::BufferKind;
 

@@ -1,9 +1,9 @@
 //! The end-of-run summary: its model (serialized as the JSON summary) and, in `text`, its text.
 
 use crate::{
+    kernel::vmstat::PinCounters,
     ledger::{BioCounts, Completions, Counts, Kind, ProcessTally, Releases, StackCounts, Tally},
     model::LifetimeSummary,
-    vmstat::PinCounters,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -131,7 +131,7 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flags::FollFlags;
+    use crate::kernel::flags::FollFlags;
 
     #[test]
     fn lossy_runs_say_so() {
@@ -155,9 +155,9 @@ mod tests {
 
     #[test]
     fn sampled_out_stacks_are_counted() {
-        use crate::{events::Event, synth};
+        use crate::{stream::events::Event, synth};
         let mut t = Tally::new(FollFlags::FROM_6_3);
-        let acquire = |stack_id| crate::events::Acquire {
+        let acquire = |stack_id| crate::stream::events::Acquire {
             site: pintrace_common::Site::PinUserPagesFast,
             ts_ns: 1,
             tgid: 9,

@@ -202,11 +202,11 @@ fn zoo_scenarios_match_the_kernels_view() {
     );
 
     // A slow but correct release, by a kernel worker.
-    let before = pintrace::vmstat::read().unwrap();
+    let before = pintrace::kernel::vmstat::read().unwrap();
     let d = zoo(&["run", "delayed", "--pages", &p, "--delay-ms", "300"]);
     assert_eq!(num(&d, "vmstat_released"), 0);
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    let delta = before.delta_to(&pintrace::vmstat::read().unwrap());
+    let delta = before.delta_to(&pintrace::kernel::vmstat::read().unwrap());
     assert_eq!(
         (delta.acquired, delta.released),
         (PAGES as u64, PAGES as u64)

@@ -1,7 +1,7 @@
 //! The ledger on synthetic event streams.
 
 use super::*;
-use crate::events::{Acquire, Bio, BioPhase, Comm, Event, Folios, Release};
+use crate::stream::events::{Acquire, Bio, BioPhase, Comm, Event, Folios, Release};
 use pintrace_common::{Site, FOLIOS_PER_RECORD};
 
 mod bio;

@@ -3,7 +3,7 @@
 use super::{caller, App, Data, Focus, Header, SortKey};
 use crate::{
     ledger::{Ledger, LedgerConfig},
-    pipeline::Pipeline,
+    stream::pipeline::Pipeline,
     synth::{demo, folio, Stream, MS},
 };
 use ratatui::{

@@ -25,7 +25,7 @@
 //! after a crash it reads up to its last complete entry; the reader says
 //! where the damage starts (file and offset).
 
-use crate::flags::FollFlags;
+use crate::kernel::flags::FollFlags;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::{
     collections::BTreeMap,

@@ -7,9 +7,9 @@
 //! replayed capture draws the same charts as the live run it came from.
 
 use crate::{
-    events::{Comm, Event},
-    flags::FollFlags,
+    kernel::flags::FollFlags,
     ledger::{Finding, Kind, Ledger},
+    stream::events::{Comm, Event},
 };
 use hdrhistogram::Histogram;
 use rustc_hash::FxHashMap as HashMap;

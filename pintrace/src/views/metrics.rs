@@ -338,7 +338,7 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{flags::FollFlags, ledger::Tally};
+    use crate::{kernel::flags::FollFlags, ledger::Tally};
     use std::collections::BTreeMap;
 
     #[test]

@@ -4,11 +4,11 @@
 //! the ledger's clock is the kernel's (recorded, on replay).
 
 use crate::{
-    flags::FollFlags,
+    kernel::flags::FollFlags,
     ledger::Finding,
-    pipeline::Pipeline,
-    record::{Entry, Header, RecordError, Recorder, Recording},
-    session::{monotonic_ns, Session},
+    stream::pipeline::Pipeline,
+    trace::record::{Entry, Header, RecordError, Recorder, Recording},
+    trace::session::{monotonic_ns, Session},
 };
 use anyhow::{Context as _, Result};
 use std::{
@@ -479,8 +479,8 @@ mod tests {
     use super::*;
     use crate::{
         ledger::{FindingKind, Ledger, LedgerConfig},
-        record::Recorder,
         synth::{demo, MS},
+        trace::record::Recorder,
     };
 
     fn recording(dir: &Path) -> std::path::PathBuf {

@@ -3,7 +3,7 @@
 //! that can only be learnt by trying (whether fentry/fexit programs load) is
 //! filled in by the probes module and handed back as [`Availability`].
 
-use crate::layout::StructOffsets;
+use crate::kernel::layout::StructOffsets;
 use serde::Serialize;
 use std::{
     collections::HashMap,
@@ -157,7 +157,7 @@ impl Caps {
     /// `__gup_longterm_unlocked`, are taken to nest: leaving the site off
     /// loses its direct callers, watching it there would count pages twice.
     pub fn unlocked_nests(&self) -> bool {
-        let old = crate::flags::parse_version(&self.release).is_none_or(|v| v < (6, 3));
+        let old = crate::kernel::flags::parse_version(&self.release).is_none_or(|v| v < (6, 3));
         old || self
             .symbol("__gup_longterm_unlocked")
             .is_some_and(|s| s.present)

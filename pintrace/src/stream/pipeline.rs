@@ -4,9 +4,9 @@
 //! synthetic stream.
 
 use crate::{
-    events::{decode_each, Event},
     ledger::{Finding, Ledger},
     model::Model,
+    stream::events::{decode_each, Event},
 };
 
 pub struct Pipeline {

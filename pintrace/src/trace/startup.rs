@@ -3,10 +3,10 @@
 //! `doctor` shows what it learnt, a session attaches from it.
 
 use crate::{
-    caps::{self, Availability, Caps},
-    flags::FollFlags,
-    plan::{NoPlan, Plan, Preference},
-    probes::{LoadOptions, Probes},
+    kernel::caps::{self, Availability, Caps},
+    kernel::flags::FollFlags,
+    trace::plan::{NoPlan, Plan, Preference},
+    trace::probes::{LoadOptions, Probes},
 };
 use anyhow::Result;
 

@@ -3,12 +3,12 @@
 //! each hold one; none of them touches aya directly.
 
 use crate::{
-    caps::{self, Caps},
-    flags::FollFlags,
-    plan::{Plan, Preference},
-    probes::{EventSource, Probes},
-    startup::{ProbeSettings, Startup},
-    symbols::KernelSymbolizer,
+    kernel::caps::{self, Caps},
+    kernel::flags::FollFlags,
+    kernel::symbols::KernelSymbolizer,
+    trace::plan::{Plan, Preference},
+    trace::probes::{EventSource, Probes},
+    trace::startup::{ProbeSettings, Startup},
 };
 use anyhow::{bail, Context as _, Result};
 use std::collections::BTreeMap;

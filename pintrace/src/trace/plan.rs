@@ -1,7 +1,7 @@
 //! The attach plan: from the kernel's capabilities, which probe goes where and
 //! by which method. Pure: built from [`Caps`], executed by the probes module.
 
-use crate::caps::{Availability, Caps, RqCompleteLayout};
+use crate::kernel::caps::{Availability, Caps, RqCompleteLayout};
 use pintrace_common::Site;
 use serde::Serialize;
 use std::fmt;
@@ -264,7 +264,7 @@ pub fn site_name(site: Site) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caps::symbol_table;
+    use crate::kernel::caps::symbol_table;
 
     fn caps(kprobes: bool, fentry: bool) -> Caps {
         let kallsyms = "ffffffff815f3b40 T get_user_pages_fast\n\
@@ -297,8 +297,8 @@ mod tests {
             tracefs: None,
             rq_complete: None,
             vmstat_pin_counters: true,
-            layout: crate::layout::StructOffsets {
-                bio: Some(crate::layout::BioOffsets {
+            layout: crate::kernel::layout::StructOffsets {
+                bio: Some(crate::kernel::layout::BioOffsets {
                     bdev: 8,
                     opf: 16,
                     flags: 20,

@@ -3,9 +3,9 @@
 //! (through [`EventSource`]) and plain counters.
 
 use crate::{
-    caps::{Availability, RqCompleteLayout},
-    layout::StructOffsets,
-    plan::{Method, Plan},
+    kernel::caps::{Availability, RqCompleteLayout},
+    kernel::layout::StructOffsets,
+    trace::plan::{Method, Plan},
 };
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
@@ -43,7 +43,7 @@ pub struct LoadOptions {
     /// (0: the kernel wakes it for the first record it has not caught up
     /// with). The reader must then also drain on a timer.
     pub wakeup_bytes: u32,
-    /// `STACK_INTERVAL_NS` (see [`crate::session::Stacks`]).
+    /// `STACK_INTERVAL_NS` (see [`crate::trace::session::Stacks`]).
     pub stack_interval_ns: u64,
     /// This kernel's FOLL_PIN (set by start-up): an unpin that the folio's
     /// refcount shows cannot be right takes its stack even when sampling.
@@ -89,7 +89,7 @@ impl Probes {
         let so = &opts.struct_offsets;
         // Without BTF the bio probes stay off (the plan says so); their
         // globals keep the object's defaults.
-        let bio = so.bio.unwrap_or(crate::layout::BioOffsets {
+        let bio = so.bio.unwrap_or(crate::kernel::layout::BioOffsets {
             bdev: 8,
             opf: 16,
             flags: 20,
