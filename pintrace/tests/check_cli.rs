@@ -13,9 +13,28 @@ fn list_shows_the_matrix_and_the_quick_set() {
     let out = pintrace().args(["check", "--list"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text.lines().count(), 100, "{text}");
-    assert!(text.lines().any(|l| l == "btrfs/io_uring-fixed/anon/write"));
-    assert!(text.lines().any(|l| l == "nfs/aio/anon/read"));
+    assert_eq!(text.lines().count(), 165, "{text}");
+    for name in [
+        "btrfs/io_uring-fixed/anon/write",
+        "nfs/aio/anon/read",
+        "scsi-debug/sg-subpage/anon/write",
+        "nvme/uring-cmd-fixed/anon/read",
+        "udf/aio/anon/write",
+        "block/io_uring-fixed/anon/read/register-last",
+        "regress/subpage-merge-sg",
+    ] {
+        assert!(text.lines().any(|l| l == name), "{name} not listed");
+    }
+    // A family by its name.
+    let out = pintrace()
+        .args(["check", "--list", "--scenarios", "legacy"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 16, "{text}");
+    assert!(text
+        .lines()
+        .all(|l| l.starts_with("vfat/") || l.starts_with("udf/")));
     let out = pintrace()
         .args(["check", "--list", "--quick", "--scenarios", "*/aio/*"])
         .output()
@@ -24,9 +43,9 @@ fn list_shows_the_matrix_and_the_quick_set() {
     assert_eq!(
         text.lines().collect::<Vec<_>>(),
         [
+            "ext4/aio/anon/read",
             "block/aio/hugetlb/read",
             "block/aio/fork-shared/write",
-            "ext4/aio/anon/read"
         ]
     );
 }
@@ -102,4 +121,28 @@ fn which_setpriv() -> Result<std::path::PathBuf, ()> {
         .map(std::path::PathBuf::from)
         .find(|p| p.is_file())
         .ok_or(())
+}
+
+#[test]
+fn a_scratch_device_that_is_not_a_whole_disk_is_refused() {
+    let out = pintrace()
+        .args(["check", "--scratch-device", "/dev/null"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--scratch-device /dev/null: not a block device"),
+        "{stderr}"
+    );
+    let out = pintrace()
+        .args(["check", "--scratch-device", "/nonexistent-disk"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--scratch-device /nonexistent-disk"),
+        "{stderr}"
+    );
 }
