@@ -263,6 +263,9 @@ pub struct Observed {
     pub added_pins: u64,
     /// Pages taken, by acquiring call.
     pub sites: BTreeMap<&'static str, u64>,
+    /// `__bio_release_pages` calls in the scenario's window (system-wide:
+    /// the scenario is the only Direct I/O then).
+    pub bio_releases: u64,
 }
 
 impl Observed {

@@ -460,6 +460,7 @@ async fn run_scenario(
     let lost0 = t.lost();
     let dec0 = t.pipeline.decode_errors;
     let unknown0 = t.pipeline.ledger.unknown_releases;
+    let bios0 = t.pipeline.ledger.tally.bios;
     let vm0 = vmstat::read();
     let args = s.engine_args(&ready.path, ready.is_block, scratch);
     let child = tokio::process::Command::new("/proc/self/exe")
@@ -604,6 +605,7 @@ async fn run_scenario(
         decode_errors,
         vmstat: vm0.zip(vm1).map(|(a, b)| a.delta_to(&b)),
         unknown_releases: ledger.unknown_releases - unknown0,
+        bio_releases: ledger.tally.bios.released - bios0.released,
         futex_pages,
         exec_pages,
         added_pins: process
