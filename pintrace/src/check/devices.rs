@@ -184,10 +184,14 @@ impl DmDevice {
         let Some(dmsetup) = find_tool("dmsetup") else {
             return Ok(Err("dmsetup is not installed (package dmsetup)".into()));
         };
-        if !Path::new("/dev/mapper/control").exists() {
-            if let Some(modprobe) = find_tool("modprobe") {
-                let _ = Command::new(modprobe).args(["-q", "dm-mod"]).status();
-            }
+        // The targets are modules on most kernels.
+        if let Some(modprobe) = find_tool("modprobe") {
+            let m = if fault == Fault::DmFlakey {
+                "dm-flakey"
+            } else {
+                "dm-mod"
+            };
+            let _ = Command::new(modprobe).args(["-q", m]).status();
         }
         if !Path::new("/dev/mapper/control").exists() {
             return Ok(Err(
@@ -196,16 +200,12 @@ impl DmDevice {
                     .into(),
             ));
         }
-        if fault == Fault::DmFlakey {
-            if let Some(modprobe) = find_tool("modprobe") {
-                let _ = Command::new(modprobe).args(["-q", "dm-flakey"]).status();
-            }
-        }
         let name = format!("pintrace-{}-{}", fault.name(), std::process::id());
         let sectors = device_sectors(lower)?;
         let table = dm_table(fault, lower, sectors).expect("a device-mapper fault");
         let out = Command::new(&dmsetup)
-            .args(["create", &name, "--table", &table])
+            // No udev may run (a guest): do not wait for it, make the node.
+            .args(["create", "--noudevsync", &name, "--table", &table])
             .output()
             .with_context(|| format!("running {}", dmsetup.display()))?;
         if !out.status.success() {
@@ -217,10 +217,15 @@ impl DmDevice {
             }
             bail!("dmsetup create {name} --table '{table}': {err}");
         }
-        let _ = Command::new(&dmsetup).args(["mknodes", &name]).status();
+        let _ = Command::new(&dmsetup)
+            .args(["mknodes", &name])
+            .stdout(std::process::Stdio::null())
+            .status();
         let path = PathBuf::from("/dev/mapper").join(&name);
         if !path.exists() {
-            let _ = Command::new(&dmsetup).args(["remove", &name]).status();
+            let _ = Command::new(&dmsetup)
+                .args(["remove", "--noudevsync", &name])
+                .status();
             bail!(
                 "dmsetup created {name} but {} did not appear",
                 path.display()
@@ -237,7 +242,7 @@ impl DmDevice {
 impl Drop for DmDevice {
     fn drop(&mut self) {
         let ok = Command::new(&self.dmsetup)
-            .args(["remove", "--retry", &self.name])
+            .args(["remove", "--noudevsync", "--retry", &self.name])
             .status()
             .is_ok_and(|s| s.success());
         if !ok {

@@ -226,9 +226,9 @@ pub static REGRESSIONS: [Regression; 6] = [
     },
     Regression {
         name: "uring-fixed-hugepage-unaligned",
-        bug: "registered buffers coalesced over huge pages (a8edbb424b13, io_uring/rsrc: enable \
-              multi-hugepage buffer coalescing) unpinned the head page for a pinned tail page \
-              (fixed by io_uring/rsrc: fix folio unpinning)",
+        bug: "a registered buffer coalesced over huge pages (a8edbb424b13, io_uring/rsrc: \
+              enable multi-hugepage buffer coalescing) at an unaligned address unpinned the head \
+              page for a pinned tail page (fixed by 5afb4bf9fc62)",
         reaches: "io_sqe_buffer_register pinning a hugetlb buffer that starts 512 bytes into \
                   the folio, FOLL_LONGTERM; the unregister releases every pin",
         engine_args: &["--buffer-offset", "512"],

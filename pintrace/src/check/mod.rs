@@ -157,8 +157,7 @@ mod tests {
             let has_commit = r
                 .bug
                 .split(|c: char| !c.is_ascii_hexdigit())
-                .any(|w| w.len() >= 12 && w.chars().any(|c| c.is_ascii_digit()))
-                || r.bug.contains("fix folio unpinning");
+                .any(|w| w.len() >= 12 && w.chars().any(|c| c.is_ascii_digit()));
             assert!(has_commit, "{}: no commit in {:?}", r.name, r.bug);
         }
     }

@@ -97,8 +97,9 @@ impl Loopback {
                     .context("mounting the nfsd control file system on /proc/fs/nfsd")?,
             );
         }
-        // exportfs and mountd keep their state here.
-        fs::create_dir_all("/var/lib/nfs").context("creating /var/lib/nfs")?;
+        // exportfs and mountd keep their state here; with v4recovery
+        // present nfsd tracks its clients itself (no nfsdcld upcall).
+        fs::create_dir_all("/var/lib/nfs/v4recovery").context("creating /var/lib/nfs")?;
         for f in ["etab", "rmtab"] {
             let p = Path::new("/var/lib/nfs").join(f);
             if !p.exists() {
@@ -116,8 +117,9 @@ impl Loopback {
             started_nfsd: None,
         };
         if nfsd_threads() == 0 {
-            // mountd answers the kernel's export upcalls; NFSv4 only, so
-            // neither needs rpcbind.
+            // mountd answers the kernel's export upcalls; with NFSv3 off the
+            // kernel registers nothing with rpcbind, so none is needed (6.12's
+            // nfsd has no NFSv2 to turn off: `-N 2` is not given to it).
             let child = Command::new(&mountd)
                 .args(["-F", "-N", "2", "-N", "3"])
                 .stdin(Stdio::null())
@@ -126,8 +128,18 @@ impl Loopback {
                 .spawn()
                 .with_context(|| format!("starting {}", mountd.display()))?;
             lb.mountd = Some(child);
-            run(&nfsd, &["-N", "2", "-N", "3", "-V", "4.2", "2"])?;
+            // The port given: without it rpc.nfsd resolves the `nfs`
+            // service, and a system may have no /etc/services. The grace
+            // period is as short as nfsd takes, then ended at once: there
+            // is no client to reclaim anything.
+            run(
+                &nfsd,
+                &[
+                    "-p", "2049", "-N", "3", "-V", "4.2", "-G", "10", "-L", "10", "4",
+                ],
+            )?;
             lb.started_nfsd = Some(nfsd);
+            let _ = fs::write("/proc/fs/nfsd/v4_end_grace", "Y");
         }
         // nfsd takes a moment to listen; the first mount may be refused.
         let started = Instant::now();

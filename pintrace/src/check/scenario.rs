@@ -183,7 +183,8 @@ pub enum Fault {
     /// Every I/O past the end of the device.
     PastEnd,
     /// io_uring buffer registration whose last iovec is unmapped: it fails
-    /// after the earlier pages were pinned.
+    /// after the earlier pages were pinned (the path of e1c75831f682, pins
+    /// leaked when `io_sqe_buffer_register` failed).
     RegisterLast,
     /// The device is a dm-error target: every bio completes with EIO.
     DmError,

@@ -239,7 +239,12 @@ fn mkfs(
         TargetKind::Vfat => ("vfat", "mkfs.vfat", &[], ""),
         // 512-byte blocks, as the loop device's: udf's Direct I/O needs the
         // buffers aligned to its block size.
-        TargetKind::Udf => ("udf", "mkudffs", &["--blocksize=512"], ""),
+        TargetKind::Udf => (
+            "udf",
+            "mkudffs",
+            &["--media-type=hd", "--blocksize=512"],
+            "",
+        ),
         _ => ("btrfs", "mkfs.btrfs", &["-q", "-f"], "nodatasum"),
     }
 }
