@@ -70,6 +70,9 @@ pub struct Spec<'a> {
     /// processes' kernel stacks and the blocked tasks (before the host's
     /// timeout kills the guest).
     pub watchdog_secs: Option<u64>,
+    /// Shell run after the modules are loaded and before the BOOTED
+    /// marker (the scratch disks' discovery, `devices.rs`).
+    pub before_payload: String,
 }
 
 /// Build the archive bytes.
@@ -93,7 +96,7 @@ pub fn build(spec: &Spec) -> Result<Vec<u8>> {
     a.file(
         "/init",
         0o755,
-        init_script(spec.payload, spec.watchdog_secs).as_bytes(),
+        init_script(spec.payload, spec.watchdog_secs, &spec.before_payload).as_bytes(),
     );
     a.file("/bin/pintrace-vm-export", 0o755, EXPORT_SCRIPT.as_bytes());
     a.file("/etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n");
@@ -201,12 +204,13 @@ pub fn parse_ldd(text: &str) -> Vec<LddEntry> {
 }
 
 /// `/init`: a busybox shell script.
-pub fn init_script(payload: &Payload, watchdog_secs: Option<u64>) -> String {
+pub fn init_script(payload: &Payload, watchdog_secs: Option<u64>, before: &str) -> String {
     let watchdog = watchdog_secs
         .map(|s| WATCHDOG_TEMPLATE.replace("@SECS@", &s.to_string()))
         .unwrap_or_default();
     INIT_TEMPLATE
         .replace("@WATCHDOG@\n", &watchdog)
+        .replace("@BEFORE@\n", before)
         .replace("@MODULE_DIR@", MODULE_DIR)
         .replace("@OUT_DIR@", GUEST_OUT_DIR)
         .replace("@EXPORT_TTY@", EXPORT_TTY)
@@ -230,7 +234,12 @@ while read -r m; do
     [ -n "$m" ] || continue
     insmod "@MODULE_DIR@/$m.ko" || warn "insmod $m failed"
 done < "@MODULE_DIR@/load-order"
+# NFS over loopback (and anything else on 127.0.0.1) needs lo up; the
+# kernel gives it 127.0.0.1 when it comes up.
+ip link set lo up || warn "ip link set lo up failed"
 export PINTRACE_VM=1 PINTRACE_VM_OUT=@OUT_DIR@ PINTRACE_VM_EXPORT_TTY=@EXPORT_TTY@
+export PINTRACE_MODULE_DIR=@MODULE_DIR@
+@BEFORE@
 [ -c "$PINTRACE_VM_EXPORT_TTY" ] && stty -F "$PINTRACE_VM_EXPORT_TTY" raw -echo 2>/dev/null
 mkdir -p "$PINTRACE_VM_OUT"
 echo "PINTRACE-VM: BOOTED $(uname -r)"
@@ -306,7 +315,7 @@ mod tests {
             p.shell_line(),
             r#"PINTRACE_BIN='/bin/pintrace' '/bin/t' '--ignored' 'it'\''s'"#
         );
-        let init = init_script(&p, Some(5));
+        let init = init_script(&p, Some(5), "");
         assert!(init.contains("sleep 5"));
         assert!(init.contains(&p.shell_line()));
         assert!(!init.contains('@'), "unreplaced placeholder");
@@ -318,8 +327,8 @@ mod tests {
             return;
         };
         for script in [
-            init_script(&Payload::new(["true"]), Some(9)),
-            init_script(&Payload::new(["true"]), None),
+            init_script(&Payload::new(["true"]), Some(9), ""),
+            init_script(&Payload::new(["true"]), None, "echo x\n"),
             EXPORT_SCRIPT.to_string(),
         ] {
             let ok = Command::new(&bb)

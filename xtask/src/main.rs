@@ -5,6 +5,7 @@ mod check_kernel;
 mod console;
 mod cpio;
 mod debian;
+mod devices;
 mod flake;
 mod initramfs;
 mod modules;

@@ -77,6 +77,12 @@ impl ModuleIndex {
         Ok(index)
     }
 
+    /// Whether the tree has module `name` as a file or built in.
+    pub fn has(&self, name: &str) -> bool {
+        let n = normalize(name);
+        self.files.contains_key(&n) || self.builtin.contains(&n)
+    }
+
     pub fn len(&self) -> usize {
         self.files.len()
     }

@@ -3,6 +3,7 @@
 
 use crate::console::{self, Verdict};
 use crate::debian::Kernel;
+use crate::devices::{self, Devices, ScratchImages};
 use crate::initramfs::{self, GuestFile, Payload};
 use crate::util::{self, display, Workspace};
 use anyhow::{anyhow, Context as _, Result};
@@ -101,6 +102,14 @@ pub struct BootOpts {
     /// emulator hazard, named in the verdict); any other oops fails at once.
     #[arg(long, default_value_t = DEFAULT_RETRIES, value_name = "N")]
     pub retries: u32,
+    /// Boot without the harness's scratch disks (an NVMe namespace and a
+    /// SCSI disk on virtio-scsi, 256 MiB sparse images made for the run).
+    #[arg(long)]
+    pub no_scratch_disks: bool,
+    /// Put an emulated Intel IOMMU in front of the PCI devices (q35
+    /// machine, `intel_iommu=on`); costs boot time under TCG (docs/ci.md).
+    #[arg(long)]
+    pub iommu: bool,
 }
 
 impl Default for BootOpts {
@@ -109,6 +118,8 @@ impl Default for BootOpts {
             accel: Accel::Auto,
             tcg_thread: None,
             retries: DEFAULT_RETRIES,
+            no_scratch_disks: false,
+            iommu: false,
         }
     }
 }
@@ -120,6 +131,10 @@ impl BootOpts {
             req.tcg_thread = t;
         }
         req.retries = self.retries;
+        req.devices = Devices {
+            scratch: !self.no_scratch_disks,
+            iommu: self.iommu,
+        };
     }
 }
 
@@ -150,6 +165,8 @@ pub struct BootRequest {
     pub retries: u32,
     /// Copy the console to stdout while it runs.
     pub echo: bool,
+    /// The harness's scratch disks and the IOMMU (`devices.rs`).
+    pub devices: Devices,
     /// Appended to the QEMU command line (disks, devices).
     pub qemu_args: Vec<String>,
     /// Strip debug info from the binaries (keeps symbols, so backtraces
@@ -172,6 +189,7 @@ impl BootRequest {
             tcg_thread: TcgThread::default(),
             retries: DEFAULT_RETRIES,
             echo: true,
+            devices: Devices::default(),
             qemu_args: Vec::new(),
             strip: true,
         }
@@ -305,7 +323,21 @@ fn launch(
     let mut notes = Vec::new();
     let modules = match req.kernel.module_index()? {
         Some(index) => {
-            let plan = index.plan(&req.modules)?;
+            let mut wanted = req.modules.clone();
+            if req.devices.scratch {
+                // A custom kernel may lack them: its disks are then not found.
+                let (have, lack): (Vec<&str>, Vec<&str>) =
+                    devices::MODULES.iter().partition(|m| index.has(m));
+                wanted.extend(have.iter().map(|m| m.to_string()));
+                if !lack.is_empty() {
+                    notes.push(format!(
+                        "no module {} for the scratch disks in {}",
+                        lack.join(", "),
+                        index.dir.display()
+                    ));
+                }
+            }
+            let plan = index.plan(&wanted)?;
             if !plan.builtin.is_empty() {
                 notes.push(format!(
                     "built into the kernel: {}",
@@ -343,17 +375,33 @@ fn launch(
         modules: &modules,
         payload: &req.payload,
         watchdog_secs: watchdog(req.timeout),
+        before_payload: if req.devices.scratch {
+            devices::guest_script()
+        } else {
+            String::new()
+        },
     })?;
     let initrd = run_dir.join("initramfs.cpio");
     std::fs::write(&initrd, &cpio).with_context(|| format!("writing {}", initrd.display()))?;
     let export_file = run_dir.join("export.txt");
+    let scratch = if req.devices.scratch {
+        Some(ScratchImages::create(&run_dir)?)
+    } else {
+        None
+    };
+    let append = if req.devices.iommu {
+        format!("{APPEND} {}", devices::IOMMU_APPEND)
+    } else {
+        APPEND.to_string()
+    };
 
     let mut cmd = Command::new(qemu);
     cmd.arg("-kernel")
         .arg(&req.kernel.image)
         .arg("-initrd")
         .arg(&initrd)
-        .args(["-append", APPEND])
+        .arg("-append")
+        .arg(&append)
         .args([
             "-m",
             &req.memory_mib.to_string(),
@@ -376,6 +424,7 @@ fn launch(
             "-cpu",
             if accel == "kvm" { "host" } else { "max" },
         ])
+        .args(devices::qemu_args(req.devices, scratch.as_ref()))
         .args(&req.qemu_args);
     let module_names: Vec<&str> = modules.iter().map(|(n, _)| n.as_str()).collect();
     if req.echo {
@@ -653,6 +702,10 @@ fn choose_accel(ws: &Workspace, req: &BootRequest, qemu: &Path) -> Result<&'stat
     probe.memory_mib = 512;
     probe.smp = 1;
     probe.retries = 0;
+    probe.devices = Devices {
+        scratch: false,
+        iommu: false,
+    };
     let (works, why) = match launch(ws, &probe, qemu, "kvm", TcgThread::Multi) {
         Ok(o) if o.release.is_some() => (
             true,
