@@ -63,8 +63,12 @@ pub struct Spec<'a> {
     /// `/bin/<name>` ← host file, each with its shared libraries.
     pub binaries: &'a [(String, PathBuf)],
     pub files: &'a [GuestFile],
-    /// insmod order: (name, host file, possibly compressed).
+    /// Modules to carry: (name, host file, possibly compressed).
     pub modules: &'a [(String, PathBuf)],
+    /// The names of `modules` to insmod at boot, in this order.
+    pub load: &'a [String],
+    /// `modules.dep` for busybox's modprobe (`LoadPlan::modules_dep`).
+    pub modules_dep: &'a str,
     pub payload: &'a Payload,
     /// If the payload still runs after this many seconds, print the
     /// processes' kernel stacks and the blocked tasks (before the host's
@@ -88,6 +92,16 @@ pub fn build(spec: &Spec) -> Result<Vec<u8>> {
         "/usr/bin",
         "/usr/sbin",
         "/etc",
+        "/lib/modules",
+        "/mnt",
+        "/srv",
+        // What rpc.nfsd, rpc.mountd and exportfs need (docs/kernel.md,
+        // "NFSv4.2 over loopback"); v4recovery makes nfsd track clients
+        // in a folder instead of asking nfsdcld, which the guest lacks.
+        "/var",
+        "/var/lib",
+        "/var/lib/nfs",
+        "/var/lib/nfs/v4recovery",
     ] {
         a.dir(d);
     }
@@ -116,14 +130,21 @@ pub fn build(spec: &Spec) -> Result<Vec<u8>> {
     for f in spec.files {
         a.file(&f.path, f.mode, &f.data);
     }
-    let mut order = String::new();
+    // Empty unless a file above gave them (the first file at a path wins).
+    for f in ["/var/lib/nfs/etab", "/var/lib/nfs/rmtab", "/etc/exports"] {
+        a.file(f, 0o644, b"");
+    }
     for (name, file) in spec.modules {
         let data = read_module(file)?;
         a.file(&format!("{MODULE_DIR}/{name}.ko"), 0o644, &data);
-        order += name;
-        order.push('\n');
     }
+    let order: String = spec.load.iter().map(|n| format!("{n}\n")).collect();
     a.file(&format!("{MODULE_DIR}/load-order"), 0o644, order.as_bytes());
+    a.file(
+        &format!("{MODULE_DIR}/modules.dep"),
+        0o644,
+        spec.modules_dep.as_bytes(),
+    );
     Ok(a.finish())
 }
 
@@ -230,10 +251,13 @@ mnt tracefs tracefs /sys/kernel/tracing
 mnt debugfs debugfs /sys/kernel/debug
 mnt bpf bpf /sys/fs/bpf
 mnt tmpfs tmpfs /tmp
+# busybox's modprobe looks in /lib/modules/<release>.
+ln -s @MODULE_DIR@ "/lib/modules/$(uname -r)"
 while read -r m; do
     [ -n "$m" ] || continue
     insmod "@MODULE_DIR@/$m.ko" || warn "insmod $m failed"
 done < "@MODULE_DIR@/load-order"
+[ -d /proc/fs/nfsd ] && mnt nfsd nfsd /proc/fs/nfsd
 # NFS over loopback (and anything else on 127.0.0.1) needs lo up; the
 # kernel gives it 127.0.0.1 when it comes up.
 ip link set lo up || warn "ip link set lo up failed"
