@@ -257,7 +257,6 @@ while read -r m; do
     [ -n "$m" ] || continue
     insmod "@MODULE_DIR@/$m.ko" || warn "insmod $m failed"
 done < "@MODULE_DIR@/load-order"
-[ -d /proc/fs/nfsd ] && mnt nfsd nfsd /proc/fs/nfsd
 # NFS over loopback (and anything else on 127.0.0.1) needs lo up; the
 # kernel gives it 127.0.0.1 when it comes up.
 ip link set lo up || warn "ip link set lo up failed"

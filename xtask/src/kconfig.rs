@@ -41,7 +41,8 @@ enum Load {
     No,
     /// insmod at boot.
     Boot(&'static str),
-    /// Carried, loaded by whoever needs it (`modprobe NAME PARAMS`).
+    /// Carried, loaded by whoever needs it (`modprobe NAME PARAMS`): what
+    /// only some scenarios use, so that a boot does not pay for it.
     OnDemand(&'static str),
 }
 
@@ -51,13 +52,13 @@ const OPTIONAL: &[(&str, &str, Load)] = &[
     ("XFS_FS", "xfs scenarios", Load::Boot("xfs")),
     ("BTRFS_FS", "btrfs scenarios", Load::Boot("btrfs")),
     ("FUSE_FS", "FUSE scenarios", Load::Boot("fuse")),
-    ("NFSD", "NFS scenarios (server)", Load::Boot("nfsd")),
+    ("NFSD", "NFS scenarios (server)", Load::OnDemand("nfsd")),
     ("NFSD_V4", "NFS scenarios (an NFSv4 server)", Load::No),
-    ("NFS_FS", "NFS scenarios (client)", Load::Boot("nfs")),
+    ("NFS_FS", "NFS scenarios (client)", Load::OnDemand("nfs")),
     (
         "NFS_V4",
         "NFS scenarios (an NFSv4 client)",
-        Load::Boot("nfsv4"),
+        Load::OnDemand("nfsv4"),
     ),
     ("BLK_DEV_NVME", "the NVMe scratch disk", Load::Boot("nvme")),
     (
@@ -73,7 +74,7 @@ const OPTIONAL: &[(&str, &str, Load)] = &[
     (
         "CHR_DEV_SG",
         "SCSI generic (sg) scenarios",
-        Load::Boot("sg"),
+        Load::OnDemand("sg"),
     ),
     (
         "SCSI_DEBUG",
@@ -83,10 +84,14 @@ const OPTIONAL: &[(&str, &str, Load)] = &[
     (
         "BLK_DEV_DM",
         "device-mapper scenarios (dm-error)",
-        Load::Boot("dm_mod"),
+        Load::OnDemand("dm_mod"),
     ),
-    ("DM_FLAKEY", "dm-flakey scenarios", Load::Boot("dm_flakey")),
-    ("UDF_FS", "UDF scenarios", Load::Boot("udf")),
+    (
+        "DM_FLAKEY",
+        "dm-flakey scenarios",
+        Load::OnDemand("dm_flakey"),
+    ),
+    ("UDF_FS", "UDF scenarios", Load::OnDemand("udf")),
     (
         "VFAT_FS",
         "vfat scenarios (legacy direct-io)",
@@ -185,21 +190,27 @@ mod tests {
                 "loop",
                 "xfs",
                 "btrfs",
-                "nfsd",
-                "nfs",
-                "nfsv4",
                 "virtio_scsi",
                 "sd_mod",
-                "sg",
-                "dm_mod",
-                "dm_flakey",
-                "udf",
                 "vfat",
                 "nls_cp437"
             ]
         );
-        // scsi_debug makes a disk as it loads: carried, not loaded.
-        assert_eq!(v.on_demand, ["scsi_debug"]);
+        // What only some scenarios use is carried, not loaded; scsi_debug
+        // makes a disk as it loads.
+        assert_eq!(
+            v.on_demand,
+            [
+                "nfsd",
+                "nfs",
+                "nfsv4",
+                "sg",
+                "scsi_debug",
+                "dm_mod",
+                "dm_flakey",
+                "udf"
+            ]
+        );
         assert_eq!(parse_config(GOOD)["LOCALVERSION"], "-x");
     }
 

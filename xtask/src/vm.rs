@@ -162,27 +162,26 @@ pub fn test_payload(name: &str) -> Payload {
         .env("RUST_BACKTRACE", "1")
 }
 
-/// The modules of every Direct I/O path the guest suite and `pintrace
-/// check` drive, on Debian's kernels (docs/kernel.md, "Modules in the
-/// guests"): vfat (legacy fs/direct-io.c) and the character sets its mount
-/// needs, the SCSI generic driver, device mapper with flakey (its `error`
-/// target is in dm_mod), UDF, the NFS server and the NFSv4 client. NVMe
-/// and virtio-scsi come with the scratch disks (`devices::MODULES`).
-pub const DIO_PATH_MODULES: &[&str] = &[
-    "vfat",
-    "nls_cp437",
-    "nls_iso8859_1",
+/// Loaded at boot for the guest suite on Debian's kernels: vfat (legacy
+/// fs/direct-io.c Direct I/O) and the character sets its mount needs.
+/// NVMe and virtio-scsi come with the scratch disks (`devices::MODULES`).
+pub const LEGACY_DIO_MODULES: &[&str] = &["vfat", "nls_cp437", "nls_iso8859_1"];
+
+/// Carried with their dependencies but loaded only by whoever needs them
+/// (`modprobe NAME [PARAM=VALUE...]`, busybox's, reads the modules.dep the
+/// harness writes): the other Direct I/O paths (docs/kernel.md, "Modules
+/// in the guests"). Loading them all at boot costs every guest seconds
+/// under TCG; scsi_debug makes its disk as it loads, with the size and
+/// sector size given then. dm_mod holds the `error` target.
+pub const ON_DEMAND_MODULES: &[&str] = &[
     "sg",
+    "scsi_debug",
     "dm_mod",
     "dm_flakey",
     "udf",
     "nfsd",
     "nfsv4",
 ];
-
-/// Carried but not loaded: scsi_debug makes its disk as it loads, with the
-/// size and sector size given then (`modprobe scsi_debug dev_size_mb=64`).
-pub const ON_DEMAND_MODULES: &[&str] = &["scsi_debug"];
 
 /// Host tools the guests get at /bin for those paths (docs/kernel.md has
 /// the steps they take): mkfs.vfat, the NFS server's daemons and exportfs
@@ -268,7 +267,7 @@ pub fn run_guest(
         }
         if matches!(spec, KernelSpec::Debian(_)) {
             req.modules
-                .extend(DIO_PATH_MODULES.iter().map(|m| m.to_string()));
+                .extend(LEGACY_DIO_MODULES.iter().map(|m| m.to_string()));
             req.on_demand
                 .extend(ON_DEMAND_MODULES.iter().map(|m| m.to_string()));
         }
