@@ -103,8 +103,8 @@ pub fn qemu_args(devices: Devices, images: Option<&ScratchImages>) -> Vec<String
 }
 
 /// The `/init` fragment that waits for the scratch disks and exports their
-/// nodes. `pintrace_scratch SYSFS` prints `nvme NAME` and `scsi NAME` for
-/// the block devices whose serial or model is the harness's; the
+/// nodes. `pintrace_scratch SYSFS` sets `scratch_nvme` and `scratch_scsi`
+/// to the block devices whose serial or model is the harness's; the
 /// per-path nodes of NVMe multipath (`nvmeXcYnZ`, no /dev node) are
 /// skipped, the namespace's head (`nvmeXnY`) is the disk.
 pub fn guest_script() -> String {
@@ -116,40 +116,40 @@ pub fn guest_script() -> String {
         .replace("@TENTHS@", &DISCOVERY_TENTHS.to_string())
 }
 
+// Builtins only, but for the sleep: every fork costs under TCG.
 const DISCOVERY: &str = r#"pintrace_scratch() {
+    scratch_nvme= scratch_scsi=
     for b in "$1"/block/nvme*n* "$1"/block/sd*; do
-        [ -e "$b" ] || continue
         n=${b##*/}
         case "$n" in
         nvme*c*n*) continue ;;
-        nvme*) v=$(cat "$b/device/serial" 2>/dev/null); want=@NVME_SERIAL@; kind=nvme ;;
-        *) v=$(cat "$b/device/model" 2>/dev/null); want=@SCSI_MODEL@; kind=scsi ;;
+        nvme*) f=$b/device/serial want=@NVME_SERIAL@ ;;
+        *) f=$b/device/model want=@SCSI_MODEL@ ;;
         esac
-        # sysfs pads both fields with blanks; an unquoted echo drops them.
-        [ "$(echo $v)" = "$want" ] && echo "$kind $n"
+        v=
+        # sysfs pads both fields with blanks; read drops them.
+        [ -r "$f" ] && read -r v < "$f"
+        [ "$v" = "$want" ] || continue
+        case "$n" in
+        nvme*) scratch_nvme=${scratch_nvme:-$n} ;;
+        *) scratch_scsi=${scratch_scsi:-$n} ;;
+        esac
     done
 }
-scratch_found=
 i=0
 while :; do
-    scratch_found=$(pintrace_scratch /sys)
-    ok=0
-    for k in nvme scsi; do
-        d=$(echo "$scratch_found" | sed -n "s/^$k //p" | head -n 1)
-        [ -n "$d" ] && [ -b "/dev/$d" ] && ok=$((ok + 1))
-    done
-    [ "$ok" = 2 ] && break
+    pintrace_scratch /sys
+    [ -n "$scratch_nvme" ] && [ -b "/dev/$scratch_nvme" ] &&
+        [ -n "$scratch_scsi" ] && [ -b "/dev/$scratch_scsi" ] && break
     i=$((i + 1))
     if [ "$i" -ge @TENTHS@ ]; then
-        warn "scratch disks: found only [$(echo $scratch_found)] after $((@TENTHS@ / 10)) s"
+        warn "scratch disks: found only nvme=[$scratch_nvme] scsi=[$scratch_scsi] after $((@TENTHS@ / 10)) s"
         break
     fi
     sleep 0.1
 done
-d=$(echo "$scratch_found" | sed -n 's/^nvme //p' | head -n 1)
-[ -n "$d" ] && export @ENV_NVME@=/dev/$d
-d=$(echo "$scratch_found" | sed -n 's/^scsi //p' | head -n 1)
-[ -n "$d" ] && export @ENV_SCSI@=/dev/$d
+[ -n "$scratch_nvme" ] && export @ENV_NVME@=/dev/$scratch_nvme
+[ -n "$scratch_scsi" ] && export @ENV_SCSI@=/dev/$scratch_scsi
 "#;
 
 #[cfg(test)]
@@ -242,8 +242,9 @@ mod tests {
         put("block/sdb/device/model", &format!("{SCSI_MODEL:<16}\n"));
         put("block/loop0/size", "0\n");
         let func = guest_script();
-        let func = &func[..func.find("scratch_found=").unwrap()];
-        let script = format!("{func}\npintrace_scratch \"$1\"\n");
+        let func = &func[..func.find("\ni=0\n").unwrap()];
+        let script =
+            format!("{func}\npintrace_scratch \"$1\"; echo \"$scratch_nvme $scratch_scsi\"\n");
         let out = Command::new(&bb)
             .args(["sh", "-c", &script, "sh"])
             .arg(&root)
@@ -251,10 +252,7 @@ mod tests {
             .unwrap();
         std::fs::remove_dir_all(&root).unwrap();
         assert!(out.status.success(), "{out:?}");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "nvme nvme1n1\nscsi sdb\n"
-        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "nvme1n1 sdb\n");
     }
 
     #[test]

@@ -482,7 +482,9 @@ fn plan_modules(req: &BootRequest, notes: &mut Vec<String>) -> Result<(LoadPlan,
         }
         return Ok((LoadPlan::default(), Vec::new()));
     };
-    let mut wanted = req.modules.clone();
+    let mut wanted = Vec::new();
+    // The scratch disks' drivers first: the SCSI scan runs asynchronously
+    // while the other modules load.
     if req.devices.scratch {
         // A custom kernel may lack them: its disks are then not found.
         let (have, lack): (Vec<&str>, Vec<&str>) =
@@ -496,6 +498,7 @@ fn plan_modules(req: &BootRequest, notes: &mut Vec<String>) -> Result<(LoadPlan,
             ));
         }
     }
+    wanted.extend(req.modules.iter().cloned());
     let boot = index.plan(&wanted)?;
     if !boot.builtin.is_empty() {
         notes.push(format!(
