@@ -5,12 +5,13 @@
 //! code (0 pass, 1 findings, 2 could not run).
 
 use crate::debian::{self, KernelSpec};
+use crate::devices;
 use crate::initramfs::Payload;
+use crate::kconfig::{check_config, parse_config};
 use crate::qemu::{self, BootOpts, BootRequest};
 use crate::util::{self, Workspace};
-use crate::vm::{self, GUEST_PINTRACE};
+use crate::vm::{self, MachineOpts, GUEST_PINTRACE};
 use anyhow::{bail, Context as _, Result};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -40,102 +41,14 @@ pub struct CheckKernelArgs {
     #[arg(long, default_value_t = 1800, value_name = "SECS")]
     pub timeout: u64,
     #[command(flatten)]
+    pub machine: MachineOpts,
+    #[command(flatten)]
     pub boot: BootOpts,
 }
 
-/// One requirement: any of `options` set (`=y` or `=m`) satisfies it.
-struct Need {
-    what: &'static str,
-    options: &'static [&'static str],
-}
-
-/// Without these pintrace cannot trace at all.
-const REQUIRED: &[Need] = &[
-    Need {
-        what: "BPF system call",
-        options: &["BPF_SYSCALL"],
-    },
-    Need {
-        what: "BPF on kprobes and tracepoints",
-        options: &["BPF_EVENTS"],
-    },
-    Need {
-        what: "kernel BTF",
-        options: &["DEBUG_INFO_BTF"],
-    },
-    Need {
-        what: "kprobes, or fentry (BPF trampolines)",
-        options: &["KPROBES", "DYNAMIC_FTRACE_WITH_DIRECT_CALLS"],
-    },
-    Need {
-        what: "loop block devices",
-        options: &["BLK_DEV_LOOP"],
-    },
-];
-
-/// Optional pieces: the scenarios that need them are skipped without.
-const OPTIONAL: &[(&str, &str, Option<&str>)] = &[
-    ("EXT4_FS", "ext4 scenarios", Some("ext4")),
-    ("XFS_FS", "xfs scenarios", Some("xfs")),
-    ("BTRFS_FS", "btrfs scenarios", Some("btrfs")),
-    ("FUSE_FS", "FUSE scenarios", Some("fuse")),
-    ("NFSD", "NFS scenarios (server)", Some("nfsd")),
-    ("NFS_FS", "NFS scenarios (client)", Some("nfs")),
-    ("IO_URING", "io_uring scenarios", None),
-    ("AIO", "aio scenarios", None),
-    ("TRANSPARENT_HUGEPAGE", "thp buffers", None),
-    ("HUGETLBFS", "hugetlb buffers", None),
-];
-
-/// `CONFIG_X=y|m|...` lines of a .config (comments and `is not set` are absent).
-pub fn parse_config(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("CONFIG_"))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
-        .collect()
-}
-
-fn set(cfg: &BTreeMap<String, String>, opt: &str) -> Option<&'static str> {
-    match cfg.get(opt).map(String::as_str) {
-        Some("y") => Some("y"),
-        Some("m") => Some("m"),
-        _ => None,
-    }
-}
-
-/// What the config check found.
-#[derive(Debug, Default, PartialEq)]
-pub struct ConfigVerdict {
-    /// Requirements not met, each with the options that would meet it.
-    pub missing: Vec<String>,
-    /// Optional pieces absent, with what will be skipped.
-    pub skips: Vec<String>,
-    /// Modules to load in the guest (`=m` options).
-    pub modules: Vec<String>,
-}
-
-pub fn check_config(cfg: &BTreeMap<String, String>) -> ConfigVerdict {
-    let mut v = ConfigVerdict::default();
-    for n in REQUIRED {
-        if !n.options.iter().any(|o| set(cfg, o).is_some()) {
-            let names: Vec<String> = n.options.iter().map(|o| format!("CONFIG_{o}")).collect();
-            v.missing
-                .push(format!("{} ({})", names.join(" or "), n.what));
-        }
-    }
-    if set(cfg, "BLK_DEV_LOOP") == Some("m") {
-        v.modules.push("loop".into());
-    }
-    for (opt, what, module) in OPTIONAL {
-        match (set(cfg, opt), module) {
-            (None, _) => v.skips.push(format!("CONFIG_{opt} is not set: no {what}")),
-            (Some("m"), Some(m)) => v.modules.push((*m).into()),
-            _ => {}
-        }
-    }
-    v
-}
+/// `pintrace check`'s flag for a block device it may overwrite, given once
+/// per scratch disk the guest found (`devices::ENV_NVME`, `ENV_SCSI`).
+pub const CHECK_SCRATCH_FLAG: &str = "--scratch-device";
 
 /// The .config of `spec`: given, the Debian package's, or the build tree's.
 fn find_config(spec: &KernelSpec, image: &Path, given: Option<&Path>) -> Result<PathBuf> {
@@ -173,6 +86,26 @@ fn find_config(spec: &KernelSpec, image: &Path, given: Option<&Path>) -> Result<
 
 const GUEST_OUT: &str = "/tmp/pintrace-out";
 const MKFS: &[&str] = &["mkfs.ext4", "mkfs.xfs", "mkfs.btrfs"];
+
+/// The check command line for the guest's shell: the scratch disks go to
+/// check when the guest found them and its check knows the flag (an older
+/// agent would refuse it).
+pub fn check_line(quick: bool, scenarios: Option<&str>) -> String {
+    let mut check = format!("{GUEST_PINTRACE} check --out {GUEST_OUT}");
+    if quick {
+        check += " --quick";
+    }
+    if let Some(p) = scenarios {
+        check += &format!(" --scenarios {}", util::shell_quote(p));
+    }
+    format!(
+        "sd=; if {GUEST_PINTRACE} check --help 2>/dev/null | grep -q -e '{CHECK_SCRATCH_FLAG}'; then \
+         for d in \"${nvme}\" \"${scsi}\"; do [ -n \"$d\" ] && sd=\"$sd {CHECK_SCRATCH_FLAG} $d\"; done; \
+         fi; exec {check} $sd",
+        nvme = devices::ENV_NVME,
+        scsi = devices::ENV_SCSI,
+    )
+}
 
 /// A host tool on PATH or in the sbin directories.
 fn find_tool(name: &str) -> Option<PathBuf> {
@@ -226,21 +159,17 @@ pub fn check_kernel(ws: &Workspace, args: &CheckKernelArgs) -> Result<u8> {
 
     // check writes check.json and check.xml whole (temporary file, rename):
     // a guest that dies mid-check leaves no half report to copy out.
-    let mut check = format!("{GUEST_PINTRACE} check --out {GUEST_OUT}");
-    if args.quick {
-        check += " --quick";
-    }
-    if let Some(p) = &args.scenarios {
-        check += &format!(" --scenarios {}", util::shell_quote(p));
-    }
+    let check = check_line(args.quick, args.scenarios.as_deref());
     let payload = Payload::new(["sh", "-c", &check]);
     let mut req = BootRequest::new(kernel, payload);
     req.modules = verdict.modules.clone();
+    req.on_demand = verdict.on_demand.clone();
     req.timeout = Duration::from_secs(args.timeout);
+    args.machine.apply(&mut req);
     args.boot.apply(&mut req);
     req.binaries
         .push(("pintrace".into(), built.pintrace.clone()));
-    for tool in MKFS {
+    for tool in MKFS.iter().chain(vm::DIO_TOOLS) {
         match find_tool(tool) {
             Some(p) => req.binaries.push(((*tool).into(), p)),
             None => println!("check-kernel: note: {tool} is not on this machine: its scenarios will be skipped (run `cargo xtask setup`)"),
@@ -386,11 +315,6 @@ pub fn summary(r: &serde_json::Value) -> String {
 mod tests {
     use super::*;
 
-    const GOOD: &str = "# comment\nCONFIG_BPF_SYSCALL=y\nCONFIG_BPF_EVENTS=y\nCONFIG_DEBUG_INFO_BTF=y\n\
-        CONFIG_KPROBES=y\nCONFIG_BLK_DEV_LOOP=m\nCONFIG_EXT4_FS=y\nCONFIG_XFS_FS=m\n\
-        CONFIG_BTRFS_FS=m\nCONFIG_FUSE_FS=y\nCONFIG_NFSD=m\nCONFIG_NFS_FS=m\nCONFIG_IO_URING=y\n\
-        CONFIG_AIO=y\nCONFIG_TRANSPARENT_HUGEPAGE=y\nCONFIG_HUGETLBFS=y\nCONFIG_LOCALVERSION=\"-x\"\n";
-
     #[test]
     fn retries_go_into_the_junit_properties() {
         let xml = "<?xml version=\"1.0\"?>\n<testsuites><testsuite name=\"x\"><properties>\n\
@@ -408,67 +332,47 @@ mod tests {
     }
 
     #[test]
-    fn a_complete_config_passes_and_loads_its_modules() {
-        let v = check_config(&parse_config(GOOD));
-        assert!(v.missing.is_empty() && v.skips.is_empty(), "{v:?}");
-        assert_eq!(v.modules, ["loop", "xfs", "btrfs", "nfsd", "nfs"]);
-        assert_eq!(parse_config(GOOD)["LOCALVERSION"], "-x");
-    }
-
-    #[test]
-    fn missing_requirements_are_named() {
-        let text = GOOD
-            .replace(
-                "CONFIG_DEBUG_INFO_BTF=y",
-                "# CONFIG_DEBUG_INFO_BTF is not set",
-            )
-            .replace("CONFIG_KPROBES=y", "");
-        let v = check_config(&parse_config(&text));
-        assert_eq!(v.missing.len(), 2, "{v:?}");
-        assert!(v.missing[0].contains("CONFIG_DEBUG_INFO_BTF"), "{v:?}");
+    fn check_gets_the_scratch_disks_when_it_knows_the_flag() {
+        let line = check_line(true, Some("block/*"));
         assert!(
-            v.missing[1].contains("CONFIG_KPROBES or CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS"),
-            "{v:?}"
+            line.contains(&format!("grep -q -e '{CHECK_SCRATCH_FLAG}'")),
+            "{line}"
         );
-        // fentry alone is enough.
-        let text = GOOD.replace(
-            "CONFIG_KPROBES=y",
-            "CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS=y",
+        assert!(
+            line.contains("\"$PINTRACE_SCRATCH_NVME\" \"$PINTRACE_SCRATCH_SCSI\""),
+            "{line}"
         );
-        assert!(check_config(&parse_config(&text)).missing.is_empty());
-    }
-
-    #[test]
-    fn missing_file_systems_become_skips() {
-        let text = GOOD
-            .replace("CONFIG_XFS_FS=m", "")
-            .replace("CONFIG_NFSD=m", "");
-        let v = check_config(&parse_config(&text));
-        assert!(v.missing.is_empty());
-        assert_eq!(v.skips.len(), 2, "{v:?}");
-        assert!(v.skips[0].contains("CONFIG_XFS_FS") && v.skips[0].contains("xfs"));
-        assert!(v.skips[1].contains("CONFIG_NFSD"));
-        assert!(!v.modules.contains(&"xfs".to_string()));
-    }
-
-    #[test]
-    fn the_debian_configs_pass() {
-        // The Debian kernels this project boots, when cached.
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pintrace-vm/kernels");
-        let Ok(rd) = std::fs::read_dir(&dir) else {
+        assert!(
+            line.ends_with("check --out /tmp/pintrace-out --quick --scenarios 'block/*' $sd"),
+            "{line}"
+        );
+        let Ok(bb) = which::which("busybox") else {
             return;
         };
-        for e in rd.flatten() {
-            let boot = e.path().join("boot");
-            for f in std::fs::read_dir(&boot).into_iter().flatten().flatten() {
-                if f.file_name().to_string_lossy().starts_with("config-") {
-                    let v =
-                        check_config(&parse_config(&std::fs::read_to_string(f.path()).unwrap()));
-                    assert!(v.missing.is_empty(), "{}: {v:?}", f.path().display());
-                }
-            }
-        }
+        // With a stand-in agent that knows the flag, both disks reach it.
+        let dir = std::env::temp_dir().join(format!("xtask-check-line-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let agent = dir.join("pintrace");
+        std::fs::write(
+            &agent,
+            format!("#!/bin/sh\n[ \"$2\" = --help ] && echo '  {CHECK_SCRATCH_FLAG} <PATH>' && exit 0\necho \"$@\"\n"),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let line = line.replace(GUEST_PINTRACE, &agent.display().to_string());
+        let out = std::process::Command::new(&bb)
+            .args(["sh", "-c", &line])
+            .env("PINTRACE_SCRATCH_NVME", "/dev/nvme0n1")
+            .env("PINTRACE_SCRATCH_SCSI", "/dev/sda")
+            .output()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "check --out /tmp/pintrace-out --quick --scenarios block/* \
+             --scratch-device /dev/nvme0n1 --scratch-device /dev/sda"
+        );
     }
 
     #[test]

@@ -63,13 +63,20 @@ pub struct Spec<'a> {
     /// `/bin/<name>` ← host file, each with its shared libraries.
     pub binaries: &'a [(String, PathBuf)],
     pub files: &'a [GuestFile],
-    /// insmod order: (name, host file, possibly compressed).
+    /// Modules to carry: (name, host file, possibly compressed).
     pub modules: &'a [(String, PathBuf)],
+    /// The names of `modules` to insmod at boot, in this order.
+    pub load: &'a [String],
+    /// `modules.dep` for busybox's modprobe (`LoadPlan::modules_dep`).
+    pub modules_dep: &'a str,
     pub payload: &'a Payload,
     /// If the payload still runs after this many seconds, print the
     /// processes' kernel stacks and the blocked tasks (before the host's
     /// timeout kills the guest).
     pub watchdog_secs: Option<u64>,
+    /// Shell run after the modules are loaded and before the BOOTED
+    /// marker (the scratch disks' discovery, `devices.rs`).
+    pub before_payload: String,
 }
 
 /// Build the archive bytes.
@@ -85,6 +92,16 @@ pub fn build(spec: &Spec) -> Result<Vec<u8>> {
         "/usr/bin",
         "/usr/sbin",
         "/etc",
+        "/lib/modules",
+        "/mnt",
+        "/srv",
+        // What rpc.nfsd, rpc.mountd and exportfs need (docs/kernel.md,
+        // "NFSv4.2 over loopback"); v4recovery makes nfsd track clients
+        // in a folder instead of asking nfsdcld, which the guest lacks.
+        "/var",
+        "/var/lib",
+        "/var/lib/nfs",
+        "/var/lib/nfs/v4recovery",
     ] {
         a.dir(d);
     }
@@ -93,7 +110,7 @@ pub fn build(spec: &Spec) -> Result<Vec<u8>> {
     a.file(
         "/init",
         0o755,
-        init_script(spec.payload, spec.watchdog_secs).as_bytes(),
+        init_script(spec.payload, spec.watchdog_secs, &spec.before_payload).as_bytes(),
     );
     a.file("/bin/pintrace-vm-export", 0o755, EXPORT_SCRIPT.as_bytes());
     a.file("/etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n");
@@ -113,14 +130,21 @@ pub fn build(spec: &Spec) -> Result<Vec<u8>> {
     for f in spec.files {
         a.file(&f.path, f.mode, &f.data);
     }
-    let mut order = String::new();
+    // Empty unless a file above gave them (the first file at a path wins).
+    for f in ["/var/lib/nfs/etab", "/var/lib/nfs/rmtab", "/etc/exports"] {
+        a.file(f, 0o644, b"");
+    }
     for (name, file) in spec.modules {
         let data = read_module(file)?;
         a.file(&format!("{MODULE_DIR}/{name}.ko"), 0o644, &data);
-        order += name;
-        order.push('\n');
     }
+    let order: String = spec.load.iter().map(|n| format!("{n}\n")).collect();
     a.file(&format!("{MODULE_DIR}/load-order"), 0o644, order.as_bytes());
+    a.file(
+        &format!("{MODULE_DIR}/modules.dep"),
+        0o644,
+        spec.modules_dep.as_bytes(),
+    );
     Ok(a.finish())
 }
 
@@ -201,12 +225,13 @@ pub fn parse_ldd(text: &str) -> Vec<LddEntry> {
 }
 
 /// `/init`: a busybox shell script.
-pub fn init_script(payload: &Payload, watchdog_secs: Option<u64>) -> String {
+pub fn init_script(payload: &Payload, watchdog_secs: Option<u64>, before: &str) -> String {
     let watchdog = watchdog_secs
         .map(|s| WATCHDOG_TEMPLATE.replace("@SECS@", &s.to_string()))
         .unwrap_or_default();
     INIT_TEMPLATE
         .replace("@WATCHDOG@\n", &watchdog)
+        .replace("@BEFORE@\n", before)
         .replace("@MODULE_DIR@", MODULE_DIR)
         .replace("@OUT_DIR@", GUEST_OUT_DIR)
         .replace("@EXPORT_TTY@", EXPORT_TTY)
@@ -226,11 +251,18 @@ mnt tracefs tracefs /sys/kernel/tracing
 mnt debugfs debugfs /sys/kernel/debug
 mnt bpf bpf /sys/fs/bpf
 mnt tmpfs tmpfs /tmp
+# busybox's modprobe looks in /lib/modules/<release>.
+ln -s @MODULE_DIR@ "/lib/modules/$(uname -r)"
 while read -r m; do
     [ -n "$m" ] || continue
     insmod "@MODULE_DIR@/$m.ko" || warn "insmod $m failed"
 done < "@MODULE_DIR@/load-order"
+# NFS over loopback (and anything else on 127.0.0.1) needs lo up; the
+# kernel gives it 127.0.0.1 when it comes up.
+ip link set lo up || warn "ip link set lo up failed"
 export PINTRACE_VM=1 PINTRACE_VM_OUT=@OUT_DIR@ PINTRACE_VM_EXPORT_TTY=@EXPORT_TTY@
+export PINTRACE_MODULE_DIR=@MODULE_DIR@
+@BEFORE@
 [ -c "$PINTRACE_VM_EXPORT_TTY" ] && stty -F "$PINTRACE_VM_EXPORT_TTY" raw -echo 2>/dev/null
 mkdir -p "$PINTRACE_VM_OUT"
 echo "PINTRACE-VM: BOOTED $(uname -r)"
@@ -306,7 +338,7 @@ mod tests {
             p.shell_line(),
             r#"PINTRACE_BIN='/bin/pintrace' '/bin/t' '--ignored' 'it'\''s'"#
         );
-        let init = init_script(&p, Some(5));
+        let init = init_script(&p, Some(5), "");
         assert!(init.contains("sleep 5"));
         assert!(init.contains(&p.shell_line()));
         assert!(!init.contains('@'), "unreplaced placeholder");
@@ -318,8 +350,8 @@ mod tests {
             return;
         };
         for script in [
-            init_script(&Payload::new(["true"]), Some(9)),
-            init_script(&Payload::new(["true"]), None),
+            init_script(&Payload::new(["true"]), Some(9), ""),
+            init_script(&Payload::new(["true"]), None, "echo x\n"),
             EXPORT_SCRIPT.to_string(),
         ] {
             let ok = Command::new(&bb)

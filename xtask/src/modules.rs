@@ -22,6 +22,43 @@ pub struct ModuleIndex {
 pub struct LoadPlan {
     pub order: Vec<(String, PathBuf)>,
     pub builtin: Vec<String>,
+    /// Each module of `order` → the modules of `order` it needs loaded
+    /// first (hard dependencies that are files, not built in).
+    pub needs: BTreeMap<String, Vec<String>>,
+}
+
+impl LoadPlan {
+    /// `modules.dep` for the modules of `order`, files named `<name>.ko`
+    /// in one folder: each line the module and every module under it, the
+    /// one to load first last (modprobe loads them right to left).
+    pub fn modules_dep(&self) -> String {
+        let mut text = String::new();
+        for (name, _) in &self.order {
+            let mut all = BTreeSet::new();
+            let mut stack = vec![name.as_str()];
+            while let Some(m) = stack.pop() {
+                for d in self.needs.get(m).into_iter().flatten() {
+                    if all.insert(d.as_str()) {
+                        stack.push(d);
+                    }
+                }
+            }
+            // Load order is `order`'s: the deepest first, so listed last.
+            let mut under: Vec<&str> = self
+                .order
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .filter(|n| all.contains(n))
+                .collect();
+            under.reverse();
+            text += &format!("{name}.ko:");
+            for u in under {
+                text += &format!(" {u}.ko");
+            }
+            text.push('\n');
+        }
+        text
+    }
 }
 
 /// What one module needs before it: hard dependencies and `softdep pre:`.
@@ -75,6 +112,12 @@ impl ModuleIndex {
             bail!("no kernel modules (*.ko*) under {}", dir.display());
         }
         Ok(index)
+    }
+
+    /// Whether the tree has module `name` as a file or built in.
+    pub fn has(&self, name: &str) -> bool {
+        let n = normalize(name);
+        self.files.contains_key(&n) || self.builtin.contains(&n)
     }
 
     pub fn len(&self) -> usize {
@@ -157,6 +200,13 @@ impl ModuleIndex {
         for d in &deps.depends {
             self.visit(&normalize(d), true, deps_of, done, path, plan)?;
         }
+        let needs = deps
+            .depends
+            .iter()
+            .map(|d| normalize(d))
+            .filter(|d| self.files.contains_key(d))
+            .collect();
+        plan.needs.insert(name.to_string(), needs);
         path.pop();
         done.insert(name.to_string());
         plan.order.push((name.to_string(), file.clone()));
@@ -338,6 +388,33 @@ mod tests {
                 "raid6_pq",
                 "btrfs"
             ]
+        );
+    }
+
+    #[test]
+    fn modules_dep_lists_every_module_under_each() {
+        let idx = index(
+            &["nfsv4", "nfs", "sunrpc", "lockd", "grace", "dns_resolver"],
+            &[],
+        );
+        let table: &'static [(&str, &str, &str)] = &[
+            ("nfsv4", "sunrpc,nfs,dns_resolver", ""),
+            ("nfs", "sunrpc,lockd", ""),
+            ("lockd", "sunrpc,grace", ""),
+            ("sunrpc", "", ""),
+            ("grace", "", ""),
+            ("dns_resolver", "", ""),
+        ];
+        let plan = idx.plan_with(&["nfsv4".into()], oracle(table)).unwrap();
+        assert_eq!(
+            names(&plan),
+            ["sunrpc", "grace", "lockd", "nfs", "dns_resolver", "nfsv4"]
+        );
+        assert_eq!(
+            plan.modules_dep(),
+            "sunrpc.ko:\ngrace.ko:\nlockd.ko: grace.ko sunrpc.ko\n\
+             nfs.ko: lockd.ko grace.ko sunrpc.ko\ndns_resolver.ko:\n\
+             nfsv4.ko: dns_resolver.ko nfs.ko lockd.ko grace.ko sunrpc.ko\n"
         );
     }
 

@@ -3,14 +3,16 @@
 
 use crate::console::{self, Verdict};
 use crate::debian::Kernel;
+use crate::devices::{self, Devices, ScratchImages};
 use crate::initramfs::{self, GuestFile, Payload};
+use crate::modules::LoadPlan;
+use crate::stream;
 use crate::util::{self, display, Workspace};
 use anyhow::{anyhow, Context as _, Result};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// The kernel's command line. `no_timer_check`: on a loaded host an emulated
 /// guest's timer interrupt can come late during boot, and the kernel then
@@ -21,8 +23,6 @@ pub const APPEND: &str = "console=ttyS0 panic=-1 quiet loglevel=4 no_timer_check
 const KVM_PROBE: Duration = Duration::from_secs(20);
 /// Boots after the first for a guest that died of a stale patch.
 pub const DEFAULT_RETRIES: u32 = 2;
-/// After EXIT, how long QEMU gets to power off before it is killed.
-const POWEROFF_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Accel {
@@ -101,6 +101,14 @@ pub struct BootOpts {
     /// emulator hazard, named in the verdict); any other oops fails at once.
     #[arg(long, default_value_t = DEFAULT_RETRIES, value_name = "N")]
     pub retries: u32,
+    /// Boot without the harness's scratch disks (an NVMe namespace and a
+    /// SCSI disk on virtio-scsi, 256 MiB sparse images made for the run).
+    #[arg(long)]
+    pub no_scratch_disks: bool,
+    /// Put an emulated Intel IOMMU in front of the PCI devices (q35
+    /// machine, `intel_iommu=on`); costs boot time under TCG (docs/ci.md).
+    #[arg(long)]
+    pub iommu: bool,
 }
 
 impl Default for BootOpts {
@@ -109,6 +117,8 @@ impl Default for BootOpts {
             accel: Accel::Auto,
             tcg_thread: None,
             retries: DEFAULT_RETRIES,
+            no_scratch_disks: false,
+            iommu: false,
         }
     }
 }
@@ -120,6 +130,10 @@ impl BootOpts {
             req.tcg_thread = t;
         }
         req.retries = self.retries;
+        req.devices = Devices {
+            scratch: !self.no_scratch_disks,
+            iommu: self.iommu,
+        };
     }
 }
 
@@ -137,6 +151,10 @@ pub struct BootRequest {
     /// Module names to load (with their dependencies) when the kernel has a
     /// module tree.
     pub modules: Vec<String>,
+    /// Modules carried (with their dependencies) but not loaded: the guest
+    /// loads them with `modprobe NAME [PARAM=VALUE...]` (e.g. scsi_debug,
+    /// which makes a disk as it loads).
+    pub on_demand: Vec<String>,
     pub payload: Payload,
     /// `/bin/<name>` ← host binary; shared libraries come along.
     pub binaries: Vec<(String, PathBuf)>,
@@ -150,6 +168,8 @@ pub struct BootRequest {
     pub retries: u32,
     /// Copy the console to stdout while it runs.
     pub echo: bool,
+    /// The harness's scratch disks and the IOMMU (`devices.rs`).
+    pub devices: Devices,
     /// Appended to the QEMU command line (disks, devices).
     pub qemu_args: Vec<String>,
     /// Strip debug info from the binaries (keeps symbols, so backtraces
@@ -162,6 +182,7 @@ impl BootRequest {
         Self {
             kernel,
             modules: vec!["loop".into()],
+            on_demand: Vec::new(),
             payload,
             binaries: Vec::new(),
             files: Vec::new(),
@@ -172,6 +193,7 @@ impl BootRequest {
             tcg_thread: TcgThread::default(),
             retries: DEFAULT_RETRIES,
             echo: true,
+            devices: Devices::default(),
             qemu_args: Vec::new(),
             strip: true,
         }
@@ -303,27 +325,7 @@ fn launch(
     thread: TcgThread,
 ) -> Result<Outcome> {
     let mut notes = Vec::new();
-    let modules = match req.kernel.module_index()? {
-        Some(index) => {
-            let plan = index.plan(&req.modules)?;
-            if !plan.builtin.is_empty() {
-                notes.push(format!(
-                    "built into the kernel: {}",
-                    plan.builtin.join(", ")
-                ));
-            }
-            plan.order
-        }
-        None => {
-            if !req.modules.is_empty() {
-                notes.push(format!(
-                    "no module tree for {} (give --modules DIR): loading no modules",
-                    req.kernel.origin
-                ));
-            }
-            Vec::new()
-        }
-    };
+    let (carried, load) = plan_modules(req, &mut notes)?;
     let (id, log_path, mut log) = new_run(ws, &req.kernel.label)?;
     let vm = ws.vm_dir();
     let run_dir = vm.join("runs").join(&id);
@@ -340,20 +342,38 @@ fn launch(
         busybox: &busybox,
         binaries: &binaries,
         files: &req.files,
-        modules: &modules,
+        modules: &carried.order,
+        load: &load,
+        modules_dep: &carried.modules_dep(),
         payload: &req.payload,
         watchdog_secs: watchdog(req.timeout),
+        before_payload: if req.devices.scratch {
+            devices::guest_script()
+        } else {
+            String::new()
+        },
     })?;
     let initrd = run_dir.join("initramfs.cpio");
     std::fs::write(&initrd, &cpio).with_context(|| format!("writing {}", initrd.display()))?;
     let export_file = run_dir.join("export.txt");
+    let scratch = if req.devices.scratch {
+        Some(ScratchImages::create(&run_dir)?)
+    } else {
+        None
+    };
+    let append = if req.devices.iommu {
+        format!("{APPEND} {}", devices::IOMMU_APPEND)
+    } else {
+        APPEND.to_string()
+    };
 
     let mut cmd = Command::new(qemu);
     cmd.arg("-kernel")
         .arg(&req.kernel.image)
         .arg("-initrd")
         .arg(&initrd)
-        .args(["-append", APPEND])
+        .arg("-append")
+        .arg(&append)
         .args([
             "-m",
             &req.memory_mib.to_string(),
@@ -376,8 +396,9 @@ fn launch(
             "-cpu",
             if accel == "kvm" { "host" } else { "max" },
         ])
+        .args(devices::qemu_args(req.devices, scratch.as_ref()))
         .args(&req.qemu_args);
-    let module_names: Vec<&str> = modules.iter().map(|(n, _)| n.as_str()).collect();
+    let module_names: Vec<&str> = load.iter().map(String::as_str).collect();
     if req.echo {
         let threads = match (accel, thread) {
             ("kvm", _) => "",
@@ -395,7 +416,7 @@ fn launch(
     }
     writeln!(log, "# {}", display(&cmd))?;
 
-    let run = stream(&mut cmd, req.timeout, req.echo, &mut log)?;
+    let run = stream::stream(&mut cmd, req.timeout, req.echo, &mut log)?;
     let console_text = String::from_utf8_lossy(&run.console).into_owned();
     let verdict = console::verdict(
         &console_text,
@@ -449,6 +470,48 @@ fn launch(
     })
 }
 
+/// The modules the guest carries (the ones to load, those on demand, and
+/// their dependencies) and the names to load at boot, in order.
+fn plan_modules(req: &BootRequest, notes: &mut Vec<String>) -> Result<(LoadPlan, Vec<String>)> {
+    let Some(index) = req.kernel.module_index()? else {
+        if !req.modules.is_empty() || !req.on_demand.is_empty() {
+            notes.push(format!(
+                "no module tree for {} (give --modules DIR): loading no modules",
+                req.kernel.origin
+            ));
+        }
+        return Ok((LoadPlan::default(), Vec::new()));
+    };
+    let mut wanted = Vec::new();
+    // The scratch disks' drivers first: the SCSI scan runs asynchronously
+    // while the other modules load.
+    if req.devices.scratch {
+        // A custom kernel may lack them: its disks are then not found.
+        let (have, lack): (Vec<&str>, Vec<&str>) =
+            devices::MODULES.iter().partition(|m| index.has(m));
+        wanted.extend(have.iter().map(|m| m.to_string()));
+        if !lack.is_empty() {
+            notes.push(format!(
+                "no module {} for the scratch disks in {}",
+                lack.join(", "),
+                index.dir.display()
+            ));
+        }
+    }
+    wanted.extend(req.modules.iter().cloned());
+    let boot = index.plan(&wanted)?;
+    if !boot.builtin.is_empty() {
+        notes.push(format!(
+            "built into the kernel: {}",
+            boot.builtin.join(", ")
+        ));
+    }
+    let load = boot.order.iter().map(|(n, _)| n.clone()).collect();
+    let mut all = wanted;
+    all.extend(req.on_demand.iter().cloned());
+    Ok((index.plan(&all)?, load))
+}
+
 /// The run's scratch folder (initramfs, export channel) goes when the run ends.
 struct RemoveOnDrop(PathBuf);
 
@@ -484,122 +547,6 @@ fn strip_debug(binaries: &[(String, PathBuf)], dir: &Path) -> Result<Vec<(String
             (name.clone(), if ok { out } else { host.clone() })
         })
         .collect())
-}
-
-struct Streamed {
-    console: Vec<u8>,
-    timed_out: bool,
-    booted_at: Option<Duration>,
-    elapsed: Duration,
-}
-
-enum Chunk {
-    Out(Vec<u8>),
-    Err(Vec<u8>),
-    OutDone,
-}
-
-fn pump(mut from: impl Read + Send + 'static, tx: mpsc::Sender<Chunk>, out: bool) {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let c = buf[..n].to_vec();
-                    let _ = tx.send(if out { Chunk::Out(c) } else { Chunk::Err(c) });
-                }
-            }
-        }
-        if out {
-            let _ = tx.send(Chunk::OutDone);
-        }
-    });
-}
-
-fn find(hay: &[u8], needle: &[u8], from: usize) -> bool {
-    let from = from.saturating_sub(needle.len());
-    hay.get(from..)
-        .is_some_and(|h| h.windows(needle.len()).any(|w| w == needle))
-}
-
-/// Run QEMU, copying its output to the log (and stdout), until it exits, the
-/// timeout passes, or it lingers after the EXIT marker.
-fn stream(
-    cmd: &mut Command,
-    timeout: Duration,
-    echo: bool,
-    log: &mut std::fs::File,
-) -> Result<Streamed> {
-    let start = Instant::now();
-    let mut child: Child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", display(cmd)))?;
-    let (tx, rx) = mpsc::channel();
-    pump(child.stdout.take().expect("piped"), tx.clone(), true);
-    pump(child.stderr.take().expect("piped"), tx, false);
-    let booted_mark = format!("{}BOOTED", console::MARK).into_bytes();
-    let exit_mark = format!("{}EXIT", console::MARK).into_bytes();
-    let mut console = Vec::new();
-    let (mut booted_at, mut exited_at, mut timed_out) = (None, None::<Instant>, false);
-    loop {
-        let deadline = match exited_at {
-            Some(t) => (t + POWEROFF_GRACE).min(start + timeout),
-            None => start + timeout,
-        };
-        let wait = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(wait) {
-            Ok(Chunk::Out(c)) => {
-                let from = console.len();
-                console.extend_from_slice(&c);
-                log.write_all(&c)?;
-                if echo {
-                    let mut so = std::io::stdout().lock();
-                    let _ = so.write_all(&c);
-                    let _ = so.flush();
-                }
-                if booted_at.is_none() && find(&console, &booted_mark, from) {
-                    booted_at = Some(start.elapsed());
-                }
-                if exited_at.is_none() && find(&console, &exit_mark, from) {
-                    exited_at = Some(Instant::now());
-                }
-            }
-            Ok(Chunk::Err(c)) => {
-                log.write_all(&c)?;
-                if echo {
-                    let _ = std::io::stderr().write_all(&c);
-                }
-            }
-            Ok(Chunk::OutDone) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                timed_out = exited_at.is_none();
-                let _ = child.kill();
-                break;
-            }
-        }
-    }
-    let _ = child.wait();
-    // Whatever was still in flight when QEMU ended.
-    while let Ok(chunk) = rx.recv_timeout(Duration::from_millis(200)) {
-        match chunk {
-            Chunk::Out(c) => {
-                console.extend_from_slice(&c);
-                log.write_all(&c)?;
-            }
-            Chunk::Err(c) => log.write_all(&c)?,
-            Chunk::OutDone => {}
-        }
-    }
-    Ok(Streamed {
-        console,
-        timed_out,
-        booted_at,
-        elapsed: start.elapsed(),
-    })
 }
 
 // ---------------------------------------------------------------- KVM
@@ -653,6 +600,10 @@ fn choose_accel(ws: &Workspace, req: &BootRequest, qemu: &Path) -> Result<&'stat
     probe.memory_mib = 512;
     probe.smp = 1;
     probe.retries = 0;
+    probe.devices = Devices {
+        scratch: false,
+        iommu: false,
+    };
     let (works, why) = match launch(ws, &probe, qemu, "kvm", TcgThread::Multi) {
         Ok(o) if o.release.is_some() => (
             true,

@@ -24,6 +24,13 @@ pub const PACKAGES: &[&str] = &[
     "xfsprogs",
     "btrfs-progs",
     "dosfstools",
+    // The guests' user space for NFS, device mapper, UDF and SCSI
+    // (`vm::DIO_TOOLS`). On a host with systemd, nfs-kernel-server also
+    // enables the host's own NFS server unit.
+    "nfs-kernel-server",
+    "dmsetup",
+    "udftools",
+    "sg3-utils",
     "gcc-12",
     "make",
     "libelf-dev",

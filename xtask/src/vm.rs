@@ -33,12 +33,8 @@ pub struct GuestOpts {
     /// times that on a slower or shared one).
     #[arg(long, default_value_t = 2400, value_name = "SECS")]
     pub timeout: u64,
-    /// Guest memory.
-    #[arg(long, default_value_t = 2048, value_name = "MiB")]
-    pub memory: u32,
-    /// Guest CPUs.
-    #[arg(long, default_value_t = 2, value_name = "N")]
-    pub smp: u32,
+    #[command(flatten)]
+    pub machine: MachineOpts,
     /// Load this module too (with its dependencies); `loop` always is.
     #[arg(long = "module", value_name = "NAME")]
     pub module: Vec<String>,
@@ -67,8 +63,7 @@ impl Default for GuestOpts {
             kernel: Vec::new(),
             modules: None,
             timeout: 2400,
-            memory: 2048,
-            smp: 2,
+            machine: MachineOpts::default(),
             module: Vec::new(),
             bin: Vec::new(),
             boot: BootOpts::default(),
@@ -76,6 +71,33 @@ impl Default for GuestOpts {
             no_strip: false,
             quiet: false,
         }
+    }
+}
+
+/// The guest machine's size, for `vm`, `test` and `check-kernel`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MachineOpts {
+    /// Guest memory.
+    #[arg(long, default_value_t = 2048, value_name = "MiB")]
+    pub memory: u32,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub smp: u32,
+}
+
+impl Default for MachineOpts {
+    fn default() -> Self {
+        Self {
+            memory: 2048,
+            smp: 2,
+        }
+    }
+}
+
+impl MachineOpts {
+    pub fn apply(&self, req: &mut BootRequest) {
+        req.memory_mib = self.memory;
+        req.smp = self.smp;
     }
 }
 
@@ -140,9 +162,40 @@ pub fn test_payload(name: &str) -> Payload {
         .env("RUST_BACKTRACE", "1")
 }
 
-/// vfat (legacy fs/direct-io.c Direct I/O) and the character sets its
-/// mount needs, for the guest suite on Debian's kernels.
-const LEGACY_DIO_MODULES: &[&str] = &["vfat", "nls_cp437", "nls_iso8859_1"];
+/// Loaded at boot for the guest suite on Debian's kernels: vfat (legacy
+/// fs/direct-io.c Direct I/O) and the character sets its mount needs.
+/// NVMe and virtio-scsi come with the scratch disks (`devices::MODULES`).
+pub const LEGACY_DIO_MODULES: &[&str] = &["vfat", "nls_cp437", "nls_iso8859_1"];
+
+/// Carried with their dependencies but loaded only by whoever needs them
+/// (`modprobe NAME [PARAM=VALUE...]`, busybox's, reads the modules.dep the
+/// harness writes): the other Direct I/O paths (docs/kernel.md, "Modules
+/// in the guests"). Loading them all at boot costs every guest seconds
+/// under TCG; scsi_debug makes its disk as it loads, with the size and
+/// sector size given then. dm_mod holds the `error` target.
+pub const ON_DEMAND_MODULES: &[&str] = &[
+    "sg",
+    "scsi_debug",
+    "dm_mod",
+    "dm_flakey",
+    "udf",
+    "nfsd",
+    "nfsv4",
+];
+
+/// Host tools the guests get at /bin for those paths (docs/kernel.md has
+/// the steps they take): mkfs.vfat, the NFS server's daemons and exportfs
+/// (NFSv4 needs no rpcbind), dmsetup, mkudffs, and sg_readcap to look at
+/// a SCSI disk. Packages: `setup::PACKAGES`.
+pub const DIO_TOOLS: &[&str] = &[
+    "mkfs.vfat",
+    "rpc.nfsd",
+    "rpc.mountd",
+    "exportfs",
+    "dmsetup",
+    "mkudffs",
+    "sg_readcap",
+];
 
 /// The soak test of the guest suite (run apart, by `cargo xtask soak`).
 pub const SOAK_TEST: &str = "robust::soak";
@@ -195,8 +248,7 @@ pub fn run_guest(
     req.files.extend(files);
     req.modules.extend(opts.module.iter().cloned());
     req.timeout = Duration::from_secs(opts.timeout);
-    req.memory_mib = opts.memory;
-    req.smp = opts.smp;
+    opts.machine.apply(&mut req);
     opts.boot.apply(&mut req);
     req.strip = !opts.no_strip;
     req.echo = !opts.quiet;
@@ -205,9 +257,9 @@ pub fn run_guest(
     if let Some(t) = &built.guest_tests {
         req.binaries
             .push((GUEST_TESTS.trim_start_matches("/bin/").into(), t.clone()));
-        // The robustness tests list what is loaded in the kernel with it;
-        // the legacy Direct I/O test makes a vfat file system.
-        for tool in ["bpftool", "mkfs.vfat"] {
+        // The robustness tests list what is loaded in the kernel with
+        // bpftool.
+        for tool in std::iter::once("bpftool").chain(DIO_TOOLS.iter().copied()) {
             match host_binary(tool) {
                 Ok(b) => req.binaries.push(b),
                 Err(_) => println!("vm: note: no {tool} on this machine (`cargo xtask setup`)"),
@@ -216,6 +268,8 @@ pub fn run_guest(
         if matches!(spec, KernelSpec::Debian(_)) {
             req.modules
                 .extend(LEGACY_DIO_MODULES.iter().map(|m| m.to_string()));
+            req.on_demand
+                .extend(ON_DEMAND_MODULES.iter().map(|m| m.to_string()));
         }
     }
     for b in &opts.bin {
