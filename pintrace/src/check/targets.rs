@@ -236,7 +236,9 @@ fn mkfs(
     match kind {
         TargetKind::Ext4 | TargetKind::Nfs => ("ext4", "mkfs.ext4", &["-q", "-F"], ""),
         TargetKind::Xfs => ("xfs", "mkfs.xfs", &["-q", "-f"], ""),
-        TargetKind::Vfat => ("vfat", "mkfs.vfat", &[], ""),
+        // A named charset: the kernel's default (often ascii) may be a
+        // module the system lacks, and the mount then fails with EINVAL.
+        TargetKind::Vfat => ("vfat", "mkfs.vfat", &[], "iocharset=iso8859-1"),
         // 512-byte blocks, as the loop device's: udf's Direct I/O needs the
         // buffers aligned to its block size.
         TargetKind::Udf => (
