@@ -23,6 +23,9 @@ mod robust;
 #[path = "guest/legacy.rs"]
 mod legacy;
 
+#[path = "guest/paths.rs"]
+mod paths;
+
 const IN_GUEST: &str = "needs a kernel with kprobes/fentry: run by `cargo xtask vm`";
 
 pub(crate) fn bin() -> String {
