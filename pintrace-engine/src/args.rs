@@ -6,7 +6,7 @@
 //! The arguments know the configuration, not the other way round: the
 //! configuration is the library's interface and needs no command line.
 
-use super::config::{err, BufferKind, ConfigError, EngineConfig, Mode, RwKind};
+use super::config::{err, BufferKind, ConfigError, EngineConfig, FaultKind, Mode, RwKind};
 use super::size::{parse_duration, parse_size};
 use clap::Args;
 use std::path::PathBuf;
@@ -171,6 +171,45 @@ pub struct EngineArgs {
         allow_hyphen_values = true
     )]
     pub fork_interval: String,
+
+    /// pvsync, sg: split each I/O into --iovecs adjacent segments of bs/N
+    /// bytes, each within a single page (bs/N a multiple of 512 dividing the
+    /// page size): the segments share pages, which the kernel pins once per
+    /// segment and merges.
+    #[arg(long)]
+    pub subpage_iovecs: bool,
+
+    /// Start each I/O buffer this many bytes past a page boundary (below the
+    /// page size). With --mode sg an offset the queue's DMA alignment does
+    /// not divide makes the kernel copy through a bounce buffer.
+    #[arg(
+        long,
+        default_value = "0",
+        value_name = "BYTES",
+        allow_hyphen_values = true
+    )]
+    pub buffer_offset: String,
+
+    /// Provoke a failure and report the errno the kernel answered: hole (a
+    /// PROT_NONE page inside every buffer), register-last (the last
+    /// registered buffer is PROT_NONE; --fixed-buffers), past-end (I/O past
+    /// the end of the target). Exit 0 when the failure happened as expected.
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub fault: Option<FaultKind>,
+
+    /// Count I/O errors by errno and go on (targets that fail I/O on their
+    /// own, such as dm-error or dm-flakey), instead of ending the job.
+    #[arg(long)]
+    pub allow_errors: bool,
+
+    /// sg, uring-cmd: timeout of each SCSI / NVMe command.
+    #[arg(
+        long,
+        default_value = "30s",
+        value_name = "TIME",
+        allow_hyphen_values = true
+    )]
+    pub cmd_timeout: String,
 }
 
 impl TryFrom<&EngineArgs> for EngineConfig {
@@ -190,6 +229,10 @@ impl TryFrom<&EngineArgs> for EngineConfig {
             .transpose()?;
         let fork_interval =
             parse_duration(&a.fork_interval).map_err(|m| err("--fork-interval", m))?;
+        let buffer_offset = parse_size(&a.buffer_offset).map_err(|m| err("--buffer-offset", m))?;
+        let buffer_offset = u32::try_from(buffer_offset)
+            .map_err(|_| err("--buffer-offset", "must be below the page size"))?;
+        let cmd_timeout = parse_duration(&a.cmd_timeout).map_err(|m| err("--cmd-timeout", m))?;
         if a.rwmixread > 100 {
             return Err(err(
                 "--rwmixread",
@@ -220,6 +263,11 @@ impl TryFrom<&EngineArgs> for EngineConfig {
             shared_region: a.shared_region,
             scratch_dir: a.scratch_dir.clone(),
             fork_interval,
+            subpage_iovecs: a.subpage_iovecs,
+            buffer_offset,
+            fault: a.fault,
+            allow_errors: a.allow_errors,
+            cmd_timeout,
         };
         cfg.validate()?;
         Ok(cfg)

@@ -26,10 +26,78 @@ pub struct SegLayout {
 impl SegLayout {
     /// One contiguous, page-aligned segment.
     pub fn contiguous(bs: usize) -> Self {
+        Self::contiguous_at(bs, 0)
+    }
+
+    /// One contiguous segment starting `offset` bytes past a page boundary.
+    pub fn contiguous_at(bs: usize, offset: usize) -> Self {
         SegLayout {
-            segs: vec![(0, bs)],
-            slot_len: round_up(bs, PAGE),
+            segs: vec![(offset, bs)],
+            slot_len: round_up(offset + bs, PAGE),
         }
+    }
+
+    /// `n` adjacent segments of `bs / n` bytes from `offset` on, each lying
+    /// within a single page: with `bs` at most a page they all share one
+    /// page, so the kernel pins that page once per segment and the bio
+    /// merges them (the pins of the merge are released at once). The error
+    /// names the rule the sizes break.
+    pub fn subpage(bs: usize, n: u32, offset: usize) -> Result<Self, String> {
+        let n = n as usize;
+        if n < 2 {
+            return Err("needs --iovecs 2 or more (segments sharing a page)".into());
+        }
+        if !bs.is_multiple_of(n) {
+            return Err(format!(
+                "--bs {bs} is not divisible into --iovecs {n} segments of equal size (bs/N)"
+            ));
+        }
+        let seg = bs / n;
+        if !seg.is_multiple_of(512) {
+            return Err(format!(
+                "each segment, bs/N = {bs}/{n} = {seg} bytes, must be a multiple of 512"
+            ));
+        }
+        let segs: Vec<(usize, usize)> = (0..n).map(|i| (offset + i * seg, seg)).collect();
+        if let Some((i, &(o, _))) = segs
+            .iter()
+            .enumerate()
+            .find(|(_, &(o, l))| o % PAGE + l > PAGE)
+        {
+            return Err(format!(
+                "segment {i} (bytes {o}..{} of the buffer) would cross a page boundary: \
+                 each segment must lie within one page, so bs/N ({seg}) must divide the \
+                 page size ({PAGE}) and --buffer-offset ({offset}) be a multiple of bs/N",
+                o + seg
+            ));
+        }
+        Ok(SegLayout {
+            segs,
+            slot_len: round_up(offset + bs, PAGE),
+        })
+    }
+
+    /// Pages one I/O's buffer spans, summed over its segments: the pages the
+    /// kernel pins (or references) for one I/O when it maps the buffer.
+    pub fn pages_per_io(&self) -> u64 {
+        self.segs
+            .iter()
+            .filter(|s| s.1 > 0)
+            .map(|&(o, l)| ((o + l - 1) / PAGE - o / PAGE + 1) as u64)
+            .sum()
+    }
+
+    /// Shift every segment `offset` bytes further into the slot.
+    pub fn shifted(mut self, offset: usize) -> Self {
+        if offset == 0 {
+            return self;
+        }
+        for s in &mut self.segs {
+            s.0 += offset;
+        }
+        let end = self.segs.iter().map(|s| s.0 + s.1).max().unwrap_or(0);
+        self.slot_len = round_up(end, PAGE);
+        self
     }
 
     /// Split `bs` into up to `n` segments, each a multiple of `unit`, of mixed
@@ -272,6 +340,17 @@ impl Arena {
         self.len
     }
 
+    /// Make the page at `offset` of the arena inaccessible (PROT_NONE), so
+    /// that pinning it fails with EFAULT.
+    pub fn protect_page(&self, offset: usize) -> io::Result<()> {
+        assert!(offset.is_multiple_of(PAGE) && offset + PAGE <= self.len);
+        // SAFETY: the page lies inside this arena's own mapping.
+        if unsafe { libc::mprotect(self.base.add(offset).cast(), PAGE, libc::PROT_NONE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     pub fn bytes_mut(&mut self) -> &mut [u8] {
         unsafe { std::slice::from_raw_parts_mut(self.base, self.len) }
     }
@@ -335,6 +414,44 @@ mod tests {
                 "some segment mid-page"
             );
         }
+    }
+
+    #[test]
+    fn subpage_segments_share_a_page() {
+        let l = SegLayout::subpage(4096, 8, 0).unwrap();
+        assert_eq!(l.segs.len(), 8);
+        assert_eq!(l.segs[1], (512, 512));
+        assert_eq!(l.slot_len, PAGE);
+        assert_eq!(l.pages_per_io(), 8);
+        let l = SegLayout::subpage(2048, 4, 1024).unwrap();
+        assert_eq!(l.segs[0], (1024, 512));
+        assert_eq!(l.pages_per_io(), 4);
+        // Larger blocks: two segments per page over two pages.
+        let l = SegLayout::subpage(8192, 4, 0).unwrap();
+        assert_eq!(l.pages_per_io(), 4);
+        assert_eq!(l.slot_len, 2 * PAGE);
+        for (bs, n, off, word) in [
+            (4096, 1, 0, "2 or more"),
+            (4096, 3, 0, "divisible"),
+            (4096, 16, 0, "multiple of 512"),
+            (4096, 4, 512, "cross a page"),
+            (8192, 2, 512, "cross a page"),
+        ] {
+            let e = SegLayout::subpage(bs, n, off).unwrap_err();
+            assert!(e.contains(word), "{bs} {n} {off}: {e}");
+        }
+    }
+
+    #[test]
+    fn pages_spanned_per_io() {
+        assert_eq!(SegLayout::contiguous(4096).pages_per_io(), 1);
+        assert_eq!(SegLayout::contiguous_at(4096, 2).pages_per_io(), 2);
+        assert_eq!(SegLayout::contiguous_at(4096, 2).slot_len, 2 * PAGE);
+        assert_eq!(SegLayout::contiguous(65536).pages_per_io(), 16);
+        let s = SegLayout::scattered(16384, 4, 512, 512);
+        let shifted = s.clone().shifted(1024);
+        assert_eq!(shifted.segs[0].0, s.segs[0].0 + 1024);
+        assert!(shifted.pages_per_io() >= 4);
     }
 
     #[test]

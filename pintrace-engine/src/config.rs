@@ -1,5 +1,6 @@
 //! The checked engine configuration.
 
+use crate::buffer::{SegLayout, PAGE};
 use clap::ValueEnum;
 use serde::Serialize;
 use std::fmt;
@@ -21,6 +22,37 @@ pub enum Mode {
     /// Linux native AIO (io_setup / io_submit / io_getevents).
     #[value(alias = "libaio")]
     Aio,
+    /// SCSI READ(16) / WRITE(16) through the SG_IO ioctl (/dev/sdX or /dev/sgN).
+    #[value(alias = "sg_io")]
+    Sg,
+    /// NVMe passthrough through io_uring IORING_OP_URING_CMD (/dev/ngXnY).
+    #[value(name = "uring-cmd", alias = "uring_cmd")]
+    #[serde(rename = "uring-cmd")]
+    UringCmd,
+}
+
+/// A fault the engine provokes on purpose (`--fault`).
+#[derive(ValueEnum, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// A PROT_NONE page in the middle of every I/O's buffer: pinning fails
+    /// after the pages before it were pinned.
+    Hole,
+    /// The last buffer of the registration is PROT_NONE: registering fails
+    /// after the earlier buffers were pinned (`--fixed-buffers`).
+    RegisterLast,
+    /// Every I/O at an offset past the end of the target.
+    PastEnd,
+}
+
+impl FaultKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Hole => "hole",
+            FaultKind::RegisterLast => "register-last",
+            FaultKind::PastEnd => "past-end",
+        }
+    }
 }
 
 /// The I/O pattern, as fio's `rw=`.
@@ -79,11 +111,21 @@ impl Mode {
             Mode::Pvsync => "pvsync",
             Mode::IoUring => "io_uring",
             Mode::Aio => "aio",
+            Mode::Sg => "sg",
+            Mode::UringCmd => "uring-cmd",
         }
     }
     /// Whether the mode keeps more than one I/O in flight.
     pub fn is_async(self) -> bool {
-        matches!(self, Mode::IoUring | Mode::Aio)
+        matches!(self, Mode::IoUring | Mode::Aio | Mode::UringCmd)
+    }
+    /// Whether the mode sends device commands (SCSI, NVMe) instead of read/write.
+    pub fn is_passthrough(self) -> bool {
+        matches!(self, Mode::Sg | Mode::UringCmd)
+    }
+    /// Whether the mode can register fixed buffers.
+    pub fn has_fixed_buffers(self) -> bool {
+        matches!(self, Mode::IoUring | Mode::UringCmd)
     }
 }
 
@@ -170,6 +212,16 @@ pub struct EngineConfig {
     pub shared_region: bool,
     pub scratch_dir: Option<PathBuf>,
     pub fork_interval: Duration,
+    /// pvsync, sg: each I/O is `iovecs` adjacent segments of `bs / iovecs`
+    /// bytes, each within a single page (see [`crate::SegLayout::subpage`]).
+    pub subpage_iovecs: bool,
+    /// Each I/O buffer starts this many bytes past a page boundary.
+    pub buffer_offset: u32,
+    pub fault: Option<FaultKind>,
+    /// Count I/O errors by errno and go on instead of ending the job.
+    pub allow_errors: bool,
+    /// SCSI / NVMe command timeout.
+    pub cmd_timeout: Duration,
 }
 
 impl EngineConfig {
@@ -199,6 +251,11 @@ impl EngineConfig {
             shared_region: false,
             scratch_dir: None,
             fork_interval: Duration::from_millis(50),
+            subpage_iovecs: false,
+            buffer_offset: 0,
+            fault: None,
+            allow_errors: false,
+            cmd_timeout: Duration::from_secs(30),
         }
     }
 
@@ -286,12 +343,16 @@ impl EngineConfig {
                 return Err(err("--runtime", "must be above zero"));
             }
         }
-        if self.fixed_buffers && self.mode != Mode::IoUring {
-            return Err(err("--fixed-buffers", "only applies to --mode io_uring"));
+        if self.fixed_buffers && !self.mode.has_fixed_buffers() {
+            return Err(err(
+                "--fixed-buffers",
+                "only applies to --mode io_uring and --mode uring-cmd",
+            ));
         }
         if self.mode == Mode::Pvsync && (self.iovecs == 0 || self.iovecs > 64) {
             return Err(err("--iovecs", "must be between 1 and 64"));
         }
+        self.validate_paths()?;
         if self.unaligned_iovecs && self.mode != Mode::Pvsync {
             return Err(err("--unaligned-iovecs", "only applies to --mode pvsync"));
         }
@@ -303,6 +364,133 @@ impl EngineConfig {
         }
         if self.fork_interval.is_zero() {
             return Err(err("--fork-interval", "must be above zero"));
+        }
+        Ok(())
+    }
+
+    /// The checks of sub-page segments, buffer offsets, faults and the
+    /// passthrough modes.
+    fn validate_paths(&self) -> Result<(), ConfigError> {
+        if self.subpage_iovecs {
+            if !matches!(self.mode, Mode::Pvsync | Mode::Sg) {
+                return Err(err(
+                    "--subpage-iovecs",
+                    "only applies to --mode pvsync and --mode sg",
+                ));
+            }
+            if self.unaligned_iovecs {
+                return Err(err(
+                    "--subpage-iovecs",
+                    "cannot be combined with --unaligned-iovecs (two different layouts)",
+                ));
+            }
+            if self.iovecs == 0 || self.iovecs > 64 {
+                return Err(err("--iovecs", "must be between 1 and 64"));
+            }
+            SegLayout::subpage(self.bs as usize, self.iovecs, self.buffer_offset as usize)
+                .map_err(|m| err("--subpage-iovecs", m))?;
+        }
+        if self.buffer_offset as usize >= PAGE {
+            return Err(err(
+                "--buffer-offset",
+                format!(
+                    "{} bytes: the offset into a page must be below the page size ({PAGE})",
+                    self.buffer_offset
+                ),
+            ));
+        }
+        if self.mode.is_passthrough() && !self.direct {
+            return Err(err(
+                "--buffered",
+                format!(
+                    "--mode {} sends device commands: there is no page cache to go through",
+                    self.mode.name()
+                ),
+            ));
+        }
+        if self.mode.is_passthrough() && self.buffer == BufferKind::ForkShared {
+            return Err(err(
+                "--buffer",
+                format!(
+                    "fork-shared is not supported by --mode {}",
+                    self.mode.name()
+                ),
+            ));
+        }
+        if self.cmd_timeout.is_zero() || self.cmd_timeout > Duration::from_secs(3600) {
+            return Err(err(
+                "--cmd-timeout",
+                "must be above zero and at most an hour",
+            ));
+        }
+        let Some(fault) = self.fault else {
+            return Ok(());
+        };
+        if self.verify {
+            return Err(err(
+                "--fault",
+                "cannot be combined with --verify (faulted I/O moves no data to check)",
+            ));
+        }
+        if self.buffer == BufferKind::ForkShared {
+            return Err(err(
+                "--fault",
+                "cannot be combined with --buffer fork-shared",
+            ));
+        }
+        match fault {
+            FaultKind::Hole => {
+                if self.fixed_buffers {
+                    return Err(err(
+                        "--fault",
+                        "hole: registered buffers are pinned at registration (use --fault register-last)",
+                    ));
+                }
+                if self.mode == Mode::Pvsync || self.subpage_iovecs {
+                    return Err(err(
+                        "--fault",
+                        "hole needs one contiguous buffer per I/O (not --mode pvsync or --subpage-iovecs)",
+                    ));
+                }
+                if self.buffer_offset as u64 + self.bs < 2 * PAGE as u64 {
+                    return Err(err(
+                        "--bs",
+                        format!(
+                            "--fault hole needs I/O buffers spanning at least 2 pages \
+                             (a page pinned before the hole), not {} bytes",
+                            self.bs
+                        ),
+                    ));
+                }
+                if matches!(self.buffer, BufferKind::Thp | BufferKind::Hugetlb) {
+                    return Err(err(
+                        "--fault",
+                        "hole needs small pages (a PROT_NONE page inside a huge page would split it)",
+                    ));
+                }
+            }
+            FaultKind::RegisterLast => {
+                if !self.fixed_buffers {
+                    return Err(err(
+                        "--fault",
+                        "register-last needs --fixed-buffers (--mode io_uring or uring-cmd)",
+                    ));
+                }
+                if self.iodepth < 2 {
+                    return Err(err(
+                        "--iodepth",
+                        "--fault register-last needs at least 2 buffers (--iodepth 2): \
+                         one pinned before the failing one",
+                    ));
+                }
+                if matches!(self.buffer, BufferKind::Thp | BufferKind::Hugetlb) {
+                    return Err(err(
+                        "--fault",
+                        "register-last needs small pages (a PROT_NONE page inside a huge page would split it)",
+                    ));
+                }
+            }
+            FaultKind::PastEnd => {}
         }
         Ok(())
     }

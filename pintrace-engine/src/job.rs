@@ -7,6 +7,7 @@ use super::offsets::{splitmix, OffsetGen, Rng};
 use super::stats::DirStats;
 use super::verify::{self, VerifyError};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -52,14 +53,30 @@ pub struct VerifyFailure {
     pub message: String,
 }
 
-/// The I/O error that stopped a job.
+/// The I/O error that stopped a job (or, with `--fault` / `--allow-errors`,
+/// the first of those counted).
 #[derive(Debug, Clone, Serialize)]
 pub struct IoFailure {
     pub job: u32,
     pub offset: u64,
     pub op: &'static str,
+    /// errno (EIO for a SCSI or NVMe status, 0 for a short transfer).
     pub errno: i32,
+    /// What the kernel answered, as counted in `fault.by_outcome`: an errno
+    /// name (`EFAULT`), `short` (fewer bytes than asked), `eof` (0 bytes),
+    /// or the device status (`sense ILLEGAL REQUEST 21h/00h`, `nvme 0x80`).
+    pub outcome: String,
     pub message: String,
+}
+
+/// The name of an errno (`EFAULT`), or its number when unknown.
+pub fn errno_name(errno: i32) -> String {
+    let e = nix::errno::Errno::from_raw(errno);
+    if e == nix::errno::Errno::UnknownErrno {
+        format!("errno {errno}")
+    } else {
+        format!("{e:?}")
+    }
 }
 
 pub struct Job<'a> {
@@ -92,6 +109,13 @@ pub struct Job<'a> {
     pub failures: Vec<VerifyFailure>,
     pub io_error: Option<IoFailure>,
     pub forker: Option<Forker>,
+    /// `--fault` / `--allow-errors`: failed I/Os counted by outcome.
+    pub errors: BTreeMap<String, u64>,
+    /// The first failure counted in `errors`.
+    pub first_error: Option<IoFailure>,
+    tolerate_errors: bool,
+    /// sg node: commands the sg driver reported as done by direct I/O.
+    pub direct_io: u64,
 }
 
 impl<'a> Job<'a> {
@@ -138,6 +162,10 @@ impl<'a> Job<'a> {
             failures: Vec::with_capacity(MAX_FAILURES_KEPT),
             io_error: None,
             forker: None,
+            errors: BTreeMap::new(),
+            first_error: None,
+            tolerate_errors: cfg.fault.is_some() || cfg.allow_errors,
+            direct_io: 0,
         }
     }
 
@@ -274,6 +302,12 @@ impl<'a> Job<'a> {
         Next::Done
     }
 
+    /// End the job without issuing I/O (the fault was the set-up itself).
+    pub fn finish_without_io(&mut self, now: Instant) {
+        self.main_elapsed = now.saturating_duration_since(self.start);
+        self.phase = Phase::Done;
+    }
+
     /// Fill a write's buffer (verify header) just before it is issued.
     #[inline]
     pub fn prepare_write(&mut self, req: &IoReq, segs: &[libc::iovec]) {
@@ -350,20 +384,21 @@ impl<'a> Job<'a> {
             return;
         }
         let op = if req.write { "write" } else { "read" };
-        let (errno, message) = if res < 0 {
+        let (errno, outcome, message) = if res < 0 {
             let e = std::io::Error::from_raw_os_error(-res as i32);
             let hint = match (-res as i32, self.cfg.direct, self.cfg.unaligned_iovecs) {
                 (libc::EINVAL, true, true) => {
                     " (the kernel refuses iovecs whose lengths are not multiples of the \
                      logical block size: drop --unaligned-iovecs)"
                 }
-                (libc::EINVAL, true, false) => {
+                (libc::EINVAL, true, false) if !self.cfg.mode.is_passthrough() => {
                     " (O_DIRECT refused the alignment of offset, length or memory)"
                 }
                 _ => "",
             };
             (
                 -res as i32,
+                errno_name(-res as i32),
                 format!(
                     "{op} of {} bytes at offset {} failed: {e}{hint}",
                     self.bs, req.offset
@@ -372,30 +407,65 @@ impl<'a> Job<'a> {
         } else {
             (
                 0,
+                if res == 0 { "eof" } else { "short" }.to_string(),
                 format!(
                     "short {op} at offset {}: {res} of {} bytes",
                     req.offset, self.bs
                 ),
             )
         };
-        self.io_error = Some(IoFailure {
+        self.record_failure(req, errno, outcome, message);
+    }
+
+    /// A command that completed with a device status (SCSI sense, NVMe
+    /// status): `outcome` names it, `message` explains it.
+    #[cold]
+    pub fn fail_status(&mut self, req: &IoReq, outcome: String, message: String) {
+        if self.io_error.is_none() {
+            self.record_failure(req, libc::EIO, outcome, message);
+        }
+    }
+
+    /// Count a failure outside any I/O (a registration the fault made fail).
+    pub fn fail_setup(&mut self, what: &str, err: &std::io::Error) {
+        let errno = err.raw_os_error().unwrap_or(0);
+        let req = IoReq::default();
+        self.record_failure(&req, errno, errno_name(errno), format!("{what}: {err}"));
+        if let Some(f) = self.first_error.as_mut().or(self.io_error.as_mut()) {
+            f.op = "register";
+        }
+    }
+
+    fn record_failure(&mut self, req: &IoReq, errno: i32, outcome: String, message: String) {
+        let f = IoFailure {
             job: self.id,
             offset: req.offset,
-            op,
+            op: if req.write { "write" } else { "read" },
             errno,
+            outcome,
             message,
-        });
+        };
+        if self.tolerate_errors {
+            *self.errors.entry(f.outcome.clone()).or_insert(0) += 1;
+            if self.first_error.is_none() {
+                self.first_error = Some(f);
+            }
+        } else {
+            self.io_error = Some(f);
+        }
     }
 
     /// Record a failure of the I/O machinery itself (submit, ring set-up).
     #[cold]
     pub fn fail_engine(&mut self, what: &str, err: std::io::Error) {
         if self.io_error.is_none() {
+            let errno = err.raw_os_error().unwrap_or(0);
             self.io_error = Some(IoFailure {
                 job: self.id,
                 offset: 0,
                 op: "engine",
-                errno: err.raw_os_error().unwrap_or(0),
+                errno,
+                outcome: errno_name(errno),
                 message: format!("{what}: {err}"),
             });
         }
@@ -498,5 +568,33 @@ mod tests {
         let e = job.io_error.unwrap();
         assert_eq!((e.job, e.errno, e.op), (3, libc::EIO, "read"));
         assert!(e.message.contains("offset 0"), "{}", e.message);
+        assert_eq!(e.outcome, "EIO");
+    }
+
+    #[test]
+    fn faults_count_errors_and_go_on() {
+        static STOP: AtomicBool = AtomicBool::new(false);
+        let mut cfg = EngineConfig::new("/x");
+        cfg.fault = Some(crate::config::FaultKind::PastEnd);
+        let mut job = Job::new(&cfg, 0, -1, 0, 4, &STOP);
+        job.start(Instant::now());
+        let mut n = 0;
+        while let Next::Io(r) = job.next_io(Instant::now(), 0) {
+            let res = match n {
+                0 => -(libc::EFAULT as i64),
+                1 => 0,
+                2 => 512,
+                _ => -(libc::EFAULT as i64),
+            };
+            job.complete(&r, res, 10, &[]);
+            n += 1;
+        }
+        assert_eq!(n, 4, "every I/O issued despite the failures");
+        assert!(job.io_error.is_none());
+        assert_eq!(job.errors.get("EFAULT"), Some(&2));
+        assert_eq!(job.errors.get("eof"), Some(&1));
+        assert_eq!(job.errors.get("short"), Some(&1));
+        assert_eq!(job.first_error.unwrap().errno, libc::EFAULT);
+        assert_eq!(errno_name(libc::ENOSPC), "ENOSPC");
     }
 }

@@ -34,27 +34,34 @@ mod buffer;
 mod config;
 mod fork;
 mod job;
+mod layout;
+mod nvme;
 mod offsets;
 mod psync;
 mod report;
 mod run;
 mod safety;
+mod sg;
+pub mod sgio;
 pub mod size;
 mod stats;
 mod target;
 mod uring;
+mod uring_cmd;
 pub mod verify;
 
 pub use args::EngineArgs;
 pub use buffer::Arena;
 pub use buffer::SegLayout;
-pub use config::{BufferKind, ConfigError, EngineConfig, Mode, RwKind};
-pub use job::{IoFailure, VerifyFailure};
+pub use config::{BufferKind, ConfigError, EngineConfig, FaultKind, Mode, RwKind};
+pub use job::{errno_name, IoFailure, VerifyFailure};
+pub use nvme::{NvmeReport, NvmeUringCmd};
 pub use offsets::OffsetGen;
 pub use report::{
-    BufferReport, CpuReport, JobReport, Report, RunSettings, TotalReport, VerifyReport,
+    BufferReport, CpuReport, FaultReport, JobReport, Report, RunSettings, TotalReport, VerifyReport,
 };
 pub use run::{run, run_until};
+pub use sg::SgReport;
 pub use stats::{DirReport, LatSummary};
 pub use target::{SetupIo, TargetInfo};
 
@@ -103,8 +110,20 @@ pub fn run_cli(args: &EngineArgs) -> anyhow::Result<u8> {
     } else {
         print!("{}", report.to_text());
     }
-    for e in &report.io_errors {
-        eprintln!("pintrace engine: I/O error in job {}: {}", e.job, e.message);
+    for j in &report.jobs {
+        if let Some(e) = &j.io_error {
+            eprintln!("pintrace engine: I/O error in job {}: {}", e.job, e.message);
+        }
+        if let Some(e) = &j.first_error {
+            let n: u64 = j.errors.values().sum();
+            eprintln!(
+                "pintrace engine: job {}: {n} I/O error(s) counted, the first: {}",
+                e.job, e.message
+            );
+        }
+    }
+    if let Some(f) = report.fault.as_ref().filter(|f| !f.expected) {
+        eprintln!("pintrace engine: {}", f.message);
     }
     for f in &report.verify.failed_blocks {
         eprintln!("pintrace engine: {}", f.message);

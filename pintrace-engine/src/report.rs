@@ -1,13 +1,24 @@
 //! The result of a run: serialisable (`--json`) and printable like fio.
 
+use super::config::{EngineConfig, FaultKind};
 use super::job::{IoFailure, VerifyFailure};
+use super::nvme::NvmeReport;
+use super::sg::SgReport;
 use super::size::{fmt_bytes, fmt_si};
 use super::stats::{DirReport, LatSummary};
 use super::target::TargetInfo;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// The settings a run used (after defaults and adjustments).
+///
+/// The pages each I/O spans follow from `segments` alone: every I/O buffer
+/// (slot) starts on a page boundary of the arena and its segments lie at
+/// these `[offset, length]` pairs from that boundary (`buffer_offset` is
+/// already in the offsets). A segment spans
+/// `(offset + length - 1) / 4096 - offset / 4096 + 1` pages; the report's
+/// `pages_per_io` is their sum.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunSettings {
     pub mode: &'static str,
@@ -25,9 +36,41 @@ pub struct RunSettings {
     pub direct: bool,
     pub buffer: &'static str,
     pub fixed_buffers: bool,
+    /// Segments per I/O (pvsync, and sg with `subpage_iovecs`).
     pub iovecs: Option<u32>,
     pub verify: bool,
     pub seed: u64,
+    /// Each I/O is `iovecs` adjacent segments of `bs / iovecs` bytes, each
+    /// within one page (pvsync, sg).
+    pub subpage_iovecs: bool,
+    /// Bytes past a page boundary where each I/O buffer starts.
+    pub buffer_offset: u32,
+    /// `[offset, length]` of each segment of one I/O buffer, from the
+    /// page boundary the buffer's slot starts on.
+    pub segments: Vec<(usize, usize)>,
+    /// The `--fault` provoked: `hole`, `register-last`, `past-end`.
+    pub fault: Option<&'static str>,
+    /// I/O errors counted (by outcome) rather than ending the job.
+    pub allow_errors: bool,
+}
+
+/// The outcome of a `--fault` run.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultReport {
+    pub kind: &'static str,
+    /// The outcome seen most: an errno name (`EFAULT`), `short`, `eof`, or a
+    /// device status (`sense ILLEGAL REQUEST 21h/00h`, `nvme 0/80h`); null
+    /// when the fault was never hit.
+    pub errno: Option<String>,
+    /// I/Os (or registrations) that hit the fault.
+    pub count: u64,
+    /// Every outcome with its count.
+    pub by_outcome: BTreeMap<String, u64>,
+    /// I/Os that completed in full although the fault was laid in them.
+    pub completed_ios: u64,
+    /// The fault happened on every attempt and was reported (exit 0).
+    pub expected: bool,
+    pub message: String,
 }
 
 /// The buffer memory of a job.
@@ -62,7 +105,14 @@ pub struct JobReport {
     pub verify_failures: u64,
     pub cpu: CpuReport,
     pub buffer: BufferReport,
+    /// The error that ended the job.
     pub io_error: Option<IoFailure>,
+    /// `--fault` / `--allow-errors`: failed I/Os by outcome (they did not
+    /// end the job), and the first of them.
+    pub errors: BTreeMap<String, u64>,
+    pub first_error: Option<IoFailure>,
+    /// sg node: commands the sg driver did by direct I/O.
+    pub direct_io: u64,
 }
 
 /// CPU time spent issuing and completing I/O (like fio's `cpu:` line).
@@ -122,6 +172,14 @@ pub struct VerifyReport {
 }
 
 /// Everything a run found; `--json` prints it as one object.
+///
+/// Besides the figures: `pages_per_io` (pages one I/O's buffer spans, from
+/// `settings.segments`), `sg` (SCSI target, and whether the kernel should
+/// `map` the user pages or `copy` them), `nvme` (the namespace of
+/// uring-cmd), `fault` (what a `--fault` run provoked) and
+/// `errors_by_outcome` (I/O errors counted under `--fault` or
+/// `--allow-errors`). `io_errors` lists the error that ended each job and,
+/// under `--fault` / `--allow-errors`, each job's first counted error.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub settings: RunSettings,
@@ -132,12 +190,74 @@ pub struct Report {
     pub io_errors: Vec<IoFailure>,
     pub interrupted: bool,
     pub warnings: Vec<String>,
+    pub pages_per_io: u64,
+    pub sg: Option<SgReport>,
+    pub nvme: Option<NvmeReport>,
+    pub fault: Option<FaultReport>,
+    pub errors_by_outcome: BTreeMap<String, u64>,
+    /// Jobs ended by an I/O error (counted errors excluded).
+    #[serde(skip)]
+    pub fatal_errors: usize,
 }
 
 impl Report {
-    /// No I/O error and no verify failure.
+    /// No I/O error that ended a job, no verify failure, and with `--fault`
+    /// the fault happened as expected.
     pub fn ok(&self) -> bool {
-        self.io_errors.is_empty() && self.verify.failures == 0
+        let faults_ok = self.fault.as_ref().is_none_or(|f| f.expected);
+        let tolerated = self.settings.fault.is_some() || self.settings.allow_errors;
+        let errors_ok = if tolerated {
+            self.fatal_errors == 0
+        } else {
+            self.io_errors.is_empty()
+        };
+        errors_ok && faults_ok && self.verify.failures == 0
+    }
+
+    /// Judge a `--fault` run: the fault must have been hit by every attempt.
+    pub fn finish_faults(&mut self, cfg: &EngineConfig) {
+        let Some(kind) = cfg.fault else {
+            return;
+        };
+        let by = self.errors_by_outcome.clone();
+        let count: u64 = by.values().sum();
+        let errno = by.iter().max_by_key(|(_, v)| **v).map(|(k, _)| k.clone());
+        let completed = self.total.read.ios + self.total.write.ios;
+        let expected = count > 0 && completed == 0 && self.fatal_errors == 0;
+        let message = if expected {
+            format!(
+                "--fault {}: hit {count} time(s), the kernel answered {}",
+                kind.name(),
+                by.iter()
+                    .map(|(k, v)| format!("{k} x{v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else if count == 0 {
+            format!(
+                "--fault {}: the fault was never hit ({completed} I/O(s) completed in full{})",
+                kind.name(),
+                if kind == FaultKind::RegisterLast {
+                    ", the registration went through"
+                } else {
+                    ""
+                }
+            )
+        } else {
+            format!(
+                "--fault {}: hit {count} time(s), but {completed} I/O(s) completed in full",
+                kind.name()
+            )
+        };
+        self.fault = Some(FaultReport {
+            kind: kind.name(),
+            errno,
+            count,
+            by_outcome: by,
+            completed_ios: completed,
+            expected,
+            message,
+        });
     }
 
     /// Process exit code: 0 when ok, 1 otherwise.
@@ -235,6 +355,26 @@ impl Report {
             for f in &self.verify.failed_blocks {
                 let _ = writeln!(o, "  {}", f.message);
             }
+        }
+        if self.pages_per_io > 0 {
+            let _ = writeln!(o, "pages per I/O: {}", self.pages_per_io);
+        }
+        if let Some(sg) = &self.sg {
+            let _ = writeln!(
+                o,
+                "sg: {} node, expect {} ({})",
+                sg.node, sg.expect, sg.reason
+            );
+        }
+        if let Some(f) = &self.fault {
+            let _ = writeln!(o, "{}", f.message);
+        } else if !self.errors_by_outcome.is_empty() {
+            let list: Vec<String> = self
+                .errors_by_outcome
+                .iter()
+                .map(|(k, v)| format!("{k} x{v}"))
+                .collect();
+            let _ = writeln!(o, "I/O errors counted: {}", list.join(", "));
         }
         for w in &self.warnings {
             let _ = writeln!(o, "warning: {w}");

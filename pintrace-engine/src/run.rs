@@ -3,17 +3,23 @@
 
 use super::aio::Aio;
 use super::buffer::{Arena, SegLayout};
+use super::config::FaultKind;
 use super::config::{BufferKind, EngineConfig, Mode};
 use super::fork::Forker;
 use super::job::Job;
+use super::layout::{arm_buffers, region_base, slot_layout};
+use super::nvme::{self, NvmeReport};
 use super::report::{
     BufferReport, CpuReport, JobReport, Report, RunSettings, TotalReport, VerifyReport,
 };
+use super::sg::{self, SgReport};
 use super::stats::DirStats;
 use super::target::{open_target, TargetInfo};
-use super::uring::Uring;
+use super::uring::{register_error, Uring};
+use super::uring_cmd::UringCmd;
 use super::{psync, size::fmt_bytes};
 use anyhow::{bail, Result};
+use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +39,15 @@ enum Engine {
     Sync { vectored: bool },
     Uring(Box<Uring>),
     Aio(Aio),
+    Sg { sg_node: bool },
+    UringCmd(Box<UringCmd>),
+}
+
+/// What the passthrough modes learnt of their target.
+#[derive(Default)]
+struct Passthrough {
+    sg: Option<SgReport>,
+    nvme: Option<NvmeReport>,
 }
 
 /// Run the workload. `Err` means it could not run (bad target, refused, set-up
@@ -44,8 +59,31 @@ pub fn run(cfg: &EngineConfig) -> Result<Report> {
 /// As [`run`], stopping early (with figures so far) once `stop` is set.
 pub fn run_until(cfg: &EngineConfig, stop: &AtomicBool) -> Result<Report> {
     cfg.validate()?;
-    let mut target = open_target(cfg)?;
+    let mut pass = Passthrough::default();
+    let mut target = match cfg.mode {
+        Mode::Sg => {
+            let t = sg::open(cfg)?;
+            pass.sg = Some(t.report);
+            t.target
+        }
+        Mode::UringCmd => {
+            let t = nvme::open(cfg)?;
+            pass.nvme = Some(t.report);
+            t.target
+        }
+        _ => open_target(cfg)?,
+    };
     let info = target.info.clone();
+    if cfg.mode.is_passthrough() {
+        check_device_size(cfg, &info)?;
+    }
+    let layout = slot_layout(cfg, &info)?;
+    if let Some(r) = pass.sg.as_mut() {
+        let (expect, reason) = sg::expectation(r, &layout);
+        r.expect = expect;
+        r.reason = reason;
+    }
+    let base = region_base(cfg, &info)?;
     let bs = cfg.bs;
     let region = cfg.size.unwrap_or(info.size) / bs * bs;
     let total_blocks = region / bs;
@@ -88,13 +126,20 @@ pub fn run_until(cfg: &EngineConfig, stop: &AtomicBool) -> Result<Report> {
     let results: Vec<Result<Option<JobResult>>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..cfg.numjobs)
             .map(|j| {
-                let start = if cfg.shared_region {
-                    0
-                } else {
-                    u64::from(j) * per_job * bs
-                };
-                let (barrier, setup_failed, scratch, info) =
-                    (&barrier, &setup_failed, &scratch, &target.info);
+                let start = base
+                    + if cfg.shared_region {
+                        0
+                    } else {
+                        u64::from(j) * per_job * bs
+                    };
+                let (barrier, setup_failed, scratch, info, layout, pass) = (
+                    &barrier,
+                    &setup_failed,
+                    &scratch,
+                    &target.info,
+                    &layout,
+                    &pass,
+                );
                 std::thread::Builder::new()
                     .name(format!("engine-{j}"))
                     .spawn_scoped(s, move || {
@@ -105,6 +150,8 @@ pub fn run_until(cfg: &EngineConfig, stop: &AtomicBool) -> Result<Report> {
                             start,
                             per_job,
                             info,
+                            layout,
+                            pass,
                             scratch,
                             barrier,
                             setup_failed,
@@ -128,14 +175,43 @@ pub fn run_until(cfg: &EngineConfig, stop: &AtomicBool) -> Result<Report> {
     if cfg.keep {
         target.keep_file();
     }
-    Ok(build_report(
+    let mut report = build_report(
         cfg,
         info,
         region,
         job_results,
         stop.load(Ordering::Relaxed),
         warnings,
-    ))
+    );
+    report.pages_per_io = layout.pages_per_io();
+    report.settings.segments = layout.segs.clone();
+    if let Some(sg) = pass.sg.as_mut() {
+        if sg.direct_io.is_some() {
+            sg.direct_io = Some(report.jobs.iter().map(|j| j.direct_io).sum());
+        }
+    }
+    report.sg = pass.sg;
+    report.nvme = pass.nvme;
+    report.finish_faults(cfg);
+    Ok(report)
+}
+
+/// The size checks the O_DIRECT targets get when opened, for the devices
+/// of the passthrough modes.
+fn check_device_size(cfg: &EngineConfig, info: &TargetInfo) -> Result<()> {
+    let shown = info.path.display();
+    match cfg.size {
+        Some(size) if size > info.size && cfg.fault != Some(FaultKind::PastEnd) => bail!(
+            "--size: {} is larger than {shown} ({})",
+            fmt_bytes(size),
+            fmt_bytes(info.size)
+        ),
+        None if info.size < cfg.bs => bail!(
+            "--size: {shown} holds less than one block of {}",
+            fmt_bytes(cfg.bs)
+        ),
+        _ => Ok(()),
+    }
 }
 
 fn scratch_dir(cfg: &EngineConfig, info: &TargetInfo) -> PathBuf {
@@ -166,40 +242,46 @@ fn run_job(
     start: u64,
     blocks: u64,
     info: &TargetInfo,
+    layout: &SegLayout,
+    pass: &Passthrough,
     scratch: &Path,
     barrier: &Barrier,
     setup_failed: &AtomicBool,
     stop: &AtomicBool,
 ) -> Result<Option<JobResult>> {
-    let bs = cfg.bs as usize;
     let slots = cfg.slots() as usize;
-    let layout = if cfg.mode == Mode::Pvsync {
-        let unit = if !cfg.direct {
-            512
-        } else if cfg.unaligned_iovecs {
-            (info.dio_mem_align as usize).max(64)
-        } else {
-            info.logical_block_size as usize
-        };
-        SegLayout::scattered(bs, cfg.iovecs, unit, info.dio_mem_align as usize)
-    } else {
-        SegLayout::contiguous(bs)
-    };
     // Set up everything before the common start; a failure still meets the
     // barrier so that no other job waits forever.
     let setup = (|| -> Result<(Arena, Vec<Vec<libc::iovec>>, Engine)> {
         let arena = Arena::new(cfg.buffer, layout.slot_len * slots, scratch, id, cfg.seed)?;
-        let iovs = arena.slot_iovecs(&layout, slots);
+        let iovs = arena.slot_iovecs(layout, slots);
+        arm_buffers(cfg, &arena, layout, slots)?;
+        // register-last registers after the common start, as the fault itself.
+        let register_now = cfg.fixed_buffers && cfg.fault != Some(FaultKind::RegisterLast);
         let engine = match cfg.mode {
             Mode::Psync => Engine::Sync { vectored: false },
             Mode::Pvsync => Engine::Sync { vectored: true },
-            Mode::IoUring => Engine::Uring(Box::new(Uring::new(
-                cfg.iodepth,
-                fd,
-                &iovs,
-                cfg.fixed_buffers,
-            )?)),
+            Mode::IoUring => {
+                Engine::Uring(Box::new(Uring::new(cfg.iodepth, fd, &iovs, register_now)?))
+            }
             Mode::Aio => Engine::Aio(Aio::new(cfg.iodepth)?),
+            Mode::Sg => Engine::Sg {
+                sg_node: pass.sg.as_ref().is_some_and(|s| s.node == "sg"),
+            },
+            Mode::UringCmd => {
+                let ns = pass.nvme.as_ref().expect("the namespace was opened");
+                let mut u = UringCmd::new(
+                    cfg.iodepth,
+                    ns.nsid,
+                    ns.logical_block_size,
+                    cfg.cmd_timeout.as_millis() as u32,
+                )?;
+                if register_now {
+                    u.register(&iovs)
+                        .map_err(|e| register_error(&e, iovs.len()))?;
+                }
+                Engine::UringCmd(Box::new(u))
+            }
         };
         Ok((arena, iovs, engine))
     })();
@@ -216,8 +298,18 @@ fn run_job(
         job.forker = Some(Forker::new(arena.base(), arena.len(), cfg.fork_interval));
     }
     job.start(Instant::now());
+    let register_last = cfg.fault == Some(FaultKind::RegisterLast);
+    let timeout_ms = cfg.cmd_timeout.as_millis() as u32;
     match &mut engine {
         Engine::Sync { vectored } => psync::run(&mut job, &iovs[0], *vectored),
+        Engine::Uring(u) if register_last => {
+            // The last buffer is PROT_NONE: the registration pins the
+            // earlier ones, fails, and releases them. No I/O follows.
+            if let Err(e) = u.register(&iovs) {
+                job.fail_setup("register_buffers", &e);
+            }
+            job.finish_without_io(Instant::now());
+        }
         Engine::Uring(u) => {
             u.run(&mut job, &iovs, cfg.iodepth_batch as usize);
             if let Err(e) = u.unregister() {
@@ -225,6 +317,25 @@ fn run_job(
             }
         }
         Engine::Aio(a) => a.run(&mut job, &iovs, cfg.iodepth_batch as usize),
+        Engine::Sg { sg_node } => sg::run(
+            &mut job,
+            &iovs[0],
+            info.logical_block_size,
+            *sg_node,
+            timeout_ms,
+        ),
+        Engine::UringCmd(u) if register_last => {
+            if let Err(e) = u.register(&iovs) {
+                job.fail_setup("register_buffers", &e);
+            }
+            job.finish_without_io(Instant::now());
+        }
+        Engine::UringCmd(u) => {
+            u.run(&mut job, &iovs, cfg.iodepth_batch as usize);
+            if let Err(e) = u.unregister() {
+                job.fail_engine("unregistering the fixed buffers", e);
+            }
+        }
     }
     let (forks, fork_failures) = match job.forker.as_mut() {
         Some(f) => {
@@ -262,6 +373,9 @@ fn run_job(
             fork_failures,
         },
         io_error: job.io_error.clone(),
+        errors: std::mem::take(&mut job.errors),
+        first_error: job.first_error.take(),
+        direct_io: job.direct_io,
     };
     Ok(Some(JobResult {
         report,
@@ -300,10 +414,21 @@ fn build_report(
         failed_blocks.extend(r.failures.iter().cloned());
     }
     failed_blocks.sort_by_key(|f| f.offset);
+    let fatal_errors = results
+        .iter()
+        .filter(|r| r.report.io_error.is_some())
+        .count();
     let io_errors = results
         .iter()
-        .filter_map(|r| r.report.io_error.clone())
+        .flat_map(|r| [r.report.io_error.clone(), r.report.first_error.clone()])
+        .flatten()
         .collect();
+    let mut errors_by_outcome = BTreeMap::new();
+    for r in &results {
+        for (k, v) in &r.report.errors {
+            *errors_by_outcome.entry(k.clone()).or_insert(0) += v;
+        }
+    }
     Report {
         settings: RunSettings {
             mode: cfg.mode.name(),
@@ -321,9 +446,14 @@ fn build_report(
             direct: cfg.direct,
             buffer: cfg.buffer.name(),
             fixed_buffers: cfg.fixed_buffers,
-            iovecs: (cfg.mode == Mode::Pvsync).then_some(cfg.iovecs),
+            iovecs: (cfg.mode == Mode::Pvsync || cfg.subpage_iovecs).then_some(cfg.iovecs),
             verify: cfg.verify,
             seed: cfg.seed,
+            subpage_iovecs: cfg.subpage_iovecs,
+            buffer_offset: cfg.buffer_offset,
+            segments: Vec::new(),
+            fault: cfg.fault.map(|f| f.name()),
+            allow_errors: cfg.allow_errors,
         },
         target: info,
         total: TotalReport {
@@ -348,5 +478,11 @@ fn build_report(
         io_errors,
         interrupted,
         warnings,
+        pages_per_io: 0,
+        sg: None,
+        nvme: None,
+        fault: None,
+        errors_by_outcome,
+        fatal_errors,
     }
 }

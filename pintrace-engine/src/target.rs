@@ -15,8 +15,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
-const BLKSSZGET: libc::c_ulong = 0x1268;
+pub(crate) const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+pub(crate) const BLKSSZGET: libc::c_ulong = 0x1268;
 
 /// What the engine runs on.
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +61,15 @@ pub struct Target {
 }
 
 impl Target {
+    /// A device target opened by a passthrough mode (nothing to remove).
+    pub fn device(fd: OwnedFd, info: TargetInfo) -> Self {
+        Target {
+            fd,
+            info,
+            remove_on_drop: None,
+        }
+    }
+
     /// Keep the file this run created (`--keep`, once the run went through).
     pub fn keep_file(&mut self) {
         self.remove_on_drop = None;
@@ -75,7 +84,7 @@ impl Drop for Target {
     }
 }
 
-fn open_raw(p: &Path, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+pub(crate) fn open_raw(p: &Path, flags: i32, mode: u32) -> io::Result<OwnedFd> {
     let c = CString::new(p.as_os_str().as_bytes())
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, mode) };

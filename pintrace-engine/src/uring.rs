@@ -40,33 +40,28 @@ impl Uring {
                 })?,
         };
         let fixed_file = ring.submitter().register_files(&[fd]).is_ok();
-        if fixed_buffers {
-            let iovs: Vec<libc::iovec> = slots.iter().map(|s| s[0]).collect();
-            // Safety: the slots stay mapped until the ring is dropped (the
-            // arena outlives it) and are unregistered before.
-            unsafe { ring.submitter().register_buffers(&iovs) }.map_err(|e| {
-                let hint = match e.raw_os_error() {
-                    Some(libc::EFAULT) | Some(libc::EOPNOTSUPP) => {
-                        " (the kernel refuses long-term pins of these pages: file-backed \
-                         MAP_SHARED memory of a filesystem that needs writeback cannot be \
-                         registered; use --scratch-dir on tmpfs, or another --buffer)"
-                    }
-                    Some(libc::ENOMEM) => " (RLIMIT_MEMLOCK too low?)",
-                    _ => "",
-                };
-                anyhow!(
-                    "--fixed-buffers: register_buffers of {} buffers failed: {e}{hint}",
-                    iovs.len()
-                )
-            })?;
-        }
-        Ok(Uring {
+        let mut u = Uring {
             ring,
             fixed_file,
-            fixed_buffers,
-        })
+            fixed_buffers: false,
+        };
+        if fixed_buffers {
+            u.register(slots)
+                .map_err(|e| register_error(&e, slots.len()))?;
+        }
+        Ok(u)
     }
 
+    /// Register the first segment of every slot as a fixed buffer (each is
+    /// pinned long-term, in order; a failure releases the ones pinned).
+    pub fn register(&mut self, slots: &[Vec<libc::iovec>]) -> io::Result<()> {
+        let iovs: Vec<libc::iovec> = slots.iter().map(|s| s[0]).collect();
+        // Safety: the slots stay mapped until the ring is dropped (the
+        // arena outlives it) and are unregistered before.
+        unsafe { self.ring.submitter().register_buffers(&iovs) }?;
+        self.fixed_buffers = true;
+        Ok(())
+    }
     #[inline]
     fn sqe(&self, fd: RawFd, req: &IoReq, slot: usize, iov: &libc::iovec) -> squeue::Entry {
         let ptr = iov.iov_base as *mut u8;
@@ -206,7 +201,21 @@ impl Uring {
     }
 }
 
-fn retryable(e: &io::Error) -> bool {
+/// The error of a failed registration, with what usually causes it.
+pub fn register_error(e: &io::Error, n: usize) -> anyhow::Error {
+    let hint = match e.raw_os_error() {
+        Some(libc::EFAULT) | Some(libc::EOPNOTSUPP) => {
+            " (the kernel refuses long-term pins of these pages: file-backed \
+             MAP_SHARED memory of a filesystem that needs writeback cannot be \
+             registered; use --scratch-dir on tmpfs, or another --buffer)"
+        }
+        Some(libc::ENOMEM) => " (RLIMIT_MEMLOCK too low?)",
+        _ => "",
+    };
+    anyhow!("--fixed-buffers: register_buffers of {n} buffers failed: {e}{hint}")
+}
+
+pub(crate) fn retryable(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)

@@ -26,6 +26,9 @@ mod legacy;
 #[path = "guest/families.rs"]
 mod families;
 
+#[path = "guest/paths.rs"]
+mod paths;
+
 const IN_GUEST: &str = "needs a kernel with kprobes/fentry: run by `cargo xtask vm`";
 
 pub(crate) fn bin() -> String {

@@ -55,6 +55,10 @@ pub struct EngineOut {
     /// The fault injected and the error it met.
     #[serde(default)]
     pub fault: Option<EngineFault>,
+    /// What the kernel answered the I/Os that failed (`--allow-errors`):
+    /// an errno name, `short`, `eof` or a device status, with counts.
+    #[serde(default)]
+    pub errors_by_outcome: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -179,15 +183,16 @@ fn fault_seen(out: &EngineOut) -> String {
             return format!("{} x{} ({})", e, f.count.max(1), f.kind);
         }
     }
-    let mut by: BTreeMap<String, u64> = BTreeMap::new();
-    for e in &out.io_errors {
-        let name = e
-            .get("errno")
-            .or_else(|| e.get("error"))
-            .and_then(|v| v.as_str())
-            .unwrap_or("error");
-        *by.entry(name.to_owned()).or_default() +=
-            e.get("count").and_then(|c| c.as_u64()).unwrap_or(1);
+    let mut by = out.errors_by_outcome.clone();
+    if by.is_empty() {
+        for e in &out.io_errors {
+            let name = ["outcome", "errno", "error"]
+                .iter()
+                .find_map(|k| e.get(*k).and_then(|v| v.as_str()))
+                .unwrap_or("error");
+            *by.entry(name.to_owned()).or_default() +=
+                e.get("count").and_then(|c| c.as_u64()).unwrap_or(1);
+        }
     }
     by.iter()
         .map(|(k, n)| format!("{k} x{n}"))
@@ -562,6 +567,7 @@ mod tests {
             pages_per_io: None,
             sg: None,
             fault: None,
+            errors_by_outcome: BTreeMap::new(),
         }
     }
 
@@ -813,10 +819,12 @@ mod tests {
         // Device-made errors come as the engine's io_errors.
         let mut out = engine(65536, 16, false, PROBE);
         out.io_errors = vec![
-            serde_json::json!({"errno": "EIO", "count": 15}),
-            serde_json::json!({"errno": "EIO"}),
+            serde_json::json!({"errno": 5, "outcome": "EIO"}),
+            serde_json::json!({"errno": 5, "outcome": "EIO"}),
         ];
         let s = scn(Drive::Psync).with_fault(Fault::DmError);
+        assert_eq!(expected(&out, &s).fault.as_deref(), Some("EIO x2"));
+        out.errors_by_outcome.insert("EIO".into(), 16);
         assert_eq!(expected(&out, &s).fault.as_deref(), Some("EIO x16"));
     }
 }
