@@ -25,7 +25,7 @@
 //! met (the **fault** check) and on the balance after it, not on a page
 //! count; a regression also shows it reached the call it names.
 
-use super::{Drive, Scenario};
+use super::{Drive, Scenario, TargetKind};
 use crate::{
     kernel::vmstat::PinCounters,
     ledger::{Counts, Kind},
@@ -78,6 +78,9 @@ pub struct EngineFault {
 #[derive(Clone, Debug, Deserialize)]
 pub struct EngineSettings {
     pub bs: u64,
+    /// Bytes each buffer starts past a page boundary.
+    #[serde(default)]
+    pub buffer_offset: u64,
     pub iodepth: u32,
     pub numjobs: u32,
     pub fixed_buffers: bool,
@@ -171,7 +174,7 @@ pub fn pages_per_io(out: &EngineOut, drive: Drive) -> u64 {
                 .map(|&(off, len)| spanned(off as u64, len as u64))
                 .sum()
         }
-        _ => spanned(0, s.bs),
+        _ => spanned(s.buffer_offset, s.bs),
     }
 }
 
@@ -210,8 +213,14 @@ pub fn expected(out: &EngineOut, scenario: &Scenario) -> Expected {
     let bytes = t.read.bytes + t.write.bytes + t.verify_reads.bytes;
     let setup = &out.target.setup_io;
     // Layout writes come from a page-aligned buffer; the probe read is one
-    // logical block from another.
-    let layout_pages = setup.write_bytes.div_ceil(PAGE);
+    // logical block from another. vfat serves O_DIRECT writes that extend a
+    // file through the page cache (fat_direct_IO returns 0 for them): its
+    // layout pins nothing.
+    let layout_pages = if scenario.target == TargetKind::Vfat {
+        0
+    } else {
+        setup.write_bytes.div_ceil(PAGE)
+    };
     let probe_pages = if setup.reads > 0 {
         setup.reads * spanned(0, setup.read_bytes / setup.reads)
     } else {
@@ -223,7 +232,7 @@ pub fn expected(out: &EngineOut, scenario: &Scenario) -> Expected {
         // goes through a bvec and takes no user page.
         (
             0,
-            u64::from(s.numjobs) * u64::from(s.iodepth) * spanned(0, s.bs),
+            u64::from(s.numjobs) * u64::from(s.iodepth) * spanned(s.buffer_offset, s.bs),
         )
     } else if copy {
         (0, 0)
@@ -531,7 +540,7 @@ pub fn judge(scenario: &Scenario, exp: &Expected, obs: &Observed) -> Vec<Check> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::{Dir, Fault, TargetKind};
+    use crate::check::{Dir, Fault};
     use pintrace_engine::BufferKind;
 
     fn scn(drive: Drive) -> Scenario {
@@ -549,6 +558,7 @@ mod tests {
                 iodepth: 4,
                 numjobs: 1,
                 fixed_buffers: false,
+                buffer_offset: 0,
                 iovecs: Some(4),
             },
             target: EngineTarget {
