@@ -106,7 +106,7 @@ pub struct BootOpts {
     #[arg(long)]
     pub no_scratch_disks: bool,
     /// Put an emulated Intel IOMMU in front of the PCI devices (q35
-    /// machine, `intel_iommu=on`); costs boot time under TCG (docs/ci.md).
+    /// machine, `intel_iommu=on`; its boot cost under TCG: docs/ci.md).
     #[arg(long)]
     pub iommu: bool,
 }
