@@ -23,6 +23,9 @@ mod robust;
 #[path = "guest/legacy.rs"]
 mod legacy;
 
+#[path = "guest/planted.rs"]
+mod planted;
+
 const IN_GUEST: &str = "needs a kernel with kprobes/fentry: run by `cargo xtask vm`";
 
 pub(crate) fn bin() -> String {
