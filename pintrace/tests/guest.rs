@@ -29,6 +29,9 @@ mod families;
 #[path = "guest/paths.rs"]
 mod paths;
 
+#[path = "guest/planted.rs"]
+mod planted;
+
 const IN_GUEST: &str = "needs a kernel with kprobes/fentry: run by `cargo xtask vm`";
 
 pub(crate) fn bin() -> String {

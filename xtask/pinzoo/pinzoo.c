@@ -10,6 +10,10 @@
  * and the damage of a pin released with put_page is undone by
  * PINZOO_IOC_RELEASE_ALL (or when the module is removed).
  *
+ * PINZOO_IOC_PLANT makes the kernel's own Direct I/O bio release wrong for a
+ * number of bios (PINZOO_IOC_UNPLANT, or the module's removal, ends it and
+ * gives back what it kept), so that whole real I/O paths can be audited.
+ *
  * For test kernels only.
  */
 #include <linux/bio.h>
@@ -17,6 +21,7 @@
 #include <linux/delay.h>
 #include <linux/file.h>
 #include <linux/fs.h>
+#include <linux/kprobes.h>
 #include <linux/list.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
@@ -393,10 +398,195 @@ static void release(u64 handle, bool all, struct pinzoo_release *out)
 		held_free(h);
 }
 
+/*
+ * Plants in the kernel's bio release. From 6.5 a Direct I/O bio of user
+ * pages carries BIO_PAGE_PINNED and bio_release_pages(), an inline wrapper
+ * that tests the flag, calls __bio_release_pages() to unpin each page
+ * (6.12: per folio, unpin_user_folio). The flag is tested before the call,
+ * so clearing it in a probe of the callee changes nothing: the pre-handler
+ * empties the bio's vector instead (bi_vcnt = 0: the release walks none;
+ * nothing after the release reads it, bio_put frees by bi_max_vecs).
+ * Before 6.5 the release drops FOLL_GET references with put_page: there is
+ * no pin to get wrong, and PLANT is refused.
+ *
+ * The pre-handler runs where the bio completes: in the submitter for
+ * synchronous block-device reads and SG_IO (blk_rq_unmap_user), in
+ * interrupt context or a worker for iomap and asynchronous completions,
+ * where the tgid filter never matches.
+ */
+#define PLANT_MAX_PAGES 65536
+#define PLANT_MAX_COUNT 4096
+
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
+
+struct plant_page {
+	struct page *page;
+	bool dirty; /* the release was asked to dirty it (a read) */
+};
+
+static struct {
+	struct kprobe kp;
+	bool registered;
+	bool armed;
+	u32 kind, tgid, left;
+	u64 bios, skipped;
+	unsigned long nr; /* pages kept */
+	struct plant_page *kept;
+} plant;
+static DEFINE_SPINLOCK(plant_lock); /* the pre-handler's state */
+static DEFINE_MUTEX(plant_mutex);   /* PLANT against UNPLANT */
+
+static unsigned long folio_iter_pages(const struct folio_iter *fi)
+{
+	return (fi->offset + fi->length - 1) / PAGE_SIZE - fi->offset / PAGE_SIZE + 1;
+}
+
+static int plant_pre(struct kprobe *p, struct pt_regs *regs)
+{
+	struct bio *bio = (struct bio *)regs_get_kernel_argument(regs, 0);
+	bool dirty = (u8)regs_get_kernel_argument(regs, 1);
+	unsigned long flags, need = 0, i;
+	struct folio_iter fi;
+
+	if (!READ_ONCE(plant.armed))
+		return 0;
+	spin_lock_irqsave(&plant_lock, flags);
+	if (!plant.armed)
+		goto out;
+	if (plant.tgid && (!in_task() || current->tgid != plant.tgid))
+		goto skip;
+	bio_for_each_folio_all(fi, bio) {
+		/*
+		 * put_page on a large folio's pinned pages leaves it with its
+		 * pin count and too few references: freed while pinned once
+		 * unmapped. bio-put plants on small pages only.
+		 */
+		if (plant.kind == PINZOO_PLANT_BIO_PUT && folio_test_large(fi.folio))
+			goto skip;
+		need += folio_iter_pages(&fi);
+	}
+	if (!need || plant.nr + need > PLANT_MAX_PAGES)
+		goto skip;
+	bio_for_each_folio_all(fi, bio) {
+		for (i = 0; i < folio_iter_pages(&fi); i++) {
+			struct page *page = folio_page(fi.folio, fi.offset / PAGE_SIZE + i);
+
+			plant.kept[plant.nr++] = (struct plant_page){ page, dirty };
+			/* The half-converted release: FOLL_GET's put for a pin. */
+			if (plant.kind == PINZOO_PLANT_BIO_PUT)
+				put_page(page);
+		}
+	}
+	/*
+	 * bio-put: what a bio that lost BIO_PAGE_PINNED gets (the bug
+	 * "block: Fix dio_bio_alloc() to set BIO_PAGE_PINNED" fixed), the flag
+	 * cleared to match. bio-leak keeps the flag: a release that says it
+	 * unpins and does not.
+	 */
+	if (plant.kind == PINZOO_PLANT_BIO_PUT)
+		bio_clear_flag(bio, BIO_PAGE_PINNED);
+	bio->bi_vcnt = 0;
+	plant.bios++;
+	if (--plant.left == 0)
+		plant.armed = false;
+	goto out;
+skip:
+	plant.skipped++;
+out:
+	spin_unlock_irqrestore(&plant_lock, flags);
+	return 0;
+}
+
+static long plant_arm(struct pinzoo_plant *req)
+{
+	long ret = 0;
+
+	if (req->kind != PINZOO_PLANT_BIO_LEAK && req->kind != PINZOO_PLANT_BIO_PUT)
+		return -EINVAL;
+	if (!req->count || req->count > PLANT_MAX_COUNT)
+		return -ERANGE;
+	mutex_lock(&plant_mutex);
+	if (plant.registered) {
+		ret = -EBUSY;
+		goto out;
+	}
+	plant.kept = kvcalloc(PLANT_MAX_PAGES, sizeof(*plant.kept), GFP_KERNEL);
+	if (!plant.kept) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	plant.kind = req->kind;
+	plant.tgid = req->tgid;
+	plant.left = req->count;
+	plant.bios = plant.skipped = plant.nr = 0;
+	plant.armed = true;
+	memset(&plant.kp, 0, sizeof(plant.kp));
+	plant.kp.symbol_name = "__bio_release_pages";
+	plant.kp.pre_handler = plant_pre;
+	ret = register_kprobe(&plant.kp);
+	if (ret) {
+		plant.armed = false;
+		kvfree(plant.kept);
+		plant.kept = NULL;
+		goto out;
+	}
+	plant.registered = true;
+out:
+	mutex_unlock(&plant_mutex);
+	return ret;
+}
+
+/* Disarms, then gives back what the plant kept: no handler runs after this. */
+static void plant_disarm(struct pinzoo_plant *out)
+{
+	unsigned long i;
+
+	mutex_lock(&plant_mutex);
+	if (!plant.registered)
+		goto out;
+	out->planted = 1;
+	spin_lock_irq(&plant_lock);
+	out->armed = plant.armed;
+	plant.armed = false;
+	spin_unlock_irq(&plant_lock);
+	/* Waits for every running pre-handler. */
+	unregister_kprobe(&plant.kp);
+	plant.registered = false;
+	for (i = 0; i < plant.nr; i++) {
+		struct page *page = plant.kept[i].page;
+
+		if (plant.kind == PINZOO_PLANT_BIO_PUT) {
+			get_page(page);
+			out->repaired++;
+		} else {
+			out->unpinned++;
+		}
+		unpin_user_pages_dirty_lock(&page, 1, plant.kept[i].dirty);
+	}
+	out->bios = plant.bios;
+	out->pages = plant.nr;
+	out->skipped = plant.skipped;
+	kvfree(plant.kept);
+	plant.kept = NULL;
+out:
+	mutex_unlock(&plant_mutex);
+}
+#else
+static long plant_arm(struct pinzoo_plant *req)
+{
+	return -EOPNOTSUPP;
+}
+
+static void plant_disarm(struct pinzoo_plant *out)
+{
+}
+#endif
+
 static long pinzoo_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
 	void __user *uarg = (void __user *)arg;
 	struct pinzoo_release rel;
+	struct pinzoo_plant pl;
 	struct pinzoo_req req;
 	long ret;
 
@@ -419,6 +609,19 @@ static long pinzoo_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		rel.unpinned = rel.repaired = rel.held = 0;
 		release(rel.handle, cmd == PINZOO_IOC_RELEASE_ALL, &rel);
 		return copy_to_user(uarg, &rel, sizeof(rel)) ? -EFAULT : 0;
+	case PINZOO_IOC_PLANT:
+		if (copy_from_user(&pl, uarg, sizeof(pl)))
+			return -EFAULT;
+		ret = plant_arm(&pl);
+		if (ret)
+			return ret;
+		pl.version = PINZOO_VERSION;
+		return copy_to_user(uarg, &pl, sizeof(pl)) ? -EFAULT : 0;
+	case PINZOO_IOC_UNPLANT:
+		memset(&pl, 0, sizeof(pl));
+		plant_disarm(&pl);
+		pl.version = PINZOO_VERSION;
+		return copy_to_user(uarg, &pl, sizeof(pl)) ? -EFAULT : 0;
 	}
 	return -ENOTTY;
 }
@@ -443,9 +646,11 @@ static int __init pinzoo_init(void)
 static void __exit pinzoo_exit(void)
 {
 	struct pinzoo_release ignored = {};
+	struct pinzoo_plant unplanted = {};
 	struct held *h;
 
 	misc_deregister(&pinzoo_dev);
+	plant_disarm(&unplanted);
 	/* No ioctl can run now: the list changes only here. */
 	list_for_each_entry(h, &held_list, node) {
 		if (h->delayed) {

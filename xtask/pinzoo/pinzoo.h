@@ -9,7 +9,7 @@
 #include <linux/types.h>
 #include <linux/ioctl.h>
 
-#define PINZOO_VERSION 2
+#define PINZOO_VERSION 3
 
 enum pinzoo_scenario {
 	/* pin_user_pages_fast, then unpin_user_pages. */
@@ -78,8 +78,37 @@ struct pinzoo_release {
 	__s64 held;         /* pages still held afterwards */
 };
 
+/*
+ * Plants: for a while, the kernel's own bio release (__bio_release_pages,
+ * which every Direct I/O bio of pinned pages goes through) does it wrong.
+ */
+enum pinzoo_plant_kind {
+	/* Unpins nothing: every pin of the bio leaks (given back at UNPLANT). */
+	PINZOO_PLANT_BIO_LEAK = 1,
+	/* Drops one reference per page with put_page instead (repaired at UNPLANT). */
+	PINZOO_PLANT_BIO_PUT = 2,
+};
+
+struct pinzoo_plant {
+	/* in (PLANT) */
+	__u32 kind;
+	__u32 count;        /* bios to plant on, then the plant disarms itself */
+	__u32 tgid;         /* only bios released by a task of this process (0: any) */
+	__u32 version;      /* out: PINZOO_VERSION */
+	/* out (UNPLANT): what the plant did */
+	__u64 bios;         /* bios planted on */
+	__u64 pages;        /* their pages, kept by the module */
+	__u64 skipped;      /* bios let through (no room left, large folios, other tgid) */
+	__u64 unpinned;     /* leaked pins given back */
+	__u64 repaired;     /* put references restored, then unpinned */
+	__u32 planted;      /* a plant was there to remove */
+	__u32 armed;        /* it had not disarmed itself yet */
+};
+
 #define PINZOO_IOC_RUN _IOWR('Z', 1, struct pinzoo_req)
 #define PINZOO_IOC_RELEASE _IOWR('Z', 2, struct pinzoo_release)
 #define PINZOO_IOC_RELEASE_ALL _IOWR('Z', 3, struct pinzoo_release)
+#define PINZOO_IOC_PLANT _IOWR('Z', 4, struct pinzoo_plant)
+#define PINZOO_IOC_UNPLANT _IOWR('Z', 5, struct pinzoo_plant)
 
 #endif

@@ -3,7 +3,10 @@
 //! pin bug on a buffer of this process, and prints what the module did and
 //! what the kernel's counters say.
 //!
-//! The scenarios mirror `xtask/pinzoo/pinzoo.h`.
+//! `plant` makes the kernel's own Direct I/O bio release wrong for a number
+//! of bios, so that whole real I/O paths (`pintrace check`) meet a bug.
+//!
+//! The scenarios and plants mirror `xtask/pinzoo/pinzoo.h`.
 
 use crate::exit::Exit;
 use crate::kernel::vmstat;
@@ -30,6 +33,47 @@ pub enum ZooCommand {
     Release { handle: u64 },
     /// Release everything the module holds and undo the damage of pin-put.
     ReleaseAll,
+    /// Make the kernel's bio release (__bio_release_pages, where every
+    /// Direct I/O bio of pinned pages is released) wrong for the next
+    /// --count bios, then disarm; needs a kernel whose bios pin (6.5 on)
+    /// and kprobes. Prints one JSON object.
+    Plant(ZooPlant),
+    /// Remove the plant and give back what it kept (leaked pins unpinned,
+    /// put references restored); prints what the plant did.
+    Unplant,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ZooPlant {
+    #[arg(value_enum)]
+    pub kind: PlantKind,
+    /// Bios to plant on; then the plant disarms itself (what it kept stays
+    /// until `unplant`).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub count: u32,
+    /// Only bios released by a task of this process. Completions in
+    /// interrupt context or a worker (iomap, asynchronous I/O) never match.
+    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub tgid: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlantKind {
+    /// The release unpins nothing: every pin of the bio leaks.
+    BioLeak,
+    /// The release drops one reference per page with put_page, as a
+    /// half-converted driver would (small pages only).
+    BioPut,
+}
+
+impl PlantKind {
+    fn code(self) -> u32 {
+        match self {
+            PlantKind::BioLeak => 1,
+            PlantKind::BioPut => 2,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -133,6 +177,23 @@ struct Req {
     _pad: u32,
 }
 
+/// `struct pinzoo_plant`.
+#[repr(C)]
+#[derive(Default, Debug)]
+struct Plant {
+    kind: u32,
+    count: u32,
+    tgid: u32,
+    version: u32,
+    bios: u64,
+    pages: u64,
+    skipped: u64,
+    unpinned: u64,
+    repaired: u64,
+    planted: u32,
+    armed: u32,
+}
+
 /// `struct pinzoo_release`.
 #[repr(C)]
 #[derive(Default, Debug, Serialize)]
@@ -150,6 +211,8 @@ const fn iowr(nr: u64, size: usize) -> libc::c_ulong {
 const IOC_RUN: libc::c_ulong = iowr(1, std::mem::size_of::<Req>());
 const IOC_RELEASE: libc::c_ulong = iowr(2, std::mem::size_of::<ReleaseOut>());
 const IOC_RELEASE_ALL: libc::c_ulong = iowr(3, std::mem::size_of::<ReleaseOut>());
+const IOC_PLANT: libc::c_ulong = iowr(4, std::mem::size_of::<Plant>());
+const IOC_UNPLANT: libc::c_ulong = iowr(5, std::mem::size_of::<Plant>());
 const F_LONGTERM: u32 = 1;
 const F_SLOW: u32 = 2;
 const F_UNLOCKED: u32 = 4;
@@ -174,6 +237,28 @@ pub struct RunOut {
     /// /proc/vmstat pin counters around the scenario (stat_refresh'd).
     pub vmstat_acquired: Option<u64>,
     pub vmstat_released: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlantOut {
+    pub plant: PlantKind,
+    pub count: u32,
+    pub tgid: Option<u32>,
+    pub version: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UnplantOut {
+    /// A plant was there to remove.
+    pub planted: bool,
+    /// It had bios left to plant on (it had not disarmed itself).
+    pub armed: bool,
+    pub bios: u64,
+    pub pages: u64,
+    /// Bios let through: no room left, large folios (bio-put), another tgid.
+    pub skipped: u64,
+    pub unpinned: u64,
+    pub repaired: u64,
 }
 
 fn open(device: &PathBuf) -> Result<File> {
@@ -208,6 +293,12 @@ pub fn run(args: &ZooArgs) -> Result<Exit> {
         ZooCommand::ReleaseAll => {
             let out = release(&dev, IOC_RELEASE_ALL, 0)?;
             println!("{}", serde_json::to_string(&out)?);
+        }
+        ZooCommand::Plant(p) => {
+            println!("{}", serde_json::to_string(&plant(&dev, p)?)?);
+        }
+        ZooCommand::Unplant => {
+            println!("{}", serde_json::to_string(&unplant(&dev)?)?);
         }
     }
     Ok(Exit::Ok)
@@ -290,6 +381,66 @@ fn release(dev: &File, ioc: libc::c_ulong, handle: u64) -> Result<ReleaseOut> {
     Ok(out)
 }
 
+fn plant(dev: &File, p: &ZooPlant) -> Result<PlantOut> {
+    let mut req = Plant {
+        kind: p.kind.code(),
+        count: p.count,
+        tgid: p.tgid.unwrap_or(0),
+        ..Plant::default()
+    };
+    // SAFETY: IOC_PLANT reads and writes a `struct pinzoo_plant`, mirrored by Plant.
+    let rc = unsafe { libc::ioctl(dev.as_raw_fd(), IOC_PLANT, &mut req as *mut Plant) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        let why = match e.raw_os_error() {
+            Some(libc::EOPNOTSUPP) => {
+                "this kernel's bio release drops FOLL_GET references with put_page (Direct I/O \
+                 bios pin from 6.5 on): there is no pin for a plant to get wrong"
+                    .to_owned()
+            }
+            Some(libc::EBUSY) => "a plant is already in place: `pintrace zoo unplant` first".into(),
+            Some(libc::ENOTTY) => {
+                "the loaded pinzoo module has no plants: it is older than this pintrace \
+                 (rmmod it and load the one `cargo xtask vm --pinzoo` builds)"
+                    .into()
+            }
+            _ => format!(
+                "{e} (registering a kprobe on __bio_release_pages: needs CONFIG_KPROBES, root \
+                 and the symbol in /proc/kallsyms)"
+            ),
+        };
+        bail!("pinzoo plant {:?}: {why}", p.kind);
+    }
+    Ok(PlantOut {
+        plant: p.kind,
+        count: p.count,
+        tgid: p.tgid,
+        version: req.version,
+    })
+}
+
+fn unplant(dev: &File) -> Result<UnplantOut> {
+    let mut out = Plant::default();
+    // SAFETY: IOC_UNPLANT writes a `struct pinzoo_plant`, mirrored by Plant.
+    let rc = unsafe { libc::ioctl(dev.as_raw_fd(), IOC_UNPLANT, &mut out as *mut Plant) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOTTY) {
+            bail!("pinzoo unplant: the loaded pinzoo module has no plants (an older module)");
+        }
+        bail!("pinzoo unplant: {e}");
+    }
+    Ok(UnplantOut {
+        planted: out.planted != 0,
+        armed: out.armed != 0,
+        bios: out.bios,
+        pages: out.pages,
+        skipped: out.skipped,
+        unpinned: out.unpinned,
+        repaired: out.repaired,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,5 +453,39 @@ mod tests {
         assert_eq!(IOC_RUN, 0xc060_5a01);
         assert_eq!(IOC_RELEASE, 0xc020_5a02);
         assert_eq!(IOC_RELEASE_ALL, 0xc020_5a03);
+        // struct pinzoo_plant is 64 bytes.
+        assert_eq!(std::mem::size_of::<Plant>(), 64);
+        assert_eq!(IOC_PLANT, 0xc040_5a04);
+        assert_eq!(IOC_UNPLANT, 0xc040_5a05);
+    }
+
+    #[test]
+    fn plant_flags_are_checked() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            zoo: ZooArgs,
+        }
+        let parse = |args: &[&str]| Cli::try_parse_from(["zoo"].iter().chain(args));
+        let ok = parse(&["plant", "bio-put", "--count", "3", "--tgid", "7"]).unwrap();
+        match ok.zoo.command {
+            ZooCommand::Plant(p) => {
+                assert_eq!((p.kind, p.count, p.tgid), (PlantKind::BioPut, 3, Some(7)))
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            &["plant", "bio-leak", "--count", "0"][..],
+            &["plant", "bio-leak", "--count", "4097"],
+            &["plant", "bio-leak", "--tgid", "0"],
+            &["plant", "bio-drop"],
+        ] {
+            let e = parse(bad).err().unwrap().to_string();
+            assert!(
+                e.contains("--count") || e.contains("--tgid") || e.contains("bio-drop"),
+                "{bad:?}: {e}"
+            );
+        }
     }
 }

@@ -108,7 +108,7 @@ fn release_all() -> Value {
 }
 
 /// The kernel complained about nothing: no bad page, no BUG, no WARNING.
-fn assert_kernel_quiet() {
+pub(crate) fn assert_kernel_quiet() {
     let out = Command::new("dmesg").output().unwrap();
     let log = String::from_utf8_lossy(&out.stdout);
     let bad: Vec<&str> = log
