@@ -40,7 +40,7 @@ fn u(v: &Value, key: &str) -> u64 {
 
 /// The kernel's FOLL_PIN counters, refreshed: (acquired, released).
 fn pin_counters() -> (u64, u64) {
-    let v = pintrace::vmstat::read().expect("/proc/vmstat pin counters");
+    let v = pintrace::kernel::vmstat::read().expect("/proc/vmstat pin counters");
     (v.acquired, v.released)
 }
 
