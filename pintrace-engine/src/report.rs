@@ -453,3 +453,130 @@ fn dir_text(o: &mut String, name: &str, d: &DirReport) {
         us(p99_9)
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Mode;
+
+    /// A report of a run that did `reads` full reads and counted `failed`.
+    fn run_report(cfg: &EngineConfig, reads: u64, failed: &[(&str, u64)]) -> Report {
+        let mut stats = crate::stats::DirStats::default();
+        for _ in 0..reads {
+            stats.record(4096, 1000);
+        }
+        let dir = stats.report(std::time::Duration::from_millis(1));
+        let empty = crate::stats::DirStats::default().report(std::time::Duration::ZERO);
+        let settings = RunSettings {
+            mode: cfg.mode.name(),
+            rw: cfg.rw.name(),
+            rwmixread: 100,
+            bs: cfg.bs,
+            size: 1 << 20,
+            runtime_s: None,
+            numjobs: 1,
+            iodepth: 1,
+            iodepth_batch: None,
+            direct: true,
+            buffer: "anon",
+            fixed_buffers: false,
+            iovecs: None,
+            verify: false,
+            seed: 1,
+            subpage_iovecs: false,
+            buffer_offset: 0,
+            segments: vec![(0, 4096)],
+            fault: cfg.fault.map(|f| f.name()),
+            allow_errors: cfg.allow_errors,
+        };
+        let target = TargetInfo {
+            path: "/dev/x".into(),
+            kind: "block_device",
+            fs_type: None,
+            device: None,
+            size: 1 << 20,
+            logical_block_size: 512,
+            dio_mem_align: 512,
+            align_source: "ioctl",
+            created: false,
+            setup_io: Default::default(),
+        };
+        let mut r = Report {
+            settings,
+            target,
+            jobs: Vec::new(),
+            total: TotalReport {
+                elapsed_ms: 1.0,
+                cpu: CpuReport::default(),
+                read: dir,
+                write: empty.clone(),
+                verify_reads: empty,
+            },
+            verify: VerifyReport {
+                enabled: false,
+                blocks_checked: 0,
+                failures: 0,
+                failed_blocks: Vec::new(),
+            },
+            io_errors: Vec::new(),
+            interrupted: false,
+            warnings: Vec::new(),
+            pages_per_io: 1,
+            sg: None,
+            nvme: None,
+            fault: None,
+            errors_by_outcome: failed.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            fatal_errors: 0,
+        };
+        r.finish_faults(cfg);
+        r
+    }
+
+    #[test]
+    fn a_fault_must_be_hit_by_every_io() {
+        let mut cfg = EngineConfig::new("/dev/x");
+        cfg.mode = Mode::Sg;
+        cfg.fault = Some(FaultKind::PastEnd);
+        let hit = run_report(&cfg, 0, &[("sense ILLEGAL REQUEST 21h/00h", 4)]);
+        let f = hit.fault.as_ref().unwrap();
+        assert!(f.expected && hit.ok(), "{}", f.message);
+        assert_eq!(f.errno.as_deref(), Some("sense ILLEGAL REQUEST 21h/00h"));
+        assert_eq!(hit.exit_code(), 0);
+        let missed = run_report(&cfg, 4, &[]);
+        let f = missed.fault.as_ref().unwrap();
+        assert!(!f.expected && f.errno.is_none());
+        assert!(f.message.contains("never hit"), "{}", f.message);
+        assert_eq!(missed.exit_code(), 1);
+        let partly = run_report(&cfg, 1, &[("EINVAL", 3)]);
+        assert!(partly
+            .fault
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("completed in full"));
+        assert_eq!(partly.exit_code(), 1);
+        cfg.fault = Some(FaultKind::RegisterLast);
+        let f = run_report(&cfg, 0, &[]).fault.unwrap();
+        assert!(
+            f.message.contains("registration went through"),
+            "{}",
+            f.message
+        );
+        // --allow-errors: counted errors do not fail the run.
+        let mut cfg = EngineConfig::new("/dev/x");
+        cfg.allow_errors = true;
+        let mut r = run_report(&cfg, 3, &[("EIO", 2)]);
+        assert!(r.fault.is_none());
+        r.io_errors.push(IoFailure {
+            job: 0,
+            offset: 0,
+            op: "read",
+            errno: libc::EIO,
+            outcome: "EIO".into(),
+            message: "counted".into(),
+        });
+        assert!(r.ok());
+        r.fatal_errors = 1;
+        assert!(!r.ok());
+    }
+}
