@@ -6,6 +6,8 @@ pub mod check;
 pub mod doctor;
 pub mod report_file;
 pub mod run;
+pub mod signals;
 pub mod top;
+pub mod tracing;
 pub mod vmstat_only;
 pub mod zoo;

@@ -1,13 +1,15 @@
 //! `pintrace run`: attach, optionally run a workload, tally until it ends
 //! (or `--duration`, SIGINT, SIGTERM), then print the summary.
 
+use super::{
+    signals::Stop,
+    tracing::{open_source, parse_secs, pipeline_for, ReplayArgs, SessionArgs},
+};
 use crate::exit::Exit;
 use crate::{
     kernel::vmstat,
-    ledger::{Finding, Ledger, LedgerConfig},
+    ledger::Finding,
     stream::pipeline::Pipeline,
-    trace::plan::Preference,
-    trace::session::{Session, SessionOptions, Stacks, Wakeup},
     trace::source::{Batch, Source, Speed},
     views::metrics::{self, Metrics},
     views::{
@@ -19,7 +21,6 @@ use crate::{
 use anyhow::{Context as _, Result};
 use clap::Args;
 use std::{io::Write as _, path::PathBuf, sync::Arc, time::Duration};
-use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
@@ -42,31 +43,8 @@ pub struct RunArgs {
     /// Report only on processes with this command name (repeatable).
     #[arg(long, value_name = "COMM")]
     pub comm: Vec<String>,
-    /// Ring buffer size in MiB (a power of two).
-    #[arg(long, value_name = "MIB", default_value_t = 4, value_parser = parse_ringbuf_mib, allow_hyphen_values = true)]
-    pub ringbuf_mib: u32,
-    /// When the probes wake pintrace for new records (for benchmarks).
-    #[arg(long, value_enum, default_value_t = Wakeup::Batched, hide = true)]
-    pub ringbuf_wakeup: Wakeup,
-    /// Which acquires and releases carry a kernel stack. An unwind is the
-    /// probes' main cost: `sampled` takes, on each CPU, at most one stack
-    /// per millisecond for each process and call site (so every one at low
-    /// rates), and always the stack of an unpin the refcount shows to be
-    /// wrong.
-    #[arg(long, value_enum, default_value_t = Stacks::Sampled, conflicts_with = "replay")]
-    pub stacks: Stacks,
-    /// Leave the bio probes and block:block_rq_complete off: pins are not
-    /// tied to their bios (no "held after its bio completed" leak) and block
-    /// completions are not counted, for about half the probes' cost per
-    /// Direct I/O.
-    #[arg(long, conflicts_with = "replay")]
-    pub no_bio: bool,
-    /// Report non-long-term pins held longer than this many seconds as leaks.
-    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_hyphen_values = true)]
-    pub leak_age: Option<f64>,
-    /// How to attach: fentry/fexit where they load (auto), or force one method.
-    #[arg(long, value_enum, default_value_t = Preference::Auto)]
-    pub attach: Preference,
+    #[command(flatten)]
+    pub session: SessionArgs,
     /// Write the raw event stream to FILE as it is traced (read it back with --replay).
     #[arg(long, value_name = "FILE", conflicts_with = "replay")]
     pub record: Option<PathBuf>,
@@ -81,18 +59,6 @@ pub struct RunArgs {
     /// A command to run under tracing; the run ends when it exits.
     #[arg(last = true, value_name = "COMMAND", conflicts_with = "replay")]
     pub command: Vec<String>,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct ReplayArgs {
-    /// Read the events from a recording (`run --record`) instead of the
-    /// kernel: no root, no probes.
-    #[arg(long, value_name = "FILE")]
-    pub replay: Option<PathBuf>,
-    /// Replay pace: `recorded`, `max`, or a factor such as 10 [default: max
-    /// for run, recorded for top].
-    #[arg(long, value_name = "SPEED", value_parser = parse_speed, requires = "replay", allow_hyphen_values = true)]
-    pub speed: Option<Speed>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -111,65 +77,22 @@ pub struct MetricsArgs {
     pub linger: Option<f64>,
 }
 
-pub(crate) fn parse_secs(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    if !(v > 0.0 && v <= 31_536_000.0) {
-        return Err(format!("`{s}` must be more than 0 and at most one year"));
-    }
-    Ok(v)
-}
-
-pub(crate) fn parse_ringbuf_mib(s: &str) -> Result<u32, String> {
-    let v: u32 = s
-        .parse()
-        .map_err(|_| format!("`{s}` is not a whole number of MiB"))?;
-    if v == 0 || v > 1024 || !v.is_power_of_two() {
-        return Err(format!("`{s}` must be a power of two from 1 to 1024"));
-    }
-    Ok(v)
-}
-
-fn parse_speed(s: &str) -> Result<Speed, String> {
-    s.parse()
-}
-
 pub fn run(args: &RunArgs, verbose: bool) -> Result<Exit> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the event loop")?;
     if args.vmstat_only {
-        return rt.block_on(super::vmstat_only::run(args));
+        return rt.block_on(super::vmstat_only::run(
+            &super::vmstat_only::VmstatOnlyArgs {
+                json: args.json,
+                duration: args.duration,
+                command: &args.command,
+                metrics: args.metrics.metrics.is_some(),
+            },
+        ));
     }
     rt.block_on(run_async(args, verbose))
-}
-
-/// Opens the record source: a recording when `--replay` is given, else a
-/// live session (recorded to `record` when given).
-pub(crate) fn open_source(
-    replay: &ReplayArgs,
-    default_speed: Speed,
-    session: SessionOptions,
-    record: Option<&std::path::Path>,
-    command: &str,
-) -> Result<Source> {
-    match &replay.replay {
-        Some(path) => Ok(Source::replay(path, replay.speed.unwrap_or(default_speed))?),
-        None => Source::live(Session::start(&session, command)?, record),
-    }
-}
-
-/// A pipeline for the source, its model's clock started.
-pub(crate) fn pipeline_for(source: &Source, leak_age: Option<f64>) -> Pipeline {
-    let config = LedgerConfig {
-        leak_age_ns: leak_age.map(|s| (s * 1e9) as u64),
-        ..LedgerConfig::default()
-    };
-    let mut pipeline = Pipeline::new(Ledger::new(source.meta().flags, config));
-    pipeline.model.start(source.meta().start_ns);
-    pipeline
 }
 
 /// The summary of the run so far: the same numbers for the text, the JSON
@@ -234,15 +157,9 @@ pub(crate) fn start_metrics(args: &MetricsArgs) -> Result<Option<Arc<Metrics>>> 
 }
 
 async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
-    let opts = SessionOptions {
-        attach: args.attach,
-        ringbuf_mib: args.ringbuf_mib,
-        verbose,
-        wakeup: args.ringbuf_wakeup,
-        stacks: args.stacks,
-        bios: !args.no_bio,
-        rq_records: args.events || args.record.is_some(),
-    };
+    let opts = args
+        .session
+        .options(verbose, args.events || args.record.is_some());
     if let Some(path) = &args.record {
         crate::cmd::report_file::check_writable("--record", path)?;
     }
@@ -256,7 +173,7 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
     )?;
     let vm_before = source.is_live().then(vmstat::read).flatten();
     let attached_cpu_s = agent_usage(0.0).map_or(0.0, |a| a.user_s + a.system_s);
-    let mut pipeline = pipeline_for(&source, args.leak_age);
+    let mut pipeline = pipeline_for(&source, args.session.leak_age);
     if args.events {
         pipeline.echo = Some(Vec::new());
     }
@@ -348,12 +265,10 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
 /// Keeps the process (and the metrics thread) up for `secs`, or until
 /// SIGINT or SIGTERM.
 async fn linger(secs: f64) -> Result<()> {
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut stop = Stop::new()?;
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_secs_f64(secs)) => {}
-        _ = sigint.recv() => {}
-        _ = sigterm.recv() => {}
+        _ = stop.recv() => {}
     }
     Ok(())
 }
@@ -437,11 +352,8 @@ async fn trace(
         None => None,
     };
     let pid = child.as_ref().and_then(|c| c.id()).unwrap_or(0);
-    // Both listeners live across the loop: a signal that arrives while a
-    // batch is being processed is kept for the next `select!` (a fresh
-    // `ctrl_c()` per iteration would miss it, and the run would go on).
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    // Made before the loop, so a signal during a batch is kept (signals.rs).
+    let mut stop = Stop::new()?;
     let deadline = async {
         match args.duration {
             Some(secs) => tokio::time::sleep(Duration::from_secs_f64(secs)).await,
@@ -478,8 +390,7 @@ async fn trace(
                 });
                 break;
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = stop.recv() => break,
             _ = &mut deadline => break,
         }
         out.echo(pipeline);
@@ -500,21 +411,4 @@ async fn trace(
     out.echo(pipeline);
     out.emit(source, &found);
     Ok(workload)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flag_values_are_checked() {
-        assert!(parse_secs("0").is_err());
-        assert!(parse_secs("-1").is_err());
-        assert!(parse_secs("abc").unwrap_err().contains("abc"));
-        assert_eq!(parse_secs("1.5"), Ok(1.5));
-        assert!(parse_ringbuf_mib("3").is_err());
-        assert!(parse_ringbuf_mib("0").is_err());
-        assert!(parse_ringbuf_mib("2048").is_err());
-        assert_eq!(parse_ringbuf_mib("8"), Ok(8));
-    }
 }

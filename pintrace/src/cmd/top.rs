@@ -2,12 +2,13 @@
 //! recording. The terminal is restored on every way out: a normal quit, an
 //! error, SIGTERM, and a panic (ratatui's panic hook).
 
-use super::run::{open_source, parse_ringbuf_mib, parse_secs, pipeline_for, ReplayArgs};
+use super::{
+    signals::Stop,
+    tracing::{open_source, pipeline_for, ReplayArgs, SessionArgs},
+};
 use crate::{
     exit::Exit,
     stream::pipeline::Pipeline,
-    trace::plan::Preference,
-    trace::session::SessionOptions,
     trace::source::{Batch, Source, Speed},
     views::top::{App, Data, Header},
 };
@@ -24,10 +25,7 @@ use std::{
     },
     time::Duration,
 };
-use tokio::{
-    signal::unix::{signal, SignalKind},
-    sync::mpsc,
-};
+use tokio::sync::mpsc;
 
 #[derive(Args, Debug, Clone)]
 pub struct TopArgs {
@@ -36,18 +34,8 @@ pub struct TopArgs {
     pub interval: f64,
     #[command(flatten)]
     pub replay: ReplayArgs,
-    /// Report non-long-term pins held longer than this many seconds as leaks.
-    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_hyphen_values = true)]
-    pub leak_age: Option<f64>,
-    /// How to attach: fentry/fexit where they load (auto), or force one method.
-    #[arg(long, value_enum, default_value_t = Preference::Auto)]
-    pub attach: Preference,
-    /// Ring buffer size in MiB (a power of two).
-    #[arg(long, value_name = "MIB", default_value_t = 4, value_parser = parse_ringbuf_mib, allow_hyphen_values = true)]
-    pub ringbuf_mib: u32,
-    /// Which acquires and releases carry a kernel stack (as for `run`).
-    #[arg(long, value_enum, default_value_t = crate::trace::session::Stacks::Sampled)]
-    pub stacks: crate::trace::session::Stacks,
+    #[command(flatten)]
+    pub session: SessionArgs,
 }
 
 fn parse_interval(s: &str) -> Result<f64, String> {
@@ -66,18 +54,10 @@ pub fn run(args: &TopArgs, verbose: bool) -> Result<Exit> {
         .build()
         .context("starting the event loop")?;
     rt.block_on(async {
-        let opts = SessionOptions {
-            attach: args.attach,
-            ringbuf_mib: args.ringbuf_mib,
-            verbose,
-            wakeup: Default::default(),
-            stacks: args.stacks,
-            bios: true,
-            rq_records: false,
-        };
+        let opts = args.session.options(verbose, false);
         // Start-up errors are printed on a normal terminal.
         let mut source = open_source(&args.replay, Speed::Recorded, opts, None, "top")?;
-        let mut pipeline = pipeline_for(&source, args.leak_age);
+        let mut pipeline = pipeline_for(&source, args.session.leak_age);
         let mut terminal = ratatui::try_init().context("setting up the terminal")?;
         let result = dashboard(&mut terminal, &mut source, &mut pipeline, args).await;
         ratatui::restore();
@@ -157,9 +137,7 @@ async fn dashboard(
     // Any polite way to end the process restores the terminal: SIGTERM,
     // SIGINT sent from elsewhere (Ctrl-C itself arrives as a key), and
     // SIGHUP when the terminal goes away.
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut signals = Stop::with_hangup()?;
     let mut redraw = tokio::time::interval(Duration::from_secs_f64(args.interval));
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     let live = source.is_live();
@@ -189,9 +167,7 @@ async fn dashboard(
                 Some(Input::Resize) => draw = true,
                 None => break Ok(()),
             },
-            _ = sigterm.recv() => break Ok(()),
-            _ = sigint.recv() => break Ok(()),
-            _ = sighup.recv() => break Ok(()),
+            _ = signals.recv() => break Ok(()),
         }
         // The model keeps the findings; the dashboard draws them from there.
         found.clear();

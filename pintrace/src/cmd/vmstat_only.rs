@@ -3,7 +3,7 @@
 //! System-wide and approximate (per-CPU batched; refreshed with
 //! /proc/sys/vm/stat_refresh first), but needs no BPF at all.
 
-use super::run::RunArgs;
+use super::signals::Stop;
 use crate::exit::Exit;
 use crate::{
     kernel::vmstat,
@@ -12,7 +12,6 @@ use crate::{
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 use std::time::Duration;
-use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Debug, Serialize)]
 pub struct VmstatOnly {
@@ -27,8 +26,18 @@ pub struct VmstatOnly {
     pub workload: Option<Workload>,
 }
 
-pub async fn run(args: &RunArgs) -> Result<Exit> {
-    if args.metrics.metrics.is_some() {
+/// What `run --vmstat-only` takes from `run`'s options.
+pub struct VmstatOnlyArgs<'a> {
+    pub json: bool,
+    pub duration: Option<f64>,
+    /// The workload, if any.
+    pub command: &'a [String],
+    /// Whether `--metrics` was given (refused: it needs the probes).
+    pub metrics: bool,
+}
+
+pub async fn run(args: &VmstatOnlyArgs<'_>) -> Result<Exit> {
+    if args.metrics {
         bail!("--metrics needs the probes; it does not go with --vmstat-only");
     }
     let Some(before) = vmstat::read() else {
@@ -90,9 +99,8 @@ pub fn render(r: &VmstatOnly) -> String {
 }
 
 /// Runs the workload (or waits for --duration or a signal).
-async fn wait(args: &RunArgs) -> Result<Option<Workload>> {
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+async fn wait(args: &VmstatOnlyArgs<'_>) -> Result<Option<Workload>> {
+    let mut stop = Stop::new()?;
     let deadline = async {
         match args.duration {
             Some(secs) => tokio::time::sleep(Duration::from_secs_f64(secs)).await,
@@ -102,8 +110,7 @@ async fn wait(args: &RunArgs) -> Result<Option<Workload>> {
     let Some((program, rest)) = args.command.split_first() else {
         tokio::select! {
             _ = deadline => {}
-            _ = sigint.recv() => {}
-            _ = sigterm.recv() => {}
+            _ = stop.recv() => {}
         }
         return Ok(None);
     };
@@ -115,8 +122,7 @@ async fn wait(args: &RunArgs) -> Result<Option<Workload>> {
     let status = tokio::select! {
         s = child.wait() => Some(s.context("waiting for the workload")?),
         _ = deadline => None,
-        _ = sigint.recv() => None,
-        _ = sigterm.recv() => None,
+        _ = stop.recv() => None,
     };
     let status = match status {
         Some(s) => s,
@@ -126,7 +132,7 @@ async fn wait(args: &RunArgs) -> Result<Option<Workload>> {
         }
     };
     Ok(Some(Workload {
-        command: args.command.clone(),
+        command: args.command.to_vec(),
         pid,
         exit_code: status.code(),
     }))

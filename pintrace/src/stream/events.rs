@@ -370,7 +370,8 @@ fn decode_body(tag: u32, record: &[u8]) -> Result<Event, DecodeError> {
 }
 
 /// Encodes records exactly as the probes write them (for tests, replay and
-/// benchmarks).
+/// benchmarks; built with the `testing` feature).
+#[cfg(any(test, feature = "testing"))]
 pub mod encode {
     use super::*;
     use pintrace_common::IntoBytes;

@@ -24,6 +24,8 @@ fn program_names() -> Vec<&'static str> {
     for s in Site::ALL {
         let p = s.programs();
         v.extend([p.trampoline, p.kprobe]);
+        // The entry half of a site traced by fentry and fexit (the bio fill).
+        v.extend(p.trampoline_entry);
         v.extend(p.kretprobe);
     }
     v

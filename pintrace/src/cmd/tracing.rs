@@ -1,0 +1,142 @@
+//! What every tracing command shares: the options that shape a session
+//! ([`SessionArgs`]), replay ([`ReplayArgs`]), the record source they open
+//! and the pipeline fed from it. `run` and `top` both build on these.
+
+use crate::{
+    ledger::{Ledger, LedgerConfig},
+    stream::pipeline::Pipeline,
+    trace::{
+        plan::Preference,
+        session::{Session, SessionOptions, Stacks, Wakeup},
+        source::{Source, Speed},
+    },
+};
+use anyhow::Result;
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+/// The options that shape a tracing session; the probe-side ones do nothing
+/// on a replay, so they conflict with `--replay`.
+#[derive(Args, Debug, Clone)]
+pub struct SessionArgs {
+    /// How to attach: fentry/fexit where they load (auto), or force one method.
+    #[arg(long, value_enum, default_value_t = Preference::Auto)]
+    pub attach: Preference,
+    /// Ring buffer size in MiB (a power of two).
+    #[arg(long, value_name = "MIB", default_value_t = 4, value_parser = parse_ringbuf_mib, allow_hyphen_values = true)]
+    pub ringbuf_mib: u32,
+    /// When the probes wake pintrace for new records (for benchmarks).
+    #[arg(long, value_enum, default_value_t = Wakeup::Batched, hide = true)]
+    pub ringbuf_wakeup: Wakeup,
+    /// Which acquires and releases carry a kernel stack. An unwind is the
+    /// probes' main cost: `sampled` takes, on each CPU, at most one stack
+    /// per millisecond for each process and call site (so every one at low
+    /// rates), and always the stack of an unpin the refcount shows to be
+    /// wrong.
+    #[arg(long, value_enum, default_value_t = Stacks::Sampled, conflicts_with = "replay")]
+    pub stacks: Stacks,
+    /// Leave the bio probes and block:block_rq_complete off: pins are not
+    /// tied to their bios (no "held after its bio completed" leak) and block
+    /// completions are not counted, for about half the probes' cost per
+    /// Direct I/O.
+    #[arg(long, conflicts_with = "replay")]
+    pub no_bio: bool,
+    /// Report non-long-term pins held longer than this many seconds as leaks.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_hyphen_values = true)]
+    pub leak_age: Option<f64>,
+}
+
+impl SessionArgs {
+    /// The session these options ask for; `rq_records` when the block
+    /// completions are wanted one by one (to echo or record them).
+    pub fn options(&self, verbose: bool, rq_records: bool) -> SessionOptions {
+        SessionOptions {
+            attach: self.attach,
+            ringbuf_mib: self.ringbuf_mib,
+            verbose,
+            wakeup: self.ringbuf_wakeup,
+            stacks: self.stacks,
+            bios: !self.no_bio,
+            rq_records,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReplayArgs {
+    /// Read the events from a recording (`run --record`) instead of the
+    /// kernel: no root, no probes.
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
+    /// Replay pace: `recorded`, `max`, or a factor such as 10 [default: max
+    /// for run, recorded for top].
+    #[arg(long, value_name = "SPEED", value_parser = parse_speed, requires = "replay", allow_hyphen_values = true)]
+    pub speed: Option<Speed>,
+}
+
+pub(crate) fn parse_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(v > 0.0 && v <= 31_536_000.0) {
+        return Err(format!("`{s}` must be more than 0 and at most one year"));
+    }
+    Ok(v)
+}
+
+pub(crate) fn parse_ringbuf_mib(s: &str) -> Result<u32, String> {
+    let v: u32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number of MiB"))?;
+    if v == 0 || v > 1024 || !v.is_power_of_two() {
+        return Err(format!("`{s}` must be a power of two from 1 to 1024"));
+    }
+    Ok(v)
+}
+
+fn parse_speed(s: &str) -> Result<Speed, String> {
+    s.parse()
+}
+
+/// Opens the record source: a recording when `--replay` is given, else a
+/// live session (recorded to `record` when given).
+pub(crate) fn open_source(
+    replay: &ReplayArgs,
+    default_speed: Speed,
+    session: SessionOptions,
+    record: Option<&Path>,
+    command: &str,
+) -> Result<Source> {
+    match &replay.replay {
+        Some(path) => Ok(Source::replay(path, replay.speed.unwrap_or(default_speed))?),
+        None => Source::live(Session::start(&session, command)?, record),
+    }
+}
+
+/// A pipeline for the source, its model's clock started.
+pub(crate) fn pipeline_for(source: &Source, leak_age: Option<f64>) -> Pipeline {
+    let config = LedgerConfig {
+        leak_age_ns: leak_age.map(|s| (s * 1e9) as u64),
+        ..LedgerConfig::default()
+    };
+    let mut pipeline = Pipeline::new(Ledger::new(source.meta().flags, config));
+    pipeline.model.start(source.meta().start_ns);
+    pipeline
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_values_are_checked() {
+        assert!(parse_secs("0").is_err());
+        assert!(parse_secs("-1").is_err());
+        assert!(parse_secs("abc").unwrap_err().contains("abc"));
+        assert_eq!(parse_secs("1.5"), Ok(1.5));
+        assert!(parse_ringbuf_mib("3").is_err());
+        assert!(parse_ringbuf_mib("0").is_err());
+        assert!(parse_ringbuf_mib("2048").is_err());
+        assert_eq!(parse_ringbuf_mib("8"), Ok(8));
+    }
+}
