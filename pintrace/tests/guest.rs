@@ -356,7 +356,11 @@ fn check_quick_passes_on_the_block_device() {
     assert_eq!(out.status.code(), Some(0), "check did not pass");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["type"], "check");
-    let scenarios = report["scenarios"].as_array().unwrap();
+    let all = report["scenarios"].as_array().unwrap();
+    // The quick set's faults on the block device are judged on their own
+    // (guest/families.rs); here the plain ones.
+    assert!(all.iter().all(|s| s["status"] == "pass"), "{report}");
+    let scenarios: Vec<&Value> = all.iter().filter(|s| s["fault"].is_null()).collect();
     assert_eq!(scenarios.len(), 8, "{report}");
     let converted = kernel_version() >= (6, 5);
     let kind = if converted { "FOLL_PIN" } else { "FOLL_GET" };
