@@ -72,7 +72,13 @@ pub fn test(ws: &Workspace, args: &TestArgs) -> Result<bool> {
             Ok(built) => {
                 for k in &kernels {
                     let t = Instant::now();
-                    let res = vm::run_guest(ws, &args.guest, k, &built, vm::suite_payload());
+                    let res = vm::run_guest(
+                        ws,
+                        &args.guest,
+                        k,
+                        &built,
+                        vm::suite_payload(args.guest.paths),
+                    );
                     let row = match res {
                         Ok(o) => {
                             vm::report(&o);

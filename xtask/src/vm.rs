@@ -52,6 +52,12 @@ pub struct GuestOpts {
     /// a ~10x larger initramfs that boots slower).
     #[arg(long)]
     pub no_strip: bool,
+    /// Also run the Direct I/O path suites (guest/families.rs,
+    /// guest/planted.rs, guest/paths.rs: `pintrace check` per family, the
+    /// planted bio-release bugs, the engine's SG_IO and passthrough modes):
+    /// slow, so apart from the default suite.
+    #[arg(long)]
+    pub paths: bool,
     /// Keep the console off stdout (it still goes to the log).
     #[arg(skip)]
     pub quiet: bool,
@@ -69,6 +75,7 @@ impl Default for GuestOpts {
             boot: BootOpts::default(),
             pinzoo: false,
             no_strip: false,
+            paths: false,
             quiet: false,
         }
     }
@@ -123,7 +130,7 @@ pub fn vm(ws: &Workspace, args: &VmArgs) -> Result<bool> {
     let want_suite = args.command.is_empty();
     let built = build(ws, want_suite)?;
     let payload = if want_suite {
-        suite_payload()
+        suite_payload(args.guest.paths)
     } else {
         Payload::new(args.command.clone())
     };
@@ -141,18 +148,27 @@ pub fn vm(ws: &Workspace, args: &VmArgs) -> Result<bool> {
     Ok(all_passed)
 }
 
+/// The test modules of the Direct I/O path suites (`--paths`).
+pub const PATH_SUITES: &[&str] = &["families::", "planted::", "paths::"];
+
 /// The guest suite: every ignored test of `pintrace/tests/guest.rs`, one
-/// at a time.
-pub fn suite_payload() -> Payload {
-    Payload::new([
+/// at a time; the path suites only with `paths`.
+pub fn suite_payload(paths: bool) -> Payload {
+    let mut argv = vec![
         GUEST_TESTS,
         "--ignored",
         "--test-threads=1",
         "--skip",
         SOAK_TEST,
-    ])
-    .env("PINTRACE_BIN", GUEST_PINTRACE)
-    .env("RUST_BACKTRACE", "1")
+    ];
+    if !paths {
+        for m in PATH_SUITES {
+            argv.extend(["--skip", m]);
+        }
+    }
+    Payload::new(argv)
+        .env("PINTRACE_BIN", GUEST_PINTRACE)
+        .env("RUST_BACKTRACE", "1")
 }
 
 /// One test of the guest suite, by its exact name.
@@ -184,11 +200,13 @@ pub const ON_DEMAND_MODULES: &[&str] = &[
 ];
 
 /// Host tools the guests get at /bin for those paths (docs/kernel.md has
-/// the steps they take): mkfs.vfat, the NFS server's daemons and exportfs
+/// the steps they take): mkfs.vfat, mkfs.ext4 (the NFS export), the NFS
+/// server's daemons and exportfs
 /// (NFSv4 needs no rpcbind), dmsetup, mkudffs, and sg_readcap to look at
 /// a SCSI disk. Packages: `setup::PACKAGES`.
 pub const DIO_TOOLS: &[&str] = &[
     "mkfs.vfat",
+    "mkfs.ext4",
     "rpc.nfsd",
     "rpc.mountd",
     "exportfs",
