@@ -557,24 +557,22 @@ impl Ledger {
                 .get(&tgid)
                 .is_some_and(|&t| now_ns.saturating_sub(t) >= grace)
         };
-        self.pinned_folios(|h| gone(h.tgid))
+        self.folios_with_pins(|h| !h.reported && gone(h.tgid))
     }
 
     /// Folios where `tgid` holds pins not yet reported: what `check` audits
     /// when a scenario's process is over, before [`Ledger::report_leaks_of`].
     pub fn pinned_folios_of(&self, tgid: u32) -> Vec<u64> {
-        self.pinned_folios(|h| h.tgid == tgid)
+        self.folios_with_pins(|h| !h.reported && h.tgid == tgid)
     }
 
-    fn pinned_folios(&self, mut which: impl FnMut(&Holder) -> bool) -> Vec<u64> {
+    /// Folios with a pin (not a FOLL_GET reference) in their books that
+    /// `which` picks, sorted.
+    fn folios_with_pins(&self, mut which: impl FnMut(&Holder) -> bool) -> Vec<u64> {
         let mut v: Vec<u64> = self
             .folios
             .iter()
-            .filter(|(_, b)| {
-                b.holders
-                    .iter()
-                    .any(|h| h.kind != Kind::Get && !h.reported && which(h))
-            })
+            .filter(|(_, b)| b.holders.iter().any(|h| h.kind != Kind::Get && which(h)))
             .map(|(f, _)| f)
             .collect();
         v.sort_unstable();
@@ -584,18 +582,7 @@ impl Ledger {
     /// Small or large folios whose books hold pins taken before `before_ns`:
     /// what a refcount audit at that time should read.
     pub fn audit_candidates(&self, before_ns: u64) -> Vec<u64> {
-        let mut v: Vec<u64> = self
-            .folios
-            .iter()
-            .filter(|(_, b)| {
-                b.holders
-                    .iter()
-                    .any(|h| h.kind != Kind::Get && h.acquired_ns < before_ns)
-            })
-            .map(|(f, _)| f)
-            .collect();
-        v.sort_unstable();
-        v
+        self.folios_with_pins(|h| h.acquired_ns < before_ns)
     }
 
     /// Judges one folio of a refcount audit read at `read_ns`, once every
