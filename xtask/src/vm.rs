@@ -128,7 +128,8 @@ pub fn vm(ws: &Workspace, args: &VmArgs) -> Result<bool> {
     // A fresh machine: packages, rust-src, bpf-linker (quick when present).
     crate::setup::setup(&crate::setup::SetupArgs::default())?;
     let want_suite = args.command.is_empty();
-    let built = build(ws, want_suite)?;
+    // `vm -- CMD` carries the guest tests too, to run one of them by hand.
+    let built = build(ws, want_suite || ws.has_guest_tests)?;
     let payload = if want_suite {
         suite_payload(args.guest.paths)
     } else {
@@ -368,36 +369,43 @@ pub fn build(ws: &Workspace, need_suite: bool) -> Result<Built> {
              give a command to run after `--`, e.g. `cargo xtask vm -- uname -a`"
         );
     }
-    let pintrace = artifact(&["build", "--release", "-p", "pintrace"], "pintrace").context(
-        "building pintrace (run `cargo xtask setup` first if bpf-linker or rust-src is missing)",
-    )?;
-    let guest_tests = if ws.has_guest_tests {
-        Some(
-            artifact(
-                &[
-                    "test",
-                    "--release",
-                    "-p",
-                    "pintrace",
-                    "--test",
-                    "guest",
-                    "--no-run",
-                ],
-                "guest",
-            )
-            .context("building the guest tests")?,
-        )
-    } else {
-        None
-    };
+    let setup_hint = "run `cargo xtask setup` first if bpf-linker or rust-src is missing";
+    if !need_suite {
+        // The shipped binary, as `cargo build --release` makes it.
+        let [pintrace] = artifacts(&["build", "--release", "-p", "pintrace"], ["pintrace"])
+            .with_context(|| format!("building pintrace ({setup_hint})"))?;
+        return Ok(Built {
+            pintrace,
+            guest_tests: None,
+        });
+    }
+    // One build for the suite: the test build makes the binary its tests
+    // run (with the `testing` feature, which only adds test support) beside
+    // the test executable. A second, plain release build would compile
+    // pintrace and its eBPF object once more for a different feature set.
+    let [pintrace, guest] = artifacts(
+        &[
+            "test",
+            "--release",
+            "-p",
+            "pintrace",
+            "--test",
+            "guest",
+            "--no-run",
+        ],
+        ["pintrace", "guest"],
+    )
+    .with_context(|| format!("building pintrace and the guest tests ({setup_hint})"))?;
     Ok(Built {
         pintrace,
-        guest_tests,
+        guest_tests: Some(guest),
     })
 }
 
-/// Run cargo with JSON messages and return the executable of target `name`.
-fn artifact(args: &[&str], name: &str) -> Result<PathBuf> {
+/// Runs cargo with JSON messages; returns the executables of the named
+/// targets, in order (a binary, or a test target; never a library's unit
+/// tests, which share the package's name).
+fn artifacts<const N: usize>(args: &[&str], names: [&str; N]) -> Result<[PathBuf; N]> {
     let mut cmd = util::cargo();
     cmd.args(args)
         .arg("--message-format=json-render-diagnostics")
@@ -406,19 +414,26 @@ fn artifact(args: &[&str], name: &str) -> Result<PathBuf> {
     let shown = util::display(&cmd);
     let mut child = cmd.spawn().with_context(|| format!("starting {shown}"))?;
     let stdout = child.stdout.take().expect("piped");
-    let mut exe = None;
+    let mut found: [Option<PathBuf>; N] = std::array::from_fn(|_| None);
     for msg in cargo_metadata::Message::parse_stream(BufReader::new(stdout)) {
-        if let cargo_metadata::Message::CompilerArtifact(a) = msg? {
-            if a.target.name == name {
-                if let Some(e) = a.executable {
-                    exe = Some(e.into_std_path_buf());
-                }
-            }
+        let cargo_metadata::Message::CompilerArtifact(a) = msg? else {
+            continue;
+        };
+        let Some(i) = names.iter().position(|n| *n == a.target.name) else {
+            continue;
+        };
+        let is_lib_test = a.profile.test && !a.target.is_test();
+        if let (Some(e), false) = (a.executable, is_lib_test) {
+            found[i] = Some(e.into_std_path_buf());
         }
     }
     let status = child.wait()?;
     if !status.success() {
         bail!("`{shown}` failed ({status})");
     }
-    exe.ok_or_else(|| anyhow!("`{shown}` produced no executable named {name}"))
+    let mut out = Vec::with_capacity(N);
+    for (name, exe) in names.iter().zip(found) {
+        out.push(exe.ok_or_else(|| anyhow!("`{shown}` produced no executable named {name}"))?);
+    }
+    Ok(out.try_into().expect("N paths"))
 }
