@@ -404,7 +404,7 @@ pub fn build(ws: &Workspace, need_suite: bool) -> Result<Built> {
 
 /// Runs cargo with JSON messages; returns the executables of the named
 /// targets, in order (a binary, or a test target; never a library's unit
-/// tests, which share the package's name).
+/// tests or a binary's, which share their target's name).
 fn artifacts<const N: usize>(args: &[&str], names: [&str; N]) -> Result<[PathBuf; N]> {
     let mut cmd = util::cargo();
     cmd.args(args)
@@ -422,8 +422,8 @@ fn artifacts<const N: usize>(args: &[&str], names: [&str; N]) -> Result<[PathBuf
         let Some(i) = names.iter().position(|n| *n == a.target.name) else {
             continue;
         };
-        let is_lib_test = a.profile.test && !a.target.is_test();
-        if let (Some(e), false) = (a.executable, is_lib_test) {
+        let unit_tests = a.profile.test && !a.target.is_test();
+        if let (Some(e), false) = (a.executable, unit_tests) {
             found[i] = Some(e.into_std_path_buf());
         }
     }
