@@ -39,15 +39,16 @@ pub enum Accel {
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TcgThread {
     /// A thread per vCPU, and a boot that died of a stale patch is booted
-    /// again on one thread, where that cannot happen.
-    #[default]
+    /// again on one thread. It cannot recover a guest that lives on: a 6.1
+    /// guest with a thread per vCPU has locked up instead (a soft lockup of
+    /// minutes in the engine while probes attached), which no retry sees.
     Auto,
-    /// All vCPUs on one host thread, in turns. A vCPU then never runs
-    /// kernel text that another vCPU has just patched without seeing the
-    /// patch (multi-threaded TCG has let guests execute the `int3` of a
-    /// finished patch: `console::stale_patch`). Slower: a vCPU that spins
-    /// waiting for the other (an IPI, a patch's CPU sync) waits out its
-    /// time slice.
+    /// All vCPUs on one host thread, in turns (the default). A vCPU then
+    /// never runs kernel text that another vCPU has just patched without
+    /// seeing the patch (multi-threaded TCG has let guests execute the
+    /// `int3` of a finished patch: `console::stale_patch`). Slower per
+    /// guest, but it leaves the host's other cores to other guests.
+    #[default]
     Single,
     /// A host thread per vCPU (QEMU's default): the vCPUs run in parallel.
     Multi,
@@ -91,10 +92,11 @@ impl TcgThread {
 pub struct BootOpts {
     #[arg(long, value_enum, default_value_t = Accel::Auto)]
     pub accel: Accel,
-    /// Under TCG: a thread per vCPU (parallel, but a guest can die of a
-    /// patch of kernel text another vCPU finished), all vCPUs on one thread
-    /// (immune, slower), or auto: multi, and single for a boot after such a
-    /// death [default: auto; multi for `bench`].
+    /// Under TCG: all vCPUs on one thread (immune to stale patches of
+    /// kernel text), a thread per vCPU (parallel, but a guest can die or
+    /// lock up on a patch another vCPU finished), or auto: multi, and
+    /// single for a boot after such a death [default: single; multi for
+    /// `bench`].
     #[arg(long, value_enum, value_name = "single|multi")]
     pub tcg_thread: Option<TcgThread>,
     /// Boots again after a death of a stale patch of kernel text (an
@@ -223,6 +225,9 @@ pub struct Outcome {
     pub retried: Vec<Retry>,
     /// The first oops of a run that failed, when it was no stale patch.
     pub oops: Option<String>,
+    /// Whether the console went to stdout as it ran (if not, the report
+    /// prints it).
+    pub echoed: bool,
 }
 
 impl Outcome {
@@ -467,6 +472,7 @@ fn launch(
         notes,
         retried: Vec::new(),
         oops,
+        echoed: req.echo,
     })
 }
 

@@ -25,23 +25,27 @@ pub fn run(
     minutes: u64,
     kernel: &str,
     built: &vm::Built,
+    base: &GuestOpts,
 ) -> Result<(String, bool)> {
     let secs = minutes * 60;
     let opts = GuestOpts {
         kernel: vec![kernel.to_owned()],
         // The workload, plus boot, attach and the summary on a slow guest.
         timeout: secs + 1200,
-        ..GuestOpts::default()
+        ..base.clone()
     };
     let o = vm::run_guest(ws, &opts, kernel, built, vm::soak_payload(secs))?;
-    vm::report(&o);
     let line = o
         .console
         .lines()
         .find(|l| l.contains("soak: ") && l.contains("RSS"))
         .map(|l| l[l.find("soak: ").unwrap_or(0)..].trim().to_owned());
-    if let Some(l) = &line {
-        println!("{l}");
+    {
+        let _whole = std::io::stdout().lock();
+        vm::report(&o);
+        if let Some(l) = &line {
+            println!("{l}");
+        }
     }
     let verdict = format!(
         "{}{}{}",
@@ -56,7 +60,13 @@ pub fn soak(ws: &Workspace, args: &SoakArgs) -> Result<bool> {
     crate::setup::setup(&crate::setup::SetupArgs::default())?;
     let built = vm::build(ws, true)?;
     let t = std::time::Instant::now();
-    let (verdict, passed) = run(ws, args.minutes, &args.kernel, &built)?;
+    let (verdict, passed) = run(
+        ws,
+        args.minutes,
+        &args.kernel,
+        &built,
+        &GuestOpts::default(),
+    )?;
     println!(
         "soak: {} minute(s) on {}: {verdict} in {:.0} s",
         args.minutes,

@@ -19,6 +19,10 @@ pub struct TestArgs {
     /// Minutes of the soak in the 6.12 guest after the suites (0: none).
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub soak_minutes: u64,
+    /// Guests run side by side [default: the host's CPUs]; 1 runs them in
+    /// turn with their consoles live on stdout.
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
     #[command(flatten)]
     pub guest: GuestOpts,
 }
@@ -78,67 +82,108 @@ pub fn test(ws: &Workspace, args: &TestArgs) -> Result<bool> {
                 passed: false,
                 secs: t.elapsed().as_secs_f64(),
             })),
-            Ok(built) => {
-                for k in &kernels {
-                    let t = Instant::now();
-                    let res = vm::run_guest(
-                        ws,
-                        &args.guest,
-                        k,
-                        &built,
-                        vm::suite_payload(args.guest.paths),
-                    );
-                    let row = match res {
-                        Ok(o) => {
-                            vm::report(&o);
-                            Row {
-                                suite: "guest",
-                                kernel: match &o.release {
-                                    Some(r) => format!("{k} ({r})"),
-                                    None => k.clone(),
-                                },
-                                verdict: format!(
-                                    "{} [{}]{}",
-                                    o.verdict,
-                                    o.log.display(),
-                                    o.retried_note()
-                                ),
-                                passed: o.verdict.passed(),
-                                secs: t.elapsed().as_secs_f64(),
-                            }
-                        }
-                        Err(e) => Row {
-                            suite: "guest",
-                            kernel: k.clone(),
-                            verdict: format!("fail: {e:#}"),
-                            passed: false,
-                            secs: t.elapsed().as_secs_f64(),
-                        },
-                    };
-                    rows.push(row);
-                }
-                // The short soak, on 6.12 only (CI time).
-                if args.soak_minutes > 0 && kernels.iter().any(|k| k == "6.12") {
-                    let t = Instant::now();
-                    let (verdict, passed) =
-                        match crate::soak::run(ws, args.soak_minutes, "6.12", &built) {
-                            Ok(v) => v,
-                            Err(e) => (format!("fail: {e:#}"), false),
-                        };
-                    rows.push(Row {
-                        suite: "soak",
-                        kernel: format!("6.12, {} min", args.soak_minutes),
-                        verdict,
-                        passed,
-                        secs: t.elapsed().as_secs_f64(),
-                    });
-                }
-            }
+            Ok(built) => rows.extend(guests(ws, args, &kernels, &built)),
         }
     }
 
     print!("{}", table(&rows));
     Ok(rows.iter().all(|r| r.passed))
+}
+
+/// One guest of the run: a suite on a kernel, or the soak.
+enum Job {
+    Suite(String),
+    Soak,
+}
+
+/// The guest suites and the soak, side by side on `--jobs` lanes (each
+/// guest runs TCG on one host thread by default, so one lane per host
+/// core), the last `--kernel` first (by default 6.12, the longest suite),
+/// the soak last; each guest's console is printed whole when it ends. The
+/// rows come back in the order of the jobs.
+fn guests(ws: &Workspace, args: &TestArgs, kernels: &[String], built: &vm::Built) -> Vec<Row> {
+    let mut jobs: Vec<Job> = kernels.iter().rev().cloned().map(Job::Suite).collect();
+    // The short soak, on 6.12 only (CI time).
+    if args.soak_minutes > 0 && kernels.iter().any(|k| k == "6.12") {
+        jobs.push(Job::Soak);
+    }
+    // Kernels and the zoo module are fetched and built here, once, before
+    // the lanes share them.
+    for k in kernels {
+        if let Err(e) = vm::prepare(ws, &args.guest, k) {
+            println!("vm: preparing {k}: {e:#}");
+        }
+    }
+    let lanes = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, jobs.len().max(1));
+    let mut opts = args.guest.clone();
+    opts.quiet = lanes > 1;
+    println!(
+        "test: {} guest(s) on {lanes} lane(s), each console printed when its guest ends",
+        jobs.len()
+    );
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done: std::sync::Mutex<Vec<(usize, Row)>> = Default::default();
+    std::thread::scope(|s| {
+        for _ in 0..lanes {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(job) = jobs.get(i) else { break };
+                let row = run_job(ws, args, &opts, job, built);
+                done.lock().expect("no lane panics").push((i, row));
+            });
+        }
+    });
+    let mut done = done.into_inner().expect("no lane panics");
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
+fn run_job(ws: &Workspace, args: &TestArgs, opts: &GuestOpts, job: &Job, built: &vm::Built) -> Row {
+    let t = Instant::now();
+    match job {
+        Job::Suite(k) => {
+            let res = vm::run_guest(ws, opts, k, built, vm::suite_payload(args.guest.paths));
+            match res {
+                Ok(o) => {
+                    vm::report(&o);
+                    Row {
+                        suite: "guest",
+                        kernel: match &o.release {
+                            Some(r) => format!("{k} ({r})"),
+                            None => k.clone(),
+                        },
+                        verdict: format!("{} [{}]{}", o.verdict, o.log.display(), o.retried_note()),
+                        passed: o.verdict.passed(),
+                        secs: t.elapsed().as_secs_f64(),
+                    }
+                }
+                Err(e) => Row {
+                    suite: "guest",
+                    kernel: k.clone(),
+                    verdict: format!("fail: {e:#}"),
+                    passed: false,
+                    secs: t.elapsed().as_secs_f64(),
+                },
+            }
+        }
+        Job::Soak => {
+            let (verdict, passed) =
+                match crate::soak::run(ws, args.soak_minutes, "6.12", built, opts) {
+                    Ok(v) => v,
+                    Err(e) => (format!("fail: {e:#}"), false),
+                };
+            Row {
+                suite: "soak",
+                kernel: format!("6.12, {} min", args.soak_minutes),
+                verdict,
+                passed,
+                secs: t.elapsed().as_secs_f64(),
+            }
+        }
+    }
 }
 
 fn table(rows: &[Row]) -> String {

@@ -233,6 +233,17 @@ pub fn soak_payload(secs: u64) -> Payload {
     .env("RUST_BACKTRACE", "1")
 }
 
+/// Fetch (or find) the kernel and build the zoo module for it, so that
+/// guests booted side by side later find both ready.
+pub fn prepare(ws: &Workspace, opts: &GuestOpts, kernel: &str) -> Result<()> {
+    let spec = KernelSpec::parse(kernel);
+    let kernel = debian::resolve(ws, &spec, opts.modules.as_deref())?;
+    if matches!(spec, KernelSpec::Debian(_)) {
+        pinzoo::build(ws, &kernel)?;
+    }
+    Ok(())
+}
+
 /// Resolve the kernel and boot it with the built binaries and `payload`.
 pub fn run_guest(
     ws: &Workspace,
@@ -320,7 +331,13 @@ fn host_binary(spec: &str) -> Result<(String, PathBuf)> {
     Ok((name, path))
 }
 
+/// A run's notes and verdict, after its console when that was kept off
+/// stdout; in one piece, so guests that ran side by side do not interleave.
 pub fn report(o: &Outcome) {
+    let _whole = std::io::stdout().lock();
+    if !o.echoed {
+        print!("{}", o.console);
+    }
     println!();
     for n in &o.notes {
         println!("vm: note: {n}");
