@@ -574,6 +574,9 @@ fn choose_accel(ws: &Workspace, req: &BootRequest, qemu: &Path) -> Result<&'stat
     if !kvm_usable() {
         return Ok("tcg");
     }
+    // Guests booted side by side probe once: the others wait for the verdict.
+    static PROBING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = PROBING.lock().unwrap_or_else(|e| e.into_inner());
     // The verdict holds for this host kernel and this QEMU.
     let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let qemu_version = util::try_output(Command::new(qemu).arg("--version")).unwrap_or_default();
