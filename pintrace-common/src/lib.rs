@@ -146,6 +146,20 @@ macro_rules! site_table {
                 kprobe: kprobe_bio_fill,
                 kretprobe: kretprobe_bio_fill,
             }
+            /// `bio_map_user_iov(rq, iter, gfp)`: SG_IO and NVMe passthrough
+            /// (`blk_rq_map_user_iov`) map user memory into a bio of their request;
+            /// the acquires inside are that bio's. The bio is allocated inside, so
+            /// the exit names it (the request's last bio), or on an error path the
+            /// release of its pages inside the call.
+            BioMap = 14 {
+                symbol: "bio_map_user_iov",
+                name: "bio_map",
+                role: Bio,
+                fentry: fentry_bio_map,
+                fexit: fexit_bio_map,
+                kprobe: kprobe_bio_map,
+                kretprobe: kretprobe_bio_map,
+            }
             /// `bio_endio(bio)`: a bio the probes saw filled has completed.
             BioEndio = 9 {
                 symbol: "bio_endio",
@@ -610,11 +624,15 @@ pub struct RqCompleteEvent {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BioPhase {
-    /// `bio_iov_iter_get_pages` entered: acquires by this thread until
-    /// [`BioPhase::FillEnd`] are the bio's.
+    /// A fill entered (`bio_iov_iter_get_pages`, `bio_map_user_iov`):
+    /// acquires by this thread until [`BioPhase::FillEnd`] are the bio's.
+    /// `bio` is 0 when the fill allocates its bio (`bio_map_user_iov`): the
+    /// next bio this thread's fill names (its end, or a release of its pages
+    /// on an error path inside it) is that one.
     FillBegin = 1,
-    /// `bio_iov_iter_get_pages` returned (`status`: its return value); the
-    /// bio's sector, size and device are read here.
+    /// The fill returned (`status`: its return value); the bio's sector,
+    /// size and device are read here. `bio` is 0 when a fill that allocated
+    /// its bio failed (the bio is gone).
     FillEnd = 2,
     /// `bio_endio` of a bio seen filled (`status`: `bi_status`).
     Endio = 3,
@@ -676,6 +694,8 @@ pub const GLOBAL_BIO_STATUS_OFF: &str = "BIO_STATUS_OFF";
 pub const GLOBAL_BIO_SECTOR_OFF: &str = "BIO_SECTOR_OFF";
 pub const GLOBAL_BIO_SIZE_OFF: &str = "BIO_SIZE_OFF";
 pub const GLOBAL_BDEV_DEV_OFF: &str = "BDEV_DEV_OFF";
+/// Offset of `struct request::biotail`: the bio `bio_map_user_iov` appended.
+pub const GLOBAL_REQ_BIOTAIL_OFF: &str = "REQ_BIOTAIL_OFF";
 
 /// Offsets of the `block:block_rq_complete` fields, read from tracefs at
 /// start-up and handed to the probe as globals.

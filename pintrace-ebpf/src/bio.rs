@@ -5,7 +5,7 @@ use crate::{
     kernel::{func_arg, func_ret, now_ns, read_u32, read_u64},
     maps::{
         global, BDEV_DEV_OFF, BIOS, BIO_ARGS, BIO_BDEV_OFF, BIO_FLAGS_OFF, BIO_OPF_OFF,
-        BIO_SECTOR_OFF, BIO_SIZE_OFF, BIO_STATUS_OFF, EVENTS,
+        BIO_SECTOR_OFF, BIO_SIZE_OFF, BIO_STATUS_OFF, EVENTS, MAPPING, REQ_BIOTAIL_OFF,
     },
     ring::{bump, wakeup},
 };
@@ -24,7 +24,7 @@ fn emit_bio(phase: BioPhase, bio: u64, status: i32) {
         bump(Counter::RingbufFull);
         return;
     };
-    let (sector, bytes, dev, opf) = if let BioPhase::FillEnd = phase {
+    let (sector, bytes, dev, opf) = if bio != 0 && matches!(phase, BioPhase::FillEnd) {
         let bdev = read_u64(bio + global(&BIO_BDEV_OFF));
         let dev = if bdev == 0 {
             0
@@ -119,6 +119,63 @@ pub fn kretprobe_bio_fill(ctx: RetProbeContext) -> u32 {
 }
 
 #[inline(always)]
+fn bio_map_begin(rq: u64) {
+    if MAPPING.insert(bpf_get_current_pid_tgid(), rq, 0).is_err() {
+        bump(Counter::EntryArgsFull);
+    }
+    emit_bio(BioPhase::FillBegin, 0, 0);
+}
+
+/// The end of `bio_map_user_iov`: on success its bio is the request's
+/// last; on failure it is freed already, and the end names none.
+#[inline(always)]
+fn bio_map_end(rq: u64, ret: i32) {
+    let bio = if ret == 0 && rq != 0 {
+        read_u64(rq + global(&REQ_BIOTAIL_OFF))
+    } else {
+        0
+    };
+    if bio == 0 {
+        emit_bio(BioPhase::FillEnd, 0, ret);
+    } else {
+        bio_fill_end(bio, ret);
+    }
+}
+
+#[fentry(function = "bio_map_user_iov")]
+pub fn fentry_bio_map(ctx: FEntryContext) -> u32 {
+    bio_map_begin(func_arg(&ctx, 0));
+    0
+}
+
+#[fexit(function = "bio_map_user_iov")]
+pub fn fexit_bio_map(ctx: FExitContext) -> u32 {
+    let _ = MAPPING.remove(bpf_get_current_pid_tgid());
+    bio_map_end(func_arg(&ctx, 0), func_ret(&ctx) as i32);
+    0
+}
+
+#[kprobe]
+pub fn kprobe_bio_map(ctx: ProbeContext) -> u32 {
+    bio_map_begin(ctx.arg::<u64>(0).unwrap_or(0));
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_bio_map(ctx: RetProbeContext) -> u32 {
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(rq) = (unsafe { MAPPING.get(key) }).copied() else {
+        bump(Counter::MissingEntry);
+        return 0;
+    };
+    let _ = MAPPING.remove(key);
+    let ret: u64 = ctx.ret();
+    bio_map_end(rq, ret as i32);
+    0
+}
+
+#[inline(always)]
 fn bio_endio(bio: u64) -> u32 {
     if bio_seen(bio) {
         emit_bio(BioPhase::Endio, bio, 0);
@@ -136,9 +193,11 @@ pub fn kprobe_bio_endio(ctx: ProbeContext) -> u32 {
     bio_endio(ctx.arg::<u64>(0).unwrap_or(0))
 }
 
+/// A bio seen filled, or one `bio_map_user_iov` releases on its error path
+/// before it could be named.
 #[inline(always)]
 fn bio_release(bio: u64) -> u32 {
-    if bio_seen(bio) {
+    if bio_seen(bio) || MAPPING.get_ptr(bpf_get_current_pid_tgid()).is_some() {
         let _ = BIOS.remove(bio);
         emit_bio(BioPhase::Release, bio, 0);
     }

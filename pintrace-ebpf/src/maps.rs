@@ -57,6 +57,9 @@ pub(crate) static BIO_SECTOR_OFF: u32 = 32;
 pub(crate) static BIO_SIZE_OFF: u32 = 40;
 #[unsafe(no_mangle)]
 pub(crate) static BDEV_DEV_OFF: u32 = 36;
+/// `struct request::biotail`, set by user space from BTF.
+#[unsafe(no_mangle)]
+pub(crate) static REQ_BIOTAIL_OFF: u32 = 8;
 
 /// Batched wake-ups: see `pintrace_common::GLOBAL_RB_WAKEUP_BYTES`.
 #[unsafe(no_mangle)]
@@ -95,6 +98,12 @@ pub(crate) static BIOS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(6553
 /// kretprobe.
 #[map]
 pub(crate) static BIO_ARGS: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0);
+
+/// Threads inside `bio_map_user_iov`, and the request it maps into: its
+/// bio is named at the exit (the request's last bio), or by a release of
+/// its pages inside the call (an error path).
+#[map]
+pub(crate) static MAPPING: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0);
 
 /// Folios to audit, filled by user space (see [`crate::tracepoints::audit_folios`]).
 #[map]

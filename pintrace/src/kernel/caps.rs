@@ -24,6 +24,8 @@ pub const KNOWN_SYMBOLS: &[(&str, &str)] = &[
     ("iov_iter_get_pages2", "acquire"),
     ("iov_iter_extract_pages", "acquire"),
     ("bio_iov_iter_get_pages", "bio"),
+    ("bio_map_user_iov", "bio"),
+    ("blk_rq_map_user_iov", "bio"),
     ("try_grab_page", "grab"),
     ("try_grab_folio", "grab"),
     ("try_grab_folio_fast", "grab"),

@@ -37,6 +37,8 @@ pub struct BioOffsets {
     pub sector: u32,
     pub size: u32,
     pub bdev_dev: u32,
+    /// `struct request::biotail`: the bio `bio_map_user_iov` appended.
+    pub req_biotail: u32,
     /// Bit number of `BIO_PAGE_PINNED` in `bi_flags` (6.5 on): the bio's
     /// pages are pinned and its release unpins them. `None` before.
     pub page_pinned_bit: Option<u32>,
@@ -82,6 +84,7 @@ impl StructOffsets {
                 sector: offset_of(btf, "bio", &["bi_iter", "bi_sector"])?,
                 size: offset_of(btf, "bio", &["bi_iter", "bi_size"])?,
                 bdev_dev: offset_of(btf, "block_device", &["bd_dev"])?,
+                req_biotail: offset_of(btf, "request", &["biotail"])?,
                 page_pinned_bit: enumerator(btf, "BIO_PAGE_PINNED"),
             })
         })();
@@ -229,6 +232,13 @@ mod tests {
             bio.size,
             bio.sector + 8,
             "bvec_iter: bi_sector then bi_size"
+        );
+        let rq = find_struct(&Btf::from_file(path).unwrap(), "request").unwrap();
+        assert!(rq.members.len() > 10);
+        assert_eq!(
+            bio.req_biotail,
+            offset_of(&Btf::from_file(path).unwrap(), "request", &["bio"]).unwrap() + 8,
+            "struct request: bio then biotail"
         );
         assert!(
             bio.page_pinned_bit.is_some(),

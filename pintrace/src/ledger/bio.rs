@@ -1,5 +1,6 @@
 //! The ledger's bios: which references a Direct I/O bio took (the acquires
-//! inside `bio_iov_iter_get_pages`), its completion (`bio_endio`) and its
+//! inside `bio_iov_iter_get_pages`, or `bio_map_user_iov` for SG_IO and
+//! passthrough), its completion (`bio_endio`) and its
 //! release (`__bio_release_pages`), and what is wrong when references
 //! outlive it or leave it the wrong way.
 
@@ -53,13 +54,6 @@ impl Ledger {
             BioPhase::FillBegin => {
                 self.next_bio += 1;
                 let id = self.next_bio;
-                // The address is reused once a bio is freed: the old books
-                // stay only while they hold references.
-                if let Some(old) = self.bio_at.insert(b.bio, id) {
-                    if self.bios.get(&old).is_some_and(|x| x.refs == 0) {
-                        self.bios.remove(&old);
-                    }
-                }
                 self.bios.insert(
                     id,
                     BioBooks {
@@ -72,9 +66,27 @@ impl Ledger {
                         reported: false,
                     },
                 );
+                // 0: the fill allocates its bio and names it later.
+                if b.bio != 0 {
+                    self.bind_bio(b.bio, id);
+                }
                 self.filling.insert(b.tid, id);
             }
             BioPhase::FillEnd => {
+                if b.bio == 0 {
+                    // A fill that allocated its bio failed: the bio is gone
+                    // (released inside, if it held anything). References
+                    // still booked to it stay with their holders.
+                    if let Some(id) = self.filling.remove(&b.tid) {
+                        if self.bios.get(&id).is_some_and(|x| x.refs == 0) {
+                            self.forget_bio(id);
+                        }
+                    }
+                    return;
+                }
+                if let Some(id) = self.unnamed_fill(b.tid) {
+                    self.name_bio(b.bio, id);
+                }
                 if self.filling.get(&b.tid).copied() == self.bio_at.get(&b.bio).copied() {
                     self.filling.remove(&b.tid);
                 }
@@ -104,8 +116,17 @@ impl Ledger {
                 books.completed_ns.get_or_insert(b.ts_ns);
             }
             BioPhase::Release => {
-                let Some(&id) = self.bio_at.get(&b.bio) else {
-                    return;
+                let id = match self.bio_at.get(&b.bio) {
+                    Some(&id) => id,
+                    // bio_map_user_iov's error path releases its bio's
+                    // pages before the bio could be named.
+                    None => match self.unnamed_fill(b.tid) {
+                        Some(id) => {
+                            self.name_bio(b.bio, id);
+                            id
+                        }
+                        None => return,
+                    },
                 };
                 self.release_bio(id, b, findings);
             }
@@ -202,6 +223,31 @@ impl Ledger {
             books.released = true;
             self.releasing.insert(b.tid, id);
         }
+    }
+
+    /// Points the address at the books `id`. The address is reused once a
+    /// bio is freed: the old books stay only while they hold references.
+    fn bind_bio(&mut self, ptr: u64, id: u64) {
+        if let Some(old) = self.bio_at.insert(ptr, id) {
+            if old != id && self.bios.get(&old).is_some_and(|x| x.refs == 0) {
+                self.bios.remove(&old);
+            }
+        }
+    }
+
+    /// The books of this thread's fill when its bio has no name yet.
+    fn unnamed_fill(&self, tid: u32) -> Option<u64> {
+        self.filling
+            .get(&tid)
+            .copied()
+            .filter(|id| self.bios.get(id).is_some_and(|x| x.ptr == 0))
+    }
+
+    fn name_bio(&mut self, ptr: u64, id: u64) {
+        if let Some(books) = self.bios.get_mut(&id) {
+            books.ptr = ptr;
+        }
+        self.bind_bio(ptr, id);
     }
 
     fn forget_bio(&mut self, id: u64) {

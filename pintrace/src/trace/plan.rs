@@ -162,7 +162,13 @@ impl Plan {
             .filter(|s| s.id.is_bio() && s.method.is_none())
             .map(|s| s.symbol)
             .collect();
-        if !bio_off.is_empty() {
+        if bio_off == [Site::BioMap.symbol()] {
+            // Inlined into blk_rq_map_user_iov, or a kernel without it.
+            notes.push(format!(
+                "{} not watched: SG_IO and passthrough pins are not tied to their bios",
+                Site::BioMap.symbol()
+            ));
+        } else if !bio_off.is_empty() {
             notes.push(format!(
                 "{} not watched: pins are not tied to their bios (no \"held after its bio \
                  completed\" leaks, no bio in findings)",
@@ -277,6 +283,7 @@ mod tests {
                         ffffffff81700000 T bio_iov_iter_get_pages\n\
                         ffffffff81700100 T bio_endio\n\
                         ffffffff81700200 T __bio_release_pages\n\
+                        ffffffff81700300 t bio_map_user_iov\n\
                         ffffffff815f4000 T folio_add_pin\n\
                         ffffffff815f4100 T pin_user_pages_unlocked\n\
                         ffffffff815f4200 T get_user_pages_unlocked\n";
@@ -306,6 +313,7 @@ mod tests {
                     sector: 32,
                     size: 40,
                     bdev_dev: 36,
+                    req_biotail: 56,
                     page_pinned_bit: Some(0),
                 }),
                 ..Default::default()
@@ -316,7 +324,7 @@ mod tests {
                     "pin_user_pages_fast\nget_user_pages_fast\npin_user_pages\nget_user_pages\n\
                      pin_user_pages_remote\nget_user_pages_remote\ngup_put_folio\n\
                      bio_iov_iter_get_pages\nbio_endio\n__bio_release_pages\nfolio_add_pin\n\
-                     pin_user_pages_unlocked\nget_user_pages_unlocked\n",
+                     pin_user_pages_unlocked\nget_user_pages_unlocked\nbio_map_user_iov\n",
                 ),
             ),
         }
@@ -369,7 +377,7 @@ mod tests {
         assert!(summary.contains("pin_user_pages_fast=fexit"), "{summary}");
         let note = plan.notes.last().unwrap();
         assert!(
-            note.contains("bio_iov_iter_get_pages, bio_endio, __bio_release_pages, block:block_rq_complete left off (--no-bio)"),
+            note.contains("bio_iov_iter_get_pages, bio_map_user_iov, bio_endio, __bio_release_pages, block:block_rq_complete left off (--no-bio)"),
             "{note}"
         );
     }
@@ -432,6 +440,38 @@ mod tests {
             .notes
             .iter()
             .any(|n| n.contains("releases are not seen")));
+    }
+
+    #[test]
+    fn an_inlined_bio_map_user_iov_says_what_is_not_tied() {
+        let full = Plan::build(&caps(true, true), Preference::Auto).unwrap();
+        let map = full.sites.iter().find(|s| s.id == Site::BioMap).unwrap();
+        assert_eq!(map.programs, "fentry+fexit");
+        assert!(
+            !full.notes.iter().any(|n| n.contains("not watched")),
+            "{:?}",
+            full.notes
+        );
+        let mut c = caps(true, true);
+        let kallsyms = "ffffffff815f3ba0 T pin_user_pages_fast\n\
+                        ffffffff815eed50 t gup_put_folio\n\
+                        ffffffff81700000 T bio_iov_iter_get_pages\n\
+                        ffffffff81700100 T bio_endio\n\
+                        ffffffff81700200 T __bio_release_pages\n";
+        c.symbols = symbol_table(kallsyms, None);
+        let plan = Plan::build(&c, Preference::Auto).unwrap();
+        let map = plan.sites.iter().find(|s| s.id == Site::BioMap).unwrap();
+        assert_eq!(map.method, None);
+        let notes: Vec<&String> = plan
+            .notes
+            .iter()
+            .filter(|n| n.contains("not watched"))
+            .collect();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with("bio_map_user_iov not watched: SG_IO and passthrough"),
+            "{notes:?}"
+        );
     }
 
     #[test]

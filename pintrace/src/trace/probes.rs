@@ -18,9 +18,9 @@ use pintrace_common::{
     GLOBAL_BDEV_DEV_OFF, GLOBAL_BIO_BDEV_OFF, GLOBAL_BIO_FLAGS_OFF, GLOBAL_BIO_OPF_OFF,
     GLOBAL_BIO_SECTOR_OFF, GLOBAL_BIO_SIZE_OFF, GLOBAL_BIO_STATUS_OFF, GLOBAL_FOLIO_REFCOUNT_OFF,
     GLOBAL_FOLL_PIN, GLOBAL_PAGE_COMPOUND_HEAD_OFF, GLOBAL_PAGE_SIZEOF, GLOBAL_RB_WAKEUP_BYTES,
-    GLOBAL_RQ_DEV_OFF, GLOBAL_RQ_ERROR_OFF, GLOBAL_RQ_NR_SECTOR_OFF, GLOBAL_RQ_RECORDS,
-    GLOBAL_RQ_SECTOR_OFF, GLOBAL_STACK_INTERVAL_NS, PROG_AUDIT, PROG_PROCESS_EXIT,
-    PROG_RQ_COMPLETE, STACKS_MAP,
+    GLOBAL_REQ_BIOTAIL_OFF, GLOBAL_RQ_DEV_OFF, GLOBAL_RQ_ERROR_OFF, GLOBAL_RQ_NR_SECTOR_OFF,
+    GLOBAL_RQ_RECORDS, GLOBAL_RQ_SECTOR_OFF, GLOBAL_STACK_INTERVAL_NS, PROG_AUDIT,
+    PROG_PROCESS_EXIT, PROG_RQ_COMPLETE, STACKS_MAP,
 };
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -97,6 +97,7 @@ impl Probes {
             sector: 32,
             size: 40,
             bdev_dev: 36,
+            req_biotail: 8,
             page_pinned_bit: None,
         });
         let mut ebpf = EbpfLoader::new()
@@ -108,6 +109,7 @@ impl Probes {
             .override_global(GLOBAL_BIO_SECTOR_OFF, &bio.sector, true)
             .override_global(GLOBAL_BIO_SIZE_OFF, &bio.size, true)
             .override_global(GLOBAL_BDEV_DEV_OFF, &bio.bdev_dev, true)
+            .override_global(GLOBAL_REQ_BIOTAIL_OFF, &bio.req_biotail, true)
             .map_max_entries(EVENTS_MAP, opts.ringbuf_bytes)
             // The verifier's log only with -v: a failed load is retried
             // with the log on, and under emulation a logged verification of

@@ -233,3 +233,114 @@ fn a_bio_address_reused_starts_new_books() {
     assert_eq!(s.kinds(), vec![FindingKind::LeakAfterBio]);
     assert_eq!((s.findings[0].tgid, s.findings[0].folio), (12, folio(4)));
 }
+
+impl Stream {
+    /// `bio_map_user_iov` by `tgid` pinning `folios` into the bio it
+    /// allocates, which its end names `bio`.
+    fn map_user(&mut self, tgid: u32, bio: u64, flags: u32, folios: &[u64]) {
+        self.bio_event(BioPhase::FillBegin, tgid, 0, 0);
+        self.acquire(Site::PinUserPagesFast, tgid, flags, folios);
+        self.bio_event(BioPhase::FillEnd, tgid, bio, 0);
+    }
+}
+
+#[test]
+fn a_mapped_bio_named_at_its_end_is_followed_to_its_release() {
+    let mut s = stream_with_bios();
+    s.map_user(10, BIO_A, F.pin, &[folio(1), folio(2)]);
+    assert_eq!(s.ledger.tracked_bios(), 1);
+    s.bio_event(BioPhase::Endio, 0, BIO_A, 0);
+    // blk_rq_unmap_user on the submitter's thread.
+    s.bio_event(BioPhase::Release, 10, BIO_A, PINNED);
+    s.unpin_by(10, folio(1));
+    s.unpin_by(10, folio(2));
+    let t = s.ts;
+    s.ledger.tick(t + 10_000 * MS, &mut s.findings);
+    s.ledger.finish(t + 10_000 * MS, &mut s.findings);
+    assert!(s.findings.is_empty(), "{:?}", s.findings);
+    assert_eq!(s.ledger.tracked_bios(), 0);
+    assert_eq!(s.ledger.tally.bios.released, 1);
+}
+
+#[test]
+fn a_mapped_bio_put_instead_of_unpinned_is_a_mismatch_not_a_leak() {
+    let mut s = stream_with_bios();
+    s.map_user(10, BIO_A, F.pin, &[folio(1), folio(2)]);
+    s.bio_event(BioPhase::Endio, 0, BIO_A, 0);
+    s.bio_event(BioPhase::Release, 10, BIO_A, 0);
+    s.feed(Event::Exit {
+        tgid: 10,
+        ts_ns: s.ts + MS,
+    });
+    let t = s.ts;
+    s.ledger.tick(t + 10_000 * MS, &mut s.findings);
+    s.ledger.finish(t + 10_000 * MS, &mut s.findings);
+    assert_eq!(s.kinds(), vec![FindingKind::PinReleasedAsGet]);
+    assert_eq!(s.findings[0].refs, 2);
+    assert!(s.findings[0].bio.is_some());
+}
+
+#[test]
+fn a_failed_map_releases_its_unnamed_bio_and_balances() {
+    // Pinning faults halfway: bio_map_user_iov releases the pages it
+    // pinned (its bio's release inside the call) and returns -EFAULT.
+    let mut s = stream_with_bios();
+    s.bio_event(BioPhase::FillBegin, 10, 0, 0);
+    s.acquire(Site::PinUserPagesFast, 10, F.pin, &[folio(1), folio(2)]);
+    s.bio_event(BioPhase::Release, 10, BIO_A, PINNED);
+    s.unpin_by(10, folio(1));
+    s.unpin_by(10, folio(2));
+    s.ts += MS;
+    s.feed(Event::Bio(Bio {
+        phase: BioPhase::FillEnd,
+        ts_ns: s.ts,
+        tgid: 10,
+        tid: 10,
+        bio: 0,
+        sector: 0,
+        bytes: 0,
+        major: 0,
+        minor: 0,
+        opf: 0,
+        flags: 0,
+        status: -14,
+    }));
+    let t = s.ts;
+    s.ledger.tick(t + 10_000 * MS, &mut s.findings);
+    s.ledger.finish(t + 10_000 * MS, &mut s.findings);
+    assert!(s.findings.is_empty(), "{:?}", s.findings);
+    assert_eq!(s.ledger.tracked_bios(), 0);
+    assert_eq!(s.ledger.outstanding(Kind::Pin), 0);
+    // A later acquire on the thread is nobody's bio.
+    s.pin(10, &[folio(3)]);
+    assert_eq!(s.ledger.tracked_bios(), 0);
+}
+
+#[test]
+fn a_failed_map_that_keeps_pins_leaks_them_to_their_owner() {
+    // The error path forgets to release what it pinned.
+    let mut s = stream_with_bios();
+    s.bio_event(BioPhase::FillBegin, 10, 0, 0);
+    s.acquire(Site::PinUserPagesFast, 10, F.pin, &[folio(1)]);
+    s.bio_event(BioPhase::FillEnd, 10, 0, 0);
+    let t = s.ts;
+    s.ledger.finish(t + 10_000 * MS, &mut s.findings);
+    assert_eq!(s.kinds(), vec![FindingKind::LeakAtEnd]);
+    assert_eq!(s.findings[0].tgid, 10);
+}
+
+#[test]
+fn get_references_of_a_mapped_bio_are_released_by_it() {
+    // 6.1: bio_map_user_iov takes FOLL_GET references (iov_iter_get_pages2).
+    let mut s = Stream::new(LedgerConfig::default());
+    s.ledger.flags = FollFlags::UP_TO_6_2;
+    let get = FollFlags::UP_TO_6_2.get;
+    s.bio_event(BioPhase::FillBegin, 10, 0, 0);
+    s.acquire(Site::GetUserPagesFast, 10, get, &[folio(1), folio(2)]);
+    s.bio_event(BioPhase::FillEnd, 10, BIO_B, 0);
+    s.bio_event(BioPhase::Endio, 0, BIO_B, 0);
+    s.bio_event(BioPhase::Release, 10, BIO_B, 0);
+    assert!(s.findings.is_empty(), "{:?}", s.findings);
+    assert_eq!(s.ledger.outstanding(Kind::Get), 0);
+    assert_eq!(s.ledger.tracked_bios(), 0);
+}
