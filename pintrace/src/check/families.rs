@@ -133,8 +133,7 @@ fn sg() -> Vec<Scenario> {
 
 fn legacy() -> Vec<Scenario> {
     use {BufferKind::Anon, Drive::*, TargetKind::*};
-    let mut v = product(&[Udf, Vfat], &[Psync, IoUring, IoUringFixed, Aio], Anon);
-    v
+    product(&[Udf, Vfat], &[Psync, IoUring, IoUringFixed, Aio], Anon)
 }
 
 fn nfs() -> Vec<Scenario> {
