@@ -8,6 +8,7 @@ use std::process::ExitCode;
 ///
 /// Exit codes: 0 success, 1 findings (or, for doctor, nothing can be traced),
 /// 2 could not run (bad arguments, missing privileges or kernel features).
+/// A stdout closed early (`| head`) ends a command quietly, with 0.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -72,6 +73,11 @@ fn main() -> ExitCode {
         Command::BenchProbe(args) => cmd::bench_probe::run(args).map(ExitCode::from),
     };
     result.unwrap_or_else(|err| {
+        // The reader of stdout is gone (`| head`): nobody is left to tell,
+        // and stopping early is what the reader asked for.
+        if cmd::output::is_broken_pipe(&err) {
+            return Exit::Ok.into();
+        }
         eprintln!("pintrace: error: {err:#}");
         Exit::Error.into()
     })

@@ -2,6 +2,7 @@
 //! (or `--duration`, SIGINT, SIGTERM), then print the summary.
 
 use super::{
+    output::Output,
     signals::Stop,
     tracing::{open_source, parse_secs, pipeline_for, ReplayArgs, SessionArgs},
 };
@@ -20,7 +21,7 @@ use crate::{
 };
 use anyhow::{Context as _, Result};
 use clap::Args;
-use std::{io::Write as _, path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
@@ -178,6 +179,7 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
         pipeline.echo = Some(Vec::new());
     }
     let mut out = FindingsOut {
+        out: Output::stdout(),
         json: args.json,
         certain: true,
         failures: 0,
@@ -200,7 +202,7 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
     // The refcount audit: pins whose references left without an unpin.
     let audited = source.audit(&mut pipeline, &mut last)?;
     pipeline.finish(source.now_ns(), &mut last);
-    out.emit(&source, &last);
+    out.emit(&source, &last)?;
     let recorded = source.finish(&pipeline)?;
     let mut summary = summarize(&source, &pipeline)?;
     summary.audited_folios = audited;
@@ -227,9 +229,9 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
         m.update(&summary, &source.meta().mode);
     }
     if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+        out.out.json(&summary)?;
     } else {
-        print!("{}", render(&summary));
+        out.out.text(&render(&summary))?;
     }
     if let Some((path, bytes, records)) = recorded {
         eprintln!("pintrace: recorded {records} records ({bytes} bytes) to {path}");
@@ -273,8 +275,9 @@ async fn linger(secs: f64) -> Result<()> {
     Ok(())
 }
 
-/// Where findings go as they are found: stdout, with their stacks resolved.
+/// Where findings go as they are found, with their stacks resolved.
 struct FindingsOut {
+    out: Output,
     json: bool,
     certain: bool,
     failures: u64,
@@ -284,21 +287,21 @@ struct FindingsOut {
 
 impl FindingsOut {
     /// `--events`: the events decoded since the last call.
-    fn echo(&mut self, pipeline: &mut Pipeline) {
+    fn echo(&mut self, pipeline: &mut Pipeline) -> Result<()> {
         let Some(events) = pipeline.echo.as_mut() else {
-            return;
+            return Ok(());
         };
-        let mut out = std::io::stdout().lock();
         for e in events.drain(..) {
             if self.filter.shows(&e) {
-                let _ = writeln!(out, "{}", event_view::to_json(&e));
+                self.out.json(&event_view::to_json(&e))?;
             }
         }
+        Ok(())
     }
 
-    fn emit(&mut self, source: &Source, found: &[Finding]) {
+    fn emit(&mut self, source: &Source, found: &[Finding]) -> Result<()> {
         if found.is_empty() {
-            return;
+            return Ok(());
         }
         // Once the probes lost an event, no finding is stated as certain:
         // the lost event may be the release (or acquire) that explains it.
@@ -317,18 +320,16 @@ impl FindingsOut {
                 stack: &stack,
             };
             if self.json {
-                match serde_json::to_string(&report) {
-                    Ok(line) => println!("{line}"),
-                    Err(e) => log::error!("serialising a finding: {e}"),
-                }
+                self.out.json(&report)?;
             } else {
-                print!("{}", findings::render(&report));
+                self.out.text(&findings::render(&report))?;
             }
             self.reported += 1;
             if f.kind.is_failure() {
                 self.failures += 1;
             }
         }
+        Ok(())
     }
 }
 
@@ -346,6 +347,9 @@ async fn trace(
         Some((program, rest)) => Some(
             tokio::process::Command::new(program)
                 .args(rest)
+                // An error (a closed stdout among them) must not leave the
+                // workload running on its own.
+                .kill_on_drop(true)
                 .spawn()
                 .with_context(|| format!("starting the workload `{}`", args.command.join(" ")))?,
         ),
@@ -393,9 +397,9 @@ async fn trace(
             _ = stop.recv() => break,
             _ = &mut deadline => break,
         }
-        out.echo(pipeline);
+        out.echo(pipeline)?;
         if !found.is_empty() {
-            out.emit(source, &found);
+            out.emit(source, &found)?;
             found.clear();
         }
     }
@@ -408,7 +412,7 @@ async fn trace(
     if live {
         source.drain(pipeline, &mut found)?;
     }
-    out.echo(pipeline);
-    out.emit(source, &found);
+    out.echo(pipeline)?;
+    out.emit(source, &found)?;
     Ok(workload)
 }

@@ -3,7 +3,7 @@
 //! System-wide and approximate (per-CPU batched; refreshed with
 //! /proc/sys/vm/stat_refresh first), but needs no BPF at all.
 
-use super::signals::Stop;
+use super::{output::Output, signals::Stop};
 use crate::exit::Exit;
 use crate::{
     kernel::vmstat,
@@ -64,9 +64,9 @@ pub async fn run(args: &VmstatOnlyArgs<'_>) -> Result<Exit> {
         workload: workload.clone(),
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        Output::stdout().json(&report)?;
     } else {
-        print!("{}", render(&report));
+        Output::stdout().text(&render(&report))?;
     }
     if let Some(w) = &workload {
         if w.exit_code != Some(0) {

@@ -8,6 +8,7 @@
 //!
 //! The scenarios and plants mirror `xtask/pinzoo/pinzoo.h`.
 
+use super::output::Output;
 use crate::exit::Exit;
 use crate::kernel::vmstat;
 use anyhow::{bail, Context as _, Result};
@@ -277,10 +278,11 @@ fn open(device: &PathBuf) -> Result<File> {
 
 pub fn run(args: &ZooArgs) -> Result<Exit> {
     let dev = open(&args.device)?;
+    let mut stdout = Output::stdout();
     match &args.command {
         ZooCommand::Run(r) => {
             let (out, buffer) = run_scenario(&dev, r)?;
-            println!("{}", serde_json::to_string(&out)?);
+            stdout.json(&out)?;
             if r.linger > 0.0 {
                 std::thread::sleep(Duration::from_secs_f64(r.linger));
             }
@@ -288,17 +290,17 @@ pub fn run(args: &ZooArgs) -> Result<Exit> {
         }
         ZooCommand::Release { handle } => {
             let out = release(&dev, IOC_RELEASE, *handle)?;
-            println!("{}", serde_json::to_string(&out)?);
+            stdout.json(&out)?;
         }
         ZooCommand::ReleaseAll => {
             let out = release(&dev, IOC_RELEASE_ALL, 0)?;
-            println!("{}", serde_json::to_string(&out)?);
+            stdout.json(&out)?;
         }
         ZooCommand::Plant(p) => {
-            println!("{}", serde_json::to_string(&plant(&dev, p)?)?);
+            stdout.json(&plant(&dev, p)?)?;
         }
         ZooCommand::Unplant => {
-            println!("{}", serde_json::to_string(&unplant(&dev)?)?);
+            stdout.json(&unplant(&dev)?)?;
         }
     }
     Ok(Exit::Ok)
