@@ -4,7 +4,7 @@
 use super::{
     output::Output,
     signals::Stop,
-    tracing::{open_source, parse_secs, pipeline_for, ReplayArgs, SessionArgs},
+    tracing::{open_source, parse_time, pipeline_for, ReplayArgs, SessionArgs},
 };
 use crate::exit::Exit;
 use crate::{
@@ -25,9 +25,10 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Stop after this many seconds (default: when the command ends, or on Ctrl-C).
-    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_hyphen_values = true)]
-    pub duration: Option<f64>,
+    /// Stop after this long: seconds, or with a unit (500ms, 5s, 2m)
+    /// (default: when the command ends, or on Ctrl-C).
+    #[arg(long, value_name = "TIME", value_parser = parse_time, allow_hyphen_values = true)]
+    pub duration: Option<Duration>,
     /// JSON lines: each finding (`"type": "finding"`) as it is found, then
     /// the summary (`"type": "summary"`).
     #[arg(long)]
@@ -72,10 +73,11 @@ pub struct MetricsArgs {
     /// Allow --metrics on an address other hosts can reach.
     #[arg(long, requires = "metrics")]
     pub metrics_allow_remote: bool,
-    /// Keep serving --metrics this many seconds after the summary, so a last
-    /// scrape sees the final values (SIGINT or SIGTERM end it early).
-    #[arg(long, value_name = "SECS", value_parser = parse_secs, requires = "metrics", allow_hyphen_values = true)]
-    pub linger: Option<f64>,
+    /// Keep serving --metrics this long after the summary (seconds, or with
+    /// a unit: 500ms, 5s, 2m), so a last scrape sees the final values
+    /// (SIGINT or SIGTERM end it early).
+    #[arg(long, value_name = "TIME", value_parser = parse_time, requires = "metrics", allow_hyphen_values = true)]
+    pub linger: Option<Duration>,
 }
 
 pub fn run(args: &RunArgs, verbose: bool) -> Result<Exit> {
@@ -236,8 +238,8 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
     if let Some((path, bytes, records)) = recorded {
         eprintln!("pintrace: recorded {records} records ({bytes} bytes) to {path}");
     }
-    if let (Some(_), Some(secs)) = (&metrics, args.metrics.linger) {
-        linger(secs).await?;
+    if let (Some(_), Some(d)) = (&metrics, args.metrics.linger) {
+        linger(d).await?;
     }
     if let Some(damage) = source.damage() {
         eprintln!("pintrace: error: {damage} (the summary above covers the records before it)");
@@ -264,12 +266,12 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
     }
 }
 
-/// Keeps the process (and the metrics thread) up for `secs`, or until
+/// Keeps the process (and the metrics thread) up for `d`, or until
 /// SIGINT or SIGTERM.
-async fn linger(secs: f64) -> Result<()> {
+async fn linger(d: Duration) -> Result<()> {
     let mut stop = Stop::new()?;
     tokio::select! {
-        _ = tokio::time::sleep(Duration::from_secs_f64(secs)) => {}
+        _ = tokio::time::sleep(d) => {}
         _ = stop.recv() => {}
     }
     Ok(())
@@ -360,7 +362,7 @@ async fn trace(
     let mut stop = Stop::new()?;
     let deadline = async {
         match args.duration {
-            Some(secs) => tokio::time::sleep(Duration::from_secs_f64(secs)).await,
+            Some(d) => tokio::time::sleep(d).await,
             None => std::future::pending().await,
         }
     };

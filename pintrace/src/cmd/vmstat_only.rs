@@ -29,7 +29,7 @@ pub struct VmstatOnly {
 /// What `run --vmstat-only` takes from `run`'s options.
 pub struct VmstatOnlyArgs<'a> {
     pub json: bool,
-    pub duration: Option<f64>,
+    pub duration: Option<Duration>,
     /// The workload, if any.
     pub command: &'a [String],
     /// Whether `--metrics` was given (refused: it needs the probes).
@@ -103,7 +103,7 @@ async fn wait(args: &VmstatOnlyArgs<'_>) -> Result<Option<Workload>> {
     let mut stop = Stop::new()?;
     let deadline = async {
         match args.duration {
-            Some(secs) => tokio::time::sleep(Duration::from_secs_f64(secs)).await,
+            Some(d) => tokio::time::sleep(d).await,
             None => std::future::pending().await,
         }
     };

@@ -104,10 +104,10 @@ pub struct ZooRun {
     /// submitted; the device only sizes and names it).
     #[arg(long, value_name = "DEV", default_value = "/dev/vda")]
     pub bdev: PathBuf,
-    /// Stay alive this many seconds after the scenario (so the owner of
-    /// held pins is still running).
-    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
-    pub linger: f64,
+    /// Stay alive this long after the scenario (so the owner of held pins
+    /// is still running): seconds, or with a unit (500ms, 5s).
+    #[arg(long, value_name = "TIME", default_value = "0", value_parser = pintrace_engine::size::parse_duration)]
+    pub linger: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -283,9 +283,7 @@ pub fn run(args: &ZooArgs) -> Result<Exit> {
         ZooCommand::Run(r) => {
             let (out, buffer) = run_scenario(&dev, r)?;
             stdout.json(&out)?;
-            if r.linger > 0.0 {
-                std::thread::sleep(Duration::from_secs_f64(r.linger));
-            }
+            std::thread::sleep(r.linger);
             drop(buffer);
         }
         ZooCommand::Release { handle } => {
