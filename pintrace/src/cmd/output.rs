@@ -4,9 +4,13 @@
 //! error path, cleanup included, and `main` ends it quietly
 //! ([`is_broken_pipe`]), as ripgrep and fd do.
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use serde::Serialize;
-use std::io::{self, Write};
+use std::{
+    fs::File,
+    io::{self, BufWriter, Write},
+    path::Path,
+};
 
 /// A report's destination.
 pub struct Output {
@@ -18,6 +22,19 @@ impl Output {
         Output {
             inner: Box::new(io::stdout()),
         }
+    }
+
+    /// Stdout, or a new file at `path` (given with `flag`, named in the
+    /// error) when there is one.
+    pub fn to(flag: &str, path: Option<&Path>) -> Result<Output> {
+        let Some(path) = path else {
+            return Ok(Output::stdout());
+        };
+        let file = File::create(path)
+            .with_context(|| format!("{flag} {}: creating the file", path.display()))?;
+        Ok(Output {
+            inner: Box::new(BufWriter::new(file)),
+        })
     }
 
     /// Writes `text` whole and flushes it, so that a reader sees each part
@@ -53,7 +70,6 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use anyhow::Context as _;
 
     #[test]
     fn a_broken_pipe_is_found_under_context() {

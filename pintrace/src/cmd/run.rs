@@ -27,7 +27,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 pub struct RunArgs {
     /// Stop after this long: seconds, or with a unit (500ms, 5s, 2m)
     /// (default: when the command ends, or on Ctrl-C).
-    #[arg(long, value_name = "TIME", value_parser = parse_time, allow_hyphen_values = true)]
+    #[arg(short, long, value_name = "TIME", value_parser = parse_time, allow_hyphen_values = true)]
     pub duration: Option<Duration>,
     /// JSON lines: each finding (`"type": "finding"`) as it is found, then
     /// the summary (`"type": "summary"`).
@@ -37,10 +37,14 @@ pub struct RunArgs {
     /// decoded (`"type": "acquire"`, `"release"`, `"folios"`, `"bio"`, ...).
     #[arg(long, requires = "json")]
     pub events: bool,
+    /// Write the findings and the summary (or the JSON lines) to FILE
+    /// instead of stdout, which is left to the workload.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
     /// Report only on these processes (thread-group ids; repeatable). The
     /// books still cover every process: releases run in whatever context
     /// completes the I/O.
-    #[arg(long, value_name = "PID")]
+    #[arg(short, long, value_name = "PID")]
     pub pid: Vec<u32>,
     /// Report only on processes with this command name (repeatable).
     #[arg(long, value_name = "COMM")]
@@ -89,6 +93,7 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<Exit> {
         return rt.block_on(super::vmstat_only::run(
             &super::vmstat_only::VmstatOnlyArgs {
                 json: args.json,
+                output: args.output.as_deref(),
                 duration: args.duration,
                 command: &args.command,
                 metrics: args.metrics.metrics.is_some(),
@@ -166,6 +171,9 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
     if let Some(path) = &args.record {
         crate::cmd::report_file::check_writable("--record", path)?;
     }
+    if let Some(path) = &args.output {
+        crate::cmd::report_file::check_writable("--output", path)?;
+    }
     let metrics = start_metrics(&args.metrics)?;
     let mut source = open_source(
         &args.replay,
@@ -181,7 +189,7 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
         pipeline.echo = Some(Vec::new());
     }
     let mut out = FindingsOut {
-        out: Output::stdout(),
+        out: Output::to("--output", args.output.as_deref())?,
         json: args.json,
         certain: true,
         failures: 0,

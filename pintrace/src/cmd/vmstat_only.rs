@@ -11,7 +11,7 @@ use crate::{
 };
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 #[derive(Debug, Serialize)]
 pub struct VmstatOnly {
@@ -29,6 +29,8 @@ pub struct VmstatOnly {
 /// What `run --vmstat-only` takes from `run`'s options.
 pub struct VmstatOnlyArgs<'a> {
     pub json: bool,
+    /// `--output`: the report's file, when not stdout.
+    pub output: Option<&'a Path>,
     pub duration: Option<Duration>,
     /// The workload, if any.
     pub command: &'a [String],
@@ -46,6 +48,9 @@ pub async fn run(args: &VmstatOnlyArgs<'_>) -> Result<Exit> {
              on this kernel"
         );
     };
+    if let Some(path) = args.output {
+        crate::cmd::report_file::check_writable("--output", path)?;
+    }
     let started = std::time::Instant::now();
     let workload = wait(args).await?;
     let after = vmstat::read().context("reading /proc/vmstat again")?;
@@ -63,10 +68,11 @@ pub async fn run(args: &VmstatOnlyArgs<'_>) -> Result<Exit> {
         balanced: outstanding == 0,
         workload: workload.clone(),
     };
+    let mut out = Output::to("--output", args.output)?;
     if args.json {
-        Output::stdout().json(&report)?;
+        out.json(&report)?;
     } else {
-        Output::stdout().text(&render(&report))?;
+        out.text(&render(&report))?;
     }
     if let Some(w) = &workload {
         if w.exit_code != Some(0) {
