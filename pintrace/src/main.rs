@@ -30,8 +30,10 @@ enum Command {
     /// Trace GUP acquires, optionally around a command: `pintrace run -- CMD ARGS`.
     #[command(after_help = "Exit codes: 0 no finding failed the run, 1 findings \
         (leaks, mismatched releases), 2 could not run (bad arguments, missing \
-        privileges or kernel features: the message names which). Ctrl-C and SIGTERM \
-        end the run with its summary.")]
+        privileges or kernel features: the message names which). When pintrace has \
+        neither, a workload that failed passes on its own exit code (128+N when \
+        killed by signal N), as perf stat does: 2 wins over 1, and 1 over the \
+        workload's code. Ctrl-C and SIGTERM end the run with its summary.")]
     Run(cmd::run::RunArgs),
     /// A live dashboard: pin and unpin rates, outstanding pins, holders,
     /// findings and pin lifetimes (`--replay FILE` to watch a recording).

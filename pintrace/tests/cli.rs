@@ -253,3 +253,42 @@ fn output_file_keeps_the_workloads_stdout_apart() {
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(report["type"], "vmstat_only");
 }
+
+/// A workload that fails passes its exit code on (as `perf stat` does)
+/// when pintrace found nothing; pintrace's own failure to run wins.
+#[test]
+fn a_failed_workloads_exit_code_is_passed_on() {
+    if !is_root() {
+        eprintln!("skipped: --vmstat-only's stat_refresh needs root");
+        return;
+    }
+    for (script, code) in [("exit 7", 7), ("kill -TERM $$", 128 + 15), ("exit 0", 0)] {
+        let out = pintrace()
+            .args(["run", "--vmstat-only", "--", "sh", "-c", script])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("nr_foll_pin_acquired") {
+            eprintln!("skipped: no vmstat pin counters: {stderr}");
+            return;
+        }
+        // 1 when the system-wide counters moved unbalanced meanwhile.
+        assert!(
+            out.status.code() == Some(code) || out.status.code() == Some(1),
+            "{script}: {:?} {stderr}",
+            out.status
+        );
+        if code != 0 {
+            assert!(stderr.contains("did not succeed"), "{stderr}");
+        }
+    }
+    // A kernel pintrace cannot trace (doctor exits 1): 2, whatever the
+    // workload did.
+    if pintrace().arg("doctor").output().unwrap().status.code() == Some(1) {
+        let out = pintrace()
+            .args(["run", "--", "sh", "-c", "exit 7"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+    }
+}

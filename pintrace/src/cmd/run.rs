@@ -253,25 +253,15 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
         eprintln!("pintrace: error: {damage} (the summary above covers the records before it)");
         return Ok(Exit::Error);
     }
-    if out.failures > 0 {
-        return Ok(Exit::Findings);
+    if let Some(w) = &workload {
+        w.report_failure();
     }
-    match workload {
-        Some(Workload {
-            exit_code: Some(0), ..
-        })
-        | None => Ok(Exit::Ok),
-        Some(w) => {
-            eprintln!(
-                "pintrace: the workload `{}` did not succeed ({})",
-                w.command.join(" "),
-                w.exit_code
-                    .map(|c| format!("exit {c}"))
-                    .unwrap_or_else(|| "killed by a signal".into())
-            );
-            Ok(Exit::Error)
-        }
-    }
+    let verdict = if out.failures > 0 {
+        Exit::Findings
+    } else {
+        Exit::Ok
+    };
+    Ok(verdict.with_workload(workload.as_ref().map(Workload::shell_code)))
 }
 
 /// Keeps the process (and the metrics thread) up for `d`, or until
@@ -397,11 +387,7 @@ async fn trace(
             }
             status = async { child.as_mut().unwrap().wait().await }, if child.is_some() => {
                 let status = status.context("waiting for the workload")?;
-                workload = Some(Workload {
-                    command: args.command.clone(),
-                    pid,
-                    exit_code: status.code(),
-                });
+                workload = Some(Workload::new(args.command.clone(), pid, status));
                 break;
             }
             _ = stop.recv() => break,

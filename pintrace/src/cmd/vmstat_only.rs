@@ -52,7 +52,7 @@ pub async fn run(args: &VmstatOnlyArgs<'_>) -> Result<Exit> {
         crate::cmd::report_file::check_writable("--output", path)?;
     }
     let started = std::time::Instant::now();
-    let workload = wait(args).await?;
+    let (workload, stopped) = wait(args).await?;
     let after = vmstat::read().context("reading /proc/vmstat again")?;
     let delta = before.delta_to(&after);
     let outstanding = delta.acquired as i64 - delta.released as i64;
@@ -74,20 +74,18 @@ pub async fn run(args: &VmstatOnlyArgs<'_>) -> Result<Exit> {
     } else {
         out.text(&render(&report))?;
     }
+    // A workload stopped at --duration or by a signal to pintrace did not
+    // fail on its own: its code is not passed on.
+    let workload = workload.filter(|_| !stopped);
     if let Some(w) = &workload {
-        if w.exit_code != Some(0) {
-            eprintln!(
-                "pintrace: the workload `{}` did not succeed",
-                w.command.join(" ")
-            );
-            return Ok(Exit::Error);
-        }
+        w.report_failure();
     }
-    Ok(if report.balanced {
+    let verdict = if report.balanced {
         Exit::Ok
     } else {
         Exit::Findings
-    })
+    };
+    Ok(verdict.with_workload(workload.as_ref().map(Workload::shell_code)))
 }
 
 pub fn render(r: &VmstatOnly) -> String {
@@ -104,8 +102,9 @@ pub fn render(r: &VmstatOnly) -> String {
     )
 }
 
-/// Runs the workload (or waits for --duration or a signal).
-async fn wait(args: &VmstatOnlyArgs<'_>) -> Result<Option<Workload>> {
+/// Runs the workload (or waits for --duration or a signal); says whether
+/// the workload was stopped before it ended on its own.
+async fn wait(args: &VmstatOnlyArgs<'_>) -> Result<(Option<Workload>, bool)> {
     let mut stop = Stop::new()?;
     let deadline = async {
         match args.duration {
@@ -118,7 +117,7 @@ async fn wait(args: &VmstatOnlyArgs<'_>) -> Result<Option<Workload>> {
             _ = deadline => {}
             _ = stop.recv() => {}
         }
-        return Ok(None);
+        return Ok((None, false));
     };
     let mut child = tokio::process::Command::new(program)
         .args(rest)
@@ -130,6 +129,7 @@ async fn wait(args: &VmstatOnlyArgs<'_>) -> Result<Option<Workload>> {
         _ = deadline => None,
         _ = stop.recv() => None,
     };
+    let stopped = status.is_none();
     let status = match status {
         Some(s) => s,
         None => {
@@ -137,11 +137,10 @@ async fn wait(args: &VmstatOnlyArgs<'_>) -> Result<Option<Workload>> {
             child.wait().await.context("waiting for the workload")?
         }
     };
-    Ok(Some(Workload {
-        command: args.command.to_vec(),
-        pid,
-        exit_code: status.code(),
-    }))
+    Ok((
+        Some(Workload::new(args.command.to_vec(), pid, status)),
+        stopped,
+    ))
 }
 
 #[cfg(test)]
