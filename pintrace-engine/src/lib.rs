@@ -65,6 +65,7 @@ pub use sg::SgReport;
 pub use stats::{DirReport, LatSummary};
 pub use target::{SetupIo, TargetInfo};
 
+use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Set by SIGINT / SIGTERM while `run_cli` runs.
@@ -105,11 +106,16 @@ pub fn run_cli(args: &EngineArgs) -> anyhow::Result<u8> {
             return Ok(2);
         }
     };
+    // A write error (a reader that closed the pipe) is returned, not a
+    // panic: the caller decides how quietly to end.
+    let mut stdout = std::io::stdout().lock();
     if args.json {
-        println!("{}", report.to_json());
+        writeln!(stdout, "{}", report.to_json())?;
     } else {
-        print!("{}", report.to_text());
+        write!(stdout, "{}", report.to_text())?;
     }
+    stdout.flush()?;
+    drop(stdout);
     for j in &report.jobs {
         if let Some(e) = &j.io_error {
             eprintln!("pintrace engine: I/O error in job {}: {}", e.job, e.message);

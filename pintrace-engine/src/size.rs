@@ -1,4 +1,5 @@
-//! Parsing and printing of sizes and durations, fio style.
+//! Parsing and printing of sizes and durations: sizes fio style, durations
+//! with humantime's units.
 //!
 //! Sizes use binary multiples (fio's default `kb_base=1024`): `4k`, `4K`,
 //! `4KiB`, `128K`, `8M`, `1m`, `1g`, `2T` and plain byte counts are accepted.
@@ -65,28 +66,25 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
-/// Parse a duration: plain seconds (`10`, `2.5`) or with a unit (`500ms`, `10s`, `2m`, `1h`).
+/// Parse a duration: the one parser of every time-valued flag, the
+/// engine's and pintrace's. A bare number is seconds (`10`, `2.5`), as these
+/// flags always took; anything else is humantime's (`500ms`, `5s`, `1.5m`,
+/// `2h 30min`). The error names the value; the caller adds the flag.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    const WHAT: &str = "seconds, or a number and a unit: 500ms, 5s, 2m, 1h";
     let s = text.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("bad duration `{text}` (use seconds, or 500ms, 10s, 2m)"))?;
-    let secs = match unit {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "us" => value / 1_000_000.0,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(format!("unknown time unit `{other}` in `{text}`")),
+    let d = match s.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => {
+            Duration::try_from_secs_f64(secs).map_err(|_| format!("`{text}` is out of range"))?
+        }
+        Ok(_) => return Err(format!("`{text}` is not a duration ({WHAT})")),
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| format!("`{text}` is not a duration ({WHAT}): {e}"))?,
     };
-    if !secs.is_finite() || !(0.0..=1.0e9).contains(&secs) {
-        return Err(format!("duration `{text}` is out of range"));
+    if d.as_secs() > 1_000_000_000 {
+        return Err(format!("`{text}` is out of range"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
 }
 
 /// Print a byte count with a binary unit: `4KiB`, `1.5MiB`, `512B`.
@@ -163,8 +161,28 @@ mod tests {
         assert_eq!(parse_duration("2.5").unwrap(), Duration::from_millis(2500));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5d").is_err());
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("250us").unwrap(), Duration::from_micros(250));
+        assert_eq!(
+            parse_duration("1h 30min").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        for bad in [
+            "ten",
+            "5x",
+            "-1",
+            "-5s",
+            "",
+            "nan",
+            "inf",
+            "1e400",
+            "99999999999y",
+        ] {
+            let e = parse_duration(bad).expect_err(bad);
+            assert!(e.contains(&format!("`{bad}`")), "{e}");
+        }
     }
 
     #[test]

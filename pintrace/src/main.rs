@@ -8,6 +8,7 @@ use std::process::ExitCode;
 ///
 /// Exit codes: 0 success, 1 findings (or, for doctor, nothing can be traced),
 /// 2 could not run (bad arguments, missing privileges or kernel features).
+/// A stdout closed early (`| head`) ends a command quietly, with 0.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -29,8 +30,10 @@ enum Command {
     /// Trace GUP acquires, optionally around a command: `pintrace run -- CMD ARGS`.
     #[command(after_help = "Exit codes: 0 no finding failed the run, 1 findings \
         (leaks, mismatched releases), 2 could not run (bad arguments, missing \
-        privileges or kernel features: the message names which). Ctrl-C and SIGTERM \
-        end the run with its summary.")]
+        privileges or kernel features: the message names which). When pintrace has \
+        neither, a workload that failed passes on its own exit code (128+N when \
+        killed by signal N), as perf stat does: 2 wins over 1, and 1 over the \
+        workload's code. Ctrl-C and SIGTERM end the run with its summary.")]
     Run(cmd::run::RunArgs),
     /// A live dashboard: pin and unpin rates, outstanding pins, holders,
     /// findings and pin lifetimes (`--replay FILE` to watch a recording).
@@ -72,6 +75,11 @@ fn main() -> ExitCode {
         Command::BenchProbe(args) => cmd::bench_probe::run(args).map(ExitCode::from),
     };
     result.unwrap_or_else(|err| {
+        // The reader of stdout is gone (`| head`): nobody is left to tell,
+        // and stopping early is what the reader asked for.
+        if cmd::output::is_broken_pipe(&err) {
+            return Exit::Ok.into();
+        }
         eprintln!("pintrace: error: {err:#}");
         Exit::Error.into()
     })

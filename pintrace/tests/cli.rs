@@ -180,3 +180,115 @@ fn bad_flags_name_the_flag_and_exit_2() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+const CAPTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dio-6.12-1m.ptrec");
+
+/// bcc's and perf's spellings: `-p PID`, `-d TIME`; `-o FILE` takes the
+/// report, and stdout stays empty.
+#[test]
+fn short_flags_and_an_output_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("report.jsonl");
+    let out = pintrace()
+        .args([
+            "run", "--replay", CAPTURE, "--json", "-p", "1", "-d", "5s", "-o",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let written = std::fs::read_to_string(&file).unwrap();
+    let last: serde_json::Value = serde_json::from_str(written.lines().last().unwrap()).unwrap();
+    assert_eq!(last["type"], "summary", "{written}");
+    // Text too; and an unwritable file is refused naming the flag.
+    let out = pintrace()
+        .args(["run", "--replay", CAPTURE, "--output"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty());
+    assert!(std::fs::read_to_string(&file).unwrap().contains("lossless"));
+    let out = pintrace()
+        .args(["run", "--replay", CAPTURE, "-o", "/nonexistent-dir/r.txt"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--output /nonexistent-dir/r.txt"),
+        "{stderr}"
+    );
+}
+
+/// With `-o FILE` the workload's own stdout is not mixed into the JSON.
+#[test]
+fn output_file_keeps_the_workloads_stdout_apart() {
+    if !is_root() {
+        eprintln!("skipped: --vmstat-only's stat_refresh needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("report.json");
+    let out = pintrace()
+        .args(["run", "--vmstat-only", "--json", "-o"])
+        .arg(&file)
+        .args(["--", "echo", "from the workload"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("nr_foll_pin_acquired") {
+        eprintln!("skipped: no vmstat pin counters: {stderr}");
+        return;
+    }
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from the workload\n");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(report["type"], "vmstat_only");
+}
+
+/// A workload that fails passes its exit code on (as `perf stat` does)
+/// when pintrace found nothing; pintrace's own failure to run wins.
+#[test]
+fn a_failed_workloads_exit_code_is_passed_on() {
+    if !is_root() {
+        eprintln!("skipped: --vmstat-only's stat_refresh needs root");
+        return;
+    }
+    for (script, code) in [("exit 7", 7), ("kill -TERM $$", 128 + 15), ("exit 0", 0)] {
+        let out = pintrace()
+            .args(["run", "--vmstat-only", "--", "sh", "-c", script])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("nr_foll_pin_acquired") {
+            eprintln!("skipped: no vmstat pin counters: {stderr}");
+            return;
+        }
+        // 1 when the system-wide counters moved unbalanced meanwhile.
+        assert!(
+            out.status.code() == Some(code) || out.status.code() == Some(1),
+            "{script}: {:?} {stderr}",
+            out.status
+        );
+        if code != 0 {
+            assert!(stderr.contains("did not succeed"), "{stderr}");
+        }
+    }
+    // A kernel pintrace cannot trace (doctor exits 1): 2, whatever the
+    // workload did.
+    if pintrace().arg("doctor").output().unwrap().status.code() == Some(1) {
+        let out = pintrace()
+            .args(["run", "--", "sh", "-c", "exit 7"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+    }
+}

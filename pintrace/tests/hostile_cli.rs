@@ -86,6 +86,48 @@ fn run_refuses_bad_numbers_naming_the_flag() {
     }
 }
 
+/// Every time flag takes one syntax: a bare number of seconds, or a number
+/// and a unit; a bad one is refused naming the flag and the value.
+#[test]
+fn time_flags_take_units_and_name_flag_and_value_when_refused() {
+    let capture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dio-6.12-1m.ptrec");
+    for (flag, v) in [
+        ("--duration", "5s"),
+        ("--duration", "500ms"),
+        ("--duration", "2m"),
+        ("--duration", "1.5"),
+        ("--leak-age", "2m"),
+        ("--leak-age", "30"),
+    ] {
+        let out = pintrace(&["run", "--replay", capture, flag, v]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{flag} {v}: {stderr}");
+    }
+    for (args, flag, v) in [
+        (&["run", "--duration", "5x"][..], "--duration", "5x"),
+        (&["run", "--duration", "-5s"][..], "--duration", "-5s"),
+        (&["run", "--leak-age", "soon"][..], "--leak-age", "soon"),
+        (&["top", "--interval", "10ms"][..], "--interval", "10ms"),
+        (&["top", "--interval", "2h"][..], "--interval", "2h"),
+        (
+            &["run", "--metrics", "0", "--linger", "3parsecs"][..],
+            "--linger",
+            "3parsecs",
+        ),
+    ] {
+        refused(args, &[flag, v]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("t.dat");
+    let target = target.to_str().unwrap();
+    for flag in ["--runtime", "--fork-interval", "--cmd-timeout"] {
+        refused(
+            &["engine", "-f", target, "--size", "1m", flag, "5 fortnights"],
+            &[flag, "`5 fortnights`"],
+        );
+    }
+}
+
 #[test]
 fn replay_refuses_bad_speeds_and_unreadable_or_damaged_files() {
     let f = Files::new();

@@ -2,6 +2,7 @@
 //! attached (a per-CPU counter on `pin_user_pages_fast`), then prints one
 //! JSON line with the calls it counted. The floor of `cargo xtask bench`.
 
+use super::output::Output;
 use crate::exit::Exit;
 use crate::{
     kernel::caps,
@@ -37,7 +38,7 @@ pub fn run(args: &BenchProbeArgs) -> Result<Exit> {
         "hits": probe.hits()?,
         "exit": status.code(),
     });
-    println!("{line}");
+    Output::stdout().json(&line)?;
     Ok(if status.success() {
         Exit::Ok
     } else {

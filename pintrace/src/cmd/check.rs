@@ -12,7 +12,7 @@ use crate::{
         targets::{self, Prepared, Ready},
         Drive, Scenario, TargetKind,
     },
-    cmd::report_file,
+    cmd::{output::Output, report_file},
     kernel::vmstat,
     ledger::{Finding, Kind, Ledger, LedgerConfig},
     stream::pipeline::Pipeline,
@@ -113,8 +113,9 @@ pub fn run(args: &CheckArgs, verbose: bool) -> Result<Exit> {
         }
     };
     if args.list {
+        let mut out = Output::stdout();
         for s in &selected {
-            println!("{s}");
+            out.line(&s.to_string())?;
         }
         return Ok(Exit::Ok);
     }
@@ -278,8 +279,9 @@ async fn run_async(
         .iter()
         .any(|s| s.buffer == BufferKind::Hugetlb)
         .then(HugePages::reserve);
+    let mut out = Output::stdout();
     if !args.json {
-        print!("{}", table::header(&report.kernel, &report.plan));
+        out.text(&table::header(&report.kernel, &report.plan))?;
     }
     for target in TargetKind::ALL {
         let group: Vec<Scenario> = selected
@@ -296,10 +298,11 @@ async fn run_async(
             Ok(Prepared::Skip(why)) => {
                 for s in &group {
                     emit(
+                        &mut out,
                         &mut report,
                         args,
                         ScenarioResult::not_run(*s, Status::Skip, why.clone()),
-                    );
+                    )?;
                 }
                 None
             }
@@ -307,10 +310,11 @@ async fn run_async(
                 let why = format!("setting up {}: {e:#}", target.name());
                 for s in &group {
                     emit(
+                        &mut out,
                         &mut report,
                         args,
                         ScenarioResult::not_run(*s, Status::Error, why.clone()),
-                    );
+                    )?;
                 }
                 None
             }
@@ -327,7 +331,7 @@ async fn run_async(
                     }
                 },
             };
-            emit(&mut report, args, r);
+            emit(&mut out, &mut report, args, r)?;
         }
         drop(ready);
     }
@@ -342,9 +346,9 @@ async fn run_async(
         .collect();
     report.duration_s = started.elapsed().as_secs_f64();
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        out.json(&report)?;
     } else {
-        print!("{}", table::footer(&report));
+        out.text(&table::footer(&report))?;
     }
     if let Some(path) = &args.junit {
         report_file::write_atomic("--junit", path, junit::render(&report)?.as_bytes())?;
@@ -358,14 +362,20 @@ async fn run_async(
     Ok(report.exit_code())
 }
 
-fn emit(report: &mut CheckReport, args: &CheckArgs, r: ScenarioResult) {
+fn emit(
+    out: &mut Output,
+    report: &mut CheckReport,
+    args: &CheckArgs,
+    r: ScenarioResult,
+) -> std::io::Result<()> {
     let text = format!("{}{}", table::line(&r), table::lossy_runs(&r));
     if args.json {
         eprint!("check: {text}");
     } else {
-        print!("{text}");
+        out.text(&text)?;
     }
     report.push(r);
+    Ok(())
 }
 
 /// What one scenario's engine runs on: the target's device or directory,

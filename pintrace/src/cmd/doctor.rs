@@ -1,5 +1,6 @@
 //! `pintrace doctor`.
 
+use super::output::Output;
 use crate::{
     exit::Exit,
     trace::plan::Preference,
@@ -26,9 +27,9 @@ pub fn run(json: bool) -> Result<Exit> {
         actions: s.actions,
     };
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        Output::stdout().json(&report)?;
     } else {
-        print!("{}", render(&report));
+        Output::stdout().text(&render(&report))?;
     }
     Ok(if can_trace { Exit::Ok } else { Exit::Findings })
 }

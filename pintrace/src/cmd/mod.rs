@@ -4,6 +4,7 @@
 pub mod bench_probe;
 pub mod check;
 pub mod doctor;
+pub mod output;
 pub mod report_file;
 pub mod run;
 pub mod signals;

@@ -2,8 +2,9 @@
 //! (or `--duration`, SIGINT, SIGTERM), then print the summary.
 
 use super::{
+    output::Output,
     signals::Stop,
-    tracing::{open_source, parse_secs, pipeline_for, ReplayArgs, SessionArgs},
+    tracing::{open_source, parse_time, pipeline_for, ReplayArgs, SessionArgs},
 };
 use crate::exit::Exit;
 use crate::{
@@ -20,13 +21,14 @@ use crate::{
 };
 use anyhow::{Context as _, Result};
 use clap::Args;
-use std::{io::Write as _, path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Stop after this many seconds (default: when the command ends, or on Ctrl-C).
-    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_hyphen_values = true)]
-    pub duration: Option<f64>,
+    /// Stop after this long: seconds, or with a unit (500ms, 5s, 2m)
+    /// (default: when the command ends, or on Ctrl-C).
+    #[arg(short, long, value_name = "TIME", value_parser = parse_time, allow_hyphen_values = true)]
+    pub duration: Option<Duration>,
     /// JSON lines: each finding (`"type": "finding"`) as it is found, then
     /// the summary (`"type": "summary"`).
     #[arg(long)]
@@ -35,10 +37,14 @@ pub struct RunArgs {
     /// decoded (`"type": "acquire"`, `"release"`, `"folios"`, `"bio"`, ...).
     #[arg(long, requires = "json")]
     pub events: bool,
+    /// Write the findings and the summary (or the JSON lines) to FILE
+    /// instead of stdout, which is left to the workload.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
     /// Report only on these processes (thread-group ids; repeatable). The
     /// books still cover every process: releases run in whatever context
     /// completes the I/O.
-    #[arg(long, value_name = "PID")]
+    #[arg(short, long, value_name = "PID")]
     pub pid: Vec<u32>,
     /// Report only on processes with this command name (repeatable).
     #[arg(long, value_name = "COMM")]
@@ -71,10 +77,11 @@ pub struct MetricsArgs {
     /// Allow --metrics on an address other hosts can reach.
     #[arg(long, requires = "metrics")]
     pub metrics_allow_remote: bool,
-    /// Keep serving --metrics this many seconds after the summary, so a last
-    /// scrape sees the final values (SIGINT or SIGTERM end it early).
-    #[arg(long, value_name = "SECS", value_parser = parse_secs, requires = "metrics", allow_hyphen_values = true)]
-    pub linger: Option<f64>,
+    /// Keep serving --metrics this long after the summary (seconds, or with
+    /// a unit: 500ms, 5s, 2m), so a last scrape sees the final values
+    /// (SIGINT or SIGTERM end it early).
+    #[arg(long, value_name = "TIME", value_parser = parse_time, requires = "metrics", allow_hyphen_values = true)]
+    pub linger: Option<Duration>,
 }
 
 pub fn run(args: &RunArgs, verbose: bool) -> Result<Exit> {
@@ -86,6 +93,7 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<Exit> {
         return rt.block_on(super::vmstat_only::run(
             &super::vmstat_only::VmstatOnlyArgs {
                 json: args.json,
+                output: args.output.as_deref(),
                 duration: args.duration,
                 command: &args.command,
                 metrics: args.metrics.metrics.is_some(),
@@ -163,6 +171,9 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
     if let Some(path) = &args.record {
         crate::cmd::report_file::check_writable("--record", path)?;
     }
+    if let Some(path) = &args.output {
+        crate::cmd::report_file::check_writable("--output", path)?;
+    }
     let metrics = start_metrics(&args.metrics)?;
     let mut source = open_source(
         &args.replay,
@@ -178,6 +189,7 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
         pipeline.echo = Some(Vec::new());
     }
     let mut out = FindingsOut {
+        out: Output::to("--output", args.output.as_deref())?,
         json: args.json,
         certain: true,
         failures: 0,
@@ -200,7 +212,7 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
     // The refcount audit: pins whose references left without an unpin.
     let audited = source.audit(&mut pipeline, &mut last)?;
     pipeline.finish(source.now_ns(), &mut last);
-    out.emit(&source, &last);
+    out.emit(&source, &last)?;
     let recorded = source.finish(&pipeline)?;
     let mut summary = summarize(&source, &pipeline)?;
     summary.audited_folios = audited;
@@ -227,54 +239,45 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
         m.update(&summary, &source.meta().mode);
     }
     if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+        out.out.json(&summary)?;
     } else {
-        print!("{}", render(&summary));
+        out.out.text(&render(&summary))?;
     }
     if let Some((path, bytes, records)) = recorded {
         eprintln!("pintrace: recorded {records} records ({bytes} bytes) to {path}");
     }
-    if let (Some(_), Some(secs)) = (&metrics, args.metrics.linger) {
-        linger(secs).await?;
+    if let (Some(_), Some(d)) = (&metrics, args.metrics.linger) {
+        linger(d).await?;
     }
     if let Some(damage) = source.damage() {
         eprintln!("pintrace: error: {damage} (the summary above covers the records before it)");
         return Ok(Exit::Error);
     }
-    if out.failures > 0 {
-        return Ok(Exit::Findings);
+    if let Some(w) = &workload {
+        w.report_failure();
     }
-    match workload {
-        Some(Workload {
-            exit_code: Some(0), ..
-        })
-        | None => Ok(Exit::Ok),
-        Some(w) => {
-            eprintln!(
-                "pintrace: the workload `{}` did not succeed ({})",
-                w.command.join(" "),
-                w.exit_code
-                    .map(|c| format!("exit {c}"))
-                    .unwrap_or_else(|| "killed by a signal".into())
-            );
-            Ok(Exit::Error)
-        }
-    }
+    let verdict = if out.failures > 0 {
+        Exit::Findings
+    } else {
+        Exit::Ok
+    };
+    Ok(verdict.with_workload(workload.as_ref().map(Workload::shell_code)))
 }
 
-/// Keeps the process (and the metrics thread) up for `secs`, or until
+/// Keeps the process (and the metrics thread) up for `d`, or until
 /// SIGINT or SIGTERM.
-async fn linger(secs: f64) -> Result<()> {
+async fn linger(d: Duration) -> Result<()> {
     let mut stop = Stop::new()?;
     tokio::select! {
-        _ = tokio::time::sleep(Duration::from_secs_f64(secs)) => {}
+        _ = tokio::time::sleep(d) => {}
         _ = stop.recv() => {}
     }
     Ok(())
 }
 
-/// Where findings go as they are found: stdout, with their stacks resolved.
+/// Where findings go as they are found, with their stacks resolved.
 struct FindingsOut {
+    out: Output,
     json: bool,
     certain: bool,
     failures: u64,
@@ -284,21 +287,21 @@ struct FindingsOut {
 
 impl FindingsOut {
     /// `--events`: the events decoded since the last call.
-    fn echo(&mut self, pipeline: &mut Pipeline) {
+    fn echo(&mut self, pipeline: &mut Pipeline) -> Result<()> {
         let Some(events) = pipeline.echo.as_mut() else {
-            return;
+            return Ok(());
         };
-        let mut out = std::io::stdout().lock();
         for e in events.drain(..) {
             if self.filter.shows(&e) {
-                let _ = writeln!(out, "{}", event_view::to_json(&e));
+                self.out.json(&event_view::to_json(&e))?;
             }
         }
+        Ok(())
     }
 
-    fn emit(&mut self, source: &Source, found: &[Finding]) {
+    fn emit(&mut self, source: &Source, found: &[Finding]) -> Result<()> {
         if found.is_empty() {
-            return;
+            return Ok(());
         }
         // Once the probes lost an event, no finding is stated as certain:
         // the lost event may be the release (or acquire) that explains it.
@@ -317,18 +320,16 @@ impl FindingsOut {
                 stack: &stack,
             };
             if self.json {
-                match serde_json::to_string(&report) {
-                    Ok(line) => println!("{line}"),
-                    Err(e) => log::error!("serialising a finding: {e}"),
-                }
+                self.out.json(&report)?;
             } else {
-                print!("{}", findings::render(&report));
+                self.out.text(&findings::render(&report))?;
             }
             self.reported += 1;
             if f.kind.is_failure() {
                 self.failures += 1;
             }
         }
+        Ok(())
     }
 }
 
@@ -346,6 +347,9 @@ async fn trace(
         Some((program, rest)) => Some(
             tokio::process::Command::new(program)
                 .args(rest)
+                // An error (a closed stdout among them) must not leave the
+                // workload running on its own.
+                .kill_on_drop(true)
                 .spawn()
                 .with_context(|| format!("starting the workload `{}`", args.command.join(" ")))?,
         ),
@@ -356,7 +360,7 @@ async fn trace(
     let mut stop = Stop::new()?;
     let deadline = async {
         match args.duration {
-            Some(secs) => tokio::time::sleep(Duration::from_secs_f64(secs)).await,
+            Some(d) => tokio::time::sleep(d).await,
             None => std::future::pending().await,
         }
     };
@@ -383,19 +387,15 @@ async fn trace(
             }
             status = async { child.as_mut().unwrap().wait().await }, if child.is_some() => {
                 let status = status.context("waiting for the workload")?;
-                workload = Some(Workload {
-                    command: args.command.clone(),
-                    pid,
-                    exit_code: status.code(),
-                });
+                workload = Some(Workload::new(args.command.clone(), pid, status));
                 break;
             }
             _ = stop.recv() => break,
             _ = &mut deadline => break,
         }
-        out.echo(pipeline);
+        out.echo(pipeline)?;
         if !found.is_empty() {
-            out.emit(source, &found);
+            out.emit(source, &found)?;
             found.clear();
         }
     }
@@ -408,7 +408,7 @@ async fn trace(
     if live {
         source.drain(pipeline, &mut found)?;
     }
-    out.echo(pipeline);
-    out.emit(source, &found);
+    out.echo(pipeline)?;
+    out.emit(source, &found)?;
     Ok(workload)
 }

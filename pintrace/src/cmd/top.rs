@@ -29,23 +29,21 @@ use tokio::sync::mpsc;
 
 #[derive(Args, Debug, Clone)]
 pub struct TopArgs {
-    /// Redraw every SECS seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = parse_interval, allow_hyphen_values = true)]
-    pub interval: f64,
+    /// Redraw this often: seconds, or with a unit (500ms, 2s), from 50ms to 1m.
+    #[arg(long, value_name = "TIME", default_value = "1", value_parser = parse_interval, allow_hyphen_values = true)]
+    pub interval: Duration,
     #[command(flatten)]
     pub replay: ReplayArgs,
     #[command(flatten)]
     pub session: SessionArgs,
 }
 
-fn parse_interval(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    if !(0.05..=60.0).contains(&v) {
-        return Err(format!("`{s}` must be from 0.05 to 60 seconds"));
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = pintrace_engine::size::parse_duration(s)?;
+    if !(Duration::from_millis(50)..=Duration::from_secs(60)).contains(&d) {
+        return Err(format!("`{s}` must be from 50ms to 60 seconds"));
     }
-    Ok(v)
+    Ok(d)
 }
 
 pub fn run(args: &TopArgs, verbose: bool) -> Result<Exit> {
@@ -138,7 +136,7 @@ async fn dashboard(
     // SIGINT sent from elsewhere (Ctrl-C itself arrives as a key), and
     // SIGHUP when the terminal goes away.
     let mut signals = Stop::with_hangup()?;
-    let mut redraw = tokio::time::interval(Duration::from_secs_f64(args.interval));
+    let mut redraw = tokio::time::interval(args.interval);
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     let live = source.is_live();
     let mut app = App::new();
@@ -194,6 +192,7 @@ mod tests {
         assert!(parse_interval("0").is_err());
         assert!(parse_interval("61").is_err());
         assert!(parse_interval("x").unwrap_err().contains("`x`"));
-        assert_eq!(parse_interval("0.5"), Ok(0.5));
+        assert_eq!(parse_interval("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_interval("250ms"), Ok(Duration::from_millis(250)));
     }
 }

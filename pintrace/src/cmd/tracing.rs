@@ -13,7 +13,10 @@ use crate::{
 };
 use anyhow::Result;
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 /// The options that shape a tracing session; the probe-side ones do nothing
 /// on a replay, so they conflict with `--replay`.
@@ -41,9 +44,10 @@ pub struct SessionArgs {
     /// Direct I/O.
     #[arg(long, conflicts_with = "replay")]
     pub no_bio: bool,
-    /// Report non-long-term pins held longer than this many seconds as leaks.
-    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_hyphen_values = true)]
-    pub leak_age: Option<f64>,
+    /// Report non-long-term pins held longer than this as leaks (seconds,
+    /// or with a unit: 500ms, 5s, 2m).
+    #[arg(long, value_name = "TIME", value_parser = parse_time, allow_hyphen_values = true)]
+    pub leak_age: Option<Duration>,
 }
 
 impl SessionArgs {
@@ -74,14 +78,15 @@ pub struct ReplayArgs {
     pub speed: Option<Speed>,
 }
 
-pub(crate) fn parse_secs(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    if !(v > 0.0 && v <= 31_536_000.0) {
+/// A time flag's value: the engine's parser (a bare number is seconds,
+/// else humantime's units), more than 0 and at most a year. Clap puts the
+/// flag and the value before the message.
+pub(crate) fn parse_time(s: &str) -> Result<Duration, String> {
+    let d = pintrace_engine::size::parse_duration(s)?;
+    if d.is_zero() || d > Duration::from_secs(365 * 24 * 3600) {
         return Err(format!("`{s}` must be more than 0 and at most one year"));
     }
-    Ok(v)
+    Ok(d)
 }
 
 pub(crate) fn parse_ringbuf_mib(s: &str) -> Result<u32, String> {
@@ -114,9 +119,9 @@ pub(crate) fn open_source(
 }
 
 /// A pipeline for the source, its model's clock started.
-pub(crate) fn pipeline_for(source: &Source, leak_age: Option<f64>) -> Pipeline {
+pub(crate) fn pipeline_for(source: &Source, leak_age: Option<Duration>) -> Pipeline {
     let config = LedgerConfig {
-        leak_age_ns: leak_age.map(|s| (s * 1e9) as u64),
+        leak_age_ns: leak_age.map(|d| d.as_nanos() as u64),
         ..LedgerConfig::default()
     };
     let mut pipeline = Pipeline::new(Ledger::new(source.meta().flags, config));
@@ -130,10 +135,15 @@ mod tests {
 
     #[test]
     fn flag_values_are_checked() {
-        assert!(parse_secs("0").is_err());
-        assert!(parse_secs("-1").is_err());
-        assert!(parse_secs("abc").unwrap_err().contains("abc"));
-        assert_eq!(parse_secs("1.5"), Ok(1.5));
+        assert!(parse_time("0").is_err());
+        assert!(parse_time("0s").is_err());
+        assert!(parse_time("-1").is_err());
+        assert!(parse_time("2y").is_err());
+        assert!(parse_time("abc").unwrap_err().contains("abc"));
+        assert_eq!(parse_time("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_time("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_time("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_time("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_ringbuf_mib("3").is_err());
         assert!(parse_ringbuf_mib("0").is_err());
         assert!(parse_ringbuf_mib("2048").is_err());

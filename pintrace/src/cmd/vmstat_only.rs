@@ -3,7 +3,7 @@
 //! System-wide and approximate (per-CPU batched; refreshed with
 //! /proc/sys/vm/stat_refresh first), but needs no BPF at all.
 
-use super::signals::Stop;
+use super::{output::Output, signals::Stop};
 use crate::exit::Exit;
 use crate::{
     kernel::vmstat,
@@ -11,7 +11,7 @@ use crate::{
 };
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 #[derive(Debug, Serialize)]
 pub struct VmstatOnly {
@@ -29,7 +29,9 @@ pub struct VmstatOnly {
 /// What `run --vmstat-only` takes from `run`'s options.
 pub struct VmstatOnlyArgs<'a> {
     pub json: bool,
-    pub duration: Option<f64>,
+    /// `--output`: the report's file, when not stdout.
+    pub output: Option<&'a Path>,
+    pub duration: Option<Duration>,
     /// The workload, if any.
     pub command: &'a [String],
     /// Whether `--metrics` was given (refused: it needs the probes).
@@ -46,8 +48,11 @@ pub async fn run(args: &VmstatOnlyArgs<'_>) -> Result<Exit> {
              on this kernel"
         );
     };
+    if let Some(path) = args.output {
+        crate::cmd::report_file::check_writable("--output", path)?;
+    }
     let started = std::time::Instant::now();
-    let workload = wait(args).await?;
+    let (workload, stopped) = wait(args).await?;
     let after = vmstat::read().context("reading /proc/vmstat again")?;
     let delta = before.delta_to(&after);
     let outstanding = delta.acquired as i64 - delta.released as i64;
@@ -63,25 +68,24 @@ pub async fn run(args: &VmstatOnlyArgs<'_>) -> Result<Exit> {
         balanced: outstanding == 0,
         workload: workload.clone(),
     };
+    let mut out = Output::to("--output", args.output)?;
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        out.json(&report)?;
     } else {
-        print!("{}", render(&report));
+        out.text(&render(&report))?;
     }
+    // A workload stopped at --duration or by a signal to pintrace did not
+    // fail on its own: its code is not passed on.
+    let workload = workload.filter(|_| !stopped);
     if let Some(w) = &workload {
-        if w.exit_code != Some(0) {
-            eprintln!(
-                "pintrace: the workload `{}` did not succeed",
-                w.command.join(" ")
-            );
-            return Ok(Exit::Error);
-        }
+        w.report_failure();
     }
-    Ok(if report.balanced {
+    let verdict = if report.balanced {
         Exit::Ok
     } else {
         Exit::Findings
-    })
+    };
+    Ok(verdict.with_workload(workload.as_ref().map(Workload::shell_code)))
 }
 
 pub fn render(r: &VmstatOnly) -> String {
@@ -98,12 +102,13 @@ pub fn render(r: &VmstatOnly) -> String {
     )
 }
 
-/// Runs the workload (or waits for --duration or a signal).
-async fn wait(args: &VmstatOnlyArgs<'_>) -> Result<Option<Workload>> {
+/// Runs the workload (or waits for --duration or a signal); says whether
+/// the workload was stopped before it ended on its own.
+async fn wait(args: &VmstatOnlyArgs<'_>) -> Result<(Option<Workload>, bool)> {
     let mut stop = Stop::new()?;
     let deadline = async {
         match args.duration {
-            Some(secs) => tokio::time::sleep(Duration::from_secs_f64(secs)).await,
+            Some(d) => tokio::time::sleep(d).await,
             None => std::future::pending().await,
         }
     };
@@ -112,7 +117,7 @@ async fn wait(args: &VmstatOnlyArgs<'_>) -> Result<Option<Workload>> {
             _ = deadline => {}
             _ = stop.recv() => {}
         }
-        return Ok(None);
+        return Ok((None, false));
     };
     let mut child = tokio::process::Command::new(program)
         .args(rest)
@@ -124,6 +129,7 @@ async fn wait(args: &VmstatOnlyArgs<'_>) -> Result<Option<Workload>> {
         _ = deadline => None,
         _ = stop.recv() => None,
     };
+    let stopped = status.is_none();
     let status = match status {
         Some(s) => s,
         None => {
@@ -131,11 +137,10 @@ async fn wait(args: &VmstatOnlyArgs<'_>) -> Result<Option<Workload>> {
             child.wait().await.context("waiting for the workload")?
         }
     };
-    Ok(Some(Workload {
-        command: args.command.to_vec(),
-        pid,
-        exit_code: status.code(),
-    }))
+    Ok((
+        Some(Workload::new(args.command.to_vec(), pid, status)),
+        stopped,
+    ))
 }
 
 #[cfg(test)]

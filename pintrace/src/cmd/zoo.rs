@@ -8,6 +8,7 @@
 //!
 //! The scenarios and plants mirror `xtask/pinzoo/pinzoo.h`.
 
+use super::output::Output;
 use crate::exit::Exit;
 use crate::kernel::vmstat;
 use anyhow::{bail, Context as _, Result};
@@ -103,10 +104,10 @@ pub struct ZooRun {
     /// submitted; the device only sizes and names it).
     #[arg(long, value_name = "DEV", default_value = "/dev/vda")]
     pub bdev: PathBuf,
-    /// Stay alive this many seconds after the scenario (so the owner of
-    /// held pins is still running).
-    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
-    pub linger: f64,
+    /// Stay alive this long after the scenario (so the owner of held pins
+    /// is still running): seconds, or with a unit (500ms, 5s).
+    #[arg(long, value_name = "TIME", default_value = "0", value_parser = pintrace_engine::size::parse_duration)]
+    pub linger: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -277,28 +278,27 @@ fn open(device: &PathBuf) -> Result<File> {
 
 pub fn run(args: &ZooArgs) -> Result<Exit> {
     let dev = open(&args.device)?;
+    let mut stdout = Output::stdout();
     match &args.command {
         ZooCommand::Run(r) => {
             let (out, buffer) = run_scenario(&dev, r)?;
-            println!("{}", serde_json::to_string(&out)?);
-            if r.linger > 0.0 {
-                std::thread::sleep(Duration::from_secs_f64(r.linger));
-            }
+            stdout.json(&out)?;
+            std::thread::sleep(r.linger);
             drop(buffer);
         }
         ZooCommand::Release { handle } => {
             let out = release(&dev, IOC_RELEASE, *handle)?;
-            println!("{}", serde_json::to_string(&out)?);
+            stdout.json(&out)?;
         }
         ZooCommand::ReleaseAll => {
             let out = release(&dev, IOC_RELEASE_ALL, 0)?;
-            println!("{}", serde_json::to_string(&out)?);
+            stdout.json(&out)?;
         }
         ZooCommand::Plant(p) => {
-            println!("{}", serde_json::to_string(&plant(&dev, p)?)?);
+            stdout.json(&plant(&dev, p)?)?;
         }
         ZooCommand::Unplant => {
-            println!("{}", serde_json::to_string(&unplant(&dev)?)?);
+            stdout.json(&unplant(&dev)?)?;
         }
     }
     Ok(Exit::Ok)

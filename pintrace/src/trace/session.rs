@@ -35,10 +35,10 @@ pub enum Stacks {
     /// Every acquire and every release: exact, and the probes' main cost
     /// (a kernel unwind per event).
     All,
-    /// On each CPU, at most one stack per [`SAMPLED_STACK_INTERVAL`] for
-    /// each process and acquire site, and for each releasing process:
-    /// every event at low rates (a process's first pin at a site always
-    /// has one), a bounded cost at high ones. An unpin the folio's refcount
+    /// On each CPU, at most one stack per millisecond for each process and
+    /// acquire site, and for each releasing process: every event at low
+    /// rates (a process's first pin at a site always has one), a bounded
+    /// cost at high ones. An unpin the folio's refcount
     /// shows to be wrong always takes its stack. Events without one say so.
     #[default]
     Sampled,
@@ -46,7 +46,8 @@ pub enum Stacks {
     None,
 }
 
-/// The interval of [`Stacks::Sampled`].
+/// The interval of [`Stacks::Sampled`] (its doc comment is `--help` text,
+/// which names the value: keep the two equal).
 pub const SAMPLED_STACK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
 
 impl Stacks {
@@ -245,6 +246,11 @@ pub fn without_probe_frames(frames: impl IntoIterator<Item = String>) -> Vec<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sampled_interval_is_the_one_its_help_names() {
+        assert_eq!(SAMPLED_STACK_INTERVAL, std::time::Duration::from_millis(1));
+    }
 
     #[test]
     fn probe_frames_are_dropped() {

@@ -18,6 +18,45 @@ pub struct Workload {
     pub pid: u32,
     /// Exit code, or `None` when killed by a signal.
     pub exit_code: Option<i32>,
+    /// The signal that killed it, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+}
+
+impl Workload {
+    pub fn new(command: Vec<String>, pid: u32, status: std::process::ExitStatus) -> Workload {
+        use std::os::unix::process::ExitStatusExt as _;
+        Workload {
+            command,
+            pid,
+            exit_code: status.code(),
+            signal: status.signal(),
+        }
+    }
+
+    /// The code a shell would report for it: its exit code, or 128+N when
+    /// killed by signal N.
+    pub fn shell_code(&self) -> u8 {
+        match (self.exit_code, self.signal) {
+            (Some(code), _) => code as u8,
+            (None, Some(sig)) => (128 + sig) as u8,
+            (None, None) => 128,
+        }
+    }
+
+    /// Says on stderr that it failed, when it did.
+    pub fn report_failure(&self) {
+        let how = match (self.exit_code, self.signal) {
+            (Some(0), _) => return,
+            (Some(code), _) => format!("exit {code}"),
+            (None, Some(sig)) => format!("killed by signal {sig}"),
+            (None, None) => "killed by a signal".into(),
+        };
+        eprintln!(
+            "pintrace: the workload `{}` did not succeed ({how})",
+            self.command.join(" ")
+        );
+    }
 }
 
 /// What the agent itself used (getrusage of its own process, not the
