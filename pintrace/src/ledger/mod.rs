@@ -383,7 +383,11 @@ impl Ledger {
             return;
         };
         // Inside __bio_release_pages the unpins are the bio's own; elsewhere
-        // holders without a bio go first, then those of released bios.
+        // holders without a bio go first, then those of released bios. At
+        // each rank the releasing process's own holders go first: a folio
+        // can be pinned by several processes at once (the zero page, a page
+        // cache page of a shared binary or file), and an unpin taken from
+        // another's holder leaves that one's pin open after its release.
         let scope = match self.releasing.get(&r.tid) {
             Some(&id)
                 if self
@@ -401,12 +405,13 @@ impl Ledger {
         };
         let bios = &self.bios;
         let rank = |h: &Holder| -> u8 {
-            match h.bio {
+            let by_bio = match h.bio {
                 0 => 2,
                 b if b == scope => 0,
                 b if bios.get(&b).is_some_and(|x| x.released) => 1,
                 _ => 3,
-            }
+            };
+            by_bio * 2 + u8::from(h.tgid != r.tgid)
         };
         let noted = self.lifetimes.as_mut();
         let mut from_bios = SmallVec::new();

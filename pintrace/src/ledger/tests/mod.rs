@@ -111,6 +111,31 @@ fn balanced_pins_leave_nothing() {
 }
 
 #[test]
+fn an_unpin_in_a_process_releases_its_own_pin_of_a_shared_folio() {
+    // Two processes pin one folio (a shared page); the later one unpins
+    // from its own context, exits, and must not be left holding the pin.
+    let mut s = Stream::new(LedgerConfig::default());
+    s.pin(10, &[folio(5)]);
+    s.pin(20, &[folio(5)]);
+    s.ts += MS;
+    s.feed(Event::Release(Release {
+        site: Site::GupPutFolio,
+        ts_ns: s.ts,
+        tgid: 20,
+        tid: 20,
+        folio: folio(5),
+        refs: 1,
+        gup_flags: F.pin,
+        refcount: 2049,
+        stack_id: 2,
+        large: false,
+        comm: Comm(*b"engine\0\0\0\0\0\0\0\0\0\0"),
+    }));
+    let held: Vec<(u32, u64)> = s.ledger.holders().map(|h| (h.tgid, h.refs)).collect();
+    assert_eq!(held, [(10, 1)]);
+}
+
+#[test]
 fn a_large_folio_counts_each_page() {
     let mut s = Stream::new(LedgerConfig::default());
     // 512 pages of one 2 MiB folio: one folio, 512 refs.
