@@ -65,6 +65,24 @@ impl Stream {
         self.acquire(Site::PinUserPagesFast, tgid, F.pin, folios)
     }
 
+    /// One pin's unpin of a small folio by thread `tid` of `tgid`.
+    fn unpin_in(&mut self, tgid: u32, tid: u32, folio: u64) {
+        self.ts += MS;
+        self.feed(Event::Release(Release {
+            site: Site::GupPutFolio,
+            ts_ns: self.ts,
+            tgid,
+            tid,
+            folio,
+            refs: 1,
+            gup_flags: F.pin,
+            refcount: 2049,
+            stack_id: 2,
+            large: false,
+            comm: Comm(*b"engine\0\0\0\0\0\0\0\0\0\0"),
+        }));
+    }
+
     fn unpin(&mut self, folio: u64, refs: i32, refcount: i32, large: bool) {
         self.ts += MS;
         self.feed(Event::Release(Release {
@@ -117,20 +135,7 @@ fn an_unpin_in_a_process_releases_its_own_pin_of_a_shared_folio() {
     let mut s = Stream::new(LedgerConfig::default());
     s.pin(10, &[folio(5)]);
     s.pin(20, &[folio(5)]);
-    s.ts += MS;
-    s.feed(Event::Release(Release {
-        site: Site::GupPutFolio,
-        ts_ns: s.ts,
-        tgid: 20,
-        tid: 20,
-        folio: folio(5),
-        refs: 1,
-        gup_flags: F.pin,
-        refcount: 2049,
-        stack_id: 2,
-        large: false,
-        comm: Comm(*b"engine\0\0\0\0\0\0\0\0\0\0"),
-    }));
+    s.unpin_in(20, 20, folio(5));
     let held: Vec<(u32, u64)> = s.ledger.holders().map(|h| (h.tgid, h.refs)).collect();
     assert_eq!(held, [(10, 1)]);
 }
@@ -147,20 +152,7 @@ fn a_release_from_an_interrupt_goes_to_the_live_owner_not_a_reported_leak() {
     s.ledger.tick(s.ts, &mut s.findings);
     assert_eq!(s.kinds(), vec![FindingKind::LeakOwnerExited]);
     s.pin(20, &[folio(5)]);
-    s.ts += MS;
-    s.feed(Event::Release(Release {
-        site: Site::GupPutFolio,
-        ts_ns: s.ts,
-        tgid: 30,
-        tid: 31,
-        folio: folio(5),
-        refs: 1,
-        gup_flags: F.pin,
-        refcount: 2049,
-        stack_id: 2,
-        large: false,
-        comm: Comm(*b"kworker\0\0\0\0\0\0\0\0\0"),
-    }));
+    s.unpin_in(30, 31, folio(5));
     let held: Vec<(u32, u64)> = s.ledger.holders().map(|h| (h.tgid, h.refs)).collect();
     assert_eq!(held, [(10, 1)]);
     s.feed(Event::Exit { tgid: 20, ts_ns: s.ts });
