@@ -60,7 +60,8 @@ pub struct CheckArgs {
     /// ext4 and FUSE.
     #[arg(long)]
     pub quick: bool,
-    /// List the selected scenarios and exit.
+    /// List the selected scenarios and exit (with --json: one object per
+    /// line, `"type": "scenario"`).
     #[arg(long)]
     pub list: bool,
     /// Print the report as one JSON object (`"type": "check"`); progress
@@ -70,8 +71,9 @@ pub struct CheckArgs {
     /// Also write a JUnit XML report to FILE (one test case per scenario).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
-    /// Also write the reports to DIR: check.json (as `--json` prints it) and
-    /// check.xml (JUnit), each replaced whole when the check ends.
+    /// Also write the reports to DIR (made if missing): check.json (as
+    /// `--json` prints it) and check.xml (JUnit), each replaced whole when
+    /// the check ends.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Where loop device images, mount points and scratch files go
@@ -115,7 +117,15 @@ pub fn run(args: &CheckArgs, verbose: bool) -> Result<Exit> {
     if args.list {
         let mut out = Output::stdout();
         for s in &selected {
-            out.line(&s.to_string())?;
+            if args.json {
+                out.json(&serde_json::json!({
+                    "type": "scenario",
+                    "name": s.to_string(),
+                    "scenario": s,
+                }))?;
+            } else {
+                out.line(&s.to_string())?;
+            }
         }
         return Ok(Exit::Ok);
     }
@@ -139,15 +149,39 @@ pub fn run(args: &CheckArgs, verbose: bool) -> Result<Exit> {
         eprintln!("pintrace check: {e}");
         return Ok(Exit::Error);
     }
-    if let Some(why) = privileges_missing() {
-        eprintln!("pintrace check: {why}");
-        return Ok(Exit::Error);
+    let result = match privileges_missing() {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the event loop")
+            .and_then(|rt| rt.block_on(run_async(args, selected, &devices, verbose))),
+    };
+    match result {
+        Err(e) if !super::output::is_broken_pipe(&e) => {
+            // The report files are written also now: a CI's report step
+            // then shows the reason, not an empty file.
+            let why = format!("{e:#}");
+            eprintln!("pintrace check: {why}");
+            write_reports(args, &CheckReport::could_not_run(args.quick, why))?;
+            Ok(Exit::Error)
+        }
+        r => r,
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the event loop")?;
-    rt.block_on(run_async(args, selected, &devices, verbose))
+}
+
+/// Writes `--junit FILE` and `--out DIR`'s reports, when asked.
+fn write_reports(args: &CheckArgs, report: &CheckReport) -> Result<()> {
+    if let Some(path) = &args.junit {
+        report_file::write_atomic("--junit", path, junit::render(report)?.as_bytes())?;
+    }
+    if let Some(dir) = &args.out {
+        let json = serde_json::to_string(report)? + "\n";
+        report_file::write_atomic("--out", &dir.join("check.json"), json.as_bytes())?;
+        let xml = junit::render(report)?;
+        report_file::write_atomic("--out", &dir.join("check.xml"), xml.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// The work directory, removed when dropped.
@@ -350,15 +384,7 @@ async fn run_async(
     } else {
         out.text(&table::footer(&report))?;
     }
-    if let Some(path) = &args.junit {
-        report_file::write_atomic("--junit", path, junit::render(&report)?.as_bytes())?;
-    }
-    if let Some(dir) = &args.out {
-        let json = serde_json::to_string(&report)? + "\n";
-        report_file::write_atomic("--out", &dir.join("check.json"), json.as_bytes())?;
-        let xml = junit::render(&report)?;
-        report_file::write_atomic("--out", &dir.join("check.xml"), xml.as_bytes())?;
-    }
+    write_reports(args, &report)?;
     Ok(report.exit_code())
 }
 
