@@ -13,7 +13,7 @@ fn list_shows_the_matrix_and_the_quick_set() {
     let out = pintrace().args(["check", "--list"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text.lines().count(), 162, "{text}");
+    assert_eq!(text.lines().count(), 163, "{text}");
     for name in [
         "btrfs/io_uring-fixed/anon/write",
         "nfs/aio/anon/read",
@@ -31,7 +31,7 @@ fn list_shows_the_matrix_and_the_quick_set() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text.lines().count(), 15, "{text}");
+    assert_eq!(text.lines().count(), 16, "{text}");
     assert!(text
         .lines()
         .all(|l| l.starts_with("vfat/") || l.starts_with("udf/")));

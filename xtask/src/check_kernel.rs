@@ -4,10 +4,11 @@
 //! inside, brings the JSON and JUnit reports out, and exits with check's
 //! code (0 pass, 1 findings, 2 could not run).
 
-use crate::debian::{self, KernelSpec};
+use crate::debian::{self, Kernel, KernelSpec};
 use crate::devices;
 use crate::initramfs::Payload;
 use crate::kconfig::{check_config, parse_config};
+use crate::ktree;
 use crate::qemu::{self, BootOpts, BootRequest};
 use crate::util::{self, Workspace};
 use crate::vm::{self, MachineOpts, GUEST_PINTRACE};
@@ -22,8 +23,20 @@ pub struct CheckKernelArgs {
     pub kernel: String,
     /// The kernel's modules: a lib/modules/<release> tree (`make
     /// modules_install INSTALL_MOD_PATH=...`) or a folder of .ko files.
+    /// Leave it out for a kernel with everything check uses built in.
     #[arg(long, value_name = "DIR")]
     pub modules: Option<PathBuf>,
+    /// A kernel source tree to build and check instead of --kernel:
+    /// kernel/check.config is merged into its config (the build folder's
+    /// .config, else x86_64_defconfig), the bzImage is built out of tree
+    /// with every core, then gated. Reusing the build folder makes the
+    /// build after a change incremental.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["kernel", "modules", "config"])]
+    pub tree: Option<PathBuf>,
+    /// The build folder of --tree (`make O=DIR`) [default:
+    /// target/pintrace-kernel/build-<tree's folder name>].
+    #[arg(long, value_name = "DIR", requires = "tree")]
+    pub build_dir: Option<PathBuf>,
     /// The kernel's .config [default: the Debian package's, or the .config
     /// of the tree the bzImage was built in].
     #[arg(long, value_name = "PATH")]
@@ -116,25 +129,73 @@ fn find_tool(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// What a gate run left: check's exit code, its JSON report when one came
+/// back, and the tree it built.
+pub struct Gate {
+    pub code: u8,
+    pub report: Option<serde_json::Value>,
+    pub tree: Option<ktree::Built>,
+}
+
+impl Gate {
+    fn early(code: u8) -> Self {
+        Gate {
+            code,
+            report: None,
+            tree: None,
+        }
+    }
+}
+
 /// Runs the gate; returns the process exit code.
 pub fn check_kernel(ws: &Workspace, args: &CheckKernelArgs) -> Result<u8> {
+    Ok(gate(ws, args)?.code)
+}
+
+/// Builds the tree (with `--tree`), checks the config, boots the kernel
+/// and runs check in it.
+pub fn gate(ws: &Workspace, args: &CheckKernelArgs) -> Result<Gate> {
     let spec = KernelSpec::parse(&args.kernel);
+    let default_out = |label: &str| {
+        args.out
+            .clone()
+            .unwrap_or_else(|| ws.root.join("target/pintrace-check").join(label))
+    };
     if let Some(m) = &args.modules {
         if !m.is_dir() {
             eprintln!("check-kernel: --modules {}: not a folder", m.display());
-            return Ok(2);
+            return Ok(Gate::early(2));
         }
     }
     // A fresh machine: packages, rust-src, bpf-linker (quick when present).
     crate::setup::setup(&crate::setup::SetupArgs::default())?;
-    let kernel = debian::resolve(ws, &spec, args.modules.as_deref())?;
-    let config_path = match find_config(&spec, &kernel.image, args.config.as_deref()) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("check-kernel: {e:#}");
-            return Ok(2);
+    let (kernel, config_path, tree) = match &args.tree {
+        Some(dir) => {
+            let bd = args
+                .build_dir
+                .clone()
+                .unwrap_or_else(|| ktree::default_build_dir(ws, dir));
+            let built = ktree::build(ws, dir, &bd)?;
+            let kernel = Kernel {
+                label: built.release.clone(),
+                image: built.image.clone(),
+                modules: built.modules.clone(),
+                origin: format!("{} ({})", dir.display(), built.release),
+            };
+            (kernel, built.config.clone(), Some(built))
+        }
+        None => {
+            let kernel = debian::resolve(ws, &spec, args.modules.as_deref())?;
+            match find_config(&spec, &kernel.image, args.config.as_deref()) {
+                Ok(p) => (kernel, p, None),
+                Err(e) => {
+                    eprintln!("check-kernel: {e:#}");
+                    return Ok(Gate::early(2));
+                }
+            }
         }
     };
+    let out = default_out(&kernel.label);
     let text = std::fs::read_to_string(&config_path)
         .with_context(|| format!("--config {}: reading", config_path.display()))?;
     let verdict = check_config(&parse_config(&text));
@@ -144,17 +205,16 @@ pub fn check_kernel(ws: &Workspace, args: &CheckKernelArgs) -> Result<u8> {
             "check-kernel: the kernel lacks what pintrace needs; set:\n  {}",
             verdict.missing.join("\n  ")
         );
-        return Ok(2);
+        return Ok(Gate {
+            tree,
+            ..Gate::early(2)
+        });
     }
     for s in &verdict.skips {
         println!("check-kernel: note: {s} (skipped)");
     }
 
     let built = vm::build(ws, false)?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| ws.root.join("target/pintrace-check").join(&kernel.label));
     util::create_dir(&out)?;
 
     // check writes check.json and check.xml whole (temporary file, rename):
@@ -164,6 +224,7 @@ pub fn check_kernel(ws: &Workspace, args: &CheckKernelArgs) -> Result<u8> {
     let mut req = BootRequest::new(kernel, payload);
     req.modules = verdict.modules.clone();
     req.on_demand = verdict.on_demand.clone();
+    req.append = verdict.cmdline.clone();
     req.timeout = Duration::from_secs(args.timeout);
     args.machine.apply(&mut req);
     args.boot.apply(&mut req);
@@ -185,21 +246,19 @@ pub fn check_kernel(ws: &Workspace, args: &CheckKernelArgs) -> Result<u8> {
             .with_context(|| format!("copying {} to {}", e.display(), dest.display()))?;
         copied.push(dest);
     }
-    if !outcome.retried.is_empty() {
-        annotate_reports(&copied, &outcome.retried)?;
-    }
+    annotate_reports(&copied, &annotations(&outcome.retried, tree.as_ref()))?;
     let json = out.join("check.json");
     let code = match &outcome.verdict {
         crate::console::Verdict::Pass => 0,
         crate::console::Verdict::Fail(c @ 1..=2) => *c as u8,
         _ => 2,
     };
-    match std::fs::read_to_string(&json)
+    let report = std::fs::read_to_string(&json)
         .ok()
         .filter(|_| copied.contains(&json))
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-    {
-        Some(report) => print!("{}", summary(&report)),
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    match &report {
+        Some(report) => print!("{}", summary(report)),
         None => println!("check-kernel: no report came back (see the log above)"),
     }
     for c in &copied {
@@ -213,14 +272,59 @@ pub fn check_kernel(ws: &Workspace, args: &CheckKernelArgs) -> Result<u8> {
             _ => "could not run",
         }
     );
-    Ok(code)
+    Ok(Gate { code, report, tree })
 }
 
-/// Says in check's reports that the guest was booted again after a stale
-/// patch, so that a CI page shows it beside the verdict: `harness` in the
-/// JSON, `harness.retried` properties in the JUnit suite. Written whole.
-fn annotate_reports(reports: &[PathBuf], retried: &[qemu::Retry]) -> Result<()> {
-    let causes: Vec<String> = retried.iter().map(|r| r.cause.to_string()).collect();
+/// What the harness adds to check's reports: JSON members, and JUnit
+/// properties of the first suite.
+#[derive(Default)]
+struct Annotations {
+    json: Vec<(&'static str, serde_json::Value)>,
+    props: Vec<(String, String)>,
+}
+
+/// The boots after a stale patch (`harness`) and the tree built
+/// (`tree`), so that a CI page shows them beside the verdict.
+fn annotations(retried: &[qemu::Retry], tree: Option<&ktree::Built>) -> Annotations {
+    let mut a = Annotations::default();
+    if !retried.is_empty() {
+        let causes: Vec<String> = retried.iter().map(|r| r.cause.to_string()).collect();
+        a.props.extend(
+            causes
+                .iter()
+                .map(|c| ("harness.retried".into(), format!("a boot died of {c}"))),
+        );
+        a.json.push((
+            "harness",
+            serde_json::json!({ "boots": retried.len() + 1, "retried_after": causes }),
+        ));
+    }
+    if let Some(t) = tree {
+        a.props.push(("tree.release".into(), t.release.clone()));
+        if let Some(d) = &t.describe {
+            a.props.push(("tree.describe".into(), d.clone()));
+        }
+        a.props
+            .push(("tree.build_seconds".into(), format!("{:.0}", t.build_secs)));
+        a.json.push((
+            "tree",
+            serde_json::json!({
+                "release": t.release,
+                "describe": t.describe,
+                "build_seconds": (t.build_secs * 10.0).round() / 10.0,
+                "config": t.config,
+                "fragment_not_as_asked": t.not_as_asked,
+            }),
+        ));
+    }
+    a
+}
+
+/// Adds the annotations to check's reports, each written whole.
+fn annotate_reports(reports: &[PathBuf], a: &Annotations) -> Result<()> {
+    if a.json.is_empty() && a.props.is_empty() {
+        return Ok(());
+    }
     for path in reports {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -229,13 +333,12 @@ fn annotate_reports(reports: &[PathBuf], retried: &[qemu::Retry]) -> Result<()> 
                 let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&text) else {
                     continue;
                 };
-                v["harness"] = serde_json::json!({
-                    "boots": retried.len() + 1,
-                    "retried_after": causes,
-                });
+                for (k, val) in &a.json {
+                    v[*k] = val.clone();
+                }
                 serde_json::to_string_pretty(&v)? + "\n"
             }
-            Some("xml") => match junit_with_retries(&text, &causes) {
+            Some("xml") => match junit_with_props(&text, &a.props) {
                 Some(t) => t,
                 None => continue,
             },
@@ -246,16 +349,16 @@ fn annotate_reports(reports: &[PathBuf], retried: &[qemu::Retry]) -> Result<()> 
     Ok(())
 }
 
-/// The JUnit report with one `harness.retried` property per stale patch in
-/// its first `<properties>`.
-fn junit_with_retries(xml: &str, causes: &[String]) -> Option<String> {
+/// The JUnit report with `props` in its first `<properties>`.
+fn junit_with_props(xml: &str, props: &[(String, String)]) -> Option<String> {
     let at = xml.find("<properties>")? + "<properties>".len();
-    let props: String = causes
+    let props: String = props
         .iter()
-        .map(|c| {
+        .map(|(n, v)| {
             format!(
-                "\n<property name=\"harness.retried\" value=\"{}\"/>",
-                xml_escape(&format!("a boot died of {c}"))
+                "\n<property name=\"{}\" value=\"{}\"/>",
+                xml_escape(n),
+                xml_escape(v)
             )
         })
         .collect();
@@ -319,16 +422,19 @@ mod tests {
     fn retries_go_into_the_junit_properties() {
         let xml = "<?xml version=\"1.0\"?>\n<testsuites><testsuite name=\"x\"><properties>\n\
                    <property name=\"kernel\" value=\"6.12\"/></properties></testsuite></testsuites>";
-        let got = junit_with_retries(
+        let got = junit_with_props(
             xml,
-            &["int3 at f+0x5 over a finished patch (now a \"call\")".into()],
+            &[(
+                "harness.retried".into(),
+                "a boot died of int3 at f+0x5 over a finished patch (now a \"call\")".into(),
+            )],
         )
         .unwrap();
         assert!(
             got.contains("<properties>\n<property name=\"harness.retried\" value=\"a boot died of int3 at f+0x5 over a finished patch (now a &quot;call&quot;)\"/>\n<property name=\"kernel\""),
             "{got}"
         );
-        assert_eq!(junit_with_retries("<testsuites/>", &[]), None);
+        assert_eq!(junit_with_props("<testsuites/>", &[]), None);
     }
 
     #[test]

@@ -159,8 +159,9 @@ pub fn newest_available(series: &str) -> Result<Option<String>> {
         .find(|p| candidates.get(p).is_some_and(Option::is_some)))
 }
 
-/// `apt-get download` + `dpkg-deb -x` into `kernels/<pkg>/` (atomically).
-fn fetch(ws: &Workspace, pkg: &str) -> Result<()> {
+/// The package's .deb in the cache, downloaded with `apt-get download`
+/// when it is not there yet.
+pub fn download(ws: &Workspace, pkg: &str) -> Result<PathBuf> {
     let debs = ws.vm_dir().join("debs");
     util::create_dir(&debs)?;
     let find_deb = || -> Option<PathBuf> {
@@ -186,6 +187,12 @@ fn fetch(ws: &Workspace, pkg: &str) -> Result<()> {
             })?
         }
     };
+    Ok(deb)
+}
+
+/// `apt-get download` + `dpkg-deb -x` into `kernels/<pkg>/` (atomically).
+fn fetch(ws: &Workspace, pkg: &str) -> Result<()> {
+    let deb = download(ws, pkg)?;
     let kernels = kernels_dir(ws);
     let tmp = kernels.join(format!(".{pkg}.{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);

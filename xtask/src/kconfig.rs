@@ -131,7 +131,15 @@ pub struct ConfigVerdict {
     pub modules: Vec<String>,
     /// Modules to carry into the guest unloaded (`=m` options).
     pub on_demand: Vec<String>,
+    /// Kernel parameters for what is built in and would otherwise be given
+    /// them at `modprobe`.
+    pub cmdline: Vec<String>,
 }
+
+/// Parameters of built-in (`=y`) pieces that check loads with them when
+/// they are modules: scsi_debug's disk is made at boot, and check's
+/// scenarios want the size its `modprobe scsi_debug dev_size_mb=32` gives.
+const BUILT_IN_PARAMS: &[(&str, &str)] = &[("SCSI_DEBUG", "scsi_debug.dev_size_mb=32")];
 
 pub fn check_config(cfg: &BTreeMap<String, String>) -> ConfigVerdict {
     let mut v = ConfigVerdict::default();
@@ -151,6 +159,11 @@ pub fn check_config(cfg: &BTreeMap<String, String>) -> ConfigVerdict {
             (Some("m"), Load::Boot(m)) => v.modules.push((*m).into()),
             (Some("m"), Load::OnDemand(m)) => v.on_demand.push((*m).into()),
             _ => {}
+        }
+    }
+    for (opt, param) in BUILT_IN_PARAMS {
+        if set(cfg, opt) == Some("y") {
+            v.cmdline.push((*param).into());
         }
     }
     // vfat's mount needs its character sets (modules when it is one).
@@ -248,6 +261,16 @@ mod tests {
         assert!(v.skips[0].contains("CONFIG_XFS_FS") && v.skips[0].contains("xfs"));
         assert!(v.skips[1].contains("CONFIG_NFSD"));
         assert!(!v.modules.contains(&"xfs".to_string()));
+    }
+
+    #[test]
+    fn a_built_in_scsi_debug_gets_its_size_on_the_command_line() {
+        assert!(check_config(&parse_config(GOOD)).cmdline.is_empty());
+        let v = check_config(&parse_config(
+            &GOOD.replace("CONFIG_SCSI_DEBUG=m", "CONFIG_SCSI_DEBUG=y"),
+        ));
+        assert_eq!(v.cmdline, ["scsi_debug.dev_size_mb=32"]);
+        assert!(!v.on_demand.contains(&"scsi_debug".to_string()));
     }
 
     #[test]

@@ -174,6 +174,8 @@ pub struct BootRequest {
     pub devices: Devices,
     /// Appended to the QEMU command line (disks, devices).
     pub qemu_args: Vec<String>,
+    /// Kernel parameters after the harness's own.
+    pub append: Vec<String>,
     /// Strip debug info from the binaries (keeps symbols, so backtraces
     /// still name functions); makes the initramfs ~10x smaller.
     pub strip: bool,
@@ -197,6 +199,7 @@ impl BootRequest {
             echo: true,
             devices: Devices::default(),
             qemu_args: Vec::new(),
+            append: Vec::new(),
             strip: true,
         }
     }
@@ -366,11 +369,13 @@ fn launch(
     } else {
         None
     };
-    let append = if req.devices.iommu {
-        format!("{APPEND} {}", devices::IOMMU_APPEND)
-    } else {
-        APPEND.to_string()
-    };
+    let mut append = APPEND.to_string();
+    if req.devices.iommu {
+        append = format!("{append} {}", devices::IOMMU_APPEND);
+    }
+    for a in &req.append {
+        append = format!("{append} {a}");
+    }
 
     let mut cmd = Command::new(qemu);
     cmd.arg("-kernel")

@@ -80,7 +80,18 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
 // ---------------------------------------------------------------- apt
 
 fn debian_packages(_: &SetupArgs) -> Result<String> {
-    let missing = missing_packages(PACKAGES)?;
+    ensure_packages(PACKAGES, REQUIRED)
+}
+
+/// What building a kernel tree needs beyond `PACKAGES` (`check-kernel
+/// --tree`): the `gcc` the kernel's Makefile calls, OpenSSL for its
+/// certificate tools, `patch` for the planted regressions.
+pub const KERNEL_BUILD: &[&str] = &["gcc", "libssl-dev", "patch", "python3"];
+
+/// Installs those of `wanted` dpkg lacks (when root), idempotently; fails
+/// when one of `required`, or one apt offered, is still missing.
+pub fn ensure_packages(wanted: &[&str], required: &[&str]) -> Result<String> {
+    let missing = missing_packages(wanted)?;
     if missing.is_empty() {
         return Ok("ok".into());
     }
@@ -120,10 +131,10 @@ fn debian_packages(_: &SetupArgs) -> Result<String> {
             .args(&available);
         util::run(&mut cmd).map_err(|e| anyhow!("{e:#}\n  retry with: {install}"))?;
     }
-    let still = missing_packages(PACKAGES)?;
+    let still = missing_packages(wanted)?;
     let fatal: Vec<_> = still
         .iter()
-        .filter(|p| REQUIRED.contains(&p.as_str()) || available.contains(p))
+        .filter(|p| required.contains(&p.as_str()) || available.contains(p))
         .collect();
     if !fatal.is_empty() {
         bail!("still not installed: {fatal:?}");

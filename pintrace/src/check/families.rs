@@ -133,14 +133,7 @@ fn sg() -> Vec<Scenario> {
 
 fn legacy() -> Vec<Scenario> {
     use {BufferKind::Anon, Drive::*, TargetKind::*};
-    let mut v = product(&[Udf], &[Psync, IoUring, IoUringFixed, Aio], Anon);
-    v.extend(product(&[Vfat], &[Psync, IoUringFixed, Aio], Anon));
-    // Not vfat/io_uring/anon/write: on 6.12 one pin per I/O (added by
-    // folio_add_pin in dio_send_cur_page, from the io-wq worker) is gone
-    // from its folio without a release pintrace sees; until that is
-    // explained it stays out of the gate (docs/kernel.md).
-    v.push(Scenario::new(Vfat, IoUring, Anon, Dir::Read));
-    v
+    product(&[Udf, Vfat], &[Psync, IoUring, IoUringFixed, Aio], Anon)
 }
 
 fn nfs() -> Vec<Scenario> {

@@ -64,6 +64,10 @@ pub struct ScenarioResult {
     /// invisible), to tell where unexpected pages came from.
     pub held: Vec<Held>,
     pub duration_s: f64,
+    /// Events lost in each earlier run of this scenario: a run that lost
+    /// any (the kernel skipped a probe nested in another's run, the ring
+    /// was full) cannot be judged for certain, so it was run again.
+    pub lossy_runs: Vec<u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -89,6 +93,7 @@ impl ScenarioResult {
             findings: Vec::new(),
             held: Vec::new(),
             duration_s: 0.0,
+            lossy_runs: Vec::new(),
         }
     }
 }

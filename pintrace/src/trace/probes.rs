@@ -22,7 +22,9 @@ use pintrace_common::{
     GLOBAL_RQ_RECORDS, GLOBAL_RQ_SECTOR_OFF, GLOBAL_STACK_INTERVAL_NS, PROG_AUDIT,
     PROG_PROCESS_EXIT, PROG_RQ_COMPLETE, STACKS_MAP,
 };
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd as _, AsRawFd, RawFd};
+
+mod info;
 
 pub mod bench;
 #[cfg(test)]
@@ -342,6 +344,17 @@ impl Probes {
                 Ok((c, values.iter().sum()))
             })
             .collect()
+    }
+
+    /// Runs of the loaded programs the kernel skipped because a program
+    /// was already running on that CPU (an interrupt's release nested in a
+    /// task's probe): events lost with no trace in the ring buffer.
+    pub fn recursion_misses(&self) -> u64 {
+        self.ebpf
+            .programs()
+            .filter_map(|(_, p)| p.fd().ok())
+            .map(|fd| info::recursion_misses(fd.as_fd()))
+            .sum()
     }
 }
 

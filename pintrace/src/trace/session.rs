@@ -74,6 +74,11 @@ pub enum Wakeup {
     Batched,
 }
 
+/// The cause under which [`Session::lost`] counts program runs the kernel
+/// skipped because a program was already running on the CPU (an unpin in
+/// an interrupt that came while a probe ran in the task below it).
+pub const RECURSION_MISSES: &str = "recursion_misses";
+
 /// How often a batched session drains the ring buffer without a wake-up.
 pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
@@ -170,15 +175,19 @@ impl Session {
         self.ring.get_mut().drain(f)
     }
 
-    /// Events the kernel side could not deliver so far, by cause.
+    /// Events the kernel side could not deliver so far, by cause: the
+    /// probes' own loss counters and the kernel's count of program runs it
+    /// skipped ([`RECURSION_MISSES`]).
     pub fn lost(&self) -> Result<BTreeMap<&'static str, u64>> {
-        Ok(self
+        let mut lost: BTreeMap<&'static str, u64> = self
             .probes
             .counters()?
             .into_iter()
             .filter(|(c, _)| c.is_loss())
             .map(|(c, v)| (c.name(), v))
-            .collect())
+            .collect();
+        lost.insert(RECURSION_MISSES, self.probes.recursion_misses());
+        Ok(lost)
     }
 
     /// Block requests the probe counted without a record (per-CPU totals).

@@ -44,6 +44,15 @@ pub fn line(r: &ScenarioResult) -> String {
     )
 }
 
+/// The earlier runs of a scenario that lost events, under its line.
+pub fn lossy_runs(r: &ScenarioResult) -> String {
+    r.lossy_runs
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("  run {}: {n} event(s) lost, run again\n", i + 1))
+        .collect()
+}
+
 fn finding_text(f: &FindingOut) -> String {
     findings::render(&findings::Report {
         kind: "finding",
@@ -129,4 +138,25 @@ pub fn render(report: &CheckReport) -> String {
         s += &line(r);
     }
     s + &footer(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::scenario::{Dir, Drive, Scenario, TargetKind};
+    use pintrace_engine::BufferKind;
+
+    #[test]
+    fn earlier_lossy_runs_are_listed_under_the_line() {
+        let s = Scenario::new(TargetKind::Udf, Drive::Aio, BufferKind::Anon, Dir::Read);
+        let mut r = ScenarioResult::not_run(s, Status::Pass, String::new());
+        assert_eq!(lossy_runs(&r), "");
+        r.lossy_runs = vec![16, 2];
+        assert_eq!(
+            lossy_runs(&r),
+            "  run 1: 16 event(s) lost, run again\n  run 2: 2 event(s) lost, run again\n"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["lossy_runs"], serde_json::json!([16, 2]));
+    }
 }

@@ -599,8 +599,13 @@ fn without_btf_kprobes_still_count_every_page() {
     );
     let plan = &report["plan"]["Ok"];
     for s in plan["sites"].as_array().unwrap() {
-        let bio = ["bio_iov_iter_get_pages", "bio_endio", "__bio_release_pages"]
-            .contains(&s["symbol"].as_str().unwrap());
+        let bio = [
+            "bio_iov_iter_get_pages",
+            "bio_map_user_iov",
+            "bio_endio",
+            "__bio_release_pages",
+        ]
+        .contains(&s["symbol"].as_str().unwrap());
         let reason = s["reason"].to_string();
         if bio {
             assert_eq!(s["programs"], "off", "{s}");

@@ -4,6 +4,10 @@ use super::*;
 
 impl Stream {
     fn bio_event(&mut self, phase: BioPhase, tid: u32, bio: u64, flags: u32) {
+        self.bio_event_with(phase, tid, bio, flags, 0);
+    }
+
+    fn bio_event_with(&mut self, phase: BioPhase, tid: u32, bio: u64, flags: u32, status: i32) {
         self.ts += MS;
         self.feed(Event::Bio(Bio {
             phase,
@@ -17,7 +21,7 @@ impl Stream {
             minor: 0,
             opf: 0,
             flags,
-            status: 0,
+            status,
         }));
     }
 
@@ -290,21 +294,8 @@ fn a_failed_map_releases_its_unnamed_bio_and_balances() {
     s.bio_event(BioPhase::Release, 10, BIO_A, PINNED);
     s.unpin_by(10, folio(1));
     s.unpin_by(10, folio(2));
-    s.ts += MS;
-    s.feed(Event::Bio(Bio {
-        phase: BioPhase::FillEnd,
-        ts_ns: s.ts,
-        tgid: 10,
-        tid: 10,
-        bio: 0,
-        sector: 0,
-        bytes: 0,
-        major: 0,
-        minor: 0,
-        opf: 0,
-        flags: 0,
-        status: -14,
-    }));
+    // -EFAULT, and no bio to name.
+    s.bio_event_with(BioPhase::FillEnd, 10, 0, 0, -14);
     let t = s.ts;
     s.ledger.tick(t + 10_000 * MS, &mut s.findings);
     s.ledger.finish(t + 10_000 * MS, &mut s.findings);
