@@ -41,6 +41,7 @@ mod psync;
 mod report;
 mod run;
 mod safety;
+pub mod schema;
 mod sg;
 pub mod sgio;
 pub mod size;
@@ -88,23 +89,33 @@ fn catch_signals() {
     }
 }
 
+/// Says why the engine cannot run, on stderr and, with JSON output, as
+/// the error object on stdout; the exit code is 2.
+fn cannot_run(args: &EngineArgs, why: &str) -> anyhow::Result<u8> {
+    eprintln!("pintrace engine: {why}");
+    if args.json {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(
+            stdout,
+            "{}",
+            schema::ErrorObject::new("engine", why).to_line()
+        )?;
+        stdout.flush()?;
+    }
+    Ok(2)
+}
+
 /// Run the engine as a command; returns the process exit code: 0 ok, 1 I/O
 /// errors or verify failures, 2 bad usage or cannot run.
 pub fn run_cli(args: &EngineArgs) -> anyhow::Result<u8> {
     let cfg = match EngineConfig::try_from(args) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("pintrace engine: {e}");
-            return Ok(2);
-        }
+        Err(e) => return cannot_run(args, &e.to_string()),
     };
     catch_signals();
     let report = match run_until(&cfg, &STOP) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("pintrace engine: {e:#}");
-            return Ok(2);
-        }
+        Err(e) => return cannot_run(args, &format!("{e:#}")),
     };
     // A write error (a reader that closed the pipe) is returned, not a
     // panic: the caller decides how quietly to end.

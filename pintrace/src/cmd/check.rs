@@ -20,7 +20,7 @@ use crate::{
     trace::session::{monotonic_ns, Session, SessionOptions},
     views::{check as table, junit},
 };
-use anyhow::{Context as _, Result};
+use anyhow::{anyhow, Context as _, Result};
 use clap::Args;
 use pintrace_engine::BufferKind;
 use std::{
@@ -107,13 +107,9 @@ fn privileges_missing() -> Option<String> {
 }
 
 pub fn run(args: &CheckArgs, verbose: bool) -> Result<Exit> {
-    let selected = match select(args.quick, args.scenarios.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("pintrace check: {e}");
-            return Ok(Exit::Error);
-        }
-    };
+    // Errors go back to `main`, which says them on stderr and, with
+    // --json, as the error object on stdout.
+    let selected = select(args.quick, args.scenarios.as_deref()).map_err(|e| anyhow!("{e}"))?;
     if args.list {
         let mut out = Output::stdout();
         for s in &selected {
@@ -129,13 +125,7 @@ pub fn run(args: &CheckArgs, verbose: bool) -> Result<Exit> {
         }
         return Ok(Exit::Ok);
     }
-    let devices = match devices::scratch_devices(&args.scratch_device) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("pintrace check: {e:#}");
-            return Ok(Exit::Error);
-        }
-    };
+    let devices = devices::scratch_devices(&args.scratch_device)?;
     // Report destinations are checked before anything is set up.
     let junit = args
         .junit
@@ -146,8 +136,7 @@ pub fn run(args: &CheckArgs, verbose: bool) -> Result<Exit> {
         .as_deref()
         .map(|d| report_file::check_dir_writable("--out", d));
     if let Some(Err(e)) = junit.into_iter().chain(out).find(Result::is_err) {
-        eprintln!("pintrace check: {e}");
-        return Ok(Exit::Error);
+        return Err(e);
     }
     let result = match privileges_missing() {
         Some(why) => Err(anyhow::anyhow!(why)),
@@ -162,9 +151,8 @@ pub fn run(args: &CheckArgs, verbose: bool) -> Result<Exit> {
             // The report files are written also now: a CI's report step
             // then shows the reason, not an empty file.
             let why = format!("{e:#}");
-            eprintln!("pintrace check: {why}");
             write_reports(args, &CheckReport::could_not_run(args.quick, why))?;
-            Ok(Exit::Error)
+            Err(e)
         }
         r => r,
     }
@@ -176,7 +164,7 @@ fn write_reports(args: &CheckArgs, report: &CheckReport) -> Result<()> {
         report_file::write_atomic("--junit", path, junit::render(report)?.as_bytes())?;
     }
     if let Some(dir) = &args.out {
-        let json = serde_json::to_string(report)? + "\n";
+        let json = serde_json::to_string(&pintrace_engine::schema::versioned(report))? + "\n";
         report_file::write_atomic("--out", &dir.join("check.json"), json.as_bytes())?;
         let xml = junit::render(report)?;
         report_file::write_atomic("--out", &dir.join("check.xml"), xml.as_bytes())?;

@@ -250,8 +250,9 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
         linger(d).await?;
     }
     if let Some(damage) = source.damage() {
-        eprintln!("pintrace: error: {damage} (the summary above covers the records before it)");
-        return Ok(Exit::Error);
+        return Err(anyhow::anyhow!(
+            "{damage} (the summary above covers the records before it)"
+        ));
     }
     if let Some(w) = &workload {
         w.report_failure();
