@@ -51,7 +51,7 @@ mod uring;
 mod uring_cmd;
 pub mod verify;
 
-pub use args::EngineArgs;
+pub use args::{EngineArgs, OutputFormat};
 pub use buffer::Arena;
 pub use buffer::SegLayout;
 pub use config::{BufferKind, ConfigError, EngineConfig, FaultKind, Mode, RwKind};
@@ -63,7 +63,7 @@ pub use report::{
 };
 pub use run::{run, run_until};
 pub use sg::SgReport;
-pub use stats::{DirReport, LatSummary};
+pub use stats::{ClatNs, DirReport, LatSummary, Percentiles};
 pub use target::{SetupIo, TargetInfo};
 
 use std::io::Write as _;
@@ -93,7 +93,7 @@ fn catch_signals() {
 /// the error object on stdout; the exit code is 2.
 fn cannot_run(args: &EngineArgs, why: &str) -> anyhow::Result<u8> {
     eprintln!("pintrace engine: {why}");
-    if args.json {
+    if args.wants_json() {
         let mut stdout = std::io::stdout().lock();
         writeln!(
             stdout,
@@ -120,7 +120,7 @@ pub fn run_cli(args: &EngineArgs) -> anyhow::Result<u8> {
     // A write error (a reader that closed the pipe) is returned, not a
     // panic: the caller decides how quietly to end.
     let mut stdout = std::io::stdout().lock();
-    if args.json {
+    if args.wants_json() {
         writeln!(stdout, "{}", report.to_json())?;
     } else {
         write!(stdout, "{}", report.to_text())?;
