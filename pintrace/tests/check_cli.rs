@@ -162,9 +162,12 @@ fn reports_are_written_when_the_check_cannot_run() {
     let dir = tempfile::tempdir().unwrap();
     let junit = dir.path().join("check.xml");
     let out_dir = dir.path().join("made/here");
+    let ktap = dir.path().join("check.ktap");
     let out = pintrace()
         .args(["check", "--quick", "--junit"])
         .arg(&junit)
+        .arg("--ktap")
+        .arg(&ktap)
         .arg("--out")
         .arg(&out_dir)
         .output()
@@ -184,6 +187,33 @@ fn reports_are_written_when_the_check_cannot_run() {
     assert_eq!(report["errors"], 1);
     let why = report["error"].as_str().unwrap();
     assert!(!why.is_empty() && stderr.contains(why), "{why} / {stderr}");
+    // KTAP: one failed result, the reason in the diagnostic lines before it.
+    let ktap = std::fs::read_to_string(&ktap).unwrap();
+    let lines: Vec<&str> = ktap.lines().collect();
+    assert_eq!(lines[0], "KTAP version 1", "{ktap}");
+    assert!(lines.contains(&"1..1"), "{ktap}");
+    let result = lines.iter().position(|l| *l == "not ok 1 could-not-run");
+    let result = result.unwrap_or_else(|| panic!("no result line: {ktap}"));
+    let diag: Vec<&str> = lines[..result]
+        .iter()
+        .filter_map(|l| l.strip_prefix("# "))
+        .collect();
+    let first = why.lines().next().unwrap();
+    assert!(diag.contains(&first), "{first} not in {diag:?}");
+}
+
+#[test]
+fn a_ktap_path_in_a_missing_directory_is_refused() {
+    let out = pintrace()
+        .args(["check", "--quick", "--ktap", "/nonexistent/dir/c.ktap"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--ktap") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -18,7 +18,7 @@ use crate::{
     stream::pipeline::Pipeline,
     trace::plan::Preference,
     trace::session::{monotonic_ns, Session, SessionOptions},
-    views::{check as table, junit},
+    views::{check as table, junit, ktap},
 };
 use anyhow::{anyhow, Context as _, Result};
 use clap::Args;
@@ -49,6 +49,7 @@ Exit status: 0 all passed; 1 a scenario failed or a finding fails the run; 2 cou
 Examples:
   pintrace check --quick
   pintrace check --scenarios 'ext4/*,*/aio/*' --junit check.xml
+  pintrace check --quick --ktap check.ktap
   pintrace check --scenarios sg,fault --scratch-device /dev/sdb
   pintrace check --list")]
 pub struct CheckArgs {
@@ -71,6 +72,11 @@ pub struct CheckArgs {
     /// Also write a JUnit XML report to FILE (one test case per scenario).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Also write a KTAP version 1 report to FILE (the kernel selftests'
+    /// format: `ok N name`, `not ok N name` after `#` lines saying why,
+    /// `ok N name # SKIP reason`); written also when check cannot run.
+    #[arg(long, value_name = "FILE")]
+    pub ktap: Option<PathBuf>,
     /// Also write the reports to DIR (made if missing): check.json (as
     /// `--json` prints it) and check.xml (JUnit), each replaced whole when
     /// the check ends.
@@ -131,11 +137,20 @@ pub fn run(args: &CheckArgs, verbose: bool) -> Result<Exit> {
         .junit
         .as_deref()
         .map(|j| report_file::check_writable("--junit", j));
+    let ktap = args
+        .ktap
+        .as_deref()
+        .map(|k| report_file::check_writable("--ktap", k));
     let out = args
         .out
         .as_deref()
         .map(|d| report_file::check_dir_writable("--out", d));
-    if let Some(Err(e)) = junit.into_iter().chain(out).find(Result::is_err) {
+    if let Some(Err(e)) = junit
+        .into_iter()
+        .chain(ktap)
+        .chain(out)
+        .find(Result::is_err)
+    {
         return Err(e);
     }
     let result = match privileges_missing() {
@@ -158,10 +173,14 @@ pub fn run(args: &CheckArgs, verbose: bool) -> Result<Exit> {
     }
 }
 
-/// Writes `--junit FILE` and `--out DIR`'s reports, when asked.
+/// Writes `--junit FILE`, `--ktap FILE` and `--out DIR`'s reports, when
+/// asked.
 fn write_reports(args: &CheckArgs, report: &CheckReport) -> Result<()> {
     if let Some(path) = &args.junit {
         report_file::write_atomic("--junit", path, junit::render(report)?.as_bytes())?;
+    }
+    if let Some(path) = &args.ktap {
+        report_file::write_atomic("--ktap", path, ktap::render(report).as_bytes())?;
     }
     if let Some(dir) = &args.out {
         let json = serde_json::to_string(&pintrace_engine::schema::versioned(report))? + "\n";
