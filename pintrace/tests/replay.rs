@@ -320,3 +320,32 @@ fn a_real_capture_replays_balanced() {
         (Some(0), Some(true))
     );
 }
+
+/// With `--pid`, the per-kind table (every process's: the books cover
+/// them all) says it is not filtered, and the process table is.
+#[test]
+fn a_pid_filter_labels_the_per_kind_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = recording(dir.path(), 1);
+    let out = pintrace()
+        .args(["run", "--pid", "150", "--replay"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("acquired as, every process (system-wide; not filtered by pid 150):"),
+        "{text}"
+    );
+    assert!(text.contains("processes matching pid 150: 1"), "{text}");
+    let out = pintrace()
+        .args(["run", "--replay"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("system-wide") && !text.contains("matching"),
+        "{text}"
+    );
+}
