@@ -201,3 +201,78 @@ fn engine_json_carries_the_schema_and_its_error_object() {
     let v: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["schema"], 1, "{v}");
 }
+
+/// fio's spellings on the command line, and fio 3.x's figures in the JSON.
+#[test]
+fn engine_takes_fios_spellings_and_writes_fios_latency_block() {
+    let base = std::env::var_os("PINTRACE_TEST_DIR").unwrap_or("/var/tmp".into());
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let file = dir.path().join("f");
+    let out = Command::new(env!("CARGO_BIN_EXE_pintrace"))
+        .arg("engine")
+        .arg(format!("--filename={}", file.display()))
+        .args([
+            "--ioengine=pvsync2",
+            "--direct=1",
+            "--rw=write",
+            "--bs=64k",
+            "--size=1m",
+            "--iodepth=1",
+            "--numjobs=1",
+            "--create",
+            "--output-format=json",
+            "--percentile-list=50:99:99.9",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (
+            v["settings"]["mode"].as_str(),
+            v["settings"]["direct"].as_bool()
+        ),
+        (Some("pvsync"), Some(true))
+    );
+    let w = &v["jobs"][0]["write"];
+    assert_eq!(
+        (
+            w["io_bytes"].as_u64(),
+            w["io_kbytes"].as_u64(),
+            w["total_ios"].as_u64()
+        ),
+        (Some(1 << 20), Some(1024), Some(16)),
+        "{w}"
+    );
+    assert!(
+        w["bw"].as_u64().unwrap() > 0 && w["iops"].as_f64().unwrap() > 0.0,
+        "{w}"
+    );
+    let clat = &w["clat_ns"];
+    let keys: Vec<&String> = clat["percentile"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["50.000000", "99.000000", "99.900000"], "{clat}");
+    let (min, max) = (clat["min"].as_u64().unwrap(), clat["max"].as_u64().unwrap());
+    let p99 = clat["percentile"]["99.000000"].as_u64().unwrap();
+    assert!(min > 0 && min <= p99 && p99 <= max + max / 500, "{clat}");
+    assert_eq!(v["jobs"][0]["read"]["io_bytes"], 0);
+    // Bad values name the flag.
+    for (arg, flag) in [
+        ("--direct=2", "--direct"),
+        ("--percentile-list=99:0", "--percentile-list"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pintrace"))
+            .args(["engine", "--rw=read", arg, "--filename"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{arg}: {stderr}");
+        assert!(stderr.contains(flag), "{arg}: {stderr}");
+    }
+}
