@@ -116,6 +116,13 @@ impl SegLayout {
         let wsum: usize = w.iter().sum();
         let rest = units - n;
         let mut sizes: Vec<usize> = w.iter().map(|wi| 1 + rest * wi / wsum).collect();
+        // The first segment starts mid-page; a whole number of pages long, it
+        // spans one page more than its length in pages, the count
+        // __bio_release_pages() once got wrong (38b43539d64b).
+        let per_page = PAGE / unit;
+        if PAGE.is_multiple_of(unit) && sizes[0] > per_page {
+            sizes[0] -= sizes[0] % per_page;
+        }
         let used: usize = sizes.iter().sum();
         *sizes.last_mut().unwrap() += units - used;
         let align = mem_align.max(8);
@@ -413,6 +420,13 @@ mod tests {
                 l.segs.iter().any(|s| s.0 % PAGE != 0),
                 "some segment mid-page"
             );
+            if bs >= 16 * PAGE && unit < PAGE {
+                let (o, len) = l.segs[0];
+                assert!(
+                    o % PAGE != 0 && len % PAGE == 0,
+                    "{bs}: the first segment is whole pages from mid-page: {o} {len}"
+                );
+            }
         }
     }
 

@@ -60,6 +60,8 @@ const OPTIONAL: &[(&str, &str, Load)] = &[
         "NFS scenarios (an NFSv4 client)",
         Load::OnDemand("nfsv4"),
     ),
+    // check mounts its loopback export with vers=4.2.
+    ("NFS_V4_2", "NFS scenarios (an NFSv4.2 client)", Load::No),
     ("BLK_DEV_NVME", "the NVMe scratch disk", Load::Boot("nvme")),
     (
         "SCSI_VIRTIO",
@@ -188,7 +190,7 @@ mod tests {
         CONFIG_KPROBES=y\nCONFIG_BLK_DEV_LOOP=m\nCONFIG_EXT4_FS=y\nCONFIG_XFS_FS=m\n\
         CONFIG_BTRFS_FS=m\nCONFIG_FUSE_FS=y\nCONFIG_NFSD=m\nCONFIG_NFS_FS=m\nCONFIG_IO_URING=y\n\
         CONFIG_AIO=y\nCONFIG_TRANSPARENT_HUGEPAGE=y\nCONFIG_HUGETLBFS=y\nCONFIG_LOCALVERSION=\"-x\"\n\
-        CONFIG_NFSD_V4=y\nCONFIG_NFS_V4=m\nCONFIG_BLK_DEV_NVME=y\nCONFIG_SCSI_VIRTIO=m\n\
+        CONFIG_NFSD_V4=y\nCONFIG_NFS_V4=m\nCONFIG_NFS_V4_2=y\nCONFIG_BLK_DEV_NVME=y\nCONFIG_SCSI_VIRTIO=m\n\
         CONFIG_BLK_DEV_SD=m\nCONFIG_CHR_DEV_SG=m\nCONFIG_SCSI_DEBUG=m\nCONFIG_BLK_DEV_DM=m\n\
         CONFIG_DM_FLAKEY=m\nCONFIG_UDF_FS=m\nCONFIG_VFAT_FS=m\nCONFIG_NLS_CODEPAGE_437=m\n\
         CONFIG_NLS_ISO8859_1=y\n";

@@ -383,7 +383,17 @@ impl Ledger {
             return;
         };
         // Inside __bio_release_pages the unpins are the bio's own; elsewhere
-        // holders without a bio go first, then those of released bios.
+        // holders without a bio go first, then those of released bios. At
+        // each rank live owners' holders go before those of exited owners
+        // (reported leaks among them), and the releasing process's own
+        // before others': a folio can be pinned by several processes at once
+        // (the zero page, a page cache page of a shared binary or file, a
+        // freed leaker's page reused), and an unpin taken from another's
+        // holder leaves that one's pin open after its release. A completion
+        // in an interrupt runs in whichever task it interrupted, so its tgid
+        // alone cannot tell; an exited owner's pin it takes by mistake would
+        // leave the live owner's open, and a leak once reported would take
+        // every later release of its folio.
         let scope = match self.releasing.get(&r.tid) {
             Some(&id)
                 if self
@@ -400,13 +410,16 @@ impl Ledger {
             None => 0,
         };
         let bios = &self.bios;
+        let exited = &self.exited;
         let rank = |h: &Holder| -> u8 {
-            match h.bio {
+            let by_bio = match h.bio {
                 0 => 2,
                 b if b == scope => 0,
                 b if bios.get(&b).is_some_and(|x| x.released) => 1,
                 _ => 3,
-            }
+            };
+            let gone = h.reported || exited.get(&h.tgid).is_some_and(|&t| t <= r.ts_ns);
+            by_bio * 4 + u8::from(gone) * 2 + u8::from(h.tgid != r.tgid)
         };
         let noted = self.lifetimes.as_mut();
         let mut from_bios = SmallVec::new();

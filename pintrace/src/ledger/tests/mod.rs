@@ -111,6 +111,65 @@ fn balanced_pins_leave_nothing() {
 }
 
 #[test]
+fn an_unpin_in_a_process_releases_its_own_pin_of_a_shared_folio() {
+    // Two processes pin one folio (a shared page); the later one unpins
+    // from its own context, exits, and must not be left holding the pin.
+    let mut s = Stream::new(LedgerConfig::default());
+    s.pin(10, &[folio(5)]);
+    s.pin(20, &[folio(5)]);
+    s.ts += MS;
+    s.feed(Event::Release(Release {
+        site: Site::GupPutFolio,
+        ts_ns: s.ts,
+        tgid: 20,
+        tid: 20,
+        folio: folio(5),
+        refs: 1,
+        gup_flags: F.pin,
+        refcount: 2049,
+        stack_id: 2,
+        large: false,
+        comm: Comm(*b"engine\0\0\0\0\0\0\0\0\0\0"),
+    }));
+    let held: Vec<(u32, u64)> = s.ledger.holders().map(|h| (h.tgid, h.refs)).collect();
+    assert_eq!(held, [(10, 1)]);
+}
+
+#[test]
+fn a_release_from_an_interrupt_goes_to_the_live_owner_not_a_reported_leak() {
+    // Process 10 leaks a pin of folio 5 and exits: reported. The folio is
+    // pinned again by 20; its completion unpins in an interrupt of some
+    // third task (tgid 30). 20's pin is released; 10's stays its leak.
+    let mut s = Stream::new(LedgerConfig::default());
+    s.pin(10, &[folio(5)]);
+    s.feed(Event::Exit { tgid: 10, ts_ns: s.ts });
+    s.ts += 10_000 * MS;
+    s.ledger.tick(s.ts, &mut s.findings);
+    assert_eq!(s.kinds(), vec![FindingKind::LeakOwnerExited]);
+    s.pin(20, &[folio(5)]);
+    s.ts += MS;
+    s.feed(Event::Release(Release {
+        site: Site::GupPutFolio,
+        ts_ns: s.ts,
+        tgid: 30,
+        tid: 31,
+        folio: folio(5),
+        refs: 1,
+        gup_flags: F.pin,
+        refcount: 2049,
+        stack_id: 2,
+        large: false,
+        comm: Comm(*b"kworker\0\0\0\0\0\0\0\0\0"),
+    }));
+    let held: Vec<(u32, u64)> = s.ledger.holders().map(|h| (h.tgid, h.refs)).collect();
+    assert_eq!(held, [(10, 1)]);
+    s.feed(Event::Exit { tgid: 20, ts_ns: s.ts });
+    s.ts += 10_000 * MS;
+    s.ledger.tick(s.ts, &mut s.findings);
+    assert_eq!(s.kinds(), vec![FindingKind::LeakOwnerExited], "no new leak for 20");
+}
+
+#[test]
 fn a_large_folio_counts_each_page() {
     let mut s = Stream::new(LedgerConfig::default());
     // 512 pages of one 2 MiB folio: one folio, 512 refs.
