@@ -8,6 +8,7 @@
 
 use super::config::{err, BufferKind, ConfigError, EngineConfig, FaultKind, Mode, RwKind};
 use super::size::{parse_duration, parse_size};
+use super::stats::{parse_percentiles, FIO_PERCENTILES};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -28,8 +29,8 @@ pub struct EngineArgs {
     #[arg(long, short = 'f', value_name = "PATH")]
     pub filename: PathBuf,
 
-    /// I/O engine.
-    #[arg(long, value_enum, default_value_t = Mode::Psync, value_name = "MODE")]
+    /// I/O engine (fio's --ioengine names work too: libaio, pvsync2).
+    #[arg(long, visible_alias = "ioengine", value_enum, default_value_t = Mode::Psync, value_name = "MODE")]
     pub mode: Mode,
 
     /// I/O pattern.
@@ -92,9 +93,17 @@ pub struct EngineArgs {
     )]
     pub iodepth_batch: u32,
 
-    /// Use O_DIRECT (the default).
-    #[arg(long, conflicts_with = "buffered")]
-    pub direct: bool,
+    /// O_DIRECT (the default); fio's --direct=0 is --buffered.
+    #[arg(
+        long,
+        conflicts_with = "buffered",
+        value_name = "0|1",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "1",
+        value_parser = clap::value_parser!(u8).range(0..=1)
+    )]
+    pub direct: Option<u8>,
 
     /// Use buffered I/O instead of O_DIRECT.
     #[arg(long)]
@@ -137,9 +146,21 @@ pub struct EngineArgs {
     )]
     pub seed: u64,
 
-    /// Print one JSON object instead of the text report.
+    /// Print one JSON object instead of the text report (the same as
+    /// --output-format=json).
     #[arg(long)]
     pub json: bool,
+
+    /// fio's spelling: json (one JSON object, whose read and write figures
+    /// carry fio 3.x's names: io_bytes, bw, iops, clat_ns with percentiles)
+    /// or normal (the text report).
+    #[arg(long, value_enum, value_name = "FORMAT", conflicts_with = "json")]
+    pub output_format: Option<OutputFormat>,
+
+    /// The latency percentiles to report, colon-separated, as fio's
+    /// --percentile-list (default: fio's, 1 to 99.99).
+    #[arg(long, value_name = "P:P:...")]
+    pub percentile_list: Option<String>,
 
     /// Create and lay out the file (of --size bytes) if it does not exist,
     /// also for read-only workloads.
@@ -212,6 +233,20 @@ pub struct EngineArgs {
     pub cmd_timeout: String,
 }
 
+/// `--output-format`, as fio spells it.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Normal,
+    Json,
+}
+
+impl EngineArgs {
+    /// Whether the report is JSON (`--json` or `--output-format=json`).
+    pub fn wants_json(&self) -> bool {
+        self.json || self.output_format == Some(OutputFormat::Json)
+    }
+}
+
 impl TryFrom<&EngineArgs> for EngineConfig {
     type Error = ConfigError;
 
@@ -239,6 +274,10 @@ impl TryFrom<&EngineArgs> for EngineConfig {
                 format!("{} is above 100 (percent)", a.rwmixread),
             ));
         }
+        let percentiles = match &a.percentile_list {
+            Some(l) => parse_percentiles(l).map_err(|m| err("--percentile-list", m))?,
+            None => FIO_PERCENTILES.to_vec(),
+        };
         let cfg = EngineConfig {
             filename: a.filename.clone(),
             mode: a.mode,
@@ -250,7 +289,7 @@ impl TryFrom<&EngineArgs> for EngineConfig {
             numjobs: a.numjobs,
             iodepth: a.iodepth,
             iodepth_batch: a.iodepth_batch,
-            direct: !a.buffered,
+            direct: !a.buffered && a.direct != Some(0),
             buffer: a.buffer,
             fixed_buffers: a.fixed_buffers,
             iovecs: a.iovecs,
@@ -268,6 +307,7 @@ impl TryFrom<&EngineArgs> for EngineConfig {
             fault: a.fault,
             allow_errors: a.allow_errors,
             cmd_timeout,
+            percentiles,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -380,6 +420,66 @@ mod tests {
         let c = parse(&["--buffered", "--bs", "1000", "--size", "3000"]).unwrap();
         assert!(!c.direct);
         assert_eq!(c.bs, 1000);
+    }
+
+    #[test]
+    fn fio_spellings_map_onto_the_engines_flags() {
+        let c = parse(&[
+            "--ioengine=libaio",
+            "--direct=1",
+            "--rw=randwrite",
+            "--bs=16k",
+            "--iodepth=8",
+            "--numjobs=2",
+            "--runtime=3",
+            "--size=1m",
+            "--percentile-list=99:99.9",
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.mode, c.rw, c.bs, c.iodepth, c.numjobs),
+            (Mode::Aio, RwKind::RandWrite, 16 << 10, 8, 2)
+        );
+        assert_eq!(
+            (c.size, c.runtime),
+            (Some(1 << 20), Some(Duration::from_secs(3)))
+        );
+        assert!(c.direct);
+        assert_eq!(c.percentiles, [99.0, 99.9]);
+        for (engine, mode) in [
+            ("io_uring", Mode::IoUring),
+            ("psync", Mode::Psync),
+            ("pvsync", Mode::Pvsync),
+            ("pvsync2", Mode::Pvsync),
+        ] {
+            assert_eq!(
+                parse(&[&format!("--ioengine={engine}")]).unwrap().mode,
+                mode
+            );
+        }
+        assert!(parse(&["--direct"]).unwrap().direct);
+        // fio's --direct=0 is buffered I/O, which the engine does with --buffered.
+        assert!(!parse(&["--direct=0"]).unwrap().direct);
+        assert_eq!(parse(&[]).unwrap().percentiles, FIO_PERCENTILES);
+        assert_eq!(flag_of(&["--percentile-list=99:200"]), "--percentile-list");
+        let cli = |a: &[&str]| Cli::try_parse_from([&["engine", "-f", "/x"], a].concat());
+        for bad in [
+            &["--direct=2"][..],
+            &["--ioengine=mmap"],
+            &["--output-format=terse"],
+        ] {
+            let e = cli(bad).err().expect("refused");
+            // --ioengine is --mode's alias: clap names the flag by its own name.
+            let flag = bad[0]
+                .split('=')
+                .next()
+                .unwrap()
+                .replace("--ioengine", "--mode");
+            assert!(e.to_string().contains(&flag), "{bad:?}: {e}");
+        }
+        assert!(cli(&["--output-format=json"]).unwrap().args.wants_json());
+        assert!(!cli(&["--output-format=normal"]).unwrap().args.wants_json());
+        assert!(cli(&["--json"]).unwrap().args.wants_json());
     }
 
     #[test]

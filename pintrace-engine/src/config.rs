@@ -14,6 +14,7 @@ pub enum Mode {
     /// pread / pwrite, one I/O at a time.
     Psync,
     /// preadv / pwritev with several iovecs of mixed sizes and alignments.
+    #[value(alias = "pvsync2")]
     Pvsync,
     /// io_uring (plain or registered fixed buffers).
     #[value(name = "io_uring", alias = "io-uring", alias = "uring")]
@@ -222,6 +223,8 @@ pub struct EngineConfig {
     pub allow_errors: bool,
     /// SCSI / NVMe command timeout.
     pub cmd_timeout: Duration,
+    /// The latency percentiles the report lists (fio's `--percentile-list`).
+    pub percentiles: Vec<f64>,
 }
 
 impl EngineConfig {
@@ -256,6 +259,7 @@ impl EngineConfig {
             fault: None,
             allow_errors: false,
             cmd_timeout: Duration::from_secs(30),
+            percentiles: crate::stats::FIO_PERCENTILES.to_vec(),
         }
     }
 

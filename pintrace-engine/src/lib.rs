@@ -41,6 +41,7 @@ mod psync;
 mod report;
 mod run;
 mod safety;
+pub mod schema;
 mod sg;
 pub mod sgio;
 pub mod size;
@@ -50,7 +51,7 @@ mod uring;
 mod uring_cmd;
 pub mod verify;
 
-pub use args::EngineArgs;
+pub use args::{EngineArgs, OutputFormat};
 pub use buffer::Arena;
 pub use buffer::SegLayout;
 pub use config::{BufferKind, ConfigError, EngineConfig, FaultKind, Mode, RwKind};
@@ -62,7 +63,7 @@ pub use report::{
 };
 pub use run::{run, run_until};
 pub use sg::SgReport;
-pub use stats::{DirReport, LatSummary};
+pub use stats::{ClatNs, DirReport, LatSummary, Percentiles};
 pub use target::{SetupIo, TargetInfo};
 
 use std::io::Write as _;
@@ -88,28 +89,38 @@ fn catch_signals() {
     }
 }
 
+/// Says why the engine cannot run, on stderr and, with JSON output, as
+/// the error object on stdout; the exit code is 2.
+fn cannot_run(args: &EngineArgs, why: &str) -> anyhow::Result<u8> {
+    eprintln!("pintrace engine: {why}");
+    if args.wants_json() {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(
+            stdout,
+            "{}",
+            schema::ErrorObject::new("engine", why).to_line()
+        )?;
+        stdout.flush()?;
+    }
+    Ok(2)
+}
+
 /// Run the engine as a command; returns the process exit code: 0 ok, 1 I/O
 /// errors or verify failures, 2 bad usage or cannot run.
 pub fn run_cli(args: &EngineArgs) -> anyhow::Result<u8> {
     let cfg = match EngineConfig::try_from(args) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("pintrace engine: {e}");
-            return Ok(2);
-        }
+        Err(e) => return cannot_run(args, &e.to_string()),
     };
     catch_signals();
     let report = match run_until(&cfg, &STOP) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("pintrace engine: {e:#}");
-            return Ok(2);
-        }
+        Err(e) => return cannot_run(args, &format!("{e:#}")),
     };
     // A write error (a reader that closed the pipe) is returned, not a
     // panic: the caller decides how quietly to end.
     let mut stdout = std::io::stdout().lock();
-    if args.json {
+    if args.wants_json() {
         writeln!(stdout, "{}", report.to_json())?;
     } else {
         write!(stdout, "{}", report.to_text())?;

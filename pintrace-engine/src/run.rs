@@ -352,9 +352,11 @@ fn run_job(
         region_size: blocks * cfg.bs,
         passes: job.passes(),
         elapsed_ms: elapsed.as_secs_f64() * 1e3,
-        read: job.read.report(elapsed),
-        write: job.write.report(elapsed),
-        verify_reads: job.verify_reads.report(job.verify_elapsed),
+        read: job.read.report_with(elapsed, &cfg.percentiles),
+        write: job.write.report_with(elapsed, &cfg.percentiles),
+        verify_reads: job
+            .verify_reads
+            .report_with(job.verify_elapsed, &cfg.percentiles),
         verified_blocks: job.verified,
         verify_failures: job.verify_failed,
         cpu: CpuReport::new(
@@ -464,9 +466,9 @@ fn build_report(
                 elapsed.as_secs_f64(),
                 read.ios + write.ios,
             ),
-            read: read.report(elapsed),
-            write: write.report(elapsed),
-            verify_reads: vr.report(velapsed),
+            read: read.report_with(elapsed, &cfg.percentiles),
+            write: write.report_with(elapsed, &cfg.percentiles),
+            verify_reads: vr.report_with(velapsed, &cfg.percentiles),
         },
         jobs: results.into_iter().map(|r| r.report).collect(),
         verify: VerifyReport {

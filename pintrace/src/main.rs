@@ -52,8 +52,58 @@ enum Command {
     BenchProbe(cmd::bench_probe::BenchProbeArgs),
 }
 
+impl Command {
+    /// The command's name and where its JSON goes (`None`: stdout), when
+    /// it writes JSON: there its error object goes when it cannot run.
+    fn json_dest(&self) -> Option<(&'static str, Option<&std::path::Path>)> {
+        match self {
+            Command::Doctor { json: true } => Some(("doctor", None)),
+            Command::Run(a) if a.json => Some(("run", a.output.as_deref())),
+            Command::Check(a) if a.json => Some(("check", None)),
+            _ => None,
+        }
+    }
+}
+
+/// Whether the command line, which did not parse, asked for JSON: the
+/// error object then goes to stdout (a `-o FILE` is not known yet).
+fn asks_for_json(args: &[std::ffi::OsString]) -> Option<&'static str> {
+    let wants = args
+        .iter()
+        .any(|a| a == "--json" || a == "--output-format=json")
+        || args
+            .windows(2)
+            .any(|w| w[0] == "--output-format" && w[1] == "json");
+    if !wants {
+        return None;
+    }
+    let names = ["doctor", "run", "top", "check", "engine"];
+    Some(
+        args.iter()
+            .skip(1)
+            .find_map(|a| names.iter().find(|n| a == **n).copied())
+            .unwrap_or("pintrace"),
+    )
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Bad arguments exit 2; --help and --version exit 0.
+            if e.exit_code() == 2 {
+                if let Some(command) = asks_for_json(&argv) {
+                    // clap's first line, without its "error: " and the usage.
+                    let text = e.render().to_string();
+                    let first = text.lines().next().unwrap_or_default();
+                    let message = first.strip_prefix("error: ").unwrap_or(first);
+                    cmd::output::write_error(None, command, message);
+                }
+            }
+            e.exit()
+        }
+    };
     let level = match cli.verbose {
         0 => log::LevelFilter::Warn,
         1 => log::LevelFilter::Info,
@@ -81,6 +131,9 @@ fn main() -> ExitCode {
             return Exit::Ok.into();
         }
         eprintln!("pintrace: error: {err:#}");
+        if let Some((command, dest)) = cli.command.json_dest() {
+            cmd::output::write_error(dest, command, &format!("{err:#}"));
+        }
         Exit::Error.into()
     })
 }

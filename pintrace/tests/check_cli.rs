@@ -146,3 +146,89 @@ fn a_scratch_device_that_is_not_a_whole_disk_is_refused() {
         "{stderr}"
     );
 }
+
+/// When the check cannot run here (no privileges, or a kernel it cannot
+/// trace: this host's), the reports are written all the same, with one
+/// erroring test case holding the reason, and `--out` is made if missing.
+#[test]
+fn reports_are_written_when_the_check_cannot_run() {
+    let doctor = pintrace().arg("doctor").output().unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if doctor.status.code() == Some(0) && root {
+        eprintln!("skipped: this kernel can trace, the check would run");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("check.xml");
+    let out_dir = dir.path().join("made/here");
+    let ktap = dir.path().join("check.ktap");
+    let out = pintrace()
+        .args(["check", "--quick", "--junit"])
+        .arg(&junit)
+        .arg("--ktap")
+        .arg(&ktap)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for xml in [junit, out_dir.join("check.xml")] {
+        let xml = std::fs::read_to_string(&xml).unwrap();
+        assert!(
+            xml.contains("<error") && xml.contains("could-not-run"),
+            "{xml}"
+        );
+    }
+    let json = std::fs::read_to_string(out_dir.join("check.json")).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["type"], "check");
+    assert_eq!(report["errors"], 1);
+    let why = report["error"].as_str().unwrap();
+    assert!(!why.is_empty() && stderr.contains(why), "{why} / {stderr}");
+    // KTAP: one failed result, the reason in the diagnostic lines before it.
+    let ktap = std::fs::read_to_string(&ktap).unwrap();
+    let lines: Vec<&str> = ktap.lines().collect();
+    assert_eq!(lines[0], "KTAP version 1", "{ktap}");
+    assert!(lines.contains(&"1..1"), "{ktap}");
+    let result = lines.iter().position(|l| *l == "not ok 1 could-not-run");
+    let result = result.unwrap_or_else(|| panic!("no result line: {ktap}"));
+    let diag: Vec<&str> = lines[..result]
+        .iter()
+        .filter_map(|l| l.strip_prefix("# "))
+        .collect();
+    let first = why.lines().next().unwrap();
+    assert!(diag.contains(&first), "{first} not in {diag:?}");
+}
+
+#[test]
+fn a_ktap_path_in_a_missing_directory_is_refused() {
+    let out = pintrace()
+        .args(["check", "--quick", "--ktap", "/nonexistent/dir/c.ktap"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--ktap") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn list_as_json() {
+    let out = pintrace()
+        .args(["check", "--list", "--json", "--scenarios", "legacy"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 16, "{text}");
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["type"], "scenario");
+        assert_eq!(v["scenario"]["family"], "legacy", "{v}");
+        assert!(v["name"].as_str().unwrap().contains('/'), "{v}");
+    }
+}

@@ -250,8 +250,40 @@ fn metrics_match_the_summary() {
     ] {
         assert_eq!(metric(&text, name), num(want), "{name}");
     }
-    let p99 = metric(&text, "pintrace_pin_lifetime_seconds{quantile=\"0.99\"}");
-    assert!((p99 * 1e6 - num(&s["pin_lifetime"]["p99_us"])).abs() < 1e-6);
+    // Pin lifetimes: a histogram (cumulative buckets, +Inf the count)
+    // that agrees with the summary's count and its p99.
+    let count = num(&s["pin_lifetime"]["count"]);
+    assert!(count > 0.0);
+    assert_eq!(metric(&text, "pintrace_pin_lifetime_seconds_count"), count);
+    assert!(metric(&text, "pintrace_pin_lifetime_seconds_sum") > 0.0);
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("pintrace_pin_lifetime_seconds_bucket{le=\""))
+        .map(|l| {
+            let (le, n) = l.split_once("\"} ").unwrap();
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap()
+            };
+            (le, n.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(buckets.len(), 9, "{text}");
+    assert!(
+        buckets
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
+        "{buckets:?}"
+    );
+    assert_eq!(buckets.last().unwrap().1, count);
+    let p99_s = num(&s["pin_lifetime"]["p99_us"]) / 1e6;
+    let at_p99 = buckets.iter().find(|(le, _)| *le >= p99_s).unwrap().1;
+    assert!(
+        at_p99 >= 0.99 * count,
+        "{at_p99} of {count} at or below {p99_s} s"
+    );
+    assert!(!text.contains("quantile="), "{text}");
     assert!(text.contains("pintrace_info{kernel=\"6.12.0-synthetic\""));
     assert_eq!(num(&s["by_kind"]["pin"]["pages"]), (20 * 256 + 2) as f64);
 }
@@ -286,5 +318,34 @@ fn a_real_capture_replays_balanced() {
     assert_eq!(
         (s["findings"].as_u64(), s["lossless"].as_bool()),
         (Some(0), Some(true))
+    );
+}
+
+/// With `--pid`, the per-kind table (every process's: the books cover
+/// them all) says it is not filtered, and the process table is.
+#[test]
+fn a_pid_filter_labels_the_per_kind_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = recording(dir.path(), 1);
+    let out = pintrace()
+        .args(["run", "--pid", "150", "--replay"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("acquired as, every process (system-wide; not filtered by pid 150):"),
+        "{text}"
+    );
+    assert!(text.contains("processes matching pid 150: 1"), "{text}");
+    let out = pintrace()
+        .args(["run", "--replay"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("system-wide") && !text.contains("matching"),
+        "{text}"
     );
 }

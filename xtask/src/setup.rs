@@ -124,11 +124,19 @@ pub fn ensure_packages(wanted: &[&str], required: &[&str]) -> Result<String> {
         println!("setup: warning: `{p}` is not in the apt index; skipping it");
     }
     if !available.is_empty() {
+        let upgraded = keep_installed(&available)?;
+        if !upgraded.is_empty() {
+            println!(
+                "setup: upgrading {} beside them, which apt would otherwise remove",
+                upgraded.join(" ")
+            );
+        }
         println!("setup: installing {} with apt-get", available.join(" "));
         let mut cmd = Command::new("apt-get");
         cmd.env("DEBIAN_FRONTEND", "noninteractive")
             .args(["-q", "install", "-y", "--no-install-recommends"])
-            .args(&available);
+            .args(&available)
+            .args(&upgraded);
         util::run(&mut cmd).map_err(|e| anyhow!("{e:#}\n  retry with: {install}"))?;
     }
     let still = missing_packages(wanted)?;
@@ -170,6 +178,46 @@ pub fn parse_dpkg_status(text: &str) -> Vec<String> {
         .filter_map(|l| l.split_once(' '))
         .filter(|(_, status)| status.trim() == "install ok installed")
         .map(|(name, _)| name.split(':').next().unwrap_or(name).to_string())
+        .collect()
+}
+
+/// Installed packages apt would remove to install `pkgs` (a newer QEMU
+/// whose common files break the machine's older qemu-utils, say): they are
+/// installed too, i.e. upgraded with the rest. Refuses when apt would still
+/// remove something, rather than take away what the machine had.
+fn keep_installed(pkgs: &[String]) -> Result<Vec<String>> {
+    let mut extra: Vec<String> = Vec::new();
+    for _ in 0..3 {
+        let mut sim = Command::new("apt-get");
+        sim.env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["-s", "-q", "install", "-y", "--no-install-recommends"])
+            .args(pkgs)
+            .args(&extra);
+        let removed = parse_removals(&util::output(&mut sim)?);
+        if removed.is_empty() {
+            return Ok(extra);
+        }
+        let new: Vec<String> = removed.into_iter().filter(|r| !extra.contains(r)).collect();
+        if new.is_empty() {
+            break;
+        }
+        extra.extend(new);
+    }
+    bail!(
+        "installing {} would remove installed package(s) {} even when upgraded with them; \
+         install by hand, choosing what to keep: apt-get install {}",
+        pkgs.join(" "),
+        extra.join(" "),
+        pkgs.join(" ")
+    )
+}
+
+/// The packages an `apt-get -s install` would remove (its `Remv NAME ...` lines).
+pub fn parse_removals(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("Remv "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
         .collect()
 }
 
@@ -385,6 +433,16 @@ mod tests {
         let t = "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)\nhost: x86_64-unknown-linux-gnu\nLLVM version: 22.1.4\n";
         assert_eq!(parse_llvm_major(t).unwrap(), 22);
         assert!(parse_llvm_major("rustc 1.0").is_err());
+    }
+
+    #[test]
+    fn removals_from_a_simulated_install() {
+        let t = "Reading package lists...\nThe following packages will be REMOVED:\n  qemu-utils\n\
+                 Remv qemu-utils [1:7.2+dfsg-7+deb12u15]\n\
+                 Inst qemu-system-common [1:7.2+dfsg-7+deb12u15] (1:7.2+dfsg-7+deb12u18 Debian:12)\n\
+                 Conf qemu-system-common (1:7.2+dfsg-7+deb12u18 Debian:12)\n";
+        assert_eq!(parse_removals(t), ["qemu-utils"]);
+        assert!(parse_removals("Inst fio (3.33-3 Debian:12)\nConf fio (3.33-3)\n").is_empty());
     }
 
     #[test]

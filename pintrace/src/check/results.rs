@@ -113,6 +113,9 @@ pub struct CheckReport {
     pub skipped: usize,
     pub errors: usize,
     pub duration_s: f64,
+    /// Why the check could not run at all (exit 2), when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl CheckReport {
@@ -129,7 +132,17 @@ impl CheckReport {
             skipped: 0,
             errors: 0,
             duration_s: 0.0,
+            error: None,
         }
+    }
+
+    /// The report of a check that could not run: its reason, no scenario.
+    pub fn could_not_run(quick: bool, why: String) -> CheckReport {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut r = CheckReport::new(release.trim().to_owned(), "none".into(), quick);
+        r.errors = 1;
+        r.error = Some(why);
+        r
     }
 
     pub fn push(&mut self, r: ScenarioResult) {

@@ -18,9 +18,9 @@ use crate::{
     stream::pipeline::Pipeline,
     trace::plan::Preference,
     trace::session::{monotonic_ns, Session, SessionOptions},
-    views::{check as table, junit},
+    views::{check as table, junit, ktap},
 };
-use anyhow::{Context as _, Result};
+use anyhow::{anyhow, Context as _, Result};
 use clap::Args;
 use pintrace_engine::BufferKind;
 use std::{
@@ -49,6 +49,7 @@ Exit status: 0 all passed; 1 a scenario failed or a finding fails the run; 2 cou
 Examples:
   pintrace check --quick
   pintrace check --scenarios 'ext4/*,*/aio/*' --junit check.xml
+  pintrace check --quick --ktap check.ktap
   pintrace check --scenarios sg,fault --scratch-device /dev/sdb
   pintrace check --list")]
 pub struct CheckArgs {
@@ -60,7 +61,8 @@ pub struct CheckArgs {
     /// ext4 and FUSE.
     #[arg(long)]
     pub quick: bool,
-    /// List the selected scenarios and exit.
+    /// List the selected scenarios and exit (with --json: one object per
+    /// line, `"type": "scenario"`).
     #[arg(long)]
     pub list: bool,
     /// Print the report as one JSON object (`"type": "check"`); progress
@@ -70,8 +72,14 @@ pub struct CheckArgs {
     /// Also write a JUnit XML report to FILE (one test case per scenario).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
-    /// Also write the reports to DIR: check.json (as `--json` prints it) and
-    /// check.xml (JUnit), each replaced whole when the check ends.
+    /// Also write a KTAP version 1 report to FILE (the kernel selftests'
+    /// format: `ok N name`, `not ok N name` after `#` lines saying why,
+    /// `ok N name # SKIP reason`); written also when check cannot run.
+    #[arg(long, value_name = "FILE")]
+    pub ktap: Option<PathBuf>,
+    /// Also write the reports to DIR (made if missing): check.json (as
+    /// `--json` prints it) and check.xml (JUnit), each replaced whole when
+    /// the check ends.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Where loop device images, mount points and scratch files go
@@ -105,49 +113,82 @@ fn privileges_missing() -> Option<String> {
 }
 
 pub fn run(args: &CheckArgs, verbose: bool) -> Result<Exit> {
-    let selected = match select(args.quick, args.scenarios.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("pintrace check: {e}");
-            return Ok(Exit::Error);
-        }
-    };
+    // Errors go back to `main`, which says them on stderr and, with
+    // --json, as the error object on stdout.
+    let selected = select(args.quick, args.scenarios.as_deref()).map_err(|e| anyhow!("{e}"))?;
     if args.list {
         let mut out = Output::stdout();
         for s in &selected {
-            out.line(&s.to_string())?;
+            if args.json {
+                out.json(&serde_json::json!({
+                    "type": "scenario",
+                    "name": s.to_string(),
+                    "scenario": s,
+                }))?;
+            } else {
+                out.line(&s.to_string())?;
+            }
         }
         return Ok(Exit::Ok);
     }
-    let devices = match devices::scratch_devices(&args.scratch_device) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("pintrace check: {e:#}");
-            return Ok(Exit::Error);
-        }
-    };
+    let devices = devices::scratch_devices(&args.scratch_device)?;
     // Report destinations are checked before anything is set up.
     let junit = args
         .junit
         .as_deref()
         .map(|j| report_file::check_writable("--junit", j));
+    let ktap = args
+        .ktap
+        .as_deref()
+        .map(|k| report_file::check_writable("--ktap", k));
     let out = args
         .out
         .as_deref()
         .map(|d| report_file::check_dir_writable("--out", d));
-    if let Some(Err(e)) = junit.into_iter().chain(out).find(Result::is_err) {
-        eprintln!("pintrace check: {e}");
-        return Ok(Exit::Error);
+    if let Some(Err(e)) = junit
+        .into_iter()
+        .chain(ktap)
+        .chain(out)
+        .find(Result::is_err)
+    {
+        return Err(e);
     }
-    if let Some(why) = privileges_missing() {
-        eprintln!("pintrace check: {why}");
-        return Ok(Exit::Error);
+    let result = match privileges_missing() {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the event loop")
+            .and_then(|rt| rt.block_on(run_async(args, selected, &devices, verbose))),
+    };
+    match result {
+        Err(e) if !super::output::is_broken_pipe(&e) => {
+            // The report files are written also now: a CI's report step
+            // then shows the reason, not an empty file.
+            let why = format!("{e:#}");
+            write_reports(args, &CheckReport::could_not_run(args.quick, why))?;
+            Err(e)
+        }
+        r => r,
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the event loop")?;
-    rt.block_on(run_async(args, selected, &devices, verbose))
+}
+
+/// Writes `--junit FILE`, `--ktap FILE` and `--out DIR`'s reports, when
+/// asked.
+fn write_reports(args: &CheckArgs, report: &CheckReport) -> Result<()> {
+    if let Some(path) = &args.junit {
+        report_file::write_atomic("--junit", path, junit::render(report)?.as_bytes())?;
+    }
+    if let Some(path) = &args.ktap {
+        report_file::write_atomic("--ktap", path, ktap::render(report).as_bytes())?;
+    }
+    if let Some(dir) = &args.out {
+        let json = serde_json::to_string(&pintrace_engine::schema::versioned(report))? + "\n";
+        report_file::write_atomic("--out", &dir.join("check.json"), json.as_bytes())?;
+        let xml = junit::render(report)?;
+        report_file::write_atomic("--out", &dir.join("check.xml"), xml.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// The work directory, removed when dropped.
@@ -350,15 +391,7 @@ async fn run_async(
     } else {
         out.text(&table::footer(&report))?;
     }
-    if let Some(path) = &args.junit {
-        report_file::write_atomic("--junit", path, junit::render(&report)?.as_bytes())?;
-    }
-    if let Some(dir) = &args.out {
-        let json = serde_json::to_string(&report)? + "\n";
-        report_file::write_atomic("--out", &dir.join("check.json"), json.as_bytes())?;
-        let xml = junit::render(&report)?;
-        report_file::write_atomic("--out", &dir.join("check.xml"), xml.as_bytes())?;
-    }
+    write_reports(args, &report)?;
     Ok(report.exit_code())
 }
 

@@ -5,6 +5,7 @@
 //! ([`is_broken_pipe`]), as ripgrep and fd do.
 
 use anyhow::{Context as _, Result};
+use pintrace_engine::schema::{versioned, ErrorObject};
 use serde::Serialize;
 use std::{
     fs::File,
@@ -52,10 +53,33 @@ impl Output {
         self.inner.flush()
     }
 
-    /// Writes `value` as one line of JSON.
+    /// Writes `value` as one line of JSON, with the schema version: every
+    /// JSON line pintrace writes goes through here.
     pub fn json<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        Ok(self.line(&serde_json::to_string(value)?)?)
+        Ok(self.line(&serde_json::to_string(&versioned(value))?)?)
     }
+}
+
+/// Where a command's JSON goes: `None` for stdout, or the file it names.
+pub type JsonDest<'a> = Option<&'a Path>;
+
+/// Writes the error object of `command`, which cannot run, where its JSON
+/// goes: stdout, or appended to the file (after what was written before
+/// the error, or alone when the error came first). A failure to write it
+/// is ignored: the message is on stderr already.
+pub fn write_error(dest: JsonDest<'_>, command: &str, message: &str) {
+    let line = ErrorObject::new(command, message).to_line() + "\n";
+    let _ = match dest {
+        None => {
+            let mut out = io::stdout().lock();
+            out.write_all(line.as_bytes()).and_then(|()| out.flush())
+        }
+        Some(path) => std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(line.as_bytes())),
+    };
 }
 
 /// Whether `err` comes from writing to a pipe whose reader is gone.

@@ -47,15 +47,14 @@ pub fn check_writable(flag: &str, path: &Path) -> Result<()> {
         })
 }
 
-/// Checks that `dir` (given with `flag`) is an existing directory where
-/// report files can be created.
+/// Makes `dir` (given with `flag`) when it does not exist yet, and checks
+/// that report files can be created in it.
 pub fn check_dir_writable(flag: &str, dir: &Path) -> Result<()> {
-    if !dir.is_dir() {
-        return Err(anyhow!(
-            "{flag} {}: not an existing directory",
-            dir.display()
-        ));
+    if dir.exists() && !dir.is_dir() {
+        return Err(anyhow!("{flag} {}: not a directory", dir.display()));
     }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow!("{flag} {}: cannot create it: {e}", dir.display()))?;
     tempfile::Builder::new()
         .prefix(".pintrace-probe-")
         .tempfile_in(dir)
@@ -148,10 +147,13 @@ mod tests {
             assert!(e.starts_with("--record") && e.contains(needle), "{e}");
         }
         check_dir_writable("--out", dir.path()).unwrap();
-        let e = check_dir_writable("--out", &dir.path().join("nope"))
+        check_dir_writable("--out", &dir.path().join("new/sub")).unwrap();
+        assert!(dir.path().join("new/sub").is_dir(), "made when missing");
+        std::fs::write(dir.path().join("plain"), "x").unwrap();
+        let e = check_dir_writable("--out", &dir.path().join("plain"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("--out") && e.contains("nope"), "{e}");
+        assert!(e.contains("--out") && e.contains("not a directory"), "{e}");
         // A directory that takes no new file (not testable as root, who
         // writes anywhere; /proc takes no regular file even from root).
         let e = check_writable("--junit", Path::new("/proc/pintrace.xml"))

@@ -223,6 +223,7 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
             .retain(|p| filter.matches(p.tgid, Some(&p.comm)));
         summary.findings = out.reported;
         summary.failures = out.failures;
+        summary.filter = Some(filter_label(&args.pid, &args.comm));
     }
     if let (Some(before), Some(after)) = (vm_before, vmstat::read()) {
         summary.vmstat = Some(VmstatCheck {
@@ -250,8 +251,9 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
         linger(d).await?;
     }
     if let Some(damage) = source.damage() {
-        eprintln!("pintrace: error: {damage} (the summary above covers the records before it)");
-        return Ok(Exit::Error);
+        return Err(anyhow::anyhow!(
+            "{damage} (the summary above covers the records before it)"
+        ));
     }
     if let Some(w) = &workload {
         w.report_failure();
@@ -262,6 +264,19 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
         Exit::Ok
     };
     Ok(verdict.with_workload(workload.as_ref().map(Workload::shell_code)))
+}
+
+/// `--pid`/`--comm` as the summary names them: `pid 42, 43, comm dd`.
+fn filter_label(pids: &[u32], comms: &[String]) -> String {
+    let mut parts = Vec::new();
+    if !pids.is_empty() {
+        let p: Vec<String> = pids.iter().map(u32::to_string).collect();
+        parts.push(format!("pid {}", p.join(", ")));
+    }
+    if !comms.is_empty() {
+        parts.push(format!("comm {}", comms.join(", ")));
+    }
+    parts.join(", ")
 }
 
 /// Keeps the process (and the metrics thread) up for `d`, or until

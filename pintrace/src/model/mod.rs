@@ -137,7 +137,29 @@ pub struct LifetimeSummary {
     pub p90_us: f64,
     pub p99_us: f64,
     pub max_us: f64,
+    /// For the Prometheus histogram: releases per bucket of
+    /// [`LIFETIME_BUCKETS_NS`] (up to and including its bound, above the
+    /// one before), and the sum of the lifetimes in seconds (from the
+    /// histogram, to its 3 significant digits). The JSON keeps the
+    /// quantiles above.
+    #[serde(skip)]
+    pub buckets: [u64; LIFETIME_BUCKETS_NS.len()],
+    #[serde(skip)]
+    pub sum_s: f64,
 }
+
+/// Upper bounds of the lifetime histogram's buckets, in nanoseconds: the
+/// decades from 1 us to 10 s (the `+Inf` bucket is the count).
+pub const LIFETIME_BUCKETS_NS: [u64; 8] = [
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+    SEC,
+    10 * SEC,
+];
 
 /// The histogram's decades for the dashboard: label and count.
 pub const DECADES: [(&str, u64, u64); 7] = [
@@ -305,12 +327,23 @@ impl Model {
     pub fn lifetime_summary(&self) -> LifetimeSummary {
         let h = &self.lifetimes;
         let us = |ns: u64| ns as f64 / 1000.0;
+        let mut buckets = [0; LIFETIME_BUCKETS_NS.len()];
+        let mut sum_ns = 0.0;
+        for v in h.iter_recorded() {
+            let (ns, n) = (v.value_iterated_to(), v.count_since_last_iteration());
+            sum_ns += h.median_equivalent(ns) as f64 * n as f64;
+            if let Some(i) = LIFETIME_BUCKETS_NS.iter().position(|&le| ns <= le) {
+                buckets[i] += n;
+            }
+        }
         LifetimeSummary {
             count: h.len(),
             p50_us: us(h.value_at_quantile(0.5)),
             p90_us: us(h.value_at_quantile(0.9)),
             p99_us: us(h.value_at_quantile(0.99)),
             max_us: us(h.max()),
+            buckets,
+            sum_s: sum_ns / 1e9,
         }
     }
 

@@ -97,6 +97,24 @@ pub struct Session {
     symbols: KernelSymbolizer,
 }
 
+/// The way out for `command` on a kernel it cannot trace. The installed
+/// binary has no xtask: the QEMU harness is named as the repository's.
+fn no_plan_advice(command: &str) -> String {
+    if command == "check" {
+        "pintrace check judges the running kernel, so run it on one that has them; from a \
+         checkout of pintrace's repository, `cargo xtask check-kernel` boots a Debian kernel \
+         that has them (or a kernel of yours: --kernel PATH) in QEMU and runs the check there"
+            .into()
+    } else {
+        format!(
+            "Run it on a kernel that has them (from a checkout of pintrace's repository, \
+             `cargo xtask vm -- pintrace {command} ...` runs it in QEMU on one); here, \
+             `pintrace run --vmstat-only` still checks the balance of the kernel's own pin \
+             counters"
+        )
+    }
+}
+
 impl Session {
     /// Detects, loads, plans and attaches. Must be called inside a tokio
     /// runtime with I/O enabled.
@@ -115,7 +133,9 @@ impl Session {
             rq_records: opts.rq_records,
         };
         let mut s = Startup::run(opts.attach, &settings)?;
-        let mut plan = s.plan.map_err(anyhow::Error::new)?;
+        let mut plan = s
+            .plan
+            .map_err(|e| anyhow::anyhow!("{e}\n{}", no_plan_advice(command)))?;
         if !opts.bios {
             plan.leave_bios_off("--no-bio");
         }
@@ -284,5 +304,19 @@ mod tests {
                 "pinzoo_ioctl+0x6ab"
             ]
         );
+    }
+
+    #[test]
+    fn check_on_a_kernel_it_cannot_trace_points_at_check_kernel_not_at_vm() {
+        let check = no_plan_advice("check");
+        assert!(check.contains("cargo xtask check-kernel"), "{check}");
+        assert!(check.contains("repository"), "{check}");
+        assert!(
+            !check.contains("xtask vm") && !check.contains("vmstat-only"),
+            "{check}"
+        );
+        let run = no_plan_advice("run");
+        assert!(run.contains("cargo xtask vm -- pintrace run"), "{run}");
+        assert!(run.contains("--vmstat-only"), "{run}");
     }
 }

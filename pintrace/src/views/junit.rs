@@ -94,6 +94,15 @@ pub fn render(report: &CheckReport) -> Result<String> {
         case.set_classname("pintrace.check");
         suite.add_test_case(case);
     }
+    if let Some(why) = &report.error {
+        // A CI's report step has a test case to show, and the reason in it.
+        let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
+        s.set_message(why.clone());
+        s.set_type("could-not-run");
+        let mut case = TestCase::new("could-not-run", s);
+        case.set_classname("pintrace.check");
+        suite.add_test_case(case);
+    }
     let mut junit = Report::new("pintrace check");
     junit.set_time(Duration::from_secs_f64(report.duration_s));
     junit.add_test_suite(suite);

@@ -3,17 +3,47 @@
 //! Updating is pure (the summary in, atomics out); [`serve`] runs a small
 //! HTTP server on its own thread that encodes them on each scrape.
 
-use crate::{ledger::Kind, views::summary::Summary};
+use crate::{ledger::Kind, model::LIFETIME_BUCKETS_NS, views::summary::Summary};
 use anyhow::{bail, Context as _, Result};
 use prometheus_client::{
-    encoding::text::encode,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    encoding::{text::encode, EncodeMetric, MetricEncoder, NoLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, MetricType, TypedMetric},
     registry::Registry,
 };
 use std::{
     net::{SocketAddr, ToSocketAddrs},
-    sync::{atomic::AtomicU64, Arc},
+    sync::{atomic::AtomicU64, Arc, Mutex},
 };
+
+/// A histogram set whole from the summary on each update (sum, count and
+/// the count in each bucket, `+Inf` last), where prometheus-client's own
+/// only observes one value at a time: the summary already holds them all.
+#[derive(Clone, Debug, Default)]
+struct SetHistogram(Arc<Mutex<HistogramValues>>);
+
+/// Sum, count, and (upper bound, count) per bucket.
+type HistogramValues = (f64, u64, Vec<(f64, u64)>);
+
+impl SetHistogram {
+    fn set(&self, sum: f64, count: u64, buckets: Vec<(f64, u64)>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = (sum, count, buckets);
+    }
+}
+
+impl TypedMetric for SetHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for SetHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let (sum, count, buckets) = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
 
 type Labels = Vec<(&'static str, String)>;
 type Counters = Family<Labels, Counter>;
@@ -38,7 +68,7 @@ pub struct Metrics {
     block_requests: Counter,
     block_errors: Counter,
     lifetimes: Counter,
-    lifetime_quantiles: Family<Labels, FloatGauge>,
+    lifetime_histogram: SetHistogram,
     uptime: FloatGauge,
     stacks: Counters,
 }
@@ -96,7 +126,7 @@ pub const NAMES: [(&str, &str); 19] = [
     ),
     (
         "pintrace_pin_lifetime_seconds",
-        "Pin lifetime (acquire to release) quantiles",
+        "Pin lifetime (acquire to release), a histogram of decades from 1 us to 10 s",
     ),
     (
         "pintrace_uptime_seconds",
@@ -155,7 +185,7 @@ impl Metrics {
             block_requests: Counter::default(),
             block_errors: Counter::default(),
             lifetimes: Counter::default(),
-            lifetime_quantiles: Family::default(),
+            lifetime_histogram: SetHistogram::default(),
             uptime: FloatGauge::default(),
         };
         let mut r = Registry::default();
@@ -193,7 +223,7 @@ impl Metrics {
         let (n, h) = help(15);
         r.register(n, h, m.lifetimes.clone());
         let (n, h) = help(16);
-        r.register(n, h, m.lifetime_quantiles.clone());
+        r.register(n, h, m.lifetime_histogram.clone());
         let (n, h) = help(17);
         r.register(n, h, m.uptime.clone());
         let (n, h) = help(18);
@@ -257,16 +287,18 @@ impl Metrics {
         set(&self.block_errors, s.completions.errors);
         let l = &s.pin_lifetime;
         set(&self.lifetimes, l.count);
-        for (q, us) in [
-            ("0.5", l.p50_us),
-            ("0.9", l.p90_us),
-            ("0.99", l.p99_us),
-            ("1", l.max_us),
-        ] {
-            self.lifetime_quantiles
-                .get_or_create(&vec![("quantile", q.to_owned())])
-                .set(us / 1e6);
-        }
+        // Per bucket, not cumulative: the encoder adds them up; the last,
+        // f64::MAX, is written as +Inf and holds what lies beyond 10 s.
+        let mut buckets: Vec<(f64, u64)> = LIFETIME_BUCKETS_NS
+            .iter()
+            .zip(l.buckets)
+            .map(|(&le, n)| (le as f64 / 1e9, n))
+            .collect();
+        buckets.push((
+            f64::MAX,
+            l.count - l.buckets.iter().sum::<u64>().min(l.count),
+        ));
+        self.lifetime_histogram.set(l.sum_s, l.count, buckets);
         self.uptime.set(s.duration_s);
     }
 
@@ -352,6 +384,10 @@ mod tests {
         s.findings = 3;
         s.pin_lifetime.count = 2000;
         s.pin_lifetime.p50_us = 250.0;
+        // 1500 at up to 1 ms, 480 more at up to 10 ms, 20 beyond 10 s.
+        s.pin_lifetime.buckets[3] = 1500;
+        s.pin_lifetime.buckets[4] = 480;
+        s.pin_lifetime.sum_s = 250.5;
         s.stacks.sampled_out = 7;
         let m = Metrics::new();
         m.update(&s, "live");
@@ -363,12 +399,21 @@ mod tests {
             "pintrace_findings_total 3",
             "pintrace_events_lost_total{cause=\"ringbuf_full\"} 4",
             "pintrace_decode_errors_total 1",
-            "pintrace_pin_lifetime_seconds{quantile=\"0.5\"} 0.00025",
+            "# TYPE pintrace_pin_lifetime_seconds histogram",
+            "pintrace_pin_lifetime_seconds_sum 250.5",
+            "pintrace_pin_lifetime_seconds_count 2000",
+            "pintrace_pin_lifetime_seconds_bucket{le=\"0.000001\"} 0",
+            "pintrace_pin_lifetime_seconds_bucket{le=\"0.0001\"} 0",
+            "pintrace_pin_lifetime_seconds_bucket{le=\"0.001\"} 1500",
+            "pintrace_pin_lifetime_seconds_bucket{le=\"0.01\"} 1980",
+            "pintrace_pin_lifetime_seconds_bucket{le=\"10.0\"} 1980",
+            "pintrace_pin_lifetime_seconds_bucket{le=\"+Inf\"} 2000",
             "pintrace_uptime_seconds 2.5",
             "pintrace_stacks_total{outcome=\"sampled_out\"} 7",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }
+        assert!(!text.contains("quantile"), "no quantile gauges:\n{text}");
         for (name, _) in NAMES {
             assert!(text.contains(&format!("# HELP {name}")), "{name}");
         }

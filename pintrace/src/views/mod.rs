@@ -6,6 +6,7 @@ pub mod doctor;
 pub mod events;
 pub mod findings;
 pub mod junit;
+pub mod ktap;
 pub mod metrics;
 pub mod summary;
 pub mod top;

@@ -119,6 +119,12 @@ pub struct Summary {
     /// vmstat delta plus these.
     pub added_pins: u64,
     pub stacks: StackCounts,
+    /// `--pid` / `--comm` given (`"pid 42, comm dd"`): `processes` and
+    /// the findings are those processes' only, while `by_kind`,
+    /// `released`, `outstanding`, `leaks` and `mismatches` stay
+    /// system-wide (the books cover every process).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
     pub workload: Option<Workload>,
     /// The agent's own CPU time and memory (live runs).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -161,6 +167,7 @@ impl Summary {
             vmstat: None,
             added_pins: tally.added_pins,
             stacks: tally.stacks,
+            filter: None,
             workload: None,
             agent: None,
         }
@@ -190,6 +197,24 @@ mod tests {
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["type"], "summary");
         assert_eq!(json["by_kind"]["pin"]["pages"], 0);
+    }
+
+    #[test]
+    fn a_filtered_run_labels_the_system_wide_table() {
+        let t = Tally::new(FollFlags::FROM_6_3);
+        let mut s = Summary::new(&t, "6.12".into(), "p".into(), 1.0, BTreeMap::new(), 0);
+        let text = render(&s);
+        assert!(
+            text.contains("\nacquired as") && !text.contains("system-wide"),
+            "{text}"
+        );
+        s.filter = Some("pid 42".into());
+        let text = render(&s);
+        assert!(
+            text.contains("acquired as, every process (system-wide; not filtered by pid 42)"),
+            "{text}"
+        );
+        assert_eq!(serde_json::to_value(&s).unwrap()["filter"], "pid 42");
     }
 
     #[test]

@@ -8,10 +8,26 @@ pub fn render(s: &Summary) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "pintrace on {} ({:.2} s)", s.kernel, s.duration_s);
     let _ = writeln!(o, "plan: {}", s.plan);
+    // With --pid/--comm the per-kind figures are still every process's
+    // (releases run in whatever context completes the I/O): say so.
+    if let Some(f) = &s.filter {
+        let _ = writeln!(
+            o,
+            "\nacquired as, every process (system-wide; not filtered by {f}):"
+        );
+    }
     let _ = writeln!(
         o,
-        "\n{:<22} {:>8} {:>10} {:>10} {:>11} {:>6} {:>10} {:>7}",
-        "acquired as", "calls", "pages", "released", "outstanding", "leaks", "mismatches", "failed"
+        "{}{:<22} {:>8} {:>10} {:>10} {:>11} {:>6} {:>10} {:>7}",
+        if s.filter.is_some() { "" } else { "\n" },
+        "acquired as",
+        "calls",
+        "pages",
+        "released",
+        "outstanding",
+        "leaks",
+        "mismatches",
+        "failed"
     );
     let n = |m: &BTreeMap<Kind, u64>, k: &Kind| m.get(k).copied().unwrap_or(0);
     for (kind, c) in &s.by_kind {
@@ -28,11 +44,19 @@ pub fn render(s: &Summary) -> String {
             c.failed_calls
         );
     }
+    if let Some(f) = &s.filter {
+        let _ = writeln!(o, "\nprocesses matching {f}: {}", s.processes.len());
+    }
     if !s.processes.is_empty() {
         let _ = writeln!(
             o,
-            "\n{:>8} {:<16} {:>12} {:>12} {:>12}",
-            "tgid", "comm", "pin", "longterm", "get"
+            "{}{:>8} {:<16} {:>12} {:>12} {:>12}",
+            if s.filter.is_some() { "" } else { "\n" },
+            "tgid",
+            "comm",
+            "pin",
+            "longterm",
+            "get"
         );
         for p in &s.processes {
             let pages = |k| p.by_kind.get(&k).map(|c: &Counts| c.pages).unwrap_or(0);
