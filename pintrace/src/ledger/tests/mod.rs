@@ -147,7 +147,10 @@ fn a_release_from_an_interrupt_goes_to_the_live_owner_not_a_reported_leak() {
     // third task (tgid 30). 20's pin is released; 10's stays its leak.
     let mut s = Stream::new(LedgerConfig::default());
     s.pin(10, &[folio(5)]);
-    s.feed(Event::Exit { tgid: 10, ts_ns: s.ts });
+    s.feed(Event::Exit {
+        tgid: 10,
+        ts_ns: s.ts,
+    });
     s.ts += 10_000 * MS;
     s.ledger.tick(s.ts, &mut s.findings);
     assert_eq!(s.kinds(), vec![FindingKind::LeakOwnerExited]);
@@ -155,10 +158,17 @@ fn a_release_from_an_interrupt_goes_to_the_live_owner_not_a_reported_leak() {
     s.unpin_in(30, 31, folio(5));
     let held: Vec<(u32, u64)> = s.ledger.holders().map(|h| (h.tgid, h.refs)).collect();
     assert_eq!(held, [(10, 1)]);
-    s.feed(Event::Exit { tgid: 20, ts_ns: s.ts });
+    s.feed(Event::Exit {
+        tgid: 20,
+        ts_ns: s.ts,
+    });
     s.ts += 10_000 * MS;
     s.ledger.tick(s.ts, &mut s.findings);
-    assert_eq!(s.kinds(), vec![FindingKind::LeakOwnerExited], "no new leak for 20");
+    assert_eq!(
+        s.kinds(),
+        vec![FindingKind::LeakOwnerExited],
+        "no new leak for 20"
+    );
 }
 
 #[test]
