@@ -67,29 +67,21 @@ impl Stream {
 
     /// One pin's unpin of a small folio by thread `tid` of `tgid`.
     fn unpin_in(&mut self, tgid: u32, tid: u32, folio: u64) {
+        self.release(tgid, tid, folio, 1, 2049, false);
+    }
+
+    /// An unpin from an interrupt of an unrelated task (tgid 77).
+    fn unpin(&mut self, folio: u64, refs: i32, refcount: i32, large: bool) {
+        self.release(77, 77, folio, refs, refcount, large);
+    }
+
+    fn release(&mut self, tgid: u32, tid: u32, folio: u64, refs: i32, refcount: i32, large: bool) {
         self.ts += MS;
         self.feed(Event::Release(Release {
             site: Site::GupPutFolio,
             ts_ns: self.ts,
             tgid,
             tid,
-            folio,
-            refs: 1,
-            gup_flags: F.pin,
-            refcount: 2049,
-            stack_id: 2,
-            large: false,
-            comm: Comm(*b"engine\0\0\0\0\0\0\0\0\0\0"),
-        }));
-    }
-
-    fn unpin(&mut self, folio: u64, refs: i32, refcount: i32, large: bool) {
-        self.ts += MS;
-        self.feed(Event::Release(Release {
-            site: Site::GupPutFolio,
-            ts_ns: self.ts,
-            tgid: 77,
-            tid: 77,
             folio,
             refs,
             gup_flags: F.pin,
