@@ -428,9 +428,12 @@ pub enum Counter {
     RqRequests = 8,
     RqSectors = 9,
     RqErrors = 10,
+    /// With `-p`, a pin a watched process took could not be remembered
+    /// (map full): its release from another context would go unseen.
+    FilterFull = 11,
 }
 
-pub const COUNTER_SLOTS: u32 = 11;
+pub const COUNTER_SLOTS: u32 = 12;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_SLOTS as usize] = [
@@ -445,6 +448,7 @@ impl Counter {
         Counter::RqRequests,
         Counter::RqSectors,
         Counter::RqErrors,
+        Counter::FilterFull,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -460,6 +464,7 @@ impl Counter {
             Counter::RqRequests => "rq_requests",
             Counter::RqSectors => "rq_sectors",
             Counter::RqErrors => "rq_errors",
+            Counter::FilterFull => "filter_full",
         }
     }
 
@@ -725,6 +730,19 @@ pub const GLOBAL_FOLL_PIN: &str = "FOLL_PIN";
 /// 1: `block:block_rq_complete` sends a record per request (for `--events`
 /// and `--record`); 0: it only counts them per CPU ([`Counter::RqRequests`]).
 pub const GLOBAL_RQ_RECORDS: &str = "RQ_RECORDS";
+/// 1: only the processes in [`FILTER_TGIDS_MAP`] are watched (`run -p`):
+/// their acquires, bios and exits, and the releases of the pins they took,
+/// counted per folio in [`FILTER_FOLIOS_MAP`].
+pub const GLOBAL_FILTER: &str = "FILTER";
+/// Name of the hash map of watched thread-group ids (value unused).
+pub const FILTER_TGIDS_MAP: &str = "FILTER_TGIDS";
+/// Processes `-p` can name.
+pub const FILTER_MAX_TGIDS: u32 = 64;
+/// Name of the hash map of the pins watched processes hold, by folio.
+pub const FILTER_FOLIOS_MAP: &str = "FILTER_FOLIOS";
+/// Folios [`FILTER_FOLIOS_MAP`] can hold at once (256 MiB of small pages
+/// pinned at the same time); beyond, [`Counter::FilterFull`] counts them.
+pub const FILTER_MAX_FOLIOS: u32 = 65536;
 /// Name of the per-CPU array of when each CPU last took a stack: for the
 /// acquires, then for the releases, [`STACK_CLOCK_SLOTS`] [`StackClock`]
 /// slots each, hashed by (process, site).

@@ -5,8 +5,9 @@
 use core::ffi::c_void;
 
 use crate::{
+    filter,
     kernel::{folio_of, func_arg, func_ret, now_ns, read_u64},
-    maps::{global, ENTRY_ARGS, EVENTS, FOLIO_REFCOUNT_OFF},
+    maps::{global, ENTRY_ARGS, EVENTS, FOLIO_REFCOUNT_OFF, FOLL_PIN},
     ring::{bump, wakeup},
     stacks::{forget_released, sampling, stack_id},
 };
@@ -29,6 +30,8 @@ struct FolioLoop {
     pages: u64,
     n: u64,
     site: u32,
+    /// 1: count each folio's pin for `-p` (see [`filter::pinned`]).
+    track: u32,
 }
 
 /// Emits the folios of the first `n` pages of a `struct page **` array, in
@@ -39,7 +42,7 @@ struct FolioLoop {
 /// took 6.1's verifier to its complexity limit (tens of seconds under TCG,
 /// then E2BIG, depending on the code around it).
 #[inline(always)]
-fn emit_folios(site: Site, pid_tgid: u64, ts_ns: u64, pages: u64, n: i64) {
+fn emit_folios(site: Site, pid_tgid: u64, ts_ns: u64, pages: u64, n: i64, track: bool) {
     if pages == 0 || n <= 0 {
         return;
     }
@@ -53,6 +56,7 @@ fn emit_folios(site: Site, pid_tgid: u64, ts_ns: u64, pages: u64, n: i64) {
         pages,
         n,
         site: site as u32,
+        track: track as u32,
     };
     // SAFETY: `folio_batch` has bpf_loop's callback signature; `state` lives
     // on this stack for the whole loop.
@@ -83,6 +87,7 @@ unsafe fn fill_batch(
     ts_ns: u64,
     pid_tgid: u64,
     site: u32,
+    track: bool,
 ) {
     let sampling = sampling();
     // Kernel reads only for the pages the call grabbed: three per page are
@@ -108,6 +113,9 @@ unsafe fn fill_batch(
         let entry = folio | (below1 * FOLIO_BELOW_1_PIN) | (below2 * FOLIO_BELOW_2_PINS);
         if sampling && folio != 0 {
             forget_released(folio);
+        }
+        if track {
+            filter::pinned(folio, 1);
         }
         // SAFETY: `out` is a reserved record; j is below the array length.
         unsafe { (*out).folios[j] = entry };
@@ -155,6 +163,7 @@ extern "C" fn folio_batch(chunk: u64, ctx: *mut c_void) -> i64 {
             state.ts_ns,
             state.pid_tgid,
             state.site,
+            state.track != 0,
         )
     };
     rec.submit(wakeup());
@@ -193,6 +202,8 @@ pub(crate) fn emit_acquire<C: StackIdContext>(ctx: &C, site: Site, args: &EntryA
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
     let key = pid_tgid >> 32 << 32 | site as u64;
+    let pin = global(&FOLL_PIN) as u32;
+    let track = filter::active() && pin != 0 && args.gup_flags & pin != 0;
     // One batch (most Direct I/O calls): the call and its folios in one
     // record.
     if batches == 1 && args.pages != 0 {
@@ -214,6 +225,7 @@ pub(crate) fn emit_acquire<C: StackIdContext>(ctx: &C, site: Site, args: &EntryA
                 args.ts_ns,
                 pid_tgid,
                 site as u32,
+                track,
             );
         }
         rec.submit(wakeup());
@@ -228,7 +240,7 @@ pub(crate) fn emit_acquire<C: StackIdContext>(ctx: &C, site: Site, args: &EntryA
     entry.write(acquire(TAG_ACQUIRE, stack_id));
     entry.submit(wakeup());
     bump(Counter::Submitted);
-    emit_folios(site, pid_tgid, args.ts_ns, args.pages, ret);
+    emit_folios(site, pid_tgid, args.ts_ns, args.pages, ret, track);
 }
 
 /// `(start, nr_pages, ...)` from argument `first` on: 0 for the local
@@ -242,6 +254,9 @@ pub(crate) fn acquire_fexit(
     order: (u32, u32),
     long_ret: bool,
 ) -> u32 {
+    if !filter::current_watched() {
+        return 0;
+    }
     let args = EntryArgs {
         start: func_arg(ctx, first),
         nr_pages: func_arg(ctx, first + 1) as i32,
@@ -262,6 +277,9 @@ pub(crate) fn acquire_fexit(
 /// Parks the arguments (as [`acquire_fexit`] reads them) for the kretprobe.
 #[inline(always)]
 pub(crate) fn park_args(ctx: &ProbeContext, first: usize, order: (u32, u32)) -> u32 {
+    if !filter::current_watched() {
+        return 0;
+    }
     let args = EntryArgs {
         start: ctx.arg::<u64>(first).unwrap_or(0),
         nr_pages: ctx.arg::<i64>(first + 1).unwrap_or(0) as i32,
@@ -281,6 +299,10 @@ pub(crate) fn park_args(ctx: &ProbeContext, first: usize, order: (u32, u32)) -> 
 
 #[inline(always)]
 pub(crate) fn finish_kretprobe(ctx: &RetProbeContext, site: Site, long_ret: bool) -> u32 {
+    // Unwatched calls parked nothing: not a missing entry.
+    if !filter::current_watched() {
+        return 0;
+    }
     let key = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
     let Some(args) = (unsafe { ENTRY_ARGS.get(&key) }).copied() else {

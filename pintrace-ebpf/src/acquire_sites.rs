@@ -5,6 +5,7 @@
 //! `park_args`, `finish_kretprobe` and `emit_acquire`.
 
 use crate::{
+    filter,
     acquire::{acquire_fexit, finish_kretprobe, park_args},
     kernel::{func_arg, now_ns, read_u64},
     maps::{global, EVENTS, FOLIO_REFCOUNT_OFF},
@@ -84,8 +85,11 @@ pintrace_common::site_table!(gup_programs);
 /// adds 1).
 #[inline(always)]
 fn emit_add_pin<C: StackIdContext>(ctx: &C, folio: u64, after: bool) -> u32 {
-    if folio == 0 {
+    if folio == 0 || !filter::current_watched() {
         return 0;
+    }
+    if filter::active() {
+        filter::pinned(folio, 1);
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     let ts_ns = now_ns();

@@ -1,7 +1,9 @@
 //! The bio sites: a Direct I/O bio filled from user memory, completed and
-//! its pages released, for tying pins to their bios.
+//! its pages released, for tying pins to their bios. With `-p`, only the
+//! watched processes' bios are followed (their fill runs in their context).
 
 use crate::{
+    filter,
     kernel::{func_arg, func_ret, now_ns, read_u32, read_u64},
     maps::{
         global, BDEV_DEV_OFF, BIOS, BIO_ARGS, BIO_BDEV_OFF, BIO_FLAGS_OFF, BIO_OPF_OFF,
@@ -84,18 +86,27 @@ fn bio_seen(bio: u64) -> bool {
 
 #[fentry(function = "bio_iov_iter_get_pages")]
 pub fn fentry_bio_fill(ctx: FEntryContext) -> u32 {
+    if !filter::current_watched() {
+        return 0;
+    }
     emit_bio(BioPhase::FillBegin, func_arg(&ctx, 0), 0);
     0
 }
 
 #[fexit(function = "bio_iov_iter_get_pages")]
 pub fn fexit_bio_fill(ctx: FExitContext) -> u32 {
+    if !filter::current_watched() {
+        return 0;
+    }
     bio_fill_end(func_arg(&ctx, 0), func_ret(&ctx) as i32);
     0
 }
 
 #[kprobe]
 pub fn kprobe_bio_fill(ctx: ProbeContext) -> u32 {
+    if !filter::current_watched() {
+        return 0;
+    }
     let bio = ctx.arg::<u64>(0).unwrap_or(0);
     if BIO_ARGS.insert(bpf_get_current_pid_tgid(), bio, 0).is_err() {
         bump(Counter::EntryArgsFull);
@@ -106,6 +117,9 @@ pub fn kprobe_bio_fill(ctx: ProbeContext) -> u32 {
 
 #[kretprobe]
 pub fn kretprobe_bio_fill(ctx: RetProbeContext) -> u32 {
+    if !filter::current_watched() {
+        return 0;
+    }
     let key = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
     let Some(bio) = (unsafe { BIO_ARGS.get(key) }).copied() else {
@@ -144,12 +158,18 @@ fn bio_map_end(rq: u64, ret: i32) {
 
 #[fentry(function = "bio_map_user_iov")]
 pub fn fentry_bio_map(ctx: FEntryContext) -> u32 {
+    if !filter::current_watched() {
+        return 0;
+    }
     bio_map_begin(func_arg(&ctx, 0));
     0
 }
 
 #[fexit(function = "bio_map_user_iov")]
 pub fn fexit_bio_map(ctx: FExitContext) -> u32 {
+    if !filter::current_watched() {
+        return 0;
+    }
     let _ = MAPPING.remove(bpf_get_current_pid_tgid());
     bio_map_end(func_arg(&ctx, 0), func_ret(&ctx) as i32);
     0
@@ -157,12 +177,18 @@ pub fn fexit_bio_map(ctx: FExitContext) -> u32 {
 
 #[kprobe]
 pub fn kprobe_bio_map(ctx: ProbeContext) -> u32 {
+    if !filter::current_watched() {
+        return 0;
+    }
     bio_map_begin(ctx.arg::<u64>(0).unwrap_or(0));
     0
 }
 
 #[kretprobe]
 pub fn kretprobe_bio_map(ctx: RetProbeContext) -> u32 {
+    if !filter::current_watched() {
+        return 0;
+    }
     let key = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
     let Some(rq) = (unsafe { MAPPING.get(key) }).copied() else {

@@ -54,6 +54,20 @@ pub(crate) fn func_arg<C: EbpfContext>(ctx: &C, n: u32) -> u64 {
     v
 }
 
+/// `*p += n`, atomically across CPUs (BPF's `lock` add, which every BPF
+/// instruction set has). core's atomic types offer no read-modify-write on
+/// this target, hence the intrinsic.
+#[inline(always)]
+pub(crate) fn atomic_add(p: *mut i64, n: i64) {
+    // SAFETY: `p` points at an aligned i64 in a map value, live for the
+    // program's run.
+    unsafe {
+        core::intrinsics::atomic_xadd::<i64, i64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            p, n,
+        )
+    };
+}
+
 #[inline(always)]
 pub(crate) fn func_ret(ctx: &FExitContext) -> u64 {
     let mut v = 0u64;

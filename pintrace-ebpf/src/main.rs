@@ -14,10 +14,13 @@
 //! paths.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod acquire;
 mod acquire_sites;
 mod bio;
+mod filter;
 mod kernel;
 mod maps;
 mod release;

@@ -7,7 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
 use pintrace_common::{
-    AuditSlot, EntryArgs, StackClock, AUDIT_SLOTS, COUNTER_SLOTS, STACK_CLOCK_SLOTS,
+    AuditSlot, EntryArgs, StackClock, AUDIT_SLOTS, COUNTER_SLOTS, FILTER_MAX_FOLIOS,
+    FILTER_MAX_TGIDS, STACK_CLOCK_SLOTS,
 };
 
 /// Ring buffer of events; user space sizes it before load (`--ringbuf-mib`).
@@ -84,6 +85,15 @@ pub(crate) static STACK_CLOCK: PerCpuArray<StackClock> =
 #[map]
 pub(crate) static RELEASED: Array<[u64; 4]> = Array::with_max_entries(RELEASED_BUCKETS, 0);
 pub(crate) const RELEASED_BUCKETS: u32 = 4096;
+
+/// `-p`: see `pintrace_common::GLOBAL_FILTER` and [`crate::filter`].
+#[unsafe(no_mangle)]
+pub(crate) static FILTER: u32 = 0;
+#[map]
+pub(crate) static FILTER_TGIDS: HashMap<u32, u32> = HashMap::with_max_entries(FILTER_MAX_TGIDS, 0);
+#[map]
+pub(crate) static FILTER_FOLIOS: HashMap<u64, i64> =
+    HashMap::with_max_entries(FILTER_MAX_FOLIOS, 0);
 
 /// The tgid of the pintrace agent, whose getppid(2) runs the audit.
 #[unsafe(no_mangle)]

@@ -1,6 +1,7 @@
 //! The release site: `gup_put_folio`, every counted unpin.
 
 use crate::{
+    filter,
     kernel::{func_arg, now_ns, read_u64},
     maps::{global, EVENTS, FOLIO_REFCOUNT_OFF, FOLL_PIN, PAGE_COMPOUND_HEAD_OFF, PAGE_SIZEOF},
     ring::{bump, wakeup},
@@ -16,6 +17,11 @@ use pintrace_common::{Counter, ReleaseEvent, Site, STACK_CLOCK_RELEASE, TAG_RELE
 /// `gup_put_folio(struct folio *folio, int refs, unsigned int flags)`.
 #[inline(always)]
 fn emit_release<C: StackIdContext>(ctx: &C, folio: u64, refs: i32, flags: u32) -> u32 {
+    let pin = global(&FOLL_PIN) as u32;
+    let is_pin = pin != 0 && flags & pin != 0;
+    if !filter::release_watched(folio, refs as i64, is_pin) {
+        return 0;
+    }
     let Some(mut entry) = EVENTS.reserve::<ReleaseEvent>(0) else {
         bump(Counter::RingbufFull);
         return 0;
@@ -33,8 +39,6 @@ fn emit_release<C: StackIdContext>(ctx: &C, folio: u64, refs: i32, flags: u32) -
     // refcount cannot show (another pin still held) keeps its stack. A
     // folio with several pins at once (large folios shared by concurrent
     // I/O, legacy Direct I/O's added pins) takes stacks more often.
-    let pin = global(&FOLL_PIN) as u32;
-    let is_pin = pin != 0 && flags & pin != 0;
     let wrong = is_pin && large == 0 && (refcount as i64) < refs as i64 * 1024;
     let again = is_pin && sampling() && recently_released(folio);
     entry.write(ReleaseEvent {

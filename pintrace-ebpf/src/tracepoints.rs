@@ -2,6 +2,7 @@
 //! the refcount audit.
 
 use crate::{
+    filter,
     kernel::{now_ns, read_u64},
     maps::{
         global, AUDIT, AUDIT_TGID, EVENTS, FOLIO_REFCOUNT_OFF, PAGE_COMPOUND_HEAD_OFF, PAGE_SIZEOF,
@@ -63,7 +64,7 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     // Only the thread-group leader's exit ends the process.
-    if tgid != pid_tgid as u32 {
+    if tgid != pid_tgid as u32 || !filter::current_watched() {
         return 0;
     }
     let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {

@@ -292,3 +292,65 @@ fn a_failed_workloads_exit_code_is_passed_on() {
         assert_eq!(out.status.code(), Some(2));
     }
 }
+
+/// `-i/--interval` with `--count`, as `perf stat -I` and bcc's tools take
+/// them: N reports on the (recorded) clock's boundaries, then the summary.
+#[test]
+fn intervals_are_reported_on_their_boundaries_up_to_count() {
+    let out = pintrace()
+        .args([
+            "run", "--replay", CAPTURE, "--json", "-i", "50ms", "--count", "3",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{stderr}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let intervals: Vec<&serde_json::Value> =
+        lines.iter().filter(|v| v["type"] == "interval").collect();
+    assert_eq!(intervals.len(), 3, "{lines:?}");
+    for (n, i) in intervals.iter().enumerate() {
+        assert_eq!(i["index"], n as u64 + 1);
+        let t = i["t_s"].as_f64().unwrap();
+        assert!((t - 0.05 * (n + 1) as f64).abs() < 1e-6, "boundary: {t}");
+        assert!(i["schema"].is_u64());
+        assert!(i["by_kind"]["pin"]["outstanding"].is_u64());
+    }
+    let last = lines.last().unwrap();
+    assert_eq!(last["type"], "summary");
+    assert!(
+        (last["duration_s"].as_f64().unwrap() - 0.15).abs() < 1e-6,
+        "the run ends with the last interval: {last}"
+    );
+
+    // Text: one header, three rows (kinds) per interval.
+    let out = pintrace()
+        .args(["run", "--replay", CAPTURE, "--interval", "100ms"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("#       time acquired as").count(), 1, "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.trim_start().starts_with("0.200 ")).count(),
+        3,
+        "{text}"
+    );
+
+    // --count needs --interval, and is at least 1.
+    for bad in [
+        &["run", "--replay", CAPTURE, "--count", "2"][..],
+        &["run", "--replay", CAPTURE, "-i", "1s", "--count", "0"][..],
+        &["run", "--replay", CAPTURE, "-i", "0s"][..],
+    ] {
+        let out = pintrace().args(bad).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {stderr}");
+        assert!(
+            stderr.contains("--interval") || stderr.contains("--count"),
+            "{bad:?}: {stderr}"
+        );
+    }
+}

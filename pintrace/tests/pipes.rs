@@ -50,6 +50,7 @@ fn listing_and_reports_end_quietly() {
     ends_quietly(&["run", "--replay", CAPTURE]);
     ends_quietly(&["run", "--replay", CAPTURE, "--json"]);
     ends_quietly(&["run", "--replay", CAPTURE, "--json", "--events"]);
+    ends_quietly(&["run", "--replay", CAPTURE, "-i", "10ms"]);
     ends_quietly(&["doctor"]);
     ends_quietly(&["doctor", "--json"]);
 }

@@ -294,6 +294,7 @@ async fn run_async(
         stacks: crate::trace::session::Stacks::All,
         bios: true,
         rq_records: false,
+        pids: Vec::new(),
     };
     let session = Session::start(&opts, "check")?;
     let mut report = CheckReport::new(

@@ -17,6 +17,7 @@ pub fn run(json: bool) -> Result<Exit> {
         wakeup_bytes: 0,
         stack_interval_ns: 0,
         rq_records: false,
+        pids: Vec::new(),
     };
     let s = Startup::run(Preference::Auto, &settings)?;
     let can_trace = s.plan.is_ok();

@@ -16,6 +16,7 @@ use crate::{
     views::{
         events::{self as event_view, ProcessFilter},
         findings,
+        interval::{self, Interval, IntervalClock},
         summary::{render, Summary, VmstatCheck, Workload},
     },
 };
@@ -37,13 +38,24 @@ pub struct RunArgs {
     /// decoded (`"type": "acquire"`, `"release"`, `"folios"`, `"bio"`, ...).
     #[arg(long, requires = "json")]
     pub events: bool,
+    /// Also report every TIME (as `perf stat -I` does): per kind, the
+    /// calls, pages, releases and findings of the interval and the
+    /// references held at its end; with --json, `"type": "interval"`
+    /// objects. On the recorded clock in a replay.
+    #[arg(short, long, value_name = "TIME", value_parser = parse_time, allow_hyphen_values = true)]
+    pub interval: Option<Duration>,
+    /// With --interval: end the run after N intervals.
+    #[arg(long, value_name = "N", requires = "interval", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
     /// Write the findings and the summary (or the JSON lines) to FILE
     /// instead of stdout, which is left to the workload.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Report only on these processes (thread-group ids; repeatable). The
-    /// books still cover every process: releases run in whatever context
-    /// completes the I/O.
+    /// Watch only these processes (thread-group ids; repeatable), filtered
+    /// in the kernel: their acquires, bios and exits, and the releases of
+    /// the pins they took, in whatever context the I/O completes. Without a
+    /// COMMAND the run ends when all of them have exited. In a replay it
+    /// filters the report.
     #[arg(short, long, value_name = "PID")]
     pub pid: Vec<u32>,
     /// Report only on processes with this command name (repeatable).
@@ -165,9 +177,17 @@ pub(crate) fn start_metrics(args: &MetricsArgs) -> Result<Option<Arc<Metrics>>> 
 }
 
 async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
-    let opts = args
+    let mut opts = args
         .session
         .options(verbose, args.events || args.record.is_some());
+    if args.replay.replay.is_none() {
+        for &pid in &args.pid {
+            if !process_alive(pid) {
+                anyhow::bail!("-p/--pid {pid}: no such process");
+            }
+        }
+        opts.pids = args.pid.clone();
+    }
     if let Some(path) = &args.record {
         crate::cmd::report_file::check_writable("--record", path)?;
     }
@@ -195,6 +215,7 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
         failures: 0,
         reported: 0,
         filter: ProcessFilter::new(&args.pid, &args.comm),
+        last_interval: None,
     };
     let workload = trace(
         args,
@@ -224,6 +245,9 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
         summary.findings = out.reported;
         summary.failures = out.failures;
         summary.filter = Some(filter_label(&args.pid, &args.comm));
+        if source.is_live() && !args.pid.is_empty() {
+            summary.filtered_in_kernel = Some(filter_label(&args.pid, &[]));
+        }
     }
     if let (Some(before), Some(after)) = (vm_before, vmstat::read()) {
         summary.vmstat = Some(VmstatCheck {
@@ -266,6 +290,11 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
     Ok(verdict.with_workload(workload.as_ref().map(Workload::shell_code)))
 }
 
+/// Whether a process (thread group) with this id exists.
+fn process_alive(pid: u32) -> bool {
+    pid != 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// `--pid`/`--comm` as the summary names them: `pid 42, 43, comm dd`.
 fn filter_label(pids: &[u32], comms: &[String]) -> String {
     let mut parts = Vec::new();
@@ -298,9 +327,27 @@ struct FindingsOut {
     failures: u64,
     reported: u64,
     filter: ProcessFilter,
+    /// The summary at the last `--interval` report.
+    last_interval: Option<Summary>,
 }
 
 impl FindingsOut {
+    /// An `--interval` report: the change since the last one.
+    fn interval(&mut self, index: u64, source: &Source, pipeline: &Pipeline) -> Result<()> {
+        let now = summarize(source, pipeline)?;
+        let i = Interval::between(index, self.last_interval.as_ref(), &now);
+        if self.json {
+            self.out.json(&i)?;
+        } else {
+            if index == 1 {
+                self.out.text(&interval::header())?;
+            }
+            self.out.text(&interval::render(&i))?;
+        }
+        self.last_interval = Some(now);
+        Ok(())
+    }
+
     /// `--events`: the events decoded since the last call.
     fn echo(&mut self, pipeline: &mut Pipeline) -> Result<()> {
         let Some(events) = pipeline.echo.as_mut() else {
@@ -382,14 +429,31 @@ async fn trace(
     tokio::pin!(deadline);
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     let live = source.is_live();
+    let mut clock = args
+        .interval
+        .map(|d| IntervalClock::new(d, source.meta().start_ns, args.count));
+    source.hold_at(clock.as_ref().map(IntervalClock::next_ns));
+    // `-p` without a command: the run ends with the processes it watches.
+    let watched = if live && child.is_none() {
+        args.pid.clone()
+    } else {
+        Vec::new()
+    };
     let mut workload = None;
     loop {
+        // Live: a timer to the next boundary. A replay is on its recorded
+        // clock, checked after each batch.
+        let next_interval = match &clock {
+            Some(c) if live => c.until_next(source.now_ns()),
+            _ => Duration::MAX,
+        };
         tokio::select! {
             b = source.next_batch(pipeline, &mut found) => {
                 if b? == Batch::End {
                     break;
                 }
             }
+            _ = tokio::time::sleep(next_interval), if next_interval != Duration::MAX => {}
             _ = ticker.tick() => {
                 // A replay ticks the pipeline on its recorded clock.
                 if live {
@@ -398,6 +462,9 @@ async fn trace(
                 }
                 if let Some(m) = metrics {
                     m.update(&summarize(source, pipeline)?, &source.meta().mode);
+                }
+                if !watched.is_empty() && !watched.iter().any(|&p| process_alive(p)) {
+                    break;
                 }
             }
             status = async { child.as_mut().unwrap().wait().await }, if child.is_some() => {
@@ -412,6 +479,15 @@ async fn trace(
         if !found.is_empty() {
             out.emit(source, &found)?;
             found.clear();
+        }
+        if let Some(c) = clock.as_mut() {
+            while c.due(source.now_ns()) {
+                out.interval(c.done, source, pipeline)?;
+            }
+            source.hold_at(Some(c.next_ns()));
+            if c.finished() {
+                break;
+            }
         }
     }
     if let Some(mut c) = child {

@@ -62,6 +62,7 @@ impl SessionArgs {
             stacks: self.stacks,
             bios: !self.no_bio,
             rq_records,
+            pids: Vec::new(),
         }
     }
 }

@@ -9,12 +9,13 @@ use crate::{
 };
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
-    maps::{Array, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
     programs::{FEntry, FExit, KProbe, TracePoint},
     Btf, Ebpf, EbpfLoader, VerifierLogLevel,
 };
 use pintrace_common::{
-    AuditSlot, Counter, Site, AUDIT_MAP, AUDIT_SLOTS, COUNTERS_MAP, EVENTS_MAP, GLOBAL_AUDIT_TGID,
+    AuditSlot, Counter, Site, AUDIT_MAP, AUDIT_SLOTS, COUNTERS_MAP, EVENTS_MAP, FILTER_FOLIOS_MAP,
+    FILTER_MAX_FOLIOS, FILTER_MAX_TGIDS, FILTER_TGIDS_MAP, GLOBAL_AUDIT_TGID, GLOBAL_FILTER,
     GLOBAL_BDEV_DEV_OFF, GLOBAL_BIO_BDEV_OFF, GLOBAL_BIO_FLAGS_OFF, GLOBAL_BIO_OPF_OFF,
     GLOBAL_BIO_SECTOR_OFF, GLOBAL_BIO_SIZE_OFF, GLOBAL_BIO_STATUS_OFF, GLOBAL_FOLIO_REFCOUNT_OFF,
     GLOBAL_FOLL_PIN, GLOBAL_PAGE_COMPOUND_HEAD_OFF, GLOBAL_PAGE_SIZEOF, GLOBAL_RB_WAKEUP_BYTES,
@@ -52,6 +53,9 @@ pub struct LoadOptions {
     pub foll_pin: u32,
     /// 1: a record per completed block request; 0: per-CPU totals only.
     pub rq_records: u32,
+    /// Watch only these processes, in the kernel (see `pintrace_common::GLOBAL_FILTER`);
+    /// empty: all of them.
+    pub pids: Vec<u32>,
 }
 
 pub struct Probes {
@@ -76,6 +80,37 @@ fn raise_memlock() {
             std::io::Error::last_os_error()
         );
     }
+}
+
+/// A filter map's size: 1 (the least a map can have) without a filter.
+fn filter_size(opts: &LoadOptions, full: u32) -> u32 {
+    if opts.pids.is_empty() {
+        1
+    } else {
+        full
+    }
+}
+
+/// Fills the probes' set of watched processes.
+fn watch_only(ebpf: &mut Ebpf, pids: &[u32]) -> Result<()> {
+    if pids.is_empty() {
+        return Ok(());
+    }
+    if pids.len() > FILTER_MAX_TGIDS as usize {
+        anyhow::bail!(
+            "-p/--pid names {} processes; the probes watch at most {FILTER_MAX_TGIDS}",
+            pids.len()
+        );
+    }
+    let mut map: HashMap<_, u32, u32> = HashMap::try_from(
+        ebpf.map_mut(FILTER_TGIDS_MAP)
+            .context("the probes have no process filter map")?,
+    )?;
+    for &pid in pids {
+        map.insert(pid, 1, 0)
+            .with_context(|| format!("adding pid {pid} to the probes' filter"))?;
+    }
+    Ok(())
 }
 
 impl Probes {
@@ -141,8 +176,14 @@ impl Probes {
             .override_global(GLOBAL_STACK_INTERVAL_NS, &opts.stack_interval_ns, true)
             .override_global(GLOBAL_FOLL_PIN, &opts.foll_pin, true)
             .override_global(GLOBAL_RQ_RECORDS, &opts.rq_records, true)
+            .override_global(GLOBAL_FILTER, &(!opts.pids.is_empty() as u32), true)
+            // The filter's maps are kernel memory allocated up front: their
+            // full size only when there is a filter.
+            .map_max_entries(FILTER_TGIDS_MAP, filter_size(opts, FILTER_MAX_TGIDS))
+            .map_max_entries(FILTER_FOLIOS_MAP, filter_size(opts, FILTER_MAX_FOLIOS))
             .load(OBJECT)
             .context("loading the eBPF object (maps)")?;
+        watch_only(&mut ebpf, &opts.pids)?;
         let logger = if opts.verbose {
             match aya_log::EbpfLogger::init(&mut ebpf) {
                 Ok(l) => Some(l),

@@ -14,7 +14,7 @@ use anyhow::{bail, Context as _, Result};
 use std::collections::BTreeMap;
 use tokio::io::{unix::AsyncFd, Interest};
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct SessionOptions {
     pub attach: Preference,
     pub ringbuf_mib: u32,
@@ -27,6 +27,9 @@ pub struct SessionOptions {
     /// A record per completed block request (for `--events` and
     /// `--record`); otherwise the probe only counts them per CPU.
     pub rq_records: bool,
+    /// Watch only these processes (`run -p`), filtered in the kernel; empty:
+    /// every process.
+    pub pids: Vec<u32>,
 }
 
 /// Which events carry a kernel stack.
@@ -131,6 +134,7 @@ impl Session {
             },
             stack_interval_ns: opts.stacks.interval_ns(),
             rq_records: opts.rq_records,
+            pids: opts.pids.clone(),
         };
         let mut s = Startup::run(opts.attach, &settings)?;
         let mut plan = s

@@ -99,6 +99,9 @@ pub struct Replay {
     clock_ns: u64,
     next_tick_ns: u64,
     end_ns: u64,
+    /// Not past this recorded time (ns since the start) until moved on:
+    /// `run --interval` reports each interval at its boundary.
+    hold_ns: u64,
     started: Option<Instant>,
     stacks: HashMap<i32, Vec<String>>,
     lost: BTreeMap<&'static str, u64>,
@@ -180,6 +183,7 @@ impl Source {
             next: 0,
             clock_ns: 0,
             next_tick_ns: TICK_NS,
+            hold_ns: u64::MAX,
             started: None,
             stacks,
             lost: BTreeMap::new(),
@@ -202,6 +206,14 @@ impl Source {
         match self {
             Source::Live(_) => monotonic_ns(),
             Source::Replay(r) => r.meta.start_ns.saturating_add(r.clock_ns),
+        }
+    }
+
+    /// A replay goes no further than `until_ns` (on the source's clock)
+    /// until called again; `None` lifts it. A live source cannot wait.
+    pub fn hold_at(&mut self, until_ns: Option<u64>) {
+        if let Source::Replay(r) = self {
+            r.hold_ns = until_ns.map_or(u64::MAX, |t| t.saturating_sub(r.meta.start_ns));
         }
     }
 
@@ -424,7 +436,9 @@ impl Replay {
             Speed::Max => {
                 // A slice of recorded time per call, so the caller's other
                 // branches (keys, redraws) get their turn.
-                let target = (self.clock_ns + 8 * TICK_NS).min(self.end_ns);
+                let target = (self.clock_ns + 8 * TICK_NS)
+                    .min(self.end_ns)
+                    .min(self.hold_ns.max(self.clock_ns));
                 let n = self.advance_to(target, pipeline, found);
                 tokio::task::yield_now().await;
                 return Ok(Batch::Records(n));
@@ -441,10 +455,13 @@ impl Replay {
             .map(entry_offset)
             .unwrap_or(self.end_ns);
         // Wake for the next entry or tick, whichever is first.
-        let wake = next_at.min(self.next_tick_ns).min(self.end_ns);
+        let hold = self.hold_ns.max(self.clock_ns);
+        let wake = next_at.min(self.next_tick_ns).min(self.end_ns).min(hold);
         tokio::time::sleep_until(due(wake).into()).await;
         let elapsed = started.elapsed().as_secs_f64() * factor;
-        let target = ((elapsed * 1e9) as u64).clamp(wake, self.end_ns.max(wake));
+        let target = ((elapsed * 1e9) as u64)
+            .clamp(wake, self.end_ns.max(wake))
+            .min(hold);
         Ok(Batch::Records(self.advance_to(target, pipeline, found)))
     }
 }

@@ -25,6 +25,8 @@ pub struct ProbeSettings {
     pub stack_interval_ns: u64,
     /// A record per completed block request instead of per-CPU totals.
     pub rq_records: bool,
+    /// See [`LoadOptions::pids`].
+    pub pids: Vec<u32>,
 }
 
 impl ProbeSettings {
@@ -39,6 +41,7 @@ impl ProbeSettings {
             stack_interval_ns: self.stack_interval_ns,
             foll_pin: FollFlags::for_release(&caps.release).pin,
             rq_records: self.rq_records as u32,
+            pids: self.pids.clone(),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod check;
 pub mod doctor;
 pub mod events;
 pub mod findings;
+pub mod interval;
 pub mod junit;
 pub mod ktap;
 pub mod metrics;

@@ -120,11 +120,15 @@ pub struct Summary {
     pub added_pins: u64,
     pub stacks: StackCounts,
     /// `--pid` / `--comm` given (`"pid 42, comm dd"`): `processes` and
-    /// the findings are those processes' only, while `by_kind`,
-    /// `released`, `outstanding`, `leaks` and `mismatches` stay
-    /// system-wide (the books cover every process).
+    /// the findings are those processes' only. `by_kind`, `released`,
+    /// `outstanding`, `leaks` and `mismatches` are those of the
+    /// processes the probes filtered (`filtered_in_kernel`, `"pid 42"`: a
+    /// live `-p`), else system-wide (the books cover every process).
+    /// `vmstat` is always system-wide.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filtered_in_kernel: Option<String>,
     pub workload: Option<Workload>,
     /// The agent's own CPU time and memory (live runs).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -168,6 +172,7 @@ impl Summary {
             added_pins: tally.added_pins,
             stacks: tally.stacks,
             filter: None,
+            filtered_in_kernel: None,
             workload: None,
             agent: None,
         }
@@ -215,6 +220,14 @@ mod tests {
             "{text}"
         );
         assert_eq!(serde_json::to_value(&s).unwrap()["filter"], "pid 42");
+        s.filtered_in_kernel = Some("pid 42".into());
+        let text = render(&s);
+        assert!(
+            text.contains("acquired as, pid 42 only (filtered in the kernel)"),
+            "{text}"
+        );
+        assert!(text.contains("vmstat") || s.vmstat.is_none());
+        assert_eq!(serde_json::to_value(&s).unwrap()["filtered_in_kernel"], "pid 42");
     }
 
     #[test]

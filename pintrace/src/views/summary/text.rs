@@ -8,13 +8,19 @@ pub fn render(s: &Summary) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "pintrace on {} ({:.2} s)", s.kernel, s.duration_s);
     let _ = writeln!(o, "plan: {}", s.plan);
-    // With --pid/--comm the per-kind figures are still every process's
-    // (releases run in whatever context completes the I/O): say so.
-    if let Some(f) = &s.filter {
-        let _ = writeln!(
-            o,
-            "\nacquired as, every process (system-wide; not filtered by {f}):"
-        );
+    // With --comm (or -p in a replay) the per-kind figures are still every
+    // process's: say so, and say when the probes filtered them.
+    match (&s.filter, &s.filtered_in_kernel) {
+        (_, Some(k)) => {
+            let _ = writeln!(o, "\nacquired as, {k} only (filtered in the kernel):");
+        }
+        (Some(f), None) => {
+            let _ = writeln!(
+                o,
+                "\nacquired as, every process (system-wide; not filtered by {f}):"
+            );
+        }
+        (None, None) => {}
     }
     let _ = writeln!(
         o,
@@ -106,8 +112,14 @@ pub fn render(s: &Summary) -> String {
     if let Some(v) = &s.vmstat {
         let _ = writeln!(
             o,
-            "vmstat: nr_foll_pin_acquired +{}, nr_foll_pin_released +{}",
-            v.delta.acquired, v.delta.released
+            "vmstat: nr_foll_pin_acquired +{}, nr_foll_pin_released +{}{}",
+            v.delta.acquired,
+            v.delta.released,
+            if s.filtered_in_kernel.is_some() {
+                " (system-wide)"
+            } else {
+                ""
+            }
         );
     }
     if s.added_pins > 0 {
