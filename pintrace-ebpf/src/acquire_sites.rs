@@ -5,8 +5,8 @@
 //! `park_args`, `finish_kretprobe` and `emit_acquire`.
 
 use crate::{
-    filter,
     acquire::{acquire_fexit, finish_kretprobe, park_args},
+    filter,
     kernel::{func_arg, now_ns, read_u64},
     maps::{global, EVENTS, FOLIO_REFCOUNT_OFF},
     ring::{bump, wakeup},

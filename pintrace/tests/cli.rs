@@ -332,9 +332,15 @@ fn intervals_are_reported_on_their_boundaries_up_to_count() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text.matches("#       time acquired as").count(), 1, "{text}");
     assert_eq!(
-        text.lines().filter(|l| l.trim_start().starts_with("0.200 ")).count(),
+        text.matches("#       time acquired as").count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.trim_start().starts_with("0.200 "))
+            .count(),
         3,
         "{text}"
     );

@@ -32,6 +32,9 @@ mod paths;
 #[path = "guest/planted.rs"]
 mod planted;
 
+#[path = "guest/filter.rs"]
+mod filter;
+
 const IN_GUEST: &str = "needs a kernel with kprobes/fentry: run by `cargo xtask vm`";
 
 pub(crate) fn bin() -> String {

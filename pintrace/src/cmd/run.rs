@@ -202,6 +202,18 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
         args.record.as_deref(),
         "run",
     )?;
+    if source.is_live() && !args.pid.is_empty() && args.command.is_empty() {
+        // Attaching takes a while: say when the watch has begun.
+        eprintln!(
+            "pintrace: watching {} until {} (Ctrl-C ends it sooner)",
+            filter_label(&args.pid, &[]),
+            if args.pid.len() == 1 {
+                "it exits"
+            } else {
+                "they exit"
+            }
+        );
+    }
     let vm_before = source.is_live().then(vmstat::read).flatten();
     let attached_cpu_s = agent_usage(0.0).map_or(0.0, |a| a.user_s + a.system_s);
     let mut pipeline = pipeline_for(&source, args.session.leak_age);
@@ -290,9 +302,21 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
     Ok(verdict.with_workload(workload.as_ref().map(Workload::shell_code)))
 }
 
-/// Whether a process (thread group) with this id exists.
+/// Whether a process (thread group) with this id runs: a zombie has
+/// exited (its parent has yet to reap it).
 fn process_alive(pid: u32) -> bool {
-    pid != 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()
+    if pid == 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and
+        // may hold any character.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| !matches!(state, "Z" | "X")),
+        Err(_) => false,
+    }
 }
 
 /// `--pid`/`--comm` as the summary names them: `pid 42, 43, comm dd`.
@@ -502,4 +526,30 @@ async fn trace(
     out.echo(pipeline)?;
     out.emit(source, &found)?;
     Ok(workload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::process_alive;
+
+    /// `-p`'s end of run: a process that exited counts as gone even while
+    /// its parent has not reaped it.
+    #[test]
+    fn a_zombie_is_not_alive() {
+        assert!(process_alive(std::process::id()));
+        assert!(!process_alive(0));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_alive(pid) {
+            assert!(std::time::Instant::now() < deadline, "true never exited");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(
+            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "still a zombie"
+        );
+        child.wait().unwrap();
+        assert!(!process_alive(pid));
+    }
 }

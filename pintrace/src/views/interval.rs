@@ -92,14 +92,7 @@ impl Interval {
 pub fn header() -> String {
     format!(
         "#{:>11} {:<22} {:>8} {:>10} {:>10} {:>6} {:>10} {:>11}\n",
-        "time",
-        "acquired as",
-        "calls",
-        "pages",
-        "released",
-        "leaks",
-        "mismatches",
-        "outstanding"
+        "time", "acquired as", "calls", "pages", "released", "leaks", "mismatches", "outstanding"
     )
 }
 
@@ -210,7 +203,13 @@ mod tests {
         let i2 = Interval::between(2, Some(&first), &second);
         let pin = i2.by_kind[&Kind::Pin];
         assert_eq!(
-            (pin.calls, pin.pages, pin.released, pin.leaks, pin.outstanding),
+            (
+                pin.calls,
+                pin.pages,
+                pin.released,
+                pin.leaks,
+                pin.outstanding
+            ),
             (15, 15, 16, 1, 1),
             "deltas, and what is held at the end"
         );

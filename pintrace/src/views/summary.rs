@@ -227,7 +227,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("vmstat") || s.vmstat.is_none());
-        assert_eq!(serde_json::to_value(&s).unwrap()["filtered_in_kernel"], "pid 42");
+        assert_eq!(
+            serde_json::to_value(&s).unwrap()["filtered_in_kernel"],
+            "pid 42"
+        );
     }
 
     #[test]
