@@ -31,7 +31,7 @@ const MAPS: &[(&str, &str)] = named!(
     STACK_CLOCK_MAP,
 );
 
-/// The globals user space sets before load: all `u32` but one.
+/// The globals user space sets before load: all `u32` but two.
 const GLOBALS: &[(&str, &str)] = named!(
     GLOBAL_AUDIT_TGID,
     GLOBAL_BIO_BDEV_OFF,
@@ -53,8 +53,20 @@ const GLOBALS: &[(&str, &str)] = named!(
     GLOBAL_STACK_INTERVAL_NS,
     GLOBAL_FOLL_PIN,
     GLOBAL_RQ_RECORDS,
+    GLOBAL_ARG_LAYOUTS,
 );
 const U64_GLOBALS: &[&str] = &[pintrace_common::GLOBAL_STACK_INTERVAL_NS];
+
+/// The size of a global as the loader writes it.
+fn global_size(name: &str) -> u64 {
+    if U64_GLOBALS.contains(&name) {
+        8
+    } else if name == pintrace_common::GLOBAL_ARG_LAYOUTS {
+        std::mem::size_of::<[pintrace_common::ArgLayout; pintrace_common::SITE_SLOTS]>() as u64
+    } else {
+        4
+    }
+}
 
 /// Each program user space loads, with the kind it takes it as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,9 +190,28 @@ fn every_map_and_global_user_space_names_is_in_the_object() {
             [".rodata", ".data", ".bss"].contains(&section),
             "{name} is in {section}"
         );
-        let size = if U64_GLOBALS.contains(&name) { 8 } else { 4 };
-        assert_eq!(sym.size(), size, "{name}");
+        assert_eq!(sym.size(), global_size(name), "{name}");
     }
+}
+
+/// The probes' default argument positions are the site table's: a kernel
+/// whose layouts are not set (none are, today, without BTF) reads them
+/// where the table says.
+#[test]
+fn the_objects_default_argument_layouts_are_the_site_tables() {
+    let file = object::File::parse(OBJECT).unwrap();
+    let name = pintrace_common::GLOBAL_ARG_LAYOUTS;
+    let sym = file.symbols().find(|s| s.name() == Ok(name)).unwrap();
+    let section = file.section_by_index(sym.section_index().unwrap()).unwrap();
+    let data = section.data().unwrap();
+    let at = (sym.address() - section.address()) as usize;
+    let bytes = &data[at..at + sym.size() as usize];
+    let expected: Vec<u8> = pintrace_common::BUILTIN_ARG_LAYOUTS
+        .iter()
+        .flat_map(|l| l.pos.iter().copied().chain([l.ret_long]))
+        .flat_map(u32::to_le_bytes)
+        .collect();
+    assert_eq!(bytes, expected.as_slice());
 }
 
 #[test]
