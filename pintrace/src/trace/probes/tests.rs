@@ -233,3 +233,50 @@ fn the_lists_here_hold_every_name_the_probes_module_uses() {
         "not checked against the object: {missing:?}"
     );
 }
+
+/// The running kernel's verifier passes every kprobe and kretprobe program
+/// (loaded, not attached: kprobe programs load where the kernel has BPF
+/// events, kprobes or uprobes), with the site table's argument positions
+/// and with every position moved: the arguments are read at fixed context
+/// offsets whatever the position (a context read at a computed offset is
+/// refused). Needs root; the fentry/fexit programs are the guests' to check.
+#[test]
+fn kprobe_programs_pass_this_kernels_verifier_at_any_position() {
+    use aya::{programs::KProbe, EbpfLoader};
+    use std::path::Path;
+    if !crate::kernel::caps::privileges().is_yes() {
+        eprintln!("skipped: loading programs needs root");
+        return;
+    }
+    let events = Path::new("/sys/bus/event_source/devices");
+    if !events.join("kprobe").exists() && !events.join("uprobe").exists() {
+        eprintln!("skipped: no BPF events (neither kprobe nor uprobe PMU)");
+        return;
+    }
+    let builtin = pintrace_common::BUILTIN_ARG_LAYOUTS;
+    let mut moved = builtin;
+    for l in moved.iter_mut() {
+        for p in l.pos.iter_mut() {
+            *p = (*p + 1) % 6;
+        }
+        l.ret_long ^= 1;
+    }
+    for layouts in [builtin, moved] {
+        let mut ebpf = EbpfLoader::new()
+            .override_global(pintrace_common::GLOBAL_ARG_LAYOUTS, &layouts, true)
+            .load(OBJECT)
+            .expect("loading the object's maps");
+        let names: Vec<String> = ebpf
+            .programs()
+            .map(|(n, _)| n.to_owned())
+            .filter(|n| n.starts_with("kprobe_") || n.starts_with("kretprobe_"))
+            .collect();
+        assert!(names.len() > 20, "{names:?}");
+        for n in &names {
+            let p: &mut KProbe = ebpf.program_mut(n).unwrap().try_into().unwrap();
+            if let Err(e) = p.load() {
+                panic!("{n} with {:?}: {e:#?}", layouts[1]);
+            }
+        }
+    }
+}
