@@ -40,7 +40,7 @@ impl fmt::Display for Shape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Shape::Pointer => f.write_str("a pointer"),
-            Shape::Int { bytes } => write!(f, "a {}-byte integer", bytes),
+            Shape::Int { bytes } => write!(f, "an integer of {bytes} bytes"),
             Shape::Void => f.write_str("void"),
             Shape::Other(kind) => write!(f, "a {kind}"),
         }
@@ -293,8 +293,9 @@ impl Protos {
             .expect("every site is resolved")
     }
 
-    /// Sets the arguments of `site` (tests, and the plan's own tests).
-    pub fn set(&mut self, site: Site, args: Result<SiteArgs, Misfit>) {
+    /// Sets the arguments of `site`: a kernel of a test's making.
+    #[cfg(test)]
+    pub(crate) fn set(&mut self, site: Site, args: Result<SiteArgs, Misfit>) {
         if let Some(slot) = self.sites.iter_mut().find(|(s, _)| *s == site) {
             slot.1 = args;
         }

@@ -152,7 +152,7 @@ fn a_wrong_shape_is_a_misfit() {
     let m = fit(Site::GupPutFolio, &p).unwrap_err();
     assert_eq!(
         m.why,
-        "`folio` (argument 1) is a 8-byte integer, not a pointer"
+        "`folio` (argument 1) is an integer of 8 bytes, not a pointer"
     );
     let p = proto(
         "gup_put_folio",
