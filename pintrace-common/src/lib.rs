@@ -38,12 +38,6 @@ pub const FOLIOS_PER_RECORD: usize = 32;
 /// Bounded by what the verifier accepts for an unrolled loop on 6.1.
 pub const MAX_FOLIO_RECORDS: u32 = 8;
 
-/// Where an acquire call's `gup_flags` and `pages` arguments are, counted
-/// from its `start`: `(start, nr_pages, gup_flags, pages)` for most calls,
-/// `(start, nr_pages, pages, gup_flags)` for the `_unlocked` ones.
-pub const FLAGS_THEN_PAGES: (u32, u32) = (2, 3);
-pub const PAGES_THEN_FLAGS: (u32, u32) = (3, 2);
-
 /// The probe sites, one row each, in the order plans and reports list them:
 /// `site_table!(callback)` hands every row to `callback!`. This crate makes
 /// [`Site`] and its names and programs from it; the probes make the
@@ -54,11 +48,18 @@ pub const PAGES_THEN_FLAGS: (u32, u32) = (3, 2);
 /// - `symbol`: the kernel function probed;
 /// - `name`: the short name of plans and reports;
 /// - `role`: a [`SiteRole`];
-/// - `gup` (the GUP calls, whose programs are made from the row): `first`,
-///   the argument holding `start` (1 after the `mm` of the `_remote`
-///   calls, else 0); `order`, where the flags and the `pages` array are
-///   from there ([`FLAGS_THEN_PAGES`] or [`PAGES_THEN_FLAGS`]); `ret`,
-///   whether the call returns an `int` or a `long`;
+/// - `args`: the parameters the probes read, by their name in the
+///   kernel's prototype, each with its shape (`ptr` or `int`) and its
+///   built-in position (`@ n`, counted from 0). User space finds the
+///   positions in the kernel's BTF by these names and hands them to the
+///   probes before load ([`GLOBAL_ARG_LAYOUTS`]); the built-in ones are
+///   used where the kernel has no BTF for the function. At most
+///   [`ARG_SLOTS`], read in this order (slot 0 first);
+/// - `gup` (the GUP calls, whose programs are made from the row): whether
+///   the call returns an `int` or a `long` (where the kernel's BTF does
+///   not say). Their `args` are `start`, `nr_pages`, `gup_flags`, `pages`,
+///   in the slots [`ARG_START`], [`ARG_NR_PAGES`], [`ARG_GUP_FLAGS`],
+///   [`ARG_PAGES`];
 /// - the programs, by name: an `fentry` and/or an `fexit` program (the
 ///   BTF trampoline way in), a `kprobe`, and a `kretprobe` where the return
 ///   value is needed. User space attaches them by these names.
@@ -71,7 +72,8 @@ macro_rules! site_table {
                 symbol: "pin_user_pages_fast",
                 name: "pin_fast",
                 role: Acquire,
-                gup: { first: 0, order: $crate::FLAGS_THEN_PAGES, ret: int },
+                args: { start: int @ 0, nr_pages: int @ 1, gup_flags: int @ 2, pages: ptr @ 3 },
+                gup: int,
                 fexit: fexit_pin_user_pages_fast,
                 kprobe: kprobe_pin_user_pages_fast,
                 kretprobe: kretprobe_pin_user_pages_fast,
@@ -81,7 +83,8 @@ macro_rules! site_table {
                 symbol: "get_user_pages_fast",
                 name: "get_fast",
                 role: Acquire,
-                gup: { first: 0, order: $crate::FLAGS_THEN_PAGES, ret: int },
+                args: { start: int @ 0, nr_pages: int @ 1, gup_flags: int @ 2, pages: ptr @ 3 },
+                gup: int,
                 fexit: fexit_get_user_pages_fast,
                 kprobe: kprobe_get_user_pages_fast,
                 kretprobe: kretprobe_get_user_pages_fast,
@@ -92,7 +95,8 @@ macro_rules! site_table {
                 symbol: "pin_user_pages",
                 name: "pin",
                 role: Acquire,
-                gup: { first: 0, order: $crate::FLAGS_THEN_PAGES, ret: long },
+                args: { start: int @ 0, nr_pages: int @ 1, gup_flags: int @ 2, pages: ptr @ 3 },
+                gup: long,
                 fexit: fexit_pin_user_pages,
                 kprobe: kprobe_pin_user_pages,
                 kretprobe: kretprobe_pin_user_pages,
@@ -102,7 +106,8 @@ macro_rules! site_table {
                 symbol: "get_user_pages",
                 name: "get",
                 role: Acquire,
-                gup: { first: 0, order: $crate::FLAGS_THEN_PAGES, ret: long },
+                args: { start: int @ 0, nr_pages: int @ 1, gup_flags: int @ 2, pages: ptr @ 3 },
+                gup: long,
                 fexit: fexit_get_user_pages,
                 kprobe: kprobe_get_user_pages,
                 kretprobe: kretprobe_get_user_pages,
@@ -112,7 +117,8 @@ macro_rules! site_table {
                 symbol: "pin_user_pages_remote",
                 name: "pin_remote",
                 role: Acquire,
-                gup: { first: 1, order: $crate::FLAGS_THEN_PAGES, ret: long },
+                args: { start: int @ 1, nr_pages: int @ 2, gup_flags: int @ 3, pages: ptr @ 4 },
+                gup: long,
                 fexit: fexit_pin_user_pages_remote,
                 kprobe: kprobe_pin_user_pages_remote,
                 kretprobe: kretprobe_pin_user_pages_remote,
@@ -122,7 +128,8 @@ macro_rules! site_table {
                 symbol: "get_user_pages_remote",
                 name: "get_remote",
                 role: Acquire,
-                gup: { first: 1, order: $crate::FLAGS_THEN_PAGES, ret: long },
+                args: { start: int @ 1, nr_pages: int @ 2, gup_flags: int @ 3, pages: ptr @ 4 },
+                gup: long,
                 fexit: fexit_get_user_pages_remote,
                 kprobe: kprobe_get_user_pages_remote,
                 kretprobe: kretprobe_get_user_pages_remote,
@@ -132,6 +139,7 @@ macro_rules! site_table {
                 symbol: "gup_put_folio",
                 name: "put_folio",
                 role: Release,
+                args: { folio: ptr @ 0, refs: int @ 1, flags: int @ 2 },
                 fentry: fentry_gup_put_folio,
                 kprobe: kprobe_gup_put_folio,
             }
@@ -141,6 +149,7 @@ macro_rules! site_table {
                 symbol: "bio_iov_iter_get_pages",
                 name: "bio_fill",
                 role: Bio,
+                args: { bio: ptr @ 0 },
                 fentry: fentry_bio_fill,
                 fexit: fexit_bio_fill,
                 kprobe: kprobe_bio_fill,
@@ -155,6 +164,7 @@ macro_rules! site_table {
                 symbol: "bio_map_user_iov",
                 name: "bio_map",
                 role: Bio,
+                args: { rq: ptr @ 0 },
                 fentry: fentry_bio_map,
                 fexit: fexit_bio_map,
                 kprobe: kprobe_bio_map,
@@ -165,6 +175,7 @@ macro_rules! site_table {
                 symbol: "bio_endio",
                 name: "bio_endio",
                 role: Bio,
+                args: { bio: ptr @ 0 },
                 fentry: fentry_bio_endio,
                 kprobe: kprobe_bio_endio,
             }
@@ -174,6 +185,7 @@ macro_rules! site_table {
                 symbol: "__bio_release_pages",
                 name: "bio_release",
                 role: Bio,
+                args: { bio: ptr @ 0 },
                 fentry: fentry_bio_release,
                 kprobe: kprobe_bio_release,
             }
@@ -185,6 +197,7 @@ macro_rules! site_table {
                 symbol: "folio_add_pin",
                 name: "add_pin",
                 role: Acquire,
+                args: { folio: ptr @ 0 },
                 fexit: fexit_folio_add_pin,
                 kprobe: kprobe_folio_add_pin,
             }
@@ -194,7 +207,8 @@ macro_rules! site_table {
                 symbol: "pin_user_pages_unlocked",
                 name: "pin_unlocked",
                 role: Acquire,
-                gup: { first: 0, order: $crate::PAGES_THEN_FLAGS, ret: long },
+                args: { start: int @ 0, nr_pages: int @ 1, gup_flags: int @ 3, pages: ptr @ 2 },
+                gup: long,
                 fexit: fexit_pin_user_pages_unlocked,
                 kprobe: kprobe_pin_user_pages_unlocked,
                 kretprobe: kretprobe_pin_user_pages_unlocked,
@@ -205,7 +219,8 @@ macro_rules! site_table {
                 symbol: "get_user_pages_unlocked",
                 name: "get_unlocked",
                 role: Acquire,
-                gup: { first: 0, order: $crate::PAGES_THEN_FLAGS, ret: long },
+                args: { start: int @ 0, nr_pages: int @ 1, gup_flags: int @ 3, pages: ptr @ 2 },
+                gup: long,
                 fexit: fexit_get_user_pages_unlocked,
                 kprobe: kprobe_get_user_pages_unlocked,
                 kretprobe: kretprobe_get_user_pages_unlocked,
@@ -233,13 +248,29 @@ macro_rules! define_sites {
     (@name $program:ident) => {
         Some(stringify!($program))
     };
+    (@shape ptr) => {
+        ArgShape::Ptr
+    };
+    (@shape int) => {
+        ArgShape::Int
+    };
+    (@ret) => {
+        None
+    };
+    (@ret int) => {
+        Some(GupRet::Int)
+    };
+    (@ret long) => {
+        Some(GupRet::Long)
+    };
     ($(
         $(#[$doc:meta])*
         $site:ident = $value:literal {
             symbol: $symbol:literal,
             name: $name:literal,
             role: $role:ident,
-            $(gup: { first: $first:literal, order: $order:path, ret: $ret:ident },)?
+            args: { $($arg:ident: $shape:ident @ $pos:literal),* $(,)? },
+            $(gup: $ret:ident,)?
             $(fentry: $fentry:ident,)?
             $(fexit: $fexit:ident,)?
             kprobe: $kprobe:ident,
@@ -285,6 +316,25 @@ macro_rules! define_sites {
                 }
             }
 
+            /// The parameters the site's probes read, in slot order.
+            pub const fn args(self) -> &'static [SiteArg] {
+                match self {
+                    $(Site::$site => &[$(SiteArg {
+                        name: stringify!($arg),
+                        shape: define_sites!(@shape $shape),
+                        builtin: $pos,
+                    }),*],)*
+                }
+            }
+
+            /// What a GUP call returns, where the kernel's BTF does not
+            /// say; `None` for the other sites.
+            pub const fn gup_ret(self) -> Option<GupRet> {
+                match self {
+                    $(Site::$site => define_sites!(@ret $($ret)?),)*
+                }
+            }
+
             /// Names of the programs in the eBPF object that probe this site.
             pub const fn programs(self) -> SitePrograms {
                 match self {
@@ -302,13 +352,125 @@ macro_rules! define_sites {
 
 site_table!(define_sites);
 
-// Every row has a trampoline program: a table that does not fails to build.
+// Every row has a trampoline program, a value with a slot in
+// [`GLOBAL_ARG_LAYOUTS`] and at most [`ARG_SLOTS`] arguments; the GUP rows
+// name theirs in the slots the probes read: a table that does not fails to
+// build.
 const _: () = {
     let mut i = 0;
     while i < Site::ALL.len() {
-        Site::ALL[i].programs();
+        let site = Site::ALL[i];
+        site.programs();
+        assert!((site as usize) < SITE_SLOTS);
+        assert!(site.args().len() <= ARG_SLOTS);
+        if site.gup_ret().is_some() {
+            let args = site.args();
+            assert!(args.len() == 4);
+            assert!(str_eq(args[ARG_START].name, "start"));
+            assert!(str_eq(args[ARG_NR_PAGES].name, "nr_pages"));
+            assert!(str_eq(args[ARG_GUP_FLAGS].name, "gup_flags"));
+            assert!(str_eq(args[ARG_PAGES].name, "pages"));
+        }
         i += 1;
     }
+};
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The shape of a parameter a probe reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgShape {
+    /// A pointer (`struct folio *`, `struct page **`, ...).
+    Ptr,
+    /// An integer or an enum.
+    Int,
+}
+
+/// One parameter a site's probes read (a row's `args` entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SiteArg {
+    /// Its name in the kernel's prototype.
+    pub name: &'static str,
+    pub shape: ArgShape,
+    /// Its position where the kernel's BTF does not say (counted from 0).
+    pub builtin: u32,
+}
+
+/// What a GUP call returns: pages grabbed or a negative errno, in an `int`
+/// or a `long` (the probes sign-extend from its width).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GupRet {
+    Int,
+    Long,
+}
+
+/// Arguments read per site, at most.
+pub const ARG_SLOTS: usize = 4;
+/// Slots of [`GLOBAL_ARG_LAYOUTS`]: one per [`Site`] value (0 unused).
+pub const SITE_SLOTS: usize = 16;
+/// The slots of a GUP call's arguments.
+pub const ARG_START: usize = 0;
+pub const ARG_NR_PAGES: usize = 1;
+pub const ARG_GUP_FLAGS: usize = 2;
+pub const ARG_PAGES: usize = 3;
+
+/// Where one site's arguments are on the running kernel: `pos[slot]` is
+/// the position (from 0) of the parameter its row names in that slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArgLayout {
+    pub pos: [u32; ARG_SLOTS],
+    /// 1: the call returns a `long` (sign-extended from 64 bits); 0: an
+    /// `int` (from 32), or a site that reads no return value.
+    pub ret_long: u32,
+}
+
+impl ArgLayout {
+    /// The site table's positions for `site`.
+    pub const fn builtin(site: Site) -> ArgLayout {
+        let args = site.args();
+        let mut pos = [0u32; ARG_SLOTS];
+        let mut i = 0;
+        while i < args.len() {
+            pos[i] = args[i].builtin;
+            i += 1;
+        }
+        ArgLayout {
+            pos,
+            ret_long: matches!(site.gup_ret(), Some(GupRet::Long)) as u32,
+        }
+    }
+}
+
+/// Name of the global holding every site's [`ArgLayout`], indexed by the
+/// [`Site`] value; set by user space before load from the kernel's BTF.
+pub const GLOBAL_ARG_LAYOUTS: &str = "ARG_LAYOUTS";
+
+/// The site table's argument layouts, the probes' defaults.
+pub const BUILTIN_ARG_LAYOUTS: [ArgLayout; SITE_SLOTS] = {
+    let mut out = [ArgLayout {
+        pos: [0; ARG_SLOTS],
+        ret_long: 0,
+    }; SITE_SLOTS];
+    let mut i = 0;
+    while i < Site::ALL.len() {
+        out[Site::ALL[i] as usize] = ArgLayout::builtin(Site::ALL[i]);
+        i += 1;
+    }
+    out
 };
 
 impl Site {
@@ -775,6 +937,7 @@ mod pod {
     unsafe impl aya::Pod for super::ExitEvent {}
     unsafe impl aya::Pod for super::AuditSlot {}
     unsafe impl aya::Pod for super::BioEvent {}
+    unsafe impl aya::Pod for super::ArgLayout {}
 }
 
 #[cfg(test)]
@@ -798,6 +961,23 @@ mod tests {
         assert_eq!(size_of::<RqCompleteEvent>(), 4 + 4 + 8 + 8 + 4 + 4);
         assert_eq!(size_of::<EntryArgs>(), 8 * 3 + 4 + 4);
         assert_eq!(size_of::<BioEvent>(), 4 + 4 + 8 * 4 + 4 * 6);
+    }
+
+    #[test]
+    fn builtin_layouts_are_the_table_positions() {
+        assert_eq!(size_of::<ArgLayout>(), 4 * (ARG_SLOTS + 1));
+        let remote = BUILTIN_ARG_LAYOUTS[Site::PinUserPagesRemote as usize];
+        assert_eq!(remote.pos, [1, 2, 3, 4]);
+        assert_eq!(remote.ret_long, 1);
+        let unlocked = ArgLayout::builtin(Site::GetUserPagesUnlocked);
+        // pages before gup_flags: slot order stays start, nr_pages, gup_flags, pages.
+        assert_eq!(unlocked.pos, [0, 1, 3, 2]);
+        assert_eq!(ArgLayout::builtin(Site::PinUserPagesFast).ret_long, 0);
+        let put = ArgLayout::builtin(Site::GupPutFolio);
+        assert_eq!((put.pos, put.ret_long), ([0, 1, 2, 0], 0));
+        assert_eq!(Site::BioMap.args()[0].name, "rq");
+        assert_eq!(Site::FolioAddPin.args()[0].shape, ArgShape::Ptr);
+        assert_eq!(BUILTIN_ARG_LAYOUTS[0], ArgLayout::default());
     }
 
     #[test]

@@ -6,8 +6,8 @@ use core::ffi::c_void;
 
 use crate::{
     filter,
-    kernel::{folio_of, func_arg, func_ret, now_ns, read_u64},
-    maps::{global, ENTRY_ARGS, EVENTS, FOLIO_REFCOUNT_OFF, FOLL_PIN},
+    kernel::{folio_of, func_arg, func_ret, kprobe_args, now_ns, pick, read_u64},
+    maps::{arg_pos, global, ret_is_long, ENTRY_ARGS, EVENTS, FOLIO_REFCOUNT_OFF, FOLL_PIN},
     ring::{bump, wakeup},
     stacks::{forget_released, sampling, stack_id},
 };
@@ -17,9 +17,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use pintrace_common::{
-    AcquireEvent, AcquireWithFolios, Counter, EntryArgs, FolioBatch, Site, FOLIOS_PER_RECORD,
-    FOLIO_BELOW_1_PIN, FOLIO_BELOW_2_PINS, MAX_FOLIO_RECORDS, STACK_CLOCK_ACQUIRE, TAG_ACQUIRE,
-    TAG_ACQUIRE_FOLIOS, TAG_FOLIOS,
+    AcquireEvent, AcquireWithFolios, Counter, EntryArgs, FolioBatch, Site, ARG_GUP_FLAGS,
+    ARG_NR_PAGES, ARG_PAGES, ARG_START, FOLIOS_PER_RECORD, FOLIO_BELOW_1_PIN, FOLIO_BELOW_2_PINS,
+    MAX_FOLIO_RECORDS, STACK_CLOCK_ACQUIRE, TAG_ACQUIRE, TAG_ACQUIRE_FOLIOS, TAG_FOLIOS,
 };
 
 /// What one [`folio_batch`] step needs, on the caller's stack.
@@ -243,50 +243,49 @@ pub(crate) fn emit_acquire<C: StackIdContext>(ctx: &C, site: Site, args: &EntryA
     emit_folios(site, pid_tgid, args.ts_ns, args.pages, ret, track);
 }
 
-/// `(start, nr_pages, ...)` from argument `first` on: 0 for the local
-/// calls, 1 for `*_remote` (after the mm); `order` says where the flags and
-/// the pages array are. `long_ret`: the call returns a long (else an int).
+/// The arguments of a GUP call, at the positions of its [`ArgLayout`]
+/// (`pintrace_common::ArgLayout`: from the kernel's BTF, else the site
+/// table's), read by `arg(position)`.
 #[inline(always)]
-pub(crate) fn acquire_fexit(
-    ctx: &FExitContext,
-    site: Site,
-    first: u32,
-    order: (u32, u32),
-    long_ret: bool,
-) -> u32 {
-    if !filter::current_watched() {
-        return 0;
-    }
-    let args = EntryArgs {
-        start: func_arg(ctx, first),
-        nr_pages: func_arg(ctx, first + 1) as i32,
-        gup_flags: func_arg(ctx, first + order.0) as u32,
-        pages: func_arg(ctx, first + order.1),
+fn gup_args(site: Site, arg: impl Fn(u32) -> u64) -> EntryArgs {
+    EntryArgs {
+        start: arg(arg_pos(site, ARG_START)),
+        nr_pages: arg(arg_pos(site, ARG_NR_PAGES)) as i32,
+        gup_flags: arg(arg_pos(site, ARG_GUP_FLAGS)) as u32,
+        pages: arg(arg_pos(site, ARG_PAGES)),
         ts_ns: now_ns(),
-    };
-    let raw = func_ret(ctx);
-    let ret = if long_ret {
+    }
+}
+
+/// The return value of a GUP call, sign-extended from its width.
+#[inline(always)]
+fn gup_ret(site: Site, raw: u64) -> i64 {
+    if ret_is_long(site) {
         raw as i64
     } else {
         raw as i32 as i64
-    };
-    emit_acquire(ctx, site, &args, ret);
+    }
+}
+
+/// A GUP call at its return: arguments and return value at once.
+#[inline(always)]
+pub(crate) fn acquire_fexit(ctx: &FExitContext, site: Site) -> u32 {
+    if !filter::current_watched() {
+        return 0;
+    }
+    let args = gup_args(site, |n| func_arg(ctx, n));
+    emit_acquire(ctx, site, &args, gup_ret(site, func_ret(ctx)));
     0
 }
 
 /// Parks the arguments (as [`acquire_fexit`] reads them) for the kretprobe.
 #[inline(always)]
-pub(crate) fn park_args(ctx: &ProbeContext, first: usize, order: (u32, u32)) -> u32 {
+pub(crate) fn park_args(ctx: &ProbeContext, site: Site) -> u32 {
     if !filter::current_watched() {
         return 0;
     }
-    let args = EntryArgs {
-        start: ctx.arg::<u64>(first).unwrap_or(0),
-        nr_pages: ctx.arg::<i64>(first + 1).unwrap_or(0) as i32,
-        gup_flags: ctx.arg::<u32>(first + order.0 as usize).unwrap_or(0),
-        pages: ctx.arg::<u64>(first + order.1 as usize).unwrap_or(0),
-        ts_ns: now_ns(),
-    };
+    let regs = kprobe_args(ctx);
+    let args = gup_args(site, |n| pick(&regs, n));
     if ENTRY_ARGS
         .insert(bpf_get_current_pid_tgid(), args, 0)
         .is_err()
@@ -298,7 +297,7 @@ pub(crate) fn park_args(ctx: &ProbeContext, first: usize, order: (u32, u32)) -> 
 }
 
 #[inline(always)]
-pub(crate) fn finish_kretprobe(ctx: &RetProbeContext, site: Site, long_ret: bool) -> u32 {
+pub(crate) fn finish_kretprobe(ctx: &RetProbeContext, site: Site) -> u32 {
     // Unwatched calls parked nothing: not a missing entry.
     if !filter::current_watched() {
         return 0;
@@ -311,11 +310,6 @@ pub(crate) fn finish_kretprobe(ctx: &RetProbeContext, site: Site, long_ret: bool
     };
     let _ = ENTRY_ARGS.remove(&key);
     let raw: u64 = ctx.ret();
-    let ret = if long_ret {
-        raw as i64
-    } else {
-        raw as i32 as i64
-    };
-    emit_acquire(ctx, site, &args, ret);
+    emit_acquire(ctx, site, &args, gup_ret(site, raw));
     0
 }

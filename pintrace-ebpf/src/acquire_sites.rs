@@ -1,14 +1,14 @@
 //! The acquire sites' programs: an fexit, a kprobe and a kretprobe for
 //! each GUP entry point, made from its row of `pintrace_common::site_table!`
-//! (which says where its flags and `pages` array are), and
+//! (whose arguments are read where the site's `ArgLayout` says), and
 //! `folio_add_pin`'s extra pin. The work is in `acquire`'s `acquire_fexit`,
 //! `park_args`, `finish_kretprobe` and `emit_acquire`.
 
 use crate::{
     acquire::{acquire_fexit, finish_kretprobe, park_args},
     filter,
-    kernel::{func_arg, now_ns, read_u64},
-    maps::{global, EVENTS, FOLIO_REFCOUNT_OFF},
+    kernel::{func_arg, kprobe_args, now_ns, pick, read_u64},
+    maps::{arg_pos, global, EVENTS, FOLIO_REFCOUNT_OFF},
     ring::{bump, wakeup},
     stacks::stack_id,
 };
@@ -30,30 +30,23 @@ use pintrace_common::{
 macro_rules! gup_programs {
     (@site [] $($row:tt)*) => {};
     (@site
-        [$first:literal, $order:path, $ret:ident]
+        [$ret:ident]
         $site:ident $symbol:literal [$fexit:ident] $kprobe:ident [$kretprobe:ident]
     ) => {
         #[fexit(function = $symbol)]
         pub fn $fexit(ctx: FExitContext) -> u32 {
-            acquire_fexit(&ctx, Site::$site, $first, $order, gup_programs!(@long $ret))
+            acquire_fexit(&ctx, Site::$site)
         }
 
         #[kprobe]
         pub fn $kprobe(ctx: ProbeContext) -> u32 {
-            park_args(&ctx, $first, $order)
+            park_args(&ctx, Site::$site)
         }
 
         #[kretprobe]
         pub fn $kretprobe(ctx: RetProbeContext) -> u32 {
-            finish_kretprobe(&ctx, Site::$site, gup_programs!(@long $ret))
+            finish_kretprobe(&ctx, Site::$site)
         }
-    };
-    // Whether the call returns a long (else an int).
-    (@long int) => {
-        false
-    };
-    (@long long) => {
-        true
     };
     ($(
         $(#[$doc:meta])*
@@ -61,7 +54,8 @@ macro_rules! gup_programs {
             symbol: $symbol:literal,
             name: $name:literal,
             role: $role:ident,
-            $(gup: { first: $first:literal, order: $order:path, ret: $ret:ident },)?
+            args: { $($arg:ident: $shape:ident @ $pos:literal),* $(,)? },
+            $(gup: $ret:ident,)?
             $(fentry: $fentry:ident,)?
             $(fexit: $fexit:ident,)?
             kprobe: $kprobe:ident,
@@ -69,7 +63,7 @@ macro_rules! gup_programs {
         }
     )*) => {
         $(gup_programs!(@site
-            [$($first, $order, $ret)?]
+            [$($ret)?]
             $site $symbol [$($fexit)?] $kprobe [$($kretprobe)?]
         );)*
     };
@@ -148,12 +142,17 @@ fn emit_add_pin<C: StackIdContext>(ctx: &C, folio: u64, after: bool) -> u32 {
     0
 }
 
+/// `folio_add_pin`'s `folio` (slot 0 of its row).
+const FOLIO: usize = 0;
+
 #[fexit(function = "folio_add_pin")]
 pub fn fexit_folio_add_pin(ctx: FExitContext) -> u32 {
-    emit_add_pin(&ctx, func_arg(&ctx, 0), true)
+    let folio = func_arg(&ctx, arg_pos(Site::FolioAddPin, FOLIO));
+    emit_add_pin(&ctx, folio, true)
 }
 
 #[kprobe]
 pub fn kprobe_folio_add_pin(ctx: ProbeContext) -> u32 {
-    emit_add_pin(&ctx, ctx.arg::<u64>(0).unwrap_or(0), false)
+    let folio = pick(&kprobe_args(&ctx), arg_pos(Site::FolioAddPin, FOLIO));
+    emit_add_pin(&ctx, folio, false)
 }

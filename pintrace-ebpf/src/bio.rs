@@ -4,9 +4,9 @@
 
 use crate::{
     filter,
-    kernel::{func_arg, func_ret, now_ns, read_u32, read_u64},
+    kernel::{func_arg, func_ret, kprobe_args, now_ns, pick, read_u32, read_u64},
     maps::{
-        global, BDEV_DEV_OFF, BIOS, BIO_ARGS, BIO_BDEV_OFF, BIO_FLAGS_OFF, BIO_OPF_OFF,
+        arg_pos, global, BDEV_DEV_OFF, BIOS, BIO_ARGS, BIO_BDEV_OFF, BIO_FLAGS_OFF, BIO_OPF_OFF,
         BIO_SECTOR_OFF, BIO_SIZE_OFF, BIO_STATUS_OFF, EVENTS, MAPPING, REQ_BIOTAIL_OFF,
     },
     ring::{bump, wakeup},
@@ -16,7 +16,19 @@ use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use pintrace_common::{BioEvent, BioPhase, Counter, TAG_BIO};
+use pintrace_common::{BioEvent, BioPhase, Counter, Site, TAG_BIO};
+
+/// The one argument every bio site reads (`bio`, or `bio_map_user_iov`'s
+/// `rq`): slot 0 of its row, at the position of its `ArgLayout`.
+#[inline(always)]
+fn trampoline_arg<C: aya_ebpf::EbpfContext>(ctx: &C, site: Site) -> u64 {
+    func_arg(ctx, arg_pos(site, 0))
+}
+
+#[inline(always)]
+fn kprobe_arg0(ctx: &ProbeContext, site: Site) -> u64 {
+    pick(&kprobe_args(ctx), arg_pos(site, 0))
+}
 
 /// One step of a bio's life; the bio's fields are read only at FillEnd
 /// (sector and size are final there; the device is set by then).
@@ -89,7 +101,7 @@ pub fn fentry_bio_fill(ctx: FEntryContext) -> u32 {
     if !filter::current_watched() {
         return 0;
     }
-    emit_bio(BioPhase::FillBegin, func_arg(&ctx, 0), 0);
+    emit_bio(BioPhase::FillBegin, trampoline_arg(&ctx, Site::BioFill), 0);
     0
 }
 
@@ -98,7 +110,7 @@ pub fn fexit_bio_fill(ctx: FExitContext) -> u32 {
     if !filter::current_watched() {
         return 0;
     }
-    bio_fill_end(func_arg(&ctx, 0), func_ret(&ctx) as i32);
+    bio_fill_end(trampoline_arg(&ctx, Site::BioFill), func_ret(&ctx) as i32);
     0
 }
 
@@ -107,7 +119,7 @@ pub fn kprobe_bio_fill(ctx: ProbeContext) -> u32 {
     if !filter::current_watched() {
         return 0;
     }
-    let bio = ctx.arg::<u64>(0).unwrap_or(0);
+    let bio = kprobe_arg0(&ctx, Site::BioFill);
     if BIO_ARGS.insert(bpf_get_current_pid_tgid(), bio, 0).is_err() {
         bump(Counter::EntryArgsFull);
     }
@@ -161,7 +173,7 @@ pub fn fentry_bio_map(ctx: FEntryContext) -> u32 {
     if !filter::current_watched() {
         return 0;
     }
-    bio_map_begin(func_arg(&ctx, 0));
+    bio_map_begin(trampoline_arg(&ctx, Site::BioMap));
     0
 }
 
@@ -171,7 +183,7 @@ pub fn fexit_bio_map(ctx: FExitContext) -> u32 {
         return 0;
     }
     let _ = MAPPING.remove(bpf_get_current_pid_tgid());
-    bio_map_end(func_arg(&ctx, 0), func_ret(&ctx) as i32);
+    bio_map_end(trampoline_arg(&ctx, Site::BioMap), func_ret(&ctx) as i32);
     0
 }
 
@@ -180,7 +192,7 @@ pub fn kprobe_bio_map(ctx: ProbeContext) -> u32 {
     if !filter::current_watched() {
         return 0;
     }
-    bio_map_begin(ctx.arg::<u64>(0).unwrap_or(0));
+    bio_map_begin(kprobe_arg0(&ctx, Site::BioMap));
     0
 }
 
@@ -211,12 +223,12 @@ fn bio_endio(bio: u64) -> u32 {
 
 #[fentry(function = "bio_endio")]
 pub fn fentry_bio_endio(ctx: FEntryContext) -> u32 {
-    bio_endio(func_arg(&ctx, 0))
+    bio_endio(trampoline_arg(&ctx, Site::BioEndio))
 }
 
 #[kprobe]
 pub fn kprobe_bio_endio(ctx: ProbeContext) -> u32 {
-    bio_endio(ctx.arg::<u64>(0).unwrap_or(0))
+    bio_endio(kprobe_arg0(&ctx, Site::BioEndio))
 }
 
 /// A bio seen filled, or one `bio_map_user_iov` releases on its error path
@@ -232,10 +244,10 @@ fn bio_release(bio: u64) -> u32 {
 
 #[fentry(function = "__bio_release_pages")]
 pub fn fentry_bio_release(ctx: FEntryContext) -> u32 {
-    bio_release(func_arg(&ctx, 0))
+    bio_release(trampoline_arg(&ctx, Site::BioRelease))
 }
 
 #[kprobe]
 pub fn kprobe_bio_release(ctx: ProbeContext) -> u32 {
-    bio_release(ctx.arg::<u64>(0).unwrap_or(0))
+    bio_release(kprobe_arg0(&ctx, Site::BioRelease))
 }

@@ -7,9 +7,10 @@ use aya_ebpf::{
         bpf_ktime_get_ns, bpf_probe_read_kernel,
         generated::{bpf_get_func_arg, bpf_get_func_ret},
     },
-    programs::FExitContext,
+    programs::{FExitContext, ProbeContext},
     EbpfContext,
 };
+use core::ptr::{addr_of, read_volatile};
 
 #[inline(always)]
 pub(crate) fn now_ns() -> u64 {
@@ -52,6 +53,44 @@ pub(crate) fn func_arg<C: EbpfContext>(ctx: &C, n: u32) -> u64 {
     // SAFETY: ctx is a tracing context; the helper bounds-checks n.
     unsafe { bpf_get_func_arg(ctx.as_ptr(), n, &mut v) };
     v
+}
+
+/// The six register arguments at a kprobe (x86-64: rdi, rsi, rdx, rcx, r8,
+/// r9), read once, for [`pick`]. Volatile reads at the fields' fixed
+/// offsets: left to itself the compiler folds "the register picked by a
+/// position" into one load at a computed offset of the context, which the
+/// verifier refuses ("dereference of modified ctx ptr").
+#[inline(always)]
+pub(crate) fn kprobe_args(ctx: &ProbeContext) -> [u64; 6] {
+    let r = ctx.regs;
+    // SAFETY: `regs` is the kprobe's context, a `struct pt_regs`; each
+    // read is one of its fields.
+    unsafe {
+        [
+            read_volatile(addr_of!((*r).rdi)),
+            read_volatile(addr_of!((*r).rsi)),
+            read_volatile(addr_of!((*r).rdx)),
+            read_volatile(addr_of!((*r).rcx)),
+            read_volatile(addr_of!((*r).r8)),
+            read_volatile(addr_of!((*r).r9)),
+        ]
+    }
+}
+
+/// Argument `n` of [`kprobe_args`]; 0 beyond the sixth (the plan never
+/// attaches a kprobe that needs one). `n` is a load-time constant
+/// (`maps::arg_pos`), so the verifier walks one branch.
+#[inline(always)]
+pub(crate) fn pick(regs: &[u64; 6], n: u32) -> u64 {
+    match n {
+        0 => regs[0],
+        1 => regs[1],
+        2 => regs[2],
+        3 => regs[3],
+        4 => regs[4],
+        5 => regs[5],
+        _ => 0,
+    }
 }
 
 /// `*p += n`, atomically across CPUs (BPF's `lock` add, which every BPF

@@ -5,8 +5,10 @@
 //! for `gup_put_folio`) and a `kprobe` (with a `kretprobe` for acquires, the
 //! arguments parked in [`maps::ENTRY_ARGS`] by thread until the return). User
 //! space attaches exactly one of the two per site, so no call is seen twice.
-//! The sites, their programs' names and where each call's arguments are,
-//! are `pintrace_common::site_table!`.
+//! The sites, their programs' names and the arguments each reads (by
+//! parameter name, with a built-in position) are
+//! `pintrace_common::site_table!`; user space sets where the arguments are
+//! on the running kernel, from its BTF, in [`maps::ARG_LAYOUTS`].
 //!
 //! The hot path does no string work and no logging: records are reserved in
 //! the ring buffer, filled and submitted. Every record that cannot be

@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
 use pintrace_common::{
-    AuditSlot, EntryArgs, StackClock, AUDIT_SLOTS, COUNTER_SLOTS, FILTER_MAX_FOLIOS,
-    FILTER_MAX_TGIDS, STACK_CLOCK_SLOTS,
+    ArgLayout, AuditSlot, EntryArgs, Site, StackClock, AUDIT_SLOTS, BUILTIN_ARG_LAYOUTS,
+    COUNTER_SLOTS, FILTER_MAX_FOLIOS, FILTER_MAX_TGIDS, SITE_SLOTS, STACK_CLOCK_SLOTS,
 };
 
 /// Ring buffer of events; user space sizes it before load (`--ringbuf-mib`).
@@ -61,6 +61,12 @@ pub(crate) static BDEV_DEV_OFF: u32 = 36;
 /// `struct request::biotail`, set by user space from BTF.
 #[unsafe(no_mangle)]
 pub(crate) static REQ_BIOTAIL_OFF: u32 = 8;
+
+/// Where each site's arguments are, by `Site` value: see
+/// `pintrace_common::GLOBAL_ARG_LAYOUTS`. Set by user space from the
+/// kernel's BTF; the site table's positions by default.
+#[unsafe(no_mangle)]
+pub(crate) static ARG_LAYOUTS: [ArgLayout; SITE_SLOTS] = BUILTIN_ARG_LAYOUTS;
 
 /// Batched wake-ups: see `pintrace_common::GLOBAL_RB_WAKEUP_BYTES`.
 #[unsafe(no_mangle)]
@@ -130,4 +136,22 @@ pub(crate) fn global(v: &'static u32) -> u64 {
 pub(crate) fn global_u64(v: &'static u64) -> u64 {
     // SAFETY: as for `global`.
     unsafe { core::ptr::read_volatile(v) }
+}
+
+/// The position of the argument in `slot` of `site`'s row. `site` and
+/// `slot` are constants in every caller, so this is one load at a fixed
+/// offset of the read-only globals, whose value the verifier knows (they
+/// are frozen before the programs load).
+#[inline(always)]
+pub(crate) fn arg_pos(site: Site, slot: usize) -> u32 {
+    // SAFETY: as for `global`; both indexes are in bounds (the site table's
+    // build-time checks).
+    unsafe { core::ptr::read_volatile(&ARG_LAYOUTS[site as usize].pos[slot]) }
+}
+
+/// Whether `site` returns a `long` (else an `int`): see [`ArgLayout`].
+#[inline(always)]
+pub(crate) fn ret_is_long(site: Site) -> bool {
+    // SAFETY: as for `arg_pos`.
+    unsafe { core::ptr::read_volatile(&ARG_LAYOUTS[site as usize].ret_long) != 0 }
 }

@@ -2,8 +2,10 @@
 
 use crate::{
     filter,
-    kernel::{func_arg, now_ns, read_u64},
-    maps::{global, EVENTS, FOLIO_REFCOUNT_OFF, FOLL_PIN, PAGE_COMPOUND_HEAD_OFF, PAGE_SIZEOF},
+    kernel::{func_arg, kprobe_args, now_ns, pick, read_u64},
+    maps::{
+        arg_pos, global, EVENTS, FOLIO_REFCOUNT_OFF, FOLL_PIN, PAGE_COMPOUND_HEAD_OFF, PAGE_SIZEOF,
+    },
     ring::{bump, wakeup},
     stacks::{recently_released, sampling, stack_id},
 };
@@ -66,22 +68,25 @@ fn emit_release<C: StackIdContext>(ctx: &C, folio: u64, refs: i32, flags: u32) -
     0
 }
 
+/// The slots of `gup_put_folio`'s row: `folio`, `refs`, `flags`.
+const FOLIO: usize = 0;
+const REFS: usize = 1;
+const FLAGS: usize = 2;
+
+/// `gup_put_folio`'s arguments, at the positions of its `ArgLayout`.
+#[inline(always)]
+fn emit_release_args<C: StackIdContext>(ctx: &C, arg: impl Fn(u32) -> u64) -> u32 {
+    let at = |slot| arg(arg_pos(Site::GupPutFolio, slot));
+    emit_release(ctx, at(FOLIO), at(REFS) as i32, at(FLAGS) as u32)
+}
+
 #[fentry(function = "gup_put_folio")]
 pub fn fentry_gup_put_folio(ctx: FEntryContext) -> u32 {
-    emit_release(
-        &ctx,
-        func_arg(&ctx, 0),
-        func_arg(&ctx, 1) as i32,
-        func_arg(&ctx, 2) as u32,
-    )
+    emit_release_args(&ctx, |n| func_arg(&ctx, n))
 }
 
 #[kprobe]
 pub fn kprobe_gup_put_folio(ctx: ProbeContext) -> u32 {
-    emit_release(
-        &ctx,
-        ctx.arg::<u64>(0).unwrap_or(0),
-        ctx.arg::<i32>(1).unwrap_or(0),
-        ctx.arg::<u32>(2).unwrap_or(0),
-    )
+    let regs = kprobe_args(&ctx);
+    emit_release_args(&ctx, |n| pick(&regs, n))
 }

@@ -335,6 +335,41 @@ fn doctor_sees_kprobes_fentry_and_the_symbols() {
         }
     }
     assert!(present("gup_put_folio"), "the unpin choke point");
+    // The FOLL_* values: the enum in BTF from 6.3, the macros (the version
+    // table) before.
+    let flags = &caps["flags"];
+    if v >= (6, 3) {
+        assert_eq!(flags["source"], "BTF", "{flags}");
+    } else {
+        assert!(
+            flags["source"]
+                .as_str()
+                .unwrap()
+                .starts_with("version table"),
+            "{flags}"
+        );
+    }
+    assert_eq!(flags["pin"], if v >= (6, 3) { 1 << 19 } else { 0x40000 });
+    // The exported GUP calls' arguments come from their BTF prototypes,
+    // at the positions of the kernel's sources.
+    for (symbol, positions) in [
+        ("pin_user_pages_fast", [0, 1, 2, 3]),
+        ("get_user_pages_fast", [0, 1, 2, 3]),
+        ("pin_user_pages_remote", [1, 2, 3, 4]),
+        ("get_user_pages_remote", [1, 2, 3, 4]),
+        ("pin_user_pages_unlocked", [0, 1, 3, 2]),
+    ] {
+        let site = sites.iter().find(|s| s["symbol"] == symbol).unwrap();
+        let args = &site["args"];
+        assert_eq!(args["source"], "BTF", "{site}");
+        let got: Vec<u64> = args["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["position"].as_u64().unwrap())
+            .collect();
+        assert_eq!(got, positions, "{site}");
+    }
     let _ = IN_GUEST;
 }
 

@@ -3,7 +3,7 @@
 use super::output::Output;
 use crate::{
     exit::Exit,
-    trace::plan::Preference,
+    trace::plan::{Plan, Preference},
     trace::startup::{ProbeSettings, Startup},
     views::doctor::{render, DoctorReport},
 };
@@ -21,10 +21,14 @@ pub fn run(json: bool) -> Result<Exit> {
     };
     let s = Startup::run(Preference::Auto, &settings)?;
     let can_trace = s.plan.is_ok();
+    // Where nothing can be traced, the plan it would attach still shows
+    // what this kernel has: its symbols and each site's argument layout.
+    let would_attach = (!can_trace).then(|| Plan::would_attach(&s.caps, Preference::Auto));
     let report = DoctorReport {
         kind: "doctor",
         caps: s.caps,
         plan: s.plan.map_err(|e| e.0),
+        would_attach,
         actions: s.actions,
     };
     if json {

@@ -3,7 +3,11 @@
 //! that can only be learnt by trying (whether fentry/fexit programs load) is
 //! filled in by the probes module and handed back as [`Availability`].
 
-use crate::kernel::layout::StructOffsets;
+use crate::kernel::{
+    flags::DetectedFlags,
+    layout::{StructOffsets, VMLINUX_BTF},
+    protos::Protos,
+};
 use serde::Serialize;
 use std::{
     collections::HashMap,
@@ -101,6 +105,12 @@ pub struct Caps {
     pub symbols: Vec<SymbolInfo>,
     /// Field offsets the probes read (from BTF, else built-in defaults).
     pub layout: StructOffsets,
+    /// FOLL_* values (from BTF, else the version table) and where from.
+    pub flags: DetectedFlags,
+    /// Where each site's arguments are (from BTF prototypes, else the
+    /// site table). Shown through the plan, which carries them per site.
+    #[serde(skip)]
+    pub protos: Protos,
 }
 
 impl Caps {
@@ -133,6 +143,25 @@ impl Caps {
             parse_rq_complete_format(&format)
         });
         let vmstat = fs::read_to_string("/proc/vmstat").unwrap_or_default();
+        // The kernel's BTF, read once for the offsets, the flags and the
+        // prototypes.
+        let btf = btf_rs::Btf::from_file(VMLINUX_BTF)
+            .map_err(|e| format!("no kernel BTF (reading {VMLINUX_BTF}: {e})"));
+        let layout = match &btf {
+            Ok(b) => StructOffsets::from_btf(b).unwrap_or_else(|e| {
+                log::info!("struct offsets: built-in defaults ({e:#})");
+                StructOffsets::default()
+            }),
+            Err(e) => {
+                log::info!("struct offsets: built-in defaults ({e})");
+                StructOffsets::default()
+            }
+        };
+        let flags = DetectedFlags::detect(btf.as_ref().ok(), &release, layout.bio.as_ref());
+        let protos = match &btf {
+            Ok(b) => Protos::from_btf(b),
+            Err(e) => Protos::builtin(e),
+        };
         Caps {
             release,
             privileged: privileges(),
@@ -143,7 +172,9 @@ impl Caps {
             rq_complete,
             vmstat_pin_counters: vmstat.contains("nr_foll_pin_acquired"),
             symbols: symbol_table(&kallsyms, traceable.as_deref()),
-            layout: StructOffsets::detect(),
+            layout,
+            flags,
+            protos,
         }
     }
 

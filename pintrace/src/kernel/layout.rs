@@ -57,17 +57,6 @@ impl Default for StructOffsets {
 }
 
 impl StructOffsets {
-    /// The running kernel's layout, or the defaults (with the reason logged).
-    pub fn detect() -> StructOffsets {
-        match StructOffsets::from_btf_file(Path::new(VMLINUX_BTF)) {
-            Ok(o) => o,
-            Err(e) => {
-                log::info!("struct offsets: built-in defaults ({e:#})");
-                StructOffsets::default()
-            }
-        }
-    }
-
     pub fn from_btf_file(path: &Path) -> Result<StructOffsets> {
         let btf = Btf::from_file(path).map_err(|e| anyhow!("reading {}: {e}", path.display()))?;
         StructOffsets::from_btf(&btf)
@@ -189,19 +178,28 @@ fn member_bits(
 /// The value of an enumerator, searching every enum (kernel flag enums are
 /// often anonymous).
 pub fn enumerator(btf: &Btf, name: &str) -> Option<u32> {
+    enumerators(btf, &[name])[0]
+}
+
+/// The values of several enumerators, in one walk over the types (a
+/// kernel's BTF has some hundred thousand).
+pub fn enumerators(btf: &Btf, names: &[&str]) -> Vec<Option<u32>> {
+    let mut found = vec![None; names.len()];
     let mut types = btf.type_iter();
     while let Ok(Some(t)) = types.next() {
         if let Type::Enum(e) = t {
-            if let Some(m) = e
-                .members
-                .iter()
-                .find(|m| btf.resolve_name(*m).is_ok_and(|n| n == name))
-            {
-                return Some(m.val());
+            for m in &e.members {
+                let Ok(n) = btf.resolve_name(m) else { continue };
+                if let Some(i) = names.iter().position(|&want| want == n) {
+                    found[i].get_or_insert(m.val());
+                }
+            }
+            if found.iter().all(Option::is_some) {
+                break;
             }
         }
     }
-    None
+    found
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
 //! The attach plan: from the kernel's capabilities, which probe goes where and
 //! by which method. Pure: built from [`Caps`], executed by the probes module.
 
-use crate::kernel::caps::{Availability, Caps, RqCompleteLayout};
+use crate::kernel::{
+    caps::{Availability, Caps, RqCompleteLayout},
+    protos::SiteArgs,
+};
 use pintrace_common::Site;
 use serde::Serialize;
 use std::fmt;
@@ -62,12 +65,27 @@ pub struct SitePlan {
     /// Takes references (else drops them).
     pub acquire: bool,
     pub reason: String,
+    /// Where its arguments are on this kernel (from its BTF prototype, or
+    /// the site table's); `None` when the prototype no longer fits (then
+    /// `reason` says how, and the site is off).
+    pub args: Option<SiteArgs>,
     #[serde(skip)]
     pub id: Site,
 }
 
+impl SitePlan {
+    /// Why a kprobe cannot watch this site (an argument beyond the
+    /// registers), if it cannot.
+    pub fn kprobe_misfit(&self) -> Option<String> {
+        self.args.as_ref()?.kprobe_misfit(self.symbol)
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Plan {
+    /// A would-be plan ([`Plan::would_attach`]): what pintrace would attach
+    /// if this kernel could trace; nothing attaches from it.
+    pub would_be: bool,
     pub sites: Vec<SitePlan>,
     /// `block:block_rq_complete`, with the field offsets of this kernel.
     pub rq_complete: Option<RqCompleteLayout>,
@@ -98,15 +116,70 @@ impl Plan {
     /// function is traceable, kprobes otherwise. Fails when not a single
     /// acquire site can be watched.
     pub fn build(caps: &Caps, preference: Preference) -> Result<Plan, NoPlan> {
+        let plan = Plan::choose(caps, preference, false);
+        if plan
+            .sites
+            .iter()
+            .filter(|s| s.acquire)
+            .all(|s| s.method.is_none())
+        {
+            // Say once what the kernel lacks as a whole, then any per-symbol detail.
+            let mut missing = Vec::new();
+            if preference != Preference::Kprobe && !caps.fentry.is_yes() {
+                missing.push(format!("fentry/fexit: {}", why_not(&caps.fentry)));
+            }
+            if preference != Preference::Fentry && !caps.kprobes.is_yes() {
+                missing.push(format!("kprobes: {}", why_not(&caps.kprobes)));
+            }
+            if missing.is_empty() {
+                missing = plan
+                    .sites
+                    .iter()
+                    .map(|s| format!("{}: {}", s.symbol, s.reason))
+                    .collect();
+            }
+            return Err(NoPlan(format!(
+                "cannot watch any acquire site on kernel {}.\n  {}\n\
+                 pintrace needs kprobes (CONFIG_KPROBES) or fentry/fexit programs (BTF \
+                 trampolines).",
+                caps.release,
+                missing.join("\n  ")
+            )));
+        }
+        Ok(plan)
+    }
+
+    /// The plan pintrace would attach if this kernel's fentry/fexit (where
+    /// it has BTF) and kprobes worked, for `doctor` on a kernel that
+    /// cannot trace: the symbols, argument layouts and every other reason
+    /// a site is off are this kernel's; only the methods are assumed.
+    /// Marked [`would_be`](Plan::would_be); nothing attaches from it.
+    pub fn would_attach(caps: &Caps, preference: Preference) -> Plan {
+        let mut plan = Plan::choose(caps, preference, true);
+        plan.notes.insert(
+            0,
+            "would-be plan: this kernel cannot trace; the methods are assumed (fentry/fexit \
+             where it has BTF, else kprobes), everything else is this kernel's"
+                .into(),
+        );
+        plan
+    }
+
+    /// Each site's method and why. `assume`: as if fentry/fexit (with
+    /// kernel BTF) and kprobes were available.
+    fn choose(caps: &Caps, preference: Preference, assume: bool) -> Plan {
         let mut sites = Vec::new();
         let mut notes = Vec::new();
+        let fentry_yes = caps.fentry.is_yes() || (assume && caps.btf);
+        let kprobes_yes = caps.kprobes.is_yes() || assume;
         for site in Site::ALL {
             let symbol = site.symbol();
             let info = caps.symbol(symbol);
             let present = info.is_some_and(|s| s.present);
             let traceable = info.and_then(|s| s.traceable).unwrap_or(present);
-            let fexit_ok = preference != Preference::Kprobe && caps.fentry.is_yes() && traceable;
-            let kprobe_ok = preference != Preference::Fentry && caps.kprobes.is_yes() && present;
+            let fexit_ok = preference != Preference::Kprobe && fentry_yes && traceable;
+            let kprobe_ok = preference != Preference::Fentry && kprobes_yes && present;
+            let args = caps.protos.get(site);
             let (method, reason) = if !present {
                 (None, format!("{symbol} is not in /proc/kallsyms"))
             } else if site == Site::GetUserPagesUnlocked && caps.unlocked_nests() {
@@ -116,18 +189,30 @@ impl Plan {
                     None,
                     "the layout of struct bio is unknown without kernel BTF".to_owned(),
                 )
+            } else if let Err(misfit) = args {
+                (None, misfit.to_string())
             } else if fexit_ok {
-                (
-                    Some(Method::Trampoline),
-                    "fentry/fexit programs load here".into(),
-                )
+                let why = if caps.fentry.is_yes() {
+                    "fentry/fexit programs load here"
+                } else {
+                    "assumed: fentry/fexit programs would load"
+                };
+                (Some(Method::Trampoline), why.into())
             } else if kprobe_ok {
                 let why = if preference == Preference::Kprobe {
                     "chosen with --attach kprobe".to_owned()
                 } else {
                     format!("fentry/fexit unavailable: {}", why_not(&caps.fentry))
                 };
-                (Some(Method::Kprobe), why)
+                let why = if caps.kprobes.is_yes() {
+                    why
+                } else {
+                    format!("assumed: kprobes; {why}")
+                };
+                match args.ok().and_then(|a| a.kprobe_misfit(symbol)) {
+                    Some(misfit) => (None, format!("{misfit} ({why})")),
+                    None => (Some(Method::Kprobe), why),
+                }
             } else {
                 let mut missing = Vec::new();
                 if preference != Preference::Kprobe {
@@ -145,6 +230,7 @@ impl Plan {
                 programs: method.map(|m| m.program_kind(site)).unwrap_or("off"),
                 acquire: site.is_acquire(),
                 reason,
+                args: args.ok().cloned(),
                 id: site,
             });
         }
@@ -184,38 +270,12 @@ impl Plan {
                 off.symbol, off.reason
             ));
         }
-        if sites
-            .iter()
-            .filter(|s| s.acquire)
-            .all(|s| s.method.is_none())
-        {
-            // Say once what the kernel lacks as a whole, then any per-symbol detail.
-            let mut missing = Vec::new();
-            if preference != Preference::Kprobe && !caps.fentry.is_yes() {
-                missing.push(format!("fentry/fexit: {}", why_not(&caps.fentry)));
-            }
-            if preference != Preference::Fentry && !caps.kprobes.is_yes() {
-                missing.push(format!("kprobes: {}", why_not(&caps.kprobes)));
-            }
-            if missing.is_empty() {
-                missing = sites
-                    .iter()
-                    .map(|s| format!("{}: {}", s.symbol, s.reason))
-                    .collect();
-            }
-            return Err(NoPlan(format!(
-                "cannot watch any acquire site on kernel {}.\n  {}\n\
-                 pintrace needs kprobes (CONFIG_KPROBES) or fentry/fexit programs (BTF \
-                 trampolines).",
-                caps.release,
-                missing.join("\n  ")
-            )));
-        }
-        Ok(Plan {
+        Plan {
+            would_be: assume,
             sites,
             rq_complete: caps.rq_complete,
             notes,
-        })
+        }
     }
 
     /// Leaves the bio probes and `block:block_rq_complete` off (`--no-bio`):
@@ -266,11 +326,17 @@ pub fn site_name(site: Site) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::kernel::caps::symbol_table;
+    use crate::kernel::{
+        caps::symbol_table,
+        flags::DetectedFlags,
+        protos::{fit, Param, Proto, Protos, Shape},
+    };
 
-    fn caps(kprobes: bool, fentry: bool) -> Caps {
+    /// A 6.12 kernel with every site present and traceable, the site
+    /// table's argument positions, kprobes and fentry as asked.
+    pub(crate) fn caps(kprobes: bool, fentry: bool) -> Caps {
         let kallsyms = "ffffffff815f3b40 T get_user_pages_fast\n\
                         ffffffff815f3ba0 T pin_user_pages_fast\n\
                         ffffffff815f3c00 T pin_user_pages\n\
@@ -325,7 +391,130 @@ mod tests {
                      pin_user_pages_unlocked\nget_user_pages_unlocked\nbio_map_user_iov\n",
                 ),
             ),
+            flags: DetectedFlags::choose("6.12.0-test", [None; 3], None),
+            protos: Protos::builtin("no kernel BTF"),
         }
+    }
+
+    fn site(p: &Plan, id: Site) -> &SitePlan {
+        p.sites.iter().find(|s| s.id == id).unwrap()
+    }
+
+    /// A kernel whose `pin_user_pages_fast` lost its `pages` (renamed) and
+    /// whose `pin_user_pages_remote` took four more arguments before its
+    /// own: the first is off naming what it found, the second fits a
+    /// trampoline but not a kprobe.
+    #[test]
+    fn a_prototype_that_no_longer_fits_switches_its_site_off() {
+        let mut c = caps(true, true);
+        let p = |name: &str, ptr: bool| Param {
+            name: name.into(),
+            shape: if ptr {
+                Shape::Pointer
+            } else {
+                Shape::Int { bytes: 8 }
+            },
+        };
+        let fast = Proto {
+            symbol: "pin_user_pages_fast".into(),
+            params: vec![
+                p("start", false),
+                p("nr_pages", false),
+                p("gup_flags", false),
+                p("pagev", true),
+            ],
+            ret: Shape::Int { bytes: 4 },
+        };
+        c.protos
+            .set(Site::PinUserPagesFast, fit(Site::PinUserPagesFast, &fast));
+        let remote = Proto {
+            symbol: "pin_user_pages_remote".into(),
+            params: ["mm", "a", "b", "c"]
+                .iter()
+                .map(|n| p(n, true))
+                .chain([
+                    p("start", false),
+                    p("nr_pages", false),
+                    p("gup_flags", false),
+                    p("pages", true),
+                ])
+                .collect(),
+            ret: Shape::Int { bytes: 8 },
+        };
+        c.protos.set(
+            Site::PinUserPagesRemote,
+            fit(Site::PinUserPagesRemote, &remote),
+        );
+        let plan = Plan::build(&c, Preference::Auto).unwrap();
+        let off = site(&plan, Site::PinUserPagesFast);
+        assert_eq!((off.method, off.programs), (None, "off"));
+        assert_eq!(
+            off.reason,
+            "pin_user_pages_fast(start, nr_pages, gup_flags, pagev): no parameter `pages`"
+        );
+        assert_eq!(off.args, None);
+        let r = site(&plan, Site::PinUserPagesRemote);
+        assert_eq!(r.method, Some(Method::Trampoline));
+        let args = r.args.as_ref().unwrap();
+        assert_eq!(args.source, "BTF");
+        assert_eq!(
+            args.args.iter().map(|a| a.position).collect::<Vec<_>>(),
+            [4, 5, 6, 7]
+        );
+        // The others keep the table's positions.
+        assert_eq!(
+            site(&plan, Site::GupPutFolio).args.as_ref().unwrap().source,
+            "built-in"
+        );
+        let plan = Plan::build(&c, Preference::Kprobe).unwrap();
+        let r = site(&plan, Site::PinUserPagesRemote);
+        assert_eq!(r.method, None);
+        assert!(
+            r.reason.starts_with(
+                "pin_user_pages_remote(mm, a, b, c, start, nr_pages, gup_flags, pages): \
+                 `gup_flags` is argument 7, beyond the 6 a kprobe reads from registers"
+            ),
+            "{}",
+            r.reason
+        );
+        assert!(r.kprobe_misfit().is_some());
+        assert!(site(&plan, Site::GetUserPagesRemote)
+            .kprobe_misfit()
+            .is_none());
+    }
+
+    #[test]
+    fn a_kernel_that_cannot_trace_still_has_a_would_be_plan() {
+        let c = caps(false, false);
+        assert!(Plan::build(&c, Preference::Auto).is_err());
+        let plan = Plan::would_attach(&c, Preference::Auto);
+        assert!(plan.would_be);
+        assert!(
+            plan.notes[0].starts_with("would-be plan"),
+            "{:?}",
+            plan.notes
+        );
+        let fast = site(&plan, Site::PinUserPagesFast);
+        assert_eq!(fast.method, Some(Method::Trampoline));
+        assert!(fast.reason.starts_with("assumed"), "{}", fast.reason);
+        assert_eq!(fast.args.as_ref().unwrap().source, "built-in");
+        // Without BTF, kprobes are what would be used.
+        let mut c = caps(false, false);
+        c.btf = false;
+        let plan = Plan::would_attach(&c, Preference::Auto);
+        let fast = site(&plan, Site::PinUserPagesFast);
+        assert_eq!(fast.method, Some(Method::Kprobe));
+        assert!(
+            fast.reason.starts_with("assumed: kprobes"),
+            "{}",
+            fast.reason
+        );
+        // A real plan is not marked.
+        assert!(
+            !Plan::build(&caps(true, true), Preference::Auto)
+                .unwrap()
+                .would_be
+        );
     }
 
     #[test]

@@ -14,14 +14,15 @@ use aya::{
     Btf, Ebpf, EbpfLoader, VerifierLogLevel,
 };
 use pintrace_common::{
-    AuditSlot, Counter, Site, AUDIT_MAP, AUDIT_SLOTS, COUNTERS_MAP, EVENTS_MAP, FILTER_FOLIOS_MAP,
-    FILTER_MAX_FOLIOS, FILTER_MAX_TGIDS, FILTER_TGIDS_MAP, GLOBAL_AUDIT_TGID, GLOBAL_BDEV_DEV_OFF,
-    GLOBAL_BIO_BDEV_OFF, GLOBAL_BIO_FLAGS_OFF, GLOBAL_BIO_OPF_OFF, GLOBAL_BIO_SECTOR_OFF,
-    GLOBAL_BIO_SIZE_OFF, GLOBAL_BIO_STATUS_OFF, GLOBAL_FILTER, GLOBAL_FOLIO_REFCOUNT_OFF,
-    GLOBAL_FOLL_PIN, GLOBAL_PAGE_COMPOUND_HEAD_OFF, GLOBAL_PAGE_SIZEOF, GLOBAL_RB_WAKEUP_BYTES,
-    GLOBAL_REQ_BIOTAIL_OFF, GLOBAL_RQ_DEV_OFF, GLOBAL_RQ_ERROR_OFF, GLOBAL_RQ_NR_SECTOR_OFF,
-    GLOBAL_RQ_RECORDS, GLOBAL_RQ_SECTOR_OFF, GLOBAL_STACK_INTERVAL_NS, PROG_AUDIT,
-    PROG_PROCESS_EXIT, PROG_RQ_COMPLETE, STACKS_MAP,
+    ArgLayout, AuditSlot, Counter, Site, AUDIT_MAP, AUDIT_SLOTS, COUNTERS_MAP, EVENTS_MAP,
+    FILTER_FOLIOS_MAP, FILTER_MAX_FOLIOS, FILTER_MAX_TGIDS, FILTER_TGIDS_MAP, GLOBAL_ARG_LAYOUTS,
+    GLOBAL_AUDIT_TGID, GLOBAL_BDEV_DEV_OFF, GLOBAL_BIO_BDEV_OFF, GLOBAL_BIO_FLAGS_OFF,
+    GLOBAL_BIO_OPF_OFF, GLOBAL_BIO_SECTOR_OFF, GLOBAL_BIO_SIZE_OFF, GLOBAL_BIO_STATUS_OFF,
+    GLOBAL_FILTER, GLOBAL_FOLIO_REFCOUNT_OFF, GLOBAL_FOLL_PIN, GLOBAL_PAGE_COMPOUND_HEAD_OFF,
+    GLOBAL_PAGE_SIZEOF, GLOBAL_RB_WAKEUP_BYTES, GLOBAL_REQ_BIOTAIL_OFF, GLOBAL_RQ_DEV_OFF,
+    GLOBAL_RQ_ERROR_OFF, GLOBAL_RQ_NR_SECTOR_OFF, GLOBAL_RQ_RECORDS, GLOBAL_RQ_SECTOR_OFF,
+    GLOBAL_STACK_INTERVAL_NS, PROG_AUDIT, PROG_PROCESS_EXIT, PROG_RQ_COMPLETE, SITE_SLOTS,
+    STACKS_MAP,
 };
 use std::os::fd::{AsFd as _, AsRawFd, RawFd};
 
@@ -56,6 +57,8 @@ pub struct LoadOptions {
     /// Watch only these processes, in the kernel (see `pintrace_common::GLOBAL_FILTER`);
     /// empty: all of them.
     pub pids: Vec<u32>,
+    /// Where each site's arguments are (`ARG_LAYOUTS`, by site value).
+    pub arg_layouts: [ArgLayout; SITE_SLOTS],
 }
 
 pub struct Probes {
@@ -176,6 +179,7 @@ impl Probes {
             .override_global(GLOBAL_STACK_INTERVAL_NS, &opts.stack_interval_ns, true)
             .override_global(GLOBAL_FOLL_PIN, &opts.foll_pin, true)
             .override_global(GLOBAL_RQ_RECORDS, &opts.rq_records, true)
+            .override_global(GLOBAL_ARG_LAYOUTS, &opts.arg_layouts, true)
             .override_global(GLOBAL_FILTER, &(!opts.pids.is_empty() as u32), true)
             // The filter's maps are kernel memory allocated up front: their
             // full size only when there is a filter.
@@ -276,7 +280,11 @@ impl Probes {
             let Some(method) = site.method else { continue };
             match self.attach_site(site.id, site.symbol, method) {
                 Ok(()) => {}
-                Err(e) if method == Method::Trampoline && kprobe_fallback => {
+                Err(e)
+                    if method == Method::Trampoline
+                        && kprobe_fallback
+                        && site.kprobe_misfit().is_none() =>
+                {
                     let why = format!("{e:#}");
                     self.attach_site(site.id, site.symbol, Method::Kprobe)
                         .with_context(|| format!("after {why}"))?;
@@ -286,9 +294,13 @@ impl Probes {
                     site.reason = format!("fentry/fexit did not attach ({why})");
                 }
                 Err(e) if method == Method::Trampoline => {
-                    // Only fentry/fexit allowed (--attach fentry): the site
-                    // goes unwatched, and the plan says so.
-                    let why = format!("{e:#}");
+                    // Only fentry/fexit allowed (--attach fentry), or a
+                    // kprobe cannot read its arguments: the site goes
+                    // unwatched, and the plan says so.
+                    let why = match site.kprobe_misfit().filter(|_| kprobe_fallback) {
+                        Some(misfit) => format!("{e:#}; no kprobe instead: {misfit}"),
+                        None => format!("{e:#}"),
+                    };
                     log::warn!("{} is not watched: {why}", site.symbol);
                     site.method = None;
                     site.programs = "off";

@@ -151,12 +151,8 @@ impl Session {
         // and unchanged until the AsyncFd (which owns the EventSource) drops.
         let ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
             .map_err(|e| anyhow::anyhow!("watching the ring buffer: {e}"))?;
-        let mut flags = FollFlags::for_release(&s.caps.release);
-        if let Some(bio) = s.caps.layout.bio {
-            flags.bio_page_pinned = bio.page_pinned_bit.map_or(0, |b| 1 << b);
-        }
         Ok(Session {
-            flags,
+            flags: s.caps.flags.flags,
             caps: s.caps,
             plan,
             actions: s.actions,

@@ -4,15 +4,15 @@
 
 use crate::{
     kernel::caps::{self, Availability, Caps},
-    kernel::flags::FollFlags,
     trace::plan::{NoPlan, Plan, Preference},
     trace::probes::{LoadOptions, Probes},
 };
 use anyhow::Result;
 
 /// What the caller chooses about the probes. What the kernel decides (the
-/// `block_rq_complete` layout, the struct offsets, FOLL_PIN) start-up
-/// derives from the capabilities it detected.
+/// `block_rq_complete` layout, the struct offsets, FOLL_PIN, where each
+/// site's arguments are) start-up derives from the capabilities it
+/// detected, the facts the plan is built from too.
 #[derive(Clone, Debug)]
 pub struct ProbeSettings {
     /// Ring buffer size in bytes (a power of two, a multiple of the page size).
@@ -39,7 +39,8 @@ impl ProbeSettings {
             verbose: self.verbose,
             wakeup_bytes: self.wakeup_bytes,
             stack_interval_ns: self.stack_interval_ns,
-            foll_pin: FollFlags::for_release(&caps.release).pin,
+            foll_pin: caps.flags.flags.pin,
+            arg_layouts: caps.protos.globals(),
             rq_records: self.rq_records as u32,
             pids: self.pids.clone(),
         }

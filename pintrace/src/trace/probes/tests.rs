@@ -31,7 +31,7 @@ const MAPS: &[(&str, &str)] = named!(
     STACK_CLOCK_MAP,
 );
 
-/// The globals user space sets before load: all `u32` but one.
+/// The globals user space sets before load: all `u32` but two.
 const GLOBALS: &[(&str, &str)] = named!(
     GLOBAL_AUDIT_TGID,
     GLOBAL_BIO_BDEV_OFF,
@@ -53,8 +53,20 @@ const GLOBALS: &[(&str, &str)] = named!(
     GLOBAL_STACK_INTERVAL_NS,
     GLOBAL_FOLL_PIN,
     GLOBAL_RQ_RECORDS,
+    GLOBAL_ARG_LAYOUTS,
 );
 const U64_GLOBALS: &[&str] = &[pintrace_common::GLOBAL_STACK_INTERVAL_NS];
+
+/// The size of a global as the loader writes it.
+fn global_size(name: &str) -> u64 {
+    if U64_GLOBALS.contains(&name) {
+        8
+    } else if name == pintrace_common::GLOBAL_ARG_LAYOUTS {
+        std::mem::size_of::<[pintrace_common::ArgLayout; pintrace_common::SITE_SLOTS]>() as u64
+    } else {
+        4
+    }
+}
 
 /// Each program user space loads, with the kind it takes it as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,9 +190,28 @@ fn every_map_and_global_user_space_names_is_in_the_object() {
             [".rodata", ".data", ".bss"].contains(&section),
             "{name} is in {section}"
         );
-        let size = if U64_GLOBALS.contains(&name) { 8 } else { 4 };
-        assert_eq!(sym.size(), size, "{name}");
+        assert_eq!(sym.size(), global_size(name), "{name}");
     }
+}
+
+/// The probes' default argument positions are the site table's: a kernel
+/// whose layouts are not set (none are, today, without BTF) reads them
+/// where the table says.
+#[test]
+fn the_objects_default_argument_layouts_are_the_site_tables() {
+    let file = object::File::parse(OBJECT).unwrap();
+    let name = pintrace_common::GLOBAL_ARG_LAYOUTS;
+    let sym = file.symbols().find(|s| s.name() == Ok(name)).unwrap();
+    let section = file.section_by_index(sym.section_index().unwrap()).unwrap();
+    let data = section.data().unwrap();
+    let at = (sym.address() - section.address()) as usize;
+    let bytes = &data[at..at + sym.size() as usize];
+    let expected: Vec<u8> = pintrace_common::BUILTIN_ARG_LAYOUTS
+        .iter()
+        .flat_map(|l| l.pos.iter().copied().chain([l.ret_long]))
+        .flat_map(u32::to_le_bytes)
+        .collect();
+    assert_eq!(bytes, expected.as_slice());
 }
 
 #[test]
@@ -201,4 +232,51 @@ fn the_lists_here_hold_every_name_the_probes_module_uses() {
         missing.is_empty(),
         "not checked against the object: {missing:?}"
     );
+}
+
+/// The running kernel's verifier passes every kprobe and kretprobe program
+/// (loaded, not attached: kprobe programs load where the kernel has BPF
+/// events, kprobes or uprobes), with the site table's argument positions
+/// and with every position moved: the arguments are read at fixed context
+/// offsets whatever the position (a context read at a computed offset is
+/// refused). Needs root; the fentry/fexit programs are the guests' to check.
+#[test]
+fn kprobe_programs_pass_this_kernels_verifier_at_any_position() {
+    use aya::{programs::KProbe, EbpfLoader};
+    use std::path::Path;
+    if !crate::kernel::caps::privileges().is_yes() {
+        eprintln!("skipped: loading programs needs root");
+        return;
+    }
+    let events = Path::new("/sys/bus/event_source/devices");
+    if !events.join("kprobe").exists() && !events.join("uprobe").exists() {
+        eprintln!("skipped: no BPF events (neither kprobe nor uprobe PMU)");
+        return;
+    }
+    let builtin = pintrace_common::BUILTIN_ARG_LAYOUTS;
+    let mut moved = builtin;
+    for l in moved.iter_mut() {
+        for p in l.pos.iter_mut() {
+            *p = (*p + 1) % 6;
+        }
+        l.ret_long ^= 1;
+    }
+    for layouts in [builtin, moved] {
+        let mut ebpf = EbpfLoader::new()
+            .override_global(pintrace_common::GLOBAL_ARG_LAYOUTS, &layouts, true)
+            .load(OBJECT)
+            .expect("loading the object's maps");
+        let names: Vec<String> = ebpf
+            .programs()
+            .map(|(n, _)| n.to_owned())
+            .filter(|n| n.starts_with("kprobe_") || n.starts_with("kretprobe_"))
+            .collect();
+        assert!(names.len() > 20, "{names:?}");
+        for n in &names {
+            let p: &mut KProbe = ebpf.program_mut(n).unwrap().try_into().unwrap();
+            if let Err(e) = p.load() {
+                panic!("{n} with {:?}: {e:#?}", layouts[1]);
+            }
+        }
+    }
 }
