@@ -4,6 +4,7 @@
 
 use crate::{
     ledger::{Ledger, LedgerConfig},
+    model::stacks::{top_stacks, StackSort, TopStacks, DEFAULT_TOP_STACKS},
     stream::pipeline::Pipeline,
     trace::{
         plan::Preference,
@@ -76,6 +77,35 @@ pub struct ReplayArgs {
     /// for run, recorded for top].
     #[arg(long, value_name = "SPEED", value_parser = parse_speed, requires = "replay", allow_hyphen_values = true)]
     pub speed: Option<Speed>,
+}
+
+/// The table of the stacks holding the most references (`run`'s summary).
+#[derive(Args, Debug, Clone)]
+pub struct TopStacksArgs {
+    /// Show the N kernel stacks holding the most references at the end,
+    /// each with its frames, as bcc's memleak does (0 hides the table;
+    /// holders without a stack are one more row).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TOP_STACKS as u32,
+          value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub top_stacks: u32,
+    /// Order of that table: most references held, or the oldest holder first.
+    #[arg(long, value_enum, value_name = "ORDER", default_value_t = StackSort::Refs)]
+    pub top_stacks_sort: StackSort,
+}
+
+impl TopStacksArgs {
+    /// The table over the books now, its stacks symbolized by the source
+    /// (the recorded frames on a replay).
+    pub fn table(&self, source: &Source, pipeline: &Pipeline) -> TopStacks {
+        let mut t = top_stacks(
+            pipeline.ledger.holders_by_folio(),
+            source.now_ns(),
+            self.top_stacks_sort,
+            self.top_stacks as usize,
+        );
+        t.symbolize(|id| source.stack(id));
+        t
+    }
 }
 
 /// A time flag's value: the engine's parser (a bare number is seconds,

@@ -51,7 +51,9 @@ pub struct StackHolding {
     pub stack_id: Option<i32>,
     /// References held, all kinds.
     pub refs: u64,
-    /// References held by kind: [pin, long-term pin, get].
+    /// References held by kind: [pin, long-term pin, get] (in JSON, by
+    /// name, as the summary's `by_kind`).
+    #[serde(serialize_with = "by_kind_name")]
     pub by_kind: [u64; 3],
     /// Holders: a folio's references from one process at this stack.
     pub holders: u64,
@@ -77,11 +79,23 @@ pub struct Omitted {
 }
 
 /// The table: the top rows, then the row without a stack (if any holder
-/// has none), and what was left out.
+/// has none), and what was left out. In the JSON summary its fields are
+/// the summary's own (`top_stacks`, an array, and `top_stacks_omitted`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct TopStacks {
+    #[serde(rename = "top_stacks")]
     pub rows: Vec<StackHolding>,
+    #[serde(rename = "top_stacks_omitted")]
     pub omitted: Omitted,
+}
+
+fn by_kind_name<S: serde::Serializer>(by_kind: &[u64; 3], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap as _;
+    let mut m = s.serialize_map(Some(3))?;
+    for k in Kind::ALL {
+        m.serialize_entry(&k, &by_kind[slot(k)])?;
+    }
+    m.end()
 }
 
 impl TopStacks {

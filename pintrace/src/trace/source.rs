@@ -4,7 +4,7 @@
 //! the ledger's clock is the kernel's (recorded, on replay).
 
 use crate::{
-    kernel::flags::FollFlags,
+    kernel::{flags::FollFlags, symbols::without_probe_frames},
     ledger::Finding,
     stream::pipeline::Pipeline,
     trace::record::{Entry, Header, RecordError, Recorder, Recording},
@@ -168,7 +168,9 @@ impl Source {
             .entries
             .iter()
             .filter_map(|e| match e {
-                Entry::Stack { id, frames } => Some((*id, frames.clone())),
+                // As a live run shows them (recordings made before live
+                // runs dropped the probe's frames still hold them).
+                Entry::Stack { id, frames } => Some((*id, without_probe_frames(frames.clone()))),
                 _ => None,
             })
             .collect();
@@ -540,6 +542,41 @@ mod tests {
 
     fn src_duration(path: &Path) -> u64 {
         Recording::load(path).unwrap().duration_ns()
+    }
+
+    /// A recording whose stacks still hold the probe's frames (as the kept
+    /// capture in tests/data does) replays with them dropped, as live.
+    #[test]
+    fn a_replay_drops_the_probes_frames_as_a_live_run_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.ptrec");
+        let header = Header {
+            start_ns: 1_000 * MS,
+            start_unix_ms: 0,
+            flags: crate::kernel::flags::FollFlags::FROM_6_3,
+            kernel: "6.12.0-test".into(),
+            plan: "plan".into(),
+        };
+        let mut rec = Recorder::create(&path, &header).unwrap();
+        let frames = [
+            "bpf_prog_50dd19e3348aa70f_fexit_pin_user_pages_fast+0x18c",
+            "bpf_trampoline_6442489887+0x7c",
+            "pin_user_pages_fast+0x9",
+            "pinzoo_ioctl+0x6ab [pinzoo]",
+        ];
+        rec.stack(4, frames.map(String::from).to_vec()).unwrap();
+        rec.finish(2_000 * MS).unwrap();
+        let src = Source::replay(&path, Speed::Max).unwrap();
+        assert_eq!(
+            src.stack(4),
+            without_probe_frames(frames.map(String::from)),
+            "the one rule for both"
+        );
+        assert_eq!(
+            src.stack(4),
+            ["pin_user_pages_fast+0x9", "pinzoo_ioctl+0x6ab [pinzoo]"]
+        );
+        assert!(src.stack(5).is_empty());
     }
 
     #[test]
