@@ -438,3 +438,42 @@ fn the_summary_tables_the_stacks_holding_references() {
     assert!(!t.contains("bpf_"), "{t}");
     assert!(!text(&["--top-stacks", "0"]).contains("top stacks"));
 }
+
+/// `--vmlinux` names a file it cannot read, before any work (exit 2);
+/// frames the file has no line for keep their text.
+#[test]
+fn vmlinux_is_checked_and_optional() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = recording(dir.path(), 1);
+    let missing = dir.path().join("vmlinux");
+    let out = pintrace()
+        .args(["run", "--replay"])
+        .arg(&path)
+        .arg("--vmlinux")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--vmlinux") && stderr.contains(&*missing.to_string_lossy()),
+        "{stderr}"
+    );
+    // A file with debug info but none of these functions: the frames as recorded.
+    let out = pintrace()
+        .args(["run", "--json", "--replay"])
+        .arg(&path)
+        .arg("--vmlinux")
+        .arg(env!("CARGO_BIN_EXE_pintrace"))
+        .output()
+        .unwrap();
+    let s = summary(&String::from_utf8_lossy(&out.stdout));
+    let leak = s["top_stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["stack_id"] == 13)
+        .cloned()
+        .unwrap_or_else(|| panic!("{s}"));
+    assert_eq!(leak["frames"][0], "pin_user_pages_fast+0x0/0x60");
+}

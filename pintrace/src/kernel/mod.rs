@@ -6,5 +6,6 @@
 pub mod caps;
 pub mod flags;
 pub mod layout;
+pub mod lines;
 pub mod symbols;
 pub mod vmstat;

@@ -4,7 +4,7 @@
 //! the ledger's clock is the kernel's (recorded, on replay).
 
 use crate::{
-    kernel::{flags::FollFlags, symbols::without_probe_frames},
+    kernel::{flags::FollFlags, lines::LineInfo, symbols::without_probe_frames},
     ledger::Finding,
     stream::pipeline::Pipeline,
     trace::record::{Entry, Header, RecordError, Recorder, Recording},
@@ -87,6 +87,9 @@ pub struct Live {
     meta: Meta,
     recorder: Option<Recorder>,
     stacks_written: HashSet<i32>,
+    /// Source lines for the frames shown (`--vmlinux`); a recording keeps
+    /// the frames without them.
+    lines: Option<LineInfo>,
 }
 
 pub struct Replay {
@@ -102,6 +105,8 @@ pub struct Replay {
     started: Option<Instant>,
     stacks: HashMap<i32, Vec<String>>,
     lost: BTreeMap<&'static str, u64>,
+    /// Source lines for the frames shown (`--vmlinux`).
+    lines: Option<LineInfo>,
 }
 
 /// Loss counter names from a file, as the `&'static str` the summary keys
@@ -141,6 +146,7 @@ impl Source {
             meta,
             recorder,
             stacks_written: HashSet::new(),
+            lines: None,
         })))
     }
 
@@ -185,6 +191,7 @@ impl Source {
             started: None,
             stacks,
             lost: BTreeMap::new(),
+            lines: None,
         })))
     }
 
@@ -351,11 +358,24 @@ impl Source {
         }
     }
 
-    /// A kernel stack, symbolized (empty when unknown).
+    /// A kernel stack, symbolized (empty when unknown), with source lines
+    /// when a vmlinux was given ([`Source::set_lines`]).
     pub fn stack(&self, id: i32) -> Vec<String> {
+        let (frames, lines) = match self {
+            Source::Live(l) => (l.session.stack(id), &l.lines),
+            Source::Replay(r) => (r.stacks.get(&id).cloned().unwrap_or_default(), &r.lines),
+        };
+        match lines {
+            Some(lines) => lines.annotate(frames),
+            None => frames,
+        }
+    }
+
+    /// Adds source lines to the stacks shown (`--vmlinux`).
+    pub fn set_lines(&mut self, lines: LineInfo) {
         match self {
-            Source::Live(l) => l.session.stack(id),
-            Source::Replay(r) => r.stacks.get(&id).cloned().unwrap_or_default(),
+            Source::Live(l) => l.lines = Some(lines),
+            Source::Replay(r) => r.lines = Some(lines),
         }
     }
 
