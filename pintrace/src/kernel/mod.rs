@@ -1,6 +1,7 @@
 //! Kernel facts: what the running kernel offers ([`caps`]), the struct
 //! offsets the probes read by ([`layout`]), the FOLL_* flag values
-//! ([`flags`]), symbol lookup ([`symbols`]) and the pin counters of
+//! ([`flags`]), symbol lookup ([`symbols`]), source lines for frames
+//! ([`lines`], with `--vmlinux`) and the pin counters of
 //! /proc/vmstat ([`vmstat`]). Read once at start-up; nothing here attaches.
 
 pub mod caps;
