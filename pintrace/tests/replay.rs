@@ -349,3 +349,131 @@ fn a_pid_filter_labels_the_per_kind_table() {
         "{text}"
     );
 }
+
+/// The table of the stacks holding references at the end: the demo's
+/// leaked pins (stack 13) and FOLL_GET references (stack 12), in JSON and
+/// as text with their frames; the recorded probe frames are dropped, as a
+/// live run drops them.
+#[test]
+fn the_summary_tables_the_stacks_holding_references() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stacks.ptrec");
+    let start = 5_000 * MS;
+    let s = demo(start, 2);
+    let header = Header {
+        start_ns: start,
+        start_unix_ms: 1_700_000_000_000,
+        flags: FollFlags::FROM_6_3,
+        kernel: "6.12.0-synthetic".into(),
+        plan: "pin_user_pages_fast=fexit gup_put_folio=fentry".into(),
+    };
+    let mut r = Recorder::create(&path, &header).unwrap();
+    for (ts, rec) in &s.records {
+        r.record(*ts, rec).unwrap();
+    }
+    let frames = [
+        "bpf_prog_50dd19e3348aa70f_fexit_pin_user_pages_fast+0x18c",
+        "bpf_trampoline_6442489887+0x7c",
+        "pin_user_pages_fast+0x9",
+        "leaky_ioctl+0x2a [leaky]",
+    ];
+    r.stack(13, frames.map(String::from).to_vec()).unwrap();
+    r.finish(s.ts + 100 * MS).unwrap();
+
+    let out = pintrace()
+        .args(["run", "--json", "--replay"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let sum = summary(&stdout);
+    let rows = sum["top_stacks"].as_array().expect("an array");
+    let ids: Vec<i64> = rows
+        .iter()
+        .map(|r| r["stack_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [12, 13], "most references first: {sum}");
+    let leak = &rows[1];
+    assert_eq!(
+        (leak["refs"].as_u64(), leak["folios"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(leak["processes"][0]["comm"], "leaky");
+    assert_eq!(
+        leak["frames"],
+        serde_json::json!(["pin_user_pages_fast+0x9", "leaky_ioctl+0x2a [leaky]"])
+    );
+    assert_eq!(rows[0]["by_kind"]["get"], rows[0]["refs"]);
+    // Every reference outstanding is in the table.
+    let held: u64 = rows.iter().map(|r| r["refs"].as_u64().unwrap()).sum();
+    let outstanding: u64 = ["pin", "longterm_pin", "get"]
+        .iter()
+        .map(|k| sum["outstanding"][k].as_u64().unwrap())
+        .sum();
+    assert_eq!(held, outstanding, "{sum}");
+
+    let text = |args: &[&str]| {
+        let out = pintrace()
+            .args(["run", "--replay"])
+            .arg(&path)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let t = text(&["--top-stacks", "1", "--top-stacks-sort", "age"]);
+    assert!(
+        t.contains("top stacks holding references:")
+            && t.contains("from stack 12:\n        (stack 12 not available)\n")
+            && t.contains("... and 1 more stack(s): 2 reference(s) in 2 holder(s)"),
+        "{t}"
+    );
+    let t = text(&[]);
+    assert!(
+        t.contains(
+            "2 reference(s) (FOLL_PIN 2) in 2 holder(s) on 2 folio(s) by leaky/150, oldest 110 ms, median 110 ms, from stack 13:\n        pin_user_pages_fast+0x9\n        leaky_ioctl+0x2a [leaky]\n"
+        ),
+        "{t}"
+    );
+    assert!(!t.contains("bpf_"), "{t}");
+    assert!(!text(&["--top-stacks", "0"]).contains("top stacks"));
+}
+
+/// `--vmlinux` names a file it cannot read, before any work (exit 2);
+/// frames the file has no line for keep their text.
+#[test]
+fn vmlinux_is_checked_and_optional() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = recording(dir.path(), 1);
+    let missing = dir.path().join("vmlinux");
+    let out = pintrace()
+        .args(["run", "--replay"])
+        .arg(&path)
+        .arg("--vmlinux")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--vmlinux") && stderr.contains(&*missing.to_string_lossy()),
+        "{stderr}"
+    );
+    // A file with debug info but none of these functions: the frames as recorded.
+    let out = pintrace()
+        .args(["run", "--json", "--replay"])
+        .arg(&path)
+        .arg("--vmlinux")
+        .arg(env!("CARGO_BIN_EXE_pintrace"))
+        .output()
+        .unwrap();
+    let s = summary(&String::from_utf8_lossy(&out.stdout));
+    let leak = s["top_stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["stack_id"] == 13)
+        .cloned()
+        .unwrap_or_else(|| panic!("{s}"));
+    assert_eq!(leak["frames"][0], "pin_user_pages_fast+0x0/0x60");
+}

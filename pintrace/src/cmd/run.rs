@@ -4,7 +4,7 @@
 use super::{
     output::Output,
     signals::Stop,
-    tracing::{open_source, parse_time, pipeline_for, ReplayArgs, SessionArgs},
+    tracing::{open_source, parse_time, pipeline_for, ReplayArgs, SessionArgs, TopStacksArgs},
 };
 use crate::exit::Exit;
 use crate::{
@@ -70,6 +70,8 @@ pub struct RunArgs {
     pub replay: ReplayArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub top_stacks: TopStacksArgs,
     /// No probes: compare the kernel's own pin counters (/proc/vmstat,
     /// system-wide) before and after; for kernels without kprobes and fentry.
     #[arg(long, conflicts_with_all = ["replay", "record", "attach", "stacks", "no_bio"])]
@@ -249,6 +251,7 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
     let recorded = source.finish(&pipeline)?;
     let mut summary = summarize(&source, &pipeline)?;
     summary.audited_folios = audited;
+    summary.top_stacks = args.top_stacks.table(&source, &pipeline);
     if out.filter.is_active() {
         let filter = &mut out.filter;
         summary

@@ -3,7 +3,9 @@
 //! and the pipeline fed from it. `run` and `top` both build on these.
 
 use crate::{
+    kernel::lines::LineInfo,
     ledger::{Ledger, LedgerConfig},
+    model::stacks::{top_stacks, StackSort, TopStacks, DEFAULT_TOP_STACKS},
     stream::pipeline::Pipeline,
     trace::{
         plan::Preference,
@@ -67,6 +69,8 @@ impl SessionArgs {
     }
 }
 
+/// Where the records come from (a recording, or the kernel), and what the
+/// stacks' frames are named from.
 #[derive(Args, Debug, Clone)]
 pub struct ReplayArgs {
     /// Read the events from a recording (`run --record`) instead of the
@@ -77,6 +81,42 @@ pub struct ReplayArgs {
     /// for run, recorded for top].
     #[arg(long, value_name = "SPEED", value_parser = parse_speed, requires = "replay", allow_hyphen_values = true)]
     pub speed: Option<Speed>,
+    /// Add file:line to the kernel's frames in stacks, from FILE: a vmlinux
+    /// with DWARF debug info (a kernel built with CONFIG_DEBUG_INFO; a
+    /// stripped vmlinux or a bzImage has none), live or in a replay. Module
+    /// frames keep their names only. Without it stacks are named from
+    /// kallsyms alone.
+    #[arg(long, value_name = "FILE")]
+    pub vmlinux: Option<PathBuf>,
+}
+
+/// The table of the stacks holding the most references (`run`'s summary).
+#[derive(Args, Debug, Clone)]
+pub struct TopStacksArgs {
+    /// Show the N kernel stacks holding the most references at the end,
+    /// each with its frames, as bcc's memleak does (0 hides the table;
+    /// holders without a stack are one more row).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TOP_STACKS as u32,
+          value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub top_stacks: u32,
+    /// Order of that table: most references held, or the oldest holder first.
+    #[arg(long, value_enum, value_name = "ORDER", default_value_t = StackSort::Refs)]
+    pub top_stacks_sort: StackSort,
+}
+
+impl TopStacksArgs {
+    /// The table over the books now, its stacks symbolized by the source
+    /// (the recorded frames on a replay).
+    pub fn table(&self, source: &Source, pipeline: &Pipeline) -> TopStacks {
+        let mut t = top_stacks(
+            pipeline.ledger.holders_by_folio(),
+            source.now_ns(),
+            self.top_stacks_sort,
+            self.top_stacks as usize,
+        );
+        t.symbolize(|id| source.stack(id));
+        t
+    }
 }
 
 /// A time flag's value: the engine's parser (a bare number is seconds,
@@ -105,7 +145,8 @@ fn parse_speed(s: &str) -> Result<Speed, String> {
 }
 
 /// Opens the record source: a recording when `--replay` is given, else a
-/// live session (recorded to `record` when given).
+/// live session (recorded to `record` when given); its stacks with source
+/// lines when `--vmlinux` is given.
 pub(crate) fn open_source(
     replay: &ReplayArgs,
     default_speed: Speed,
@@ -113,10 +154,16 @@ pub(crate) fn open_source(
     record: Option<&Path>,
     command: &str,
 ) -> Result<Source> {
-    match &replay.replay {
-        Some(path) => Ok(Source::replay(path, replay.speed.unwrap_or(default_speed))?),
-        None => Source::live(Session::start(&session, command)?, record),
+    // Read before the probes attach: a bad path fails fast.
+    let lines = replay.vmlinux.as_deref().map(LineInfo::open).transpose()?;
+    let mut source = match &replay.replay {
+        Some(path) => Source::replay(path, replay.speed.unwrap_or(default_speed))?,
+        None => Source::live(Session::start(&session, command)?, record)?,
+    };
+    if let Some(lines) = lines {
+        source.set_lines(lines);
     }
+    Ok(source)
 }
 
 /// A pipeline for the source, its model's clock started.

@@ -1,6 +1,7 @@
 //! Kernel stacks: the addresses of a stack-map entry, symbolized to
 //! `symbol+0xoff` by blazesym's kernel source from kallsyms (root sees real
-//! addresses; others read zeros and get bare addresses back).
+//! addresses; others read zeros and get bare addresses back), and
+//! `symbol+0xoff [module]` for a module's symbol, as the kernel prints them.
 
 use blazesym::{
     symbolize::{
@@ -9,13 +10,22 @@ use blazesym::{
     },
     MaybeDefault,
 };
-use std::path::PathBuf;
+use rustc_hash::FxHashMap;
+use std::{path::PathBuf, sync::OnceLock};
+
+/// The running kernel's symbols.
+const KALLSYMS: &str = "/proc/kallsyms";
 
 /// Symbolizes kernel addresses. Keep one for a session: it reads kallsyms
 /// on first use and caches it.
 pub struct KernelSymbolizer {
     symbolizer: Symbolizer,
     source: Source<'static>,
+    kallsyms: PathBuf,
+    /// The module of each module symbol, by address: blazesym's kallsyms
+    /// source gives no module name, so kallsyms is read for them once, at
+    /// the first stack.
+    modules: OnceLock<FxHashMap<u64, Box<str>>>,
 }
 
 impl KernelSymbolizer {
@@ -30,6 +40,10 @@ impl KernelSymbolizer {
     }
 
     fn with_kallsyms(kallsyms: MaybeDefault<PathBuf>) -> KernelSymbolizer {
+        let path = match &kallsyms {
+            MaybeDefault::Some(p) => p.clone(),
+            _ => PathBuf::from(KALLSYMS),
+        };
         let source = Source::Kernel(Kernel {
             kallsyms,
             // kallsyms alone. With a vmlinux, blazesym looks module
@@ -46,7 +60,26 @@ impl KernelSymbolizer {
             .enable_inlined_fns(false)
             .enable_demangling(false)
             .build();
-        KernelSymbolizer { symbolizer, source }
+        KernelSymbolizer {
+            symbolizer,
+            source,
+            kallsyms: path,
+            modules: OnceLock::new(),
+        }
+    }
+
+    fn modules(&self) -> &FxHashMap<u64, Box<str>> {
+        self.modules
+            .get_or_init(|| match std::fs::read_to_string(&self.kallsyms) {
+                Ok(text) => module_symbols(&text),
+                Err(e) => {
+                    log::debug!(
+                        "module names not read from {}: {e}",
+                        self.kallsyms.display()
+                    );
+                    FxHashMap::default()
+                }
+            })
     }
 
     /// `symbol+0xoff` per address (one lookup for the whole stack), or the
@@ -61,7 +94,10 @@ impl KernelSymbolizer {
                 .iter()
                 .zip(syms)
                 .map(|(addr, s)| match s {
-                    Symbolized::Sym(sym) => format!("{}+{:#x}", sym.name, sym.offset),
+                    Symbolized::Sym(sym) => match self.modules().get(&sym.addr) {
+                        Some(m) => format!("{}+{:#x} [{m}]", sym.name, sym.offset),
+                        None => format!("{}+{:#x}", sym.name, sym.offset),
+                    },
                     Symbolized::Unknown(_) => bare(addr),
                 })
                 .collect(),
@@ -73,10 +109,83 @@ impl KernelSymbolizer {
     }
 }
 
+/// The module symbols of a kallsyms text (`ADDR TYPE NAME\t[MODULE]`), by
+/// address; the kernel's own symbols have no fourth column. BPF programs
+/// show as the module `[bpf]`: their frames are dropped anyway
+/// ([`without_probe_frames`]).
+fn module_symbols(kallsyms: &str) -> FxHashMap<u64, Box<str>> {
+    kallsyms
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_ascii_whitespace();
+            let addr = u64::from_str_radix(it.next()?, 16).ok()?;
+            let module = it.nth(2)?.strip_prefix('[')?.strip_suffix(']')?;
+            (addr != 0).then(|| (addr, module.into()))
+        })
+        .collect()
+}
+
+/// Drops the frames of the BPF program and its trampoline (fentry and fexit
+/// stacks start inside them): a stack starts at the traced call. The one
+/// rule for a live run's stacks and a replayed recording's (recordings made
+/// before live runs stripped them keep those frames).
+pub fn without_probe_frames(frames: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = frames
+        .into_iter()
+        .filter(|f| !f.starts_with("bpf_prog_") && !f.starts_with("bpf_trampoline_"))
+        .collect();
+    // A traced function called through its trampoline shows twice (its
+    // body, then its patched entry): keep one. A function is its name and
+    // its module (a module's static function may share a kernel name).
+    let function = |f: &str| {
+        let name = f.split('+').next().unwrap_or("");
+        (
+            name.to_owned(),
+            f.split_once(' ').map(|(_, m)| m.to_owned()),
+        )
+    };
+    out.dedup_by(|later, earlier| function(later) == function(earlier));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::fs;
+
+    #[test]
+    fn probe_frames_are_dropped() {
+        let frames = [
+            "bpf_prog_5a0342e6983260c4_fentry_gup_put_folio+0x203",
+            "bpf_trampoline_6442489956+0x4b",
+            "gup_put_folio+0x5",
+            "pinzoo_ioctl+0x55e",
+        ]
+        .map(String::from);
+        assert_eq!(
+            without_probe_frames(frames),
+            ["gup_put_folio+0x5", "pinzoo_ioctl+0x55e"]
+        );
+        // Mid-stack: a function with an fentry/fexit program of its own.
+        let frames = [
+            "pin_user_pages_fast+0x9",
+            "iov_iter_extract_pages+0xe9",
+            "bio_iov_iter_get_pages+0xba",
+            "bpf_trampoline_6442513784+0x79",
+            "bio_iov_iter_get_pages+0x9",
+            "pinzoo_ioctl+0x6ab",
+        ]
+        .map(String::from);
+        assert_eq!(
+            without_probe_frames(frames),
+            [
+                "pin_user_pages_fast+0x9",
+                "iov_iter_extract_pages+0xe9",
+                "bio_iov_iter_get_pages+0xba",
+                "pinzoo_ioctl+0x6ab"
+            ]
+        );
+    }
 
     #[test]
     fn resolves_to_the_enclosing_symbol() {
@@ -106,8 +215,8 @@ mod tests {
                 "pin_user_pages_fast+0x0",
                 "pin_user_pages_fast+0x14",
                 "gup_put_folio+0x10",
-                "pinzoo_release+0x15e",
-                "pinzoo_ioctl+0x0",
+                "pinzoo_release+0x15e [pinzoo]",
+                "pinzoo_ioctl+0x0 [pinzoo]",
                 // Below the first symbol (the zero address is no symbol).
                 "0x1000",
             ]
@@ -115,6 +224,47 @@ mod tests {
         // Later stacks come from the same (cached) table.
         assert_eq!(k.frames(&[0xffffffff815f3ba1]), ["pin_user_pages_fast+0x1"]);
         assert!(k.frames(&[]).is_empty());
+    }
+
+    /// A planted leak's acquire stack through the fexit program, against a
+    /// kallsyms excerpt with modules (tests/data/kallsyms): module frames
+    /// name their module, by address (the loop module's `submit_bio` is
+    /// not the kernel's), and the probe's frames go.
+    #[test]
+    fn module_frames_carry_their_module_name() {
+        let k = KernelSymbolizer::from_kallsyms(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/kallsyms"
+        ));
+        let stack = [
+            0xffffffffc000218c,
+            0xffffffffc000407c,
+            0xffffffff815f3ba9,
+            0xffffffff816b2ef9,
+            0xffffffff817c0afa,
+            0xffffffffc0a016ab,
+            0xffffffff812a4cc7,
+            0xffffffffc0b10410,
+            0xffffffff817c0c10,
+        ];
+        assert_eq!(
+            without_probe_frames(k.frames(&stack)),
+            [
+                "pin_user_pages_fast+0x9",
+                "iov_iter_extract_pages+0xe9",
+                "bio_iov_iter_get_pages+0xba",
+                "pinzoo_ioctl+0x6ab [pinzoo]",
+                "__x64_sys_ioctl+0x97",
+                "submit_bio+0x10 [loop]",
+                "submit_bio+0x10",
+            ]
+        );
+        let modules = module_symbols(&fs::read_to_string(&k.kallsyms).unwrap());
+        assert_eq!(modules.len(), 7, "{modules:?}");
+        assert_eq!(
+            modules.get(&0xffffffffc0a03000).map(|m| &**m),
+            Some("pinzoo")
+        );
     }
 
     #[test]

@@ -242,6 +242,13 @@ impl Ledger {
         self.folios.iter().flat_map(|(_, b)| b.holders.iter())
     }
 
+    /// Every holder with references outstanding, with its folio.
+    pub fn holders_by_folio(&self) -> impl Iterator<Item = (u64, &Holder)> {
+        self.folios
+            .iter()
+            .flat_map(|(folio, b)| b.holders.iter().map(move |h| (folio, h)))
+    }
+
     /// Applies one event; returns the findings it proves, if any.
     pub fn apply(&mut self, event: &Event, findings: &mut Vec<Finding>) {
         self.tally.apply(event);

@@ -16,6 +16,8 @@ use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 
+pub mod stacks;
+
 const SEC: u64 = 1_000_000_000;
 /// Seconds of rates and outstanding samples kept for the charts.
 pub const HISTORY_S: usize = 600;

@@ -5,7 +5,7 @@
 use crate::{
     kernel::caps::{self, Caps},
     kernel::flags::FollFlags,
-    kernel::symbols::KernelSymbolizer,
+    kernel::symbols::{without_probe_frames, KernelSymbolizer},
     trace::plan::{Plan, Preference},
     trace::probes::{EventSource, Probes},
     trace::startup::{ProbeSettings, Startup},
@@ -249,20 +249,6 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Drops the leading frames of the BPF program and its trampoline (fentry
-/// and fexit stacks start inside them): a stack starts at the traced call.
-pub fn without_probe_frames(frames: impl IntoIterator<Item = String>) -> Vec<String> {
-    let mut out: Vec<String> = frames
-        .into_iter()
-        .filter(|f| !f.starts_with("bpf_prog_") && !f.starts_with("bpf_trampoline_"))
-        .collect();
-    // A traced function called through its trampoline shows twice (its
-    // body, then its patched entry): keep one.
-    let function = |f: &str| f.split('+').next().unwrap_or("").to_owned();
-    out.dedup_by(|later, earlier| function(later) == function(earlier));
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,40 +256,6 @@ mod tests {
     #[test]
     fn the_sampled_interval_is_the_one_its_help_names() {
         assert_eq!(SAMPLED_STACK_INTERVAL, std::time::Duration::from_millis(1));
-    }
-
-    #[test]
-    fn probe_frames_are_dropped() {
-        let frames = [
-            "bpf_prog_5a0342e6983260c4_fentry_gup_put_folio+0x203",
-            "bpf_trampoline_6442489956+0x4b",
-            "gup_put_folio+0x5",
-            "pinzoo_ioctl+0x55e",
-        ]
-        .map(String::from);
-        assert_eq!(
-            without_probe_frames(frames),
-            ["gup_put_folio+0x5", "pinzoo_ioctl+0x55e"]
-        );
-        // Mid-stack: a function with an fentry/fexit program of its own.
-        let frames = [
-            "pin_user_pages_fast+0x9",
-            "iov_iter_extract_pages+0xe9",
-            "bio_iov_iter_get_pages+0xba",
-            "bpf_trampoline_6442513784+0x79",
-            "bio_iov_iter_get_pages+0x9",
-            "pinzoo_ioctl+0x6ab",
-        ]
-        .map(String::from);
-        assert_eq!(
-            without_probe_frames(frames),
-            [
-                "pin_user_pages_fast+0x9",
-                "iov_iter_extract_pages+0xe9",
-                "bio_iov_iter_get_pages+0xba",
-                "pinzoo_ioctl+0x6ab"
-            ]
-        );
     }
 
     #[test]

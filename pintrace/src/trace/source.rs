@@ -4,7 +4,7 @@
 //! the ledger's clock is the kernel's (recorded, on replay).
 
 use crate::{
-    kernel::flags::FollFlags,
+    kernel::{flags::FollFlags, lines::LineInfo, symbols::without_probe_frames},
     ledger::Finding,
     stream::pipeline::Pipeline,
     trace::record::{Entry, Header, RecordError, Recorder, Recording},
@@ -87,6 +87,9 @@ pub struct Live {
     meta: Meta,
     recorder: Option<Recorder>,
     stacks_written: HashSet<i32>,
+    /// Source lines for the frames shown (`--vmlinux`); a recording keeps
+    /// the frames without them.
+    lines: Option<LineInfo>,
 }
 
 pub struct Replay {
@@ -105,6 +108,8 @@ pub struct Replay {
     started: Option<Instant>,
     stacks: HashMap<i32, Vec<String>>,
     lost: BTreeMap<&'static str, u64>,
+    /// Source lines for the frames shown (`--vmlinux`).
+    lines: Option<LineInfo>,
 }
 
 /// Loss counter names from a file, as the `&'static str` the summary keys
@@ -144,6 +149,7 @@ impl Source {
             meta,
             recorder,
             stacks_written: HashSet::new(),
+            lines: None,
         })))
     }
 
@@ -171,7 +177,9 @@ impl Source {
             .entries
             .iter()
             .filter_map(|e| match e {
-                Entry::Stack { id, frames } => Some((*id, frames.clone())),
+                // As a live run shows them (recordings made before live
+                // runs dropped the probe's frames still hold them).
+                Entry::Stack { id, frames } => Some((*id, without_probe_frames(frames.clone()))),
                 _ => None,
             })
             .collect();
@@ -187,6 +195,7 @@ impl Source {
             started: None,
             stacks,
             lost: BTreeMap::new(),
+            lines: None,
         })))
     }
 
@@ -361,11 +370,24 @@ impl Source {
         }
     }
 
-    /// A kernel stack, symbolized (empty when unknown).
+    /// A kernel stack, symbolized (empty when unknown), with source lines
+    /// when a vmlinux was given ([`Source::set_lines`]).
     pub fn stack(&self, id: i32) -> Vec<String> {
+        let (frames, lines) = match self {
+            Source::Live(l) => (l.session.stack(id), &l.lines),
+            Source::Replay(r) => (r.stacks.get(&id).cloned().unwrap_or_default(), &r.lines),
+        };
+        match lines {
+            Some(lines) => lines.annotate(frames),
+            None => frames,
+        }
+    }
+
+    /// Adds source lines to the stacks shown (`--vmlinux`).
+    pub fn set_lines(&mut self, lines: LineInfo) {
         match self {
-            Source::Live(l) => l.session.stack(id),
-            Source::Replay(r) => r.stacks.get(&id).cloned().unwrap_or_default(),
+            Source::Live(l) => l.lines = Some(lines),
+            Source::Replay(r) => r.lines = Some(lines),
         }
     }
 
@@ -557,6 +579,41 @@ mod tests {
 
     fn src_duration(path: &Path) -> u64 {
         Recording::load(path).unwrap().duration_ns()
+    }
+
+    /// A recording whose stacks still hold the probe's frames (as the kept
+    /// capture in tests/data does) replays with them dropped, as live.
+    #[test]
+    fn a_replay_drops_the_probes_frames_as_a_live_run_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.ptrec");
+        let header = Header {
+            start_ns: 1_000 * MS,
+            start_unix_ms: 0,
+            flags: crate::kernel::flags::FollFlags::FROM_6_3,
+            kernel: "6.12.0-test".into(),
+            plan: "plan".into(),
+        };
+        let mut rec = Recorder::create(&path, &header).unwrap();
+        let frames = [
+            "bpf_prog_50dd19e3348aa70f_fexit_pin_user_pages_fast+0x18c",
+            "bpf_trampoline_6442489887+0x7c",
+            "pin_user_pages_fast+0x9",
+            "pinzoo_ioctl+0x6ab [pinzoo]",
+        ];
+        rec.stack(4, frames.map(String::from).to_vec()).unwrap();
+        rec.finish(2_000 * MS).unwrap();
+        let src = Source::replay(&path, Speed::Max).unwrap();
+        assert_eq!(
+            src.stack(4),
+            without_probe_frames(frames.map(String::from)),
+            "the one rule for both"
+        );
+        assert_eq!(
+            src.stack(4),
+            ["pin_user_pages_fast+0x9", "pinzoo_ioctl+0x6ab [pinzoo]"]
+        );
+        assert!(src.stack(5).is_empty());
     }
 
     #[test]

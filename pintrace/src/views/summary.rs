@@ -3,7 +3,7 @@
 use crate::{
     kernel::vmstat::PinCounters,
     ledger::{BioCounts, Completions, Counts, Kind, ProcessTally, Releases, StackCounts, Tally},
-    model::LifetimeSummary,
+    model::{stacks::TopStacks, LifetimeSummary},
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -119,6 +119,11 @@ pub struct Summary {
     /// vmstat delta plus these.
     pub added_pins: u64,
     pub stacks: StackCounts,
+    /// The stacks holding the most references at the end (`--top-stacks`;
+    /// system-wide, like `outstanding`), with their frames: `top_stacks`
+    /// and `top_stacks_omitted` in JSON.
+    #[serde(flatten)]
+    pub top_stacks: TopStacks,
     /// `--pid` / `--comm` given (`"pid 42, comm dd"`): `processes` and
     /// the findings are those processes' only. `by_kind`, `released`,
     /// `outstanding`, `leaks` and `mismatches` are those of the
@@ -171,6 +176,7 @@ impl Summary {
             vmstat: None,
             added_pins: tally.added_pins,
             stacks: tally.stacks,
+            top_stacks: TopStacks::default(),
             filter: None,
             filtered_in_kernel: None,
             workload: None,
@@ -231,6 +237,99 @@ mod tests {
             serde_json::to_value(&s).unwrap()["filtered_in_kernel"],
             "pid 42"
         );
+    }
+
+    /// A leak of 3 pins at stack 13, 1 still held at stack 11, 2 without a
+    /// stack; the table through the real ledger, at 2 s.
+    fn with_top_stacks(top: usize) -> Summary {
+        use crate::{
+            ledger::{Ledger, LedgerConfig},
+            model::stacks::{top_stacks, StackSort},
+            stream::pipeline::Pipeline,
+            synth::{folio, Stream, MS},
+        };
+        let mut st = Stream::new(1_000 * MS);
+        st.pin(150, "leaky", 13, &[folio(1), folio(2), folio(3)]);
+        st.wait(500 * MS).pin(149, "dd", 11, &[folio(4)]);
+        st.wait(10 * MS).pin(
+            149,
+            "dd",
+            pintrace_common::STACK_NOT_TAKEN,
+            &[folio(5), folio(6)],
+        );
+        let mut p = Pipeline::new(Ledger::new(st.flags, LedgerConfig::default()));
+        let mut found = Vec::new();
+        for (_, r) in &st.records {
+            p.feed(r, &mut found);
+        }
+        let mut s = Summary::new(
+            &p.ledger.tally,
+            "6.12".into(),
+            "p".into(),
+            2.0,
+            BTreeMap::new(),
+            0,
+        );
+        let mut t = top_stacks(
+            p.ledger.holders_by_folio(),
+            3_000 * MS,
+            StackSort::Refs,
+            top,
+        );
+        t.symbolize(|id| match id {
+            13 => vec![
+                "pin_user_pages_fast+0x9".into(),
+                "pinzoo_ioctl+0x55e [pinzoo]".into(),
+            ],
+            _ => Vec::new(),
+        });
+        s.top_stacks = t;
+        s
+    }
+
+    #[test]
+    fn the_top_stacks_are_printed_with_their_frames_as_memleak_does() {
+        let text = render(&with_top_stacks(10));
+        let want = "\ntop stacks holding references: 6 reference(s) from 2 stack(s), the 1 holding the most shown\n    \
+            3 reference(s) (FOLL_PIN 3) in 3 holder(s) on 3 folio(s) by leaky/150, oldest 2.00 s, median 2.00 s, from stack 13:\n        \
+            pin_user_pages_fast+0x9\n        \
+            pinzoo_ioctl+0x55e [pinzoo]\n    \
+            2 reference(s) (FOLL_PIN 2) in 2 holder(s) on 2 folio(s) by dd/149, oldest 1.49 s, median 1.49 s, with no stack (sampled out, --stacks none, or not stored)\n    \
+            ... and 1 more stack(s): 1 reference(s) in 1 holder(s)\n";
+        let text1 = render(&with_top_stacks(1));
+        assert!(text1.contains(want), "{text1}");
+        assert!(
+            text.contains("1 reference(s) (FOLL_PIN 1) in 1 holder(s) on 1 folio(s) by dd/149, oldest 1.50 s, median 1.50 s, from stack 11:\n        (stack 11 not available)\n"),
+            "{text}"
+        );
+        assert!(!text.contains("more stack(s)"), "{text}");
+        // Hidden with 0, as with nothing held.
+        assert!(!render(&with_top_stacks(0)).contains("top stacks"));
+    }
+
+    #[test]
+    fn the_json_summary_carries_the_top_stacks_as_an_array_with_frames() {
+        let json =
+            serde_json::to_value(pintrace_engine::schema::versioned(&with_top_stacks(1))).unwrap();
+        assert_eq!(json["schema"], 1);
+        let rows = json["top_stacks"].as_array().unwrap();
+        assert_eq!(rows.len(), 2, "{json}");
+        assert_eq!(rows[0]["stack_id"], 13);
+        assert_eq!(rows[0]["refs"], 3);
+        assert_eq!(rows[0]["by_kind"]["pin"], 3);
+        assert_eq!(rows[0]["by_kind"]["longterm_pin"], 0);
+        assert_eq!(
+            (rows[0]["holders"].clone(), rows[0]["folios"].clone()),
+            (3.into(), 3.into())
+        );
+        assert_eq!(rows[0]["processes"][0]["comm"], "leaky");
+        assert_eq!(rows[0]["processes"][0]["tgid"], 150);
+        assert_eq!(rows[0]["process_count"], 1);
+        assert_eq!(rows[0]["oldest_age_ns"], 2_000_000_000u64);
+        assert_eq!(rows[0]["frames"][1], "pinzoo_ioctl+0x55e [pinzoo]");
+        assert!(rows[1]["stack_id"].is_null(), "{json}");
+        assert_eq!(json["top_stacks_omitted"]["stacks"], 1);
+        assert_eq!(json["top_stacks_omitted"]["refs"], 1);
     }
 
     #[test]

@@ -670,3 +670,66 @@ fn sampled_stacks_still_name_each_bug() {
     }
     assert_kernel_quiet();
 }
+
+/// The summary's top stacks table names the stack of a planted leak: the
+/// zoo's `leak` pins PAGES pages in one call from the module's ioctl and
+/// never unpins them. Its stack is the table's first row: PAGES FOLL_PIN
+/// references, held by the zoo's process, with the frames its leak
+/// findings carry (the module's named `[pinzoo]`, no probe frame).
+#[test]
+#[ignore = "needs the pinzoo module in a guest: run by `cargo xtask vm`"]
+fn the_top_stacks_table_names_a_planted_leak() {
+    load_zoo();
+    release_all();
+    let (code, lines) = zoo_session(&["balanced", "leak"], &[]);
+    assert_eq!(code, Some(1), "the leak fails the run");
+    let summary = summary_in(&lines);
+    assert_eq!(summary["lossless"], true, "{summary}");
+    let runs = runs_in(&lines);
+    assert_eq!(runs.len(), 2, "both scenarios ran");
+    let leak = runs[1];
+    let rows = summary["top_stacks"].as_array().expect("top_stacks");
+    let top = &rows[0];
+    assert!(top["stack_id"].is_number(), "{top}");
+    assert_eq!(num(top, "refs"), PAGES, "{top}");
+    assert_eq!(num(&top["by_kind"], "pin"), PAGES, "{top}");
+    assert!((1..=PAGES).contains(&num(top, "folios")), "{top}");
+    assert_eq!(top["processes"][0]["tgid"], leak["pid"], "{top}");
+    assert_eq!(num(top, "process_count"), 1, "{top}");
+    assert!(num(top, "oldest_age_ns") > 0, "{top}");
+    let frames: Vec<&str> = top["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.starts_with("pinzoo_") && f.ends_with(" [pinzoo]")),
+        "the module's frame names its module: {frames:?}"
+    );
+    assert!(
+        !frames
+            .iter()
+            .any(|f| f.starts_with("bpf_prog_") || f.starts_with("bpf_trampoline_")),
+        "{frames:?}"
+    );
+    // The same frames as the leak's findings.
+    let finding = lines
+        .iter()
+        .find(|v| v["type"] == "finding" && v["tgid"] == leak["pid"])
+        .expect("the leak's findings");
+    assert_eq!(finding["stack"], top["frames"], "{finding}");
+    // The table is the books after the end's judgements; `outstanding` was
+    // sampled just before them, when FOLL_GET references of processes that
+    // had exited could still be in the books: never fewer.
+    let held: i64 = rows.iter().map(|r| num(r, "refs")).sum::<i64>()
+        + num(&summary["top_stacks_omitted"], "refs");
+    let outstanding: i64 = ["pin", "longterm_pin", "get"]
+        .iter()
+        .map(|k| num(&summary["outstanding"], k))
+        .sum();
+    assert!(PAGES <= held && held <= outstanding, "{summary}");
+    assert_kernel_quiet();
+}

@@ -1,7 +1,10 @@
 //! The end-of-run summary as text for a person: [`render`] of a [`Summary`], nothing else.
 
 use super::Summary;
-use crate::ledger::{Counts, Kind};
+use crate::{
+    ledger::{Counts, Kind},
+    model::stacks::{kinds_label, StackHolding},
+};
 use std::{collections::BTreeMap, fmt::Write as _};
 
 pub fn render(s: &Summary) -> String {
@@ -77,6 +80,7 @@ pub fn render(s: &Summary) -> String {
             );
         }
     }
+    top_stacks(&mut o, s);
     let _ = writeln!(
         o,
         "\nblock requests completed: {} ({} sectors, {} with errors)",
@@ -192,4 +196,90 @@ pub fn render(s: &Summary) -> String {
         );
     }
     o
+}
+
+/// The stacks holding the most references, as bcc's memleak prints its
+/// outstanding allocations: a line per stack ("N references in M holders
+/// ... from stack"), then its frames.
+fn top_stacks(o: &mut String, s: &Summary) {
+    let t = &s.top_stacks;
+    if t.rows.is_empty() {
+        return;
+    }
+    let stacks = t.rows.iter().filter(|r| r.stack_id.is_some()).count() as u64;
+    let _ = writeln!(
+        o,
+        "\ntop stacks holding references{}: {} reference(s) from {} stack(s){}",
+        if s.filter.is_some() {
+            ", every process (system-wide)"
+        } else {
+            ""
+        },
+        t.refs(),
+        stacks + t.omitted.stacks,
+        if t.omitted.stacks > 0 {
+            format!(", the {stacks} holding the most shown")
+        } else {
+            String::new()
+        }
+    );
+    for r in &t.rows {
+        let _ = writeln!(o, "    {}", holding_line(r));
+        match r.stack_id {
+            None => {}
+            Some(id) if r.frames.is_empty() => {
+                let _ = writeln!(o, "        (stack {id} not available)");
+            }
+            Some(_) => {
+                for f in &r.frames {
+                    let _ = writeln!(o, "        {f}");
+                }
+            }
+        }
+    }
+    let m = &t.omitted;
+    if m.stacks > 0 {
+        let _ = writeln!(
+            o,
+            "    ... and {} more stack(s): {} reference(s) in {} holder(s)",
+            m.stacks, m.refs, m.holders
+        );
+    }
+}
+
+/// `12 references (FOLL_PIN 12) in 3 holders on 3 folios by dd/171,
+/// oldest 2.41 s, median 1.20 s, from stack 13:`
+fn holding_line(r: &StackHolding) -> String {
+    let mut by: Vec<String> = r
+        .processes
+        .iter()
+        .map(|p| format!("{}/{}", p.comm, p.tgid))
+        .collect();
+    let more = r.process_count.saturating_sub(r.processes.len() as u64);
+    if more > 0 {
+        by.push(format!("{more} more"));
+    }
+    let from = match r.stack_id {
+        Some(id) => format!("from stack {id}:"),
+        None => "with no stack (sampled out, --stacks none, or not stored)".into(),
+    };
+    format!(
+        "{} reference(s) ({}) in {} holder(s) on {} folio(s) by {}, oldest {}, median {}, {from}",
+        r.refs,
+        kinds_label(&r.by_kind),
+        r.holders,
+        r.folios,
+        by.join(", "),
+        age(r.oldest_age_ns),
+        age(r.median_age_ns),
+    )
+}
+
+/// An age as a person reads it: `850 us`, `12 ms`, `2.41 s`.
+fn age(ns: u64) -> String {
+    match ns {
+        0..1_000_000 => format!("{} us", ns / 1000),
+        1_000_000..1_000_000_000 => format!("{} ms", ns / 1_000_000),
+        _ => format!("{:.2} s", ns as f64 / 1e9),
+    }
 }

@@ -2,7 +2,10 @@
 
 use crate::{
     ledger::{Finding, Ledger},
-    model::{Held, LifetimeSummary, Model, ProcessRow, Rate},
+    model::{
+        stacks::{top_stacks, StackHolding, StackSort},
+        Held, LifetimeSummary, Model, ProcessRow, Rate,
+    },
 };
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use std::collections::HashMap;
@@ -41,6 +44,10 @@ pub struct Data {
     pub decades: Vec<(&'static str, u64)>,
     /// The charts' zero, in kernel ns (finding times are drawn relative to it).
     pub base_ns: u64,
+    /// Every stack holding references, across all processes, most
+    /// references first (the row without a stack last); frames come from
+    /// [`App::stacks`].
+    pub top_stacks: Vec<StackHolding>,
 }
 
 impl Data {
@@ -57,6 +64,13 @@ impl Data {
             lifetime: model.lifetime_summary(),
             decades: model.lifetime_decades(),
             base_ns: model.base_ns,
+            top_stacks: top_stacks(
+                ledger.holders_by_folio(),
+                model.now_ns,
+                StackSort::Refs,
+                usize::MAX,
+            )
+            .rows,
         }
     }
 }
@@ -123,6 +137,9 @@ pub struct App {
     pub editing_filter: bool,
     /// The per-stack view of this process (Enter), if open.
     pub expanded: Option<u32>,
+    /// The holders pane shows the stacks of every process (`t`) instead of
+    /// the processes.
+    pub all_stacks: bool,
     pub holder_sel: usize,
     pub finding_sel: usize,
     pub quit: bool,
@@ -144,6 +161,7 @@ impl App {
             filter: String::new(),
             editing_filter: false,
             expanded: None,
+            all_stacks: false,
             holder_sel: 0,
             finding_sel: 0,
             quit: false,
@@ -169,6 +187,7 @@ impl App {
                     .iter()
                     .flat_map(|p| p.stacks.iter().map(|s| s.stack_id)),
             )
+            .chain(self.data.top_stacks.iter().filter_map(|s| s.stack_id))
             .filter(|id| *id >= 0 && !self.stacks.contains_key(id))
             .collect();
         ids.sort_unstable();
@@ -177,10 +196,38 @@ impl App {
     }
 
     fn clamp(&mut self) {
-        let n = self.holder_rows().len();
+        let n = match self.all_stacks {
+            true => self.data.top_stacks.len(),
+            false => self.holder_rows().len(),
+        };
         self.holder_sel = self.holder_sel.min(n.saturating_sub(1));
         let n = self.data.findings.len();
         self.finding_sel = self.finding_sel.min(n.saturating_sub(1));
+    }
+
+    /// The rows of the stacks view (`t`): by the oldest holder when the
+    /// sort is `oldest`, else by references held; the row without a stack
+    /// stays last.
+    pub fn stack_rows(&self) -> Vec<&StackHolding> {
+        let mut rows: Vec<&StackHolding> = self.data.top_stacks.iter().collect();
+        if self.sort == SortKey::Oldest {
+            rows.sort_by(|a, b| {
+                (a.stack_id.is_none(), b.oldest_age_ns, b.refs, a.stack_id).cmp(&(
+                    b.stack_id.is_none(),
+                    a.oldest_age_ns,
+                    a.refs,
+                    b.stack_id,
+                ))
+            });
+        }
+        rows
+    }
+
+    /// The stack selected in the stacks view, when it is shown and has one.
+    pub fn selected_stack(&self) -> Option<&StackHolding> {
+        self.all_stacks
+            .then(|| self.stack_rows().get(self.holder_sel).copied())
+            .flatten()
     }
 
     /// The rows of the holders table, filtered and sorted.
@@ -269,12 +316,20 @@ impl App {
                     Focus::Findings => Focus::Holders,
                 }
             }
+            KeyCode::Char('t') => {
+                self.all_stacks = !self.all_stacks;
+                self.expanded = None;
+                self.focus = Focus::Holders;
+                self.holder_sel = 0;
+            }
             KeyCode::Char('/') => {
                 self.focus = Focus::Holders;
                 self.expanded = None;
+                self.all_stacks = false;
                 self.editing_filter = true;
             }
             KeyCode::Char('s') => self.sort = self.sort.next(),
+            KeyCode::Enter if self.focus == Focus::Holders && self.all_stacks => {}
             KeyCode::Enter if self.focus == Focus::Holders => match self.expanded {
                 Some(_) => self.expanded = None,
                 None => {
@@ -285,7 +340,9 @@ impl App {
                 }
             },
             KeyCode::Esc => {
-                if self.expanded.take().is_none() {
+                if self.all_stacks {
+                    self.all_stacks = false;
+                } else if self.expanded.take().is_none() {
                     self.filter.clear();
                 }
                 self.holder_sel = 0;

@@ -268,3 +268,74 @@ fn an_expanded_process_names_its_sampled_out_stacks() {
     );
     assert!(!big.contains("-2147483648"), "{big}");
 }
+
+/// `t`: the stacks of every process, most references first, the row
+/// without a stack last; the selected stack's frames beside the findings.
+#[test]
+fn the_stacks_view_tables_every_process_with_frames() {
+    let mut s = demo(T0, 3);
+    s.wait(MS).pin(
+        152,
+        "engine",
+        pintrace_common::STACK_NOT_TAKEN,
+        &[folio(5_000_000)],
+    );
+    let mut app = app_of(&s);
+    app.handle_key(key(KeyCode::Char('t')));
+    assert!(app.all_stacks);
+    let ids = |app: &App| {
+        app.stack_rows()
+            .iter()
+            .map(|r| r.stack_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&app), [Some(12), Some(13), None]);
+    assert!(
+        app.missing_stacks().contains(&12),
+        "the view asks for its stacks"
+    );
+    let refs: u64 = app.stack_rows().iter().map(|r| r.refs).sum();
+    assert_eq!(refs, app.data.outstanding_now.iter().sum::<u64>());
+    // The leak's stack, selected: its frames beside the findings.
+    app.handle_key(key(KeyCode::Down));
+    assert_eq!(app.selected_stack().and_then(|r| r.stack_id), Some(13));
+    let small = screen(&app, 80, 24);
+    assert!(
+        small.contains("all stacks: 10 ref(s) held, sort refs")
+            && small.contains("leaky_ioctl")
+            && small.contains("stack 13: 2 reference(s)")
+            && small.contains("(no stack)"),
+        "{small}"
+    );
+    insta::assert_snapshot!("stacks_80x24", small);
+    let big = screen(&app, 160, 48);
+    assert!(
+        big.contains("PROCESSES") && big.contains("leaky/150") && big.contains("vfio-user/151"),
+        "{big}"
+    );
+    assert!(
+        big.contains("pin_user_pages_fast+0x0/0x60") && big.contains("leaky_ioctl+0x2a/0x90"),
+        "{big}"
+    );
+    insta::assert_snapshot!("stacks_160x48", big);
+    // Sorted by the oldest holder: the FOLL_GET references of the start.
+    app.handle_key(key(KeyCode::Char('s')));
+    app.handle_key(key(KeyCode::Char('s')));
+    assert_eq!(app.sort, SortKey::Oldest);
+    assert_eq!(ids(&app), [Some(12), Some(13), None]);
+    assert!(screen(&app, 80, 24).contains("sort oldest"));
+    // The findings pane keeps its own stack when it has the focus.
+    app.handle_key(key(KeyCode::Tab));
+    assert!(screen(&app, 160, 48).contains("stack of the selected finding"));
+    // t or Esc goes back to the processes.
+    app.handle_key(key(KeyCode::Tab));
+    app.handle_key(key(KeyCode::Esc));
+    assert!(!app.all_stacks);
+    app.handle_key(key(KeyCode::Char('t')));
+    app.handle_key(key(KeyCode::Char('t')));
+    assert!(!app.all_stacks);
+    // Nothing held: said so.
+    let mut empty = App::new();
+    empty.handle_key(key(KeyCode::Char('t')));
+    assert!(screen(&empty, 80, 24).contains("no references held"));
+}

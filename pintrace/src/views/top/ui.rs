@@ -190,7 +190,133 @@ impl App {
         chart(datasets, &title, now, ymax, area, buf);
     }
 
+    /// The stacks view (`t`): every stack holding references, across all
+    /// processes, as `run`'s top stacks table; the frames of the selected
+    /// one are drawn beside the findings.
+    fn render_all_stacks(&self, area: Rect, buf: &mut Buffer) {
+        let rows = self.stack_rows();
+        // Narrow: who and how much; then how spread and how old; then by kind.
+        let medium = area.width >= 70;
+        let wide = area.width >= 100;
+        let mut head = vec!["STACK", "CALLER", "REFS"];
+        let mut widths = vec![
+            Constraint::Length(7),
+            Constraint::Min(12),
+            Constraint::Length(5),
+        ];
+        if wide {
+            head.extend(["PIN", "LT", "GET"]);
+            widths.extend([Constraint::Length(5); 3]);
+        }
+        if medium {
+            head.extend(["HOLD", "FOLIOS"]);
+            widths.extend([Constraint::Length(5), Constraint::Length(6)]);
+        }
+        head.push("OLDEST");
+        widths.push(Constraint::Length(6));
+        if medium {
+            head.push("MEDIAN");
+            widths.push(Constraint::Length(6));
+        }
+        head.push("PROCESSES");
+        widths.push(Constraint::Min(if wide { 24 } else { 10 }));
+        let table_rows: Vec<Row> = rows
+            .iter()
+            .map(|r| {
+                let (id, name) = match r.stack_id {
+                    None => ("-".into(), "(no stack)".into()),
+                    Some(s) => (
+                        s.to_string(),
+                        self.stacks
+                            .get(&s)
+                            .map(|f| caller(f).to_owned())
+                            .unwrap_or_else(|| "?".into()),
+                    ),
+                };
+                let mut cells = vec![Cell::from(id), Cell::from(name), Cell::from(count(r.refs))];
+                if wide {
+                    cells.extend(r.by_kind.iter().map(|&n| Cell::from(count(n))));
+                }
+                if medium {
+                    cells.extend([Cell::from(count(r.holders)), Cell::from(count(r.folios))]);
+                }
+                cells.push(Cell::from(age(Some(r.oldest_age_ns))));
+                if medium {
+                    cells.push(Cell::from(age(Some(r.median_age_ns))));
+                }
+                let mut procs: Vec<String> = r
+                    .processes
+                    .iter()
+                    .map(|p| format!("{}/{}", p.comm, p.tgid))
+                    .collect();
+                let more = r.process_count.saturating_sub(r.processes.len() as u64);
+                if more > 0 {
+                    procs.push(format!("+{more}"));
+                }
+                cells.push(Cell::from(procs.join(" ")));
+                Row::new(cells)
+            })
+            .collect();
+        let refs: u64 = rows.iter().map(|r| r.refs).sum();
+        let sort = match self.sort {
+            super::SortKey::Oldest => "oldest",
+            _ => "refs",
+        };
+        let title = format!("all stacks: {} ref(s) held, sort {sort}", count(refs));
+        let block = titled(&title, self.focus == Focus::Holders);
+        if rows.is_empty() {
+            let inner = block.inner(area);
+            block.render(area, buf);
+            Paragraph::new("no references held")
+                .fg(Color::Green)
+                .render(inner, buf);
+            return;
+        }
+        let table = Table::new(table_rows, widths)
+            .header(Row::new(head).style(Style::default().add_modifier(Modifier::BOLD)))
+            .block(block)
+            .column_spacing(1)
+            .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED));
+        let mut state = TableState::default().with_selected(Some(self.holder_sel));
+        StatefulWidget::render(table, area, buf, &mut state);
+    }
+
+    /// The frames of the stack selected in the stacks view, for the pane
+    /// beside the findings.
+    fn selected_stack_lines(&self) -> Option<(String, Vec<Line<'static>>)> {
+        if self.focus != Focus::Holders {
+            return None;
+        }
+        let r = self.selected_stack()?;
+        let mut lines = Vec::new();
+        let title = match r.stack_id {
+            Some(id) => {
+                match self.stacks.get(&id) {
+                    Some(frames) if !frames.is_empty() => lines.extend(
+                        frames
+                            .iter()
+                            .map(|fr| Line::from(format!("  {fr}")).fg(Color::Gray)),
+                    ),
+                    _ => lines.push(
+                        Line::from(format!("  (stack {id} not available)")).fg(Color::DarkGray),
+                    ),
+                }
+                format!("stack {id}: {} reference(s)", r.refs)
+            }
+            None => {
+                lines.push(
+                    Line::from("  (sampled out, --stacks none, or not stored)").fg(Color::DarkGray),
+                );
+                format!("no stack: {} reference(s)", r.refs)
+            }
+        };
+        Some((title, lines))
+    }
+
     fn render_holders(&self, area: Rect, buf: &mut Buffer) {
+        if self.all_stacks {
+            return self.render_all_stacks(area, buf);
+        }
         let rows = self.holder_rows();
         let wide = area.width >= 70;
         let per_stack = self.expanded.is_some();
@@ -382,6 +508,13 @@ impl App {
         } else {
             StatefulWidget::render(list, list_area, buf, &mut state);
         }
+        if let Some((title, lines)) = self.selected_stack_lines() {
+            Paragraph::new(lines)
+                .wrap(ratatui::widgets::Wrap { trim: false })
+                .block(titled(&title, false))
+                .render(stack_area, buf);
+            return;
+        }
         let selected = d.findings.get(self.finding_sel);
         let mut lines: Vec<Line> = Vec::new();
         if let Some(f) = selected {
@@ -410,10 +543,12 @@ impl App {
     fn render_footer(&self, area: Rect, buf: &mut Buffer) {
         let keys = if self.editing_filter {
             "type to filter │ Enter keep │ Esc clear"
+        } else if self.all_stacks {
+            "q quit │ ↑↓ move │ t/Esc processes │ s sort │ Tab findings"
         } else if self.expanded.is_some() {
             "q quit │ ↑↓ move │ Enter/Esc back │ s sort │ Tab findings"
         } else {
-            "q quit │ ↑↓ PgUp PgDn move │ Tab pane │ Enter stacks │ s sort │ / filter"
+            "q quit │ ↑↓ move │ Tab pane │ Enter stacks │ t all stacks │ s sort │ / filter"
         };
         Paragraph::new(Line::from(keys).fg(Color::Black).bg(Color::Gray)).render(area, buf);
     }
