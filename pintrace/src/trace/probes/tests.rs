@@ -29,6 +29,8 @@ const MAPS: &[(&str, &str)] = named!(
     AUDIT_MAP,
     BIOS_MAP,
     STACK_CLOCK_MAP,
+    FILTER_TGIDS_MAP,
+    FILTER_FOLIOS_MAP,
 );
 
 /// The globals user space sets before load: all `u32` but two.
@@ -54,6 +56,7 @@ const GLOBALS: &[(&str, &str)] = named!(
     GLOBAL_FOLL_PIN,
     GLOBAL_RQ_RECORDS,
     GLOBAL_ARG_LAYOUTS,
+    GLOBAL_FILTER,
 );
 const U64_GLOBALS: &[&str] = &[pintrace_common::GLOBAL_STACK_INTERVAL_NS];
 
