@@ -326,6 +326,29 @@ fn intervals_are_reported_on_their_boundaries_up_to_count() {
         "the run ends with the last interval: {last}"
     );
 
+    // What is held at an interval's end is the ledger's count then (the
+    // model samples it only at its ticks): the recording's 256 pins are
+    // taken before 0.2 s and released after.
+    let out = pintrace()
+        .args(["run", "--replay", CAPTURE, "--json", "-i", "100ms"])
+        .output()
+        .unwrap();
+    let held: Vec<(f64, u64)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "interval")
+        .map(|i| {
+            (
+                i["t_s"].as_f64().unwrap(),
+                i["by_kind"]["pin"]["outstanding"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // (At 0.2 s the call's record is in, and some of its folio batches.)
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert_eq!(held[0], (0.1, 0));
+    assert!(held[1].0 == 0.2 && (1..=256).contains(&held[1].1), "{held:?}");
+
     // Text: one header, three rows (kinds) per interval.
     let out = pintrace()
         .args(["run", "--replay", CAPTURE, "--interval", "100ms"])

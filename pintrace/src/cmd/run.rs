@@ -361,7 +361,11 @@ struct FindingsOut {
 impl FindingsOut {
     /// An `--interval` report: the change since the last one.
     fn interval(&mut self, index: u64, source: &Source, pipeline: &Pipeline) -> Result<()> {
-        let now = summarize(source, pipeline)?;
+        let mut now = summarize(source, pipeline)?;
+        // What the ledger holds now, not the model's last tick's sample.
+        for k in crate::ledger::Kind::ALL {
+            now.outstanding.insert(k, pipeline.ledger.outstanding(k));
+        }
         let i = Interval::between(index, self.last_interval.as_ref(), &now);
         if self.json {
             self.out.json(&i)?;
