@@ -347,7 +347,10 @@ fn intervals_are_reported_on_their_boundaries_up_to_count() {
     // (At 0.2 s the call's record is in, and some of its folio batches.)
     assert_eq!(held.len(), 2, "{held:?}");
     assert_eq!(held[0], (0.1, 0));
-    assert!(held[1].0 == 0.2 && (1..=256).contains(&held[1].1), "{held:?}");
+    assert!(
+        held[1].0 == 0.2 && (1..=256).contains(&held[1].1),
+        "{held:?}"
+    );
 
     // Text: one header, three rows (kinds) per interval.
     let out = pintrace()

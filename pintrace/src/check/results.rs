@@ -171,3 +171,30 @@ impl CheckReport {
         }
     }
 }
+
+/// A report the report views' tests share: a pass (block), a skip (xfs,
+/// with `skip_reason`) and a failed balance check (ext4).
+#[cfg(test)]
+pub(crate) fn sample_report(skip_reason: &str) -> CheckReport {
+    use super::{judge::Check, Dir, Drive, Scenario, TargetKind};
+    use pintrace_engine::BufferKind;
+    let scenario = |t| Scenario::new(t, Drive::Aio, BufferKind::Anon, Dir::Write);
+    let mut r = CheckReport::new("6.12.0-test".into(), "plan".into(), true);
+    let mut pass = ScenarioResult::not_run(scenario(TargetKind::Block), Status::Pass, "".into());
+    pass.reason = None;
+    r.push(pass);
+    r.push(ScenarioResult::not_run(
+        scenario(TargetKind::Xfs),
+        Status::Skip,
+        skip_reason.into(),
+    ));
+    let mut fail = ScenarioResult::not_run(scenario(TargetKind::Ext4), Status::Fail, "".into());
+    fail.reason = None;
+    fail.checks = vec![Check {
+        name: "balance",
+        ok: false,
+        detail: "FOLL_PIN: 257 taken, 256 released, 1 held".into(),
+    }];
+    r.push(fail);
+    r
+}

@@ -114,8 +114,7 @@ mod tests {
     use super::*;
     use crate::{
         check::{
-            judge::Check,
-            results::{FindingOut, ScenarioResult},
+            results::{sample_report, FindingOut, ScenarioResult},
             Dir, Drive, Scenario, TargetKind,
         },
         ledger::{Finding, FindingKind},
@@ -128,23 +127,8 @@ mod tests {
     }
 
     fn report() -> CheckReport {
-        let mut r = CheckReport::new("6.12.0-test".into(), "plan".into(), true);
-        let mut pass =
-            ScenarioResult::not_run(scenario(TargetKind::Block), Status::Pass, "".into());
-        pass.reason = None;
-        r.push(pass);
-        r.push(ScenarioResult::not_run(
-            scenario(TargetKind::Xfs),
-            Status::Skip,
-            "the kernel has no xfs".into(),
-        ));
-        let mut fail = ScenarioResult::not_run(scenario(TargetKind::Ext4), Status::Fail, "".into());
-        fail.reason = None;
-        fail.checks = vec![Check {
-            name: "balance",
-            ok: false,
-            detail: "FOLL_PIN: 257 taken, 256 released, 1 held".into(),
-        }];
+        let mut r = sample_report("the kernel has no xfs");
+        let fail = &mut r.scenarios[2];
         fail.findings = vec![FindingOut {
             finding: Finding {
                 bio: None,
@@ -164,7 +148,6 @@ mod tests {
                 "iov_iter_extract_pages+0x1".into(),
             ],
         }];
-        r.push(fail);
         r
     }
 

@@ -70,33 +70,11 @@ fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::{judge::Check, results::ScenarioResult, Dir, Drive, Scenario, TargetKind};
-    use pintrace_engine::BufferKind;
-
-    fn scenario(target: TargetKind) -> Scenario {
-        Scenario::new(target, Drive::Aio, BufferKind::Anon, Dir::Write)
-    }
+    use crate::check::results::sample_report;
 
     #[test]
     fn one_result_per_scenario_with_skips_and_failure_diagnostics() {
-        let mut r = CheckReport::new("6.12.0-test".into(), "plan".into(), true);
-        let mut pass =
-            ScenarioResult::not_run(scenario(TargetKind::Block), Status::Pass, "".into());
-        pass.reason = None;
-        r.push(pass);
-        r.push(ScenarioResult::not_run(
-            scenario(TargetKind::Xfs),
-            Status::Skip,
-            "the kernel has\nno xfs".into(),
-        ));
-        let mut fail = ScenarioResult::not_run(scenario(TargetKind::Ext4), Status::Fail, "".into());
-        fail.reason = None;
-        fail.checks = vec![Check {
-            name: "balance",
-            ok: false,
-            detail: "FOLL_PIN: 257 taken, 256 released, 1 held".into(),
-        }];
-        r.push(fail);
+        let r = sample_report("the kernel has\nno xfs");
         assert_eq!(
             render(&r),
             "KTAP version 1\n\

@@ -104,7 +104,9 @@ fn pid_filters_in_the_kernel_and_the_run_ends_with_the_process() {
     // noise's, which read the device over and over meanwhile.
     let processes = s["processes"].as_array().unwrap();
     assert!(
-        processes.iter().all(|p| p["tgid"].as_u64() == Some(target.id() as u64)),
+        processes
+            .iter()
+            .all(|p| p["tgid"].as_u64() == Some(target.id() as u64)),
         "{processes:?}"
     );
     let converted = kernel_version() >= (6, 5);
