@@ -18,9 +18,9 @@ fn pintrace() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pintrace"))
 }
 
-/// A recording of the demo workload over `seconds`.
-fn recording(dir: &Path, seconds: u64) -> PathBuf {
-    let path = dir.join("demo.ptrec");
+/// A recording at `path` of the demo workload over `seconds`, with the
+/// frames of its stack 13; `frames` of None gives it one frame.
+fn record_demo(path: &Path, seconds: u64, frames: Option<&[&str]>) {
     let start = 5_000 * MS;
     let s = demo(start, seconds);
     let header = Header {
@@ -30,13 +30,20 @@ fn recording(dir: &Path, seconds: u64) -> PathBuf {
         kernel: "6.12.0-synthetic".into(),
         plan: "pin_user_pages_fast=fexit gup_put_folio=fentry".into(),
     };
-    let mut r = Recorder::create(&path, &header).unwrap();
+    let mut r = Recorder::create(path, &header).unwrap();
     for (ts, rec) in &s.records {
         r.record(*ts, rec).unwrap();
     }
-    r.stack(13, vec!["pin_user_pages_fast+0x0/0x60".into()])
+    let frames = frames.unwrap_or(&["pin_user_pages_fast+0x0/0x60"]);
+    r.stack(13, frames.iter().map(|f| f.to_string()).collect())
         .unwrap();
     r.finish(s.ts + 100 * MS).unwrap();
+}
+
+/// A recording of the demo workload over `seconds`.
+fn recording(dir: &Path, seconds: u64) -> PathBuf {
+    let path = dir.join("demo.ptrec");
+    record_demo(&path, seconds, None);
     path
 }
 
@@ -358,27 +365,13 @@ fn a_pid_filter_labels_the_per_kind_table() {
 fn the_summary_tables_the_stacks_holding_references() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("stacks.ptrec");
-    let start = 5_000 * MS;
-    let s = demo(start, 2);
-    let header = Header {
-        start_ns: start,
-        start_unix_ms: 1_700_000_000_000,
-        flags: FollFlags::FROM_6_3,
-        kernel: "6.12.0-synthetic".into(),
-        plan: "pin_user_pages_fast=fexit gup_put_folio=fentry".into(),
-    };
-    let mut r = Recorder::create(&path, &header).unwrap();
-    for (ts, rec) in &s.records {
-        r.record(*ts, rec).unwrap();
-    }
     let frames = [
         "bpf_prog_50dd19e3348aa70f_fexit_pin_user_pages_fast+0x18c",
         "bpf_trampoline_6442489887+0x7c",
         "pin_user_pages_fast+0x9",
         "leaky_ioctl+0x2a [leaky]",
     ];
-    r.stack(13, frames.map(String::from).to_vec()).unwrap();
-    r.finish(s.ts + 100 * MS).unwrap();
+    record_demo(&path, 2, Some(&frames));
 
     let out = pintrace()
         .args(["run", "--json", "--replay"])

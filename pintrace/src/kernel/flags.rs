@@ -197,15 +197,8 @@ mod tests {
     #[test]
     fn bio_page_pinned_comes_from_the_bio_layout_when_known() {
         let bio = BioOffsets {
-            bdev: 8,
-            opf: 16,
-            flags: 20,
-            status: 24,
-            sector: 32,
-            size: 40,
-            bdev_dev: 36,
-            req_biotail: 8,
             page_pinned_bit: Some(3),
+            ..BioOffsets::FALLBACK
         };
         let f = DetectedFlags::choose("6.12.9", [None; 3], Some(&bio));
         assert_eq!(f.flags.bio_page_pinned, 1 << 3);

@@ -44,6 +44,22 @@ pub struct BioOffsets {
     pub page_pinned_bit: Option<u32>,
 }
 
+impl BioOffsets {
+    /// The probes' defaults for their bio globals (never read: without BTF
+    /// the bio probes stay off), also a sample layout for tests.
+    pub const FALLBACK: BioOffsets = BioOffsets {
+        bdev: 8,
+        opf: 16,
+        flags: 20,
+        status: 24,
+        sector: 32,
+        size: 40,
+        bdev_dev: 36,
+        req_biotail: 8,
+        page_pinned_bit: None,
+    };
+}
+
 impl Default for StructOffsets {
     fn default() -> Self {
         StructOffsets {

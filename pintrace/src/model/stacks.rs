@@ -70,6 +70,22 @@ pub struct StackHolding {
     pub frames: Vec<String>,
 }
 
+impl StackHolding {
+    /// The named processes as `comm/tgid`, and how many more hold from
+    /// this stack without being named.
+    pub fn process_labels(&self) -> (Vec<String>, u64) {
+        let named = self
+            .processes
+            .iter()
+            .map(|p| format!("{}/{}", p.comm, p.tgid))
+            .collect();
+        let more = self
+            .process_count
+            .saturating_sub(self.processes.len() as u64);
+        (named, more)
+    }
+}
+
 /// What the top N left out.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Omitted {

@@ -129,17 +129,9 @@ impl Probes {
         let so = &opts.struct_offsets;
         // Without BTF the bio probes stay off (the plan says so); their
         // globals keep the object's defaults.
-        let bio = so.bio.unwrap_or(crate::kernel::layout::BioOffsets {
-            bdev: 8,
-            opf: 16,
-            flags: 20,
-            status: 24,
-            sector: 32,
-            size: 40,
-            bdev_dev: 36,
-            req_biotail: 8,
-            page_pinned_bit: None,
-        });
+        let bio = so
+            .bio
+            .unwrap_or(crate::kernel::layout::BioOffsets::FALLBACK);
         let mut ebpf = EbpfLoader::new()
             .btf(btf.as_ref())
             .override_global(GLOBAL_BIO_BDEV_OFF, &bio.bdev, true)

@@ -250,12 +250,7 @@ fn top_stacks(o: &mut String, s: &Summary) {
 /// `12 references (FOLL_PIN 12) in 3 holders on 3 folios by dd/171,
 /// oldest 2.41 s, median 1.20 s, from stack 13:`
 fn holding_line(r: &StackHolding) -> String {
-    let mut by: Vec<String> = r
-        .processes
-        .iter()
-        .map(|p| format!("{}/{}", p.comm, p.tgid))
-        .collect();
-    let more = r.process_count.saturating_sub(r.processes.len() as u64);
+    let (mut by, more) = r.process_labels();
     if more > 0 {
         by.push(format!("{more} more"));
     }

@@ -244,12 +244,7 @@ impl App {
                 if medium {
                     cells.push(Cell::from(age(Some(r.median_age_ns))));
                 }
-                let mut procs: Vec<String> = r
-                    .processes
-                    .iter()
-                    .map(|p| format!("{}/{}", p.comm, p.tgid))
-                    .collect();
-                let more = r.process_count.saturating_sub(r.processes.len() as u64);
+                let (mut procs, more) = r.process_labels();
                 if more > 0 {
                     procs.push(format!("+{more}"));
                 }
