@@ -90,6 +90,14 @@ fn titled(title: &str, focused: bool) -> Block<'_> {
 }
 
 impl App {
+    /// The pinning caller of stack `id` ([`caller`]), "?" until it is symbolized.
+    fn caller_of(&self, id: i32) -> String {
+        self.stacks
+            .get(&id)
+            .map(|f| caller(f).to_owned())
+            .unwrap_or_else(|| "?".into())
+    }
+
     fn render_header(&self, area: Rect, buf: &mut Buffer) {
         let h = &self.data.header;
         let mut spans = vec![
@@ -225,13 +233,7 @@ impl App {
             .map(|r| {
                 let (id, name) = match r.stack_id {
                     None => ("-".into(), "(no stack)".into()),
-                    Some(s) => (
-                        s.to_string(),
-                        self.stacks
-                            .get(&s)
-                            .map(|f| caller(f).to_owned())
-                            .unwrap_or_else(|| "?".into()),
-                    ),
+                    Some(s) => (s.to_string(), self.caller_of(s)),
                 };
                 let mut cells = vec![Cell::from(id), Cell::from(name), Cell::from(count(r.refs))];
                 if wide {
@@ -340,13 +342,7 @@ impl App {
                             "(stack not stored)".into()
                         },
                     ),
-                    Some(s) => (
-                        s.to_string(),
-                        self.stacks
-                            .get(&s)
-                            .map(|f| caller(f).to_owned())
-                            .unwrap_or_else(|| "?".into()),
-                    ),
+                    Some(s) => (s.to_string(), self.caller_of(s)),
                     None => (r.tgid.to_string(), r.comm.clone()),
                 };
                 let mut cells = vec![
