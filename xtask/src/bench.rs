@@ -139,24 +139,43 @@ const CONDITIONS: &[(&str, &str)] = &[
 ];
 
 /// The peer condition's bpftrace script (0.17 syntax: `kretfunc`/`kfunc`
-/// are fexit/fentry). Per folio, the pages each `pin_user_pages_fast`
-/// returned are counted up, and a release through `gup_put_folio` of a
-/// folio it counted takes its `refs` off; `END` prints what is still held.
-/// A call's first 32 pages are read (`unroll` wants a constant, the
-/// verifier a bounded loop; the overhead workloads pin one page per call).
-/// A page's folio is its compound head (`page_folio()`: bit 0 of
-/// `compound_head` marks a tail page). bpftrace 0.17 does not resolve the
-/// fields of `struct page`'s unnamed unions ("does not contain a field
-/// named 'compound_head'"), so the script reads the word after `flags`,
-/// where `compound_head` lies, by hand, as one would at the prompt.
-const PEER_SCRIPT: &str = r#"kretfunc:pin_user_pages_fast /retval > 0/
+/// are fexit/fentry), as a kernel developer would write it by hand. Per
+/// folio, the pages each `pin_user_pages_fast` returned are counted up, and
+/// a release through `gup_put_folio` of a counted folio takes its `refs`
+/// off; `END` prints what is still held. Where 0.17 falls short, the script
+/// does what one would do at the prompt:
+/// - fexit cannot read `pages`: the kernel's BTF check of a context load
+///   rejects pointer-to-pointer arguments (`func_arg` in
+///   `pintrace-ebpf/src/kernel.rs`), and bpftrace 0.17 has no
+///   `bpf_get_func_arg`; so a kprobe at the entry keeps `pages` per thread.
+/// - its `[]` takes only literal indices ("only accepts literal integer
+///   indices"): the `i`-th page pointer is read at `pages + 8 * i`.
+/// - it does not resolve the fields of `struct page`'s unnamed unions
+///   ("does not contain a field named 'compound_head'"): the folio is the
+///   word after `flags`, `compound_head`, less its tail bit (`page_folio()`).
+/// - `retval` is read once, before the `unroll`: read in it, its context
+///   load came out at a moved context pointer, which the verifier refuses.
+///
+/// A call's first 32 pages are read (`unroll` wants a constant; the
+/// overhead workloads pin one page per call). bpftrace's map updates are a
+/// lookup and an update, not atomic, so with two CPUs the count at `END`
+/// may be off by a few; the figure here is the cost, not the count.
+const PEER_SCRIPT: &str = r#"kprobe:pin_user_pages_fast
 {
+	@pages[tid] = arg3;
+}
+
+kretfunc:pin_user_pages_fast
+{
+	$pages = @pages[tid];
+	delete(@pages[tid]);
+	$n = retval;
 	$i = 0;
 	unroll(32) {
-		if ($i < retval) {
-			$page = args->pages[$i];
-			$head = *(uint64 *)((uint64)$page + 8);
-			$folio = ($head & 1) ? $head - 1 : (uint64)$page;
+		if ($i < $n) {
+			$page = *(uint64 *)($pages + (uint64)$i * 8);
+			$head = *(uint64 *)($page + 8);
+			$folio = ($head & 1) ? $head - 1 : $page;
 			@pins[$folio]++;
 			@held++;
 			$i++;
@@ -179,6 +198,7 @@ END
 	printf("pins held: %d\n", @held);
 	clear(@pins);
 	clear(@held);
+	clear(@pages);
 }
 "#;
 
@@ -722,10 +742,11 @@ mod tests {
         let Ok(bb) = which::which("busybox") else {
             return;
         };
-        // `$PPID` is this shell: its own ticks stand in for bpftrace's.
+        // `$PPID` is this test's process: its ticks stand in for
+        // bpftrace's. The command's status is the run's.
         let out = std::process::Command::new(bb)
             .args(["sh", "-c", PEER_RUN])
-            .env("PEER_CMD", "echo ran; exit 3")
+            .env("PEER_CMD", "echo ran; (exit 3)")
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
@@ -734,6 +755,7 @@ mod tests {
             .into_iter::<Value>()
             .map(Result::unwrap)
             .collect();
+        assert_eq!(out.status.code(), Some(3));
         assert_eq!(v.len(), 1);
         assert_eq!(v[0]["type"], "peer_cpu");
         assert!(v[0]["ticks"].as_u64().is_some(), "{text}");
