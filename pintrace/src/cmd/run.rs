@@ -363,8 +363,9 @@ impl FindingsOut {
     fn interval(&mut self, index: u64, source: &Source, pipeline: &Pipeline) -> Result<()> {
         let mut now = summarize(source, pipeline)?;
         // What the ledger holds now, not the model's last tick's sample.
+        let held = crate::model::held_by_kind(&pipeline.ledger);
         for k in crate::ledger::Kind::ALL {
-            now.outstanding.insert(k, pipeline.ledger.outstanding(k));
+            now.outstanding.insert(k, held[crate::model::slot(k)]);
         }
         let i = Interval::between(index, self.last_interval.as_ref(), &now);
         if self.json {

@@ -35,6 +35,15 @@ pub fn slot(kind: Kind) -> usize {
     }
 }
 
+/// References the ledger holds now, by [`slot`], in one pass.
+pub fn held_by_kind(ledger: &Ledger) -> [u64; 3] {
+    let mut out = [0u64; 3];
+    for h in ledger.holders() {
+        out[slot(h.kind)] += h.refs;
+    }
+    out
+}
+
 /// Pages acquired and references released in one second, by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Rate {
@@ -310,10 +319,7 @@ impl Model {
     pub fn tick(&mut self, now_ns: u64, ledger: &Ledger) {
         self.now_ns = self.now_ns.max(now_ns);
         let sec = self.now_ns / SEC;
-        let mut out = [0u64; 3];
-        for h in ledger.holders() {
-            out[slot(h.kind)] += h.refs;
-        }
+        let out = held_by_kind(ledger);
         match self.outstanding.back_mut() {
             Some((s, v)) if *s == sec => *v = out,
             _ => self.outstanding.push_back((sec, out)),
