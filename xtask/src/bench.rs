@@ -160,60 +160,14 @@ const CONDITIONS: &[(&str, &str)] = &[
 /// overhead workloads pin one page per call). bpftrace's map updates are a
 /// lookup and an update, not atomic, so with two CPUs the count at `END`
 /// may be off by a few; the figure here is the cost, not the count.
-const PEER_SCRIPT: &str = r#"kprobe:pin_user_pages_fast
-{
-	@pages[tid] = arg3;
-}
-
-kretfunc:pin_user_pages_fast
-{
-	$pages = @pages[tid];
-	delete(@pages[tid]);
-	$n = retval;
-	$i = 0;
-	unroll(32) {
-		if ($i < $n) {
-			$page = *(uint64 *)($pages + (uint64)$i * 8);
-			$head = *(uint64 *)($page + 8);
-			$folio = ($head & 1) ? $head - 1 : $page;
-			@pins[$folio]++;
-			@held++;
-			$i++;
-		}
-	}
-}
-
-kfunc:gup_put_folio /@pins[(uint64)args->folio]/
-{
-	$folio = (uint64)args->folio;
-	@pins[$folio] -= args->refs;
-	@held -= args->refs;
-	if (@pins[$folio] <= 0) {
-		delete(@pins[$folio]);
-	}
-}
-
-END
-{
-	printf("pins held: %d\n", @held);
-	clear(@pins);
-	clear(@held);
-	clear(@pages);
-}
-"#;
+const PEER_SCRIPT: &str = include_str!("bench/peer.bt");
 
 /// What bpftrace's `-c` runs: `$PEER_CMD`, with bpftrace's own CPU time
 /// (user + system clock ticks of its parent, bpftrace, from
 /// `/proc/<pid>/stat`) over that command, as one JSON line beside
 /// bpftrace's own (`-f json`) on the same stdout. bpftrace compiles its
 /// script before it starts the command, so this is its cost while tracing.
-const PEER_RUN: &str = r#"ticks() { set -- $(cut -d' ' -f14,15 /proc/$PPID/stat); echo $(($1 + $2)); }
-t0=$(ticks)
-eval "$PEER_CMD"
-code=$?
-echo "{\"type\": \"peer_cpu\", \"ticks\": $(($(ticks) - t0))}"
-exit $code
-"#;
+const PEER_RUN: &str = include_str!("bench/peer-run.sh");
 
 /// Clock ticks per second in `/proc/<pid>/stat` (`USER_HZ`, 100 on x86).
 const USER_HZ: f64 = 100.0;
