@@ -38,7 +38,9 @@ pub const FOLIOS_PER_RECORD: usize = 32;
 /// Bounded by what the verifier accepts for an unrolled loop on 6.1.
 pub const MAX_FOLIO_RECORDS: u32 = 8;
 
+mod books;
 mod sites;
+pub use books::*;
 pub use sites::*;
 
 /// Program name of the `block:block_rq_complete` tracepoint handler.
@@ -100,9 +102,20 @@ pub enum Counter {
     /// With `-p`, a pin a watched process took could not be remembered
     /// (map full): its release from another context would go unseen.
     FilterFull = 11,
+    /// Kernel books: folios booked (a pin that sent no record).
+    Booked = 12,
+    /// Kernel books: folios escalated to the ring buffer (see `books`).
+    Escalated = 13,
+    /// Kernel books: pins sent as records because the books were full
+    /// (`--books-max`): not a loss, only their cost.
+    BooksFull = 14,
+    /// Kernel books: `gup_put_folio` calls balanced in the books, and the
+    /// references they released.
+    BookedReleases = 15,
+    BookedReleaseRefs = 16,
 }
 
-pub const COUNTER_SLOTS: u32 = 12;
+pub const COUNTER_SLOTS: u32 = 17;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_SLOTS as usize] = [
@@ -118,6 +131,11 @@ impl Counter {
         Counter::RqSectors,
         Counter::RqErrors,
         Counter::FilterFull,
+        Counter::Booked,
+        Counter::Escalated,
+        Counter::BooksFull,
+        Counter::BookedReleases,
+        Counter::BookedReleaseRefs,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -134,6 +152,11 @@ impl Counter {
             Counter::RqSectors => "rq_sectors",
             Counter::RqErrors => "rq_errors",
             Counter::FilterFull => "filter_full",
+            Counter::Booked => "booked",
+            Counter::Escalated => "escalated",
+            Counter::BooksFull => "books_full",
+            Counter::BookedReleases => "booked_releases",
+            Counter::BookedReleaseRefs => "booked_release_refs",
         }
     }
 
@@ -147,6 +170,11 @@ impl Counter {
                 | Counter::RqRequests
                 | Counter::RqSectors
                 | Counter::RqErrors
+                | Counter::Booked
+                | Counter::Escalated
+                | Counter::BooksFull
+                | Counter::BookedReleases
+                | Counter::BookedReleaseRefs
         )
     }
 }
@@ -260,9 +288,18 @@ pub struct ReleaseEvent {
     pub stack_id: i32,
     /// 1 when the folio is large (its first tail page points back at it).
     pub large: u32,
-    pub _reserved: u32,
+    /// With the kernel books, for a folio without a book:
+    /// [`RELEASE_BOOKS_CLOSED`], [`RELEASE_BOOKS_EXACT`].
+    pub books: u32,
     pub comm: [u8; 16],
 }
+
+/// [`ReleaseEvent::books`]: the kernel books lately closed this folio's
+/// last booked pin (or an unpin of it was sent): a further unpin is one
+/// too many.
+pub const RELEASE_BOOKS_CLOSED: u32 = 1;
+/// [`ReleaseEvent::books`]: and that book knew every pin on the folio.
+pub const RELEASE_BOOKS_EXACT: u32 = 2;
 
 /// A process (thread-group leader) exited.
 #[repr(C)]
@@ -396,6 +433,8 @@ pub const GLOBAL_STACK_INTERVAL_NS: &str = "STACK_INTERVAL_NS";
 /// small folio whose refcount holds fewer pins than it releases (a certain
 /// mismatch) always takes its stack.
 pub const GLOBAL_FOLL_PIN: &str = "FOLL_PIN";
+/// This kernel's FOLL_LONGTERM value (set by user space), for the books' kind.
+pub const GLOBAL_FOLL_LONGTERM: &str = "FOLL_LONGTERM";
 /// 1: `block:block_rq_complete` sends a record per request (for `--events`
 /// and `--record`); 0: it only counts them per CPU ([`Counter::RqRequests`]).
 pub const GLOBAL_RQ_RECORDS: &str = "RQ_RECORDS";
@@ -445,6 +484,10 @@ mod pod {
     unsafe impl aya::Pod for super::AuditSlot {}
     unsafe impl aya::Pod for super::BioEvent {}
     unsafe impl aya::Pod for super::ArgLayout {}
+    unsafe impl aya::Pod for super::Book {}
+    unsafe impl aya::Pod for super::BookedEvent {}
+    unsafe impl aya::Pod for super::TallyKey {}
+    unsafe impl aya::Pod for super::TallyCounts {}
 }
 
 #[cfg(test)]

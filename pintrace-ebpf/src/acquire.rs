@@ -5,6 +5,7 @@
 use core::ffi::c_void;
 
 use crate::{
+    books::{self, Booker},
     filter,
     kernel::{folio_of, func_arg, func_ret, kprobe_args, now_ns, pick, read_u64},
     maps::{arg_pos, global, ret_is_long, ENTRY_ARGS, EVENTS, FOLIO_REFCOUNT_OFF, FOLL_PIN},
@@ -17,9 +18,10 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use pintrace_common::{
-    AcquireEvent, AcquireWithFolios, Counter, EntryArgs, FolioBatch, Site, ARG_GUP_FLAGS,
-    ARG_NR_PAGES, ARG_PAGES, ARG_START, FOLIOS_PER_RECORD, FOLIO_BELOW_1_PIN, FOLIO_BELOW_2_PINS,
-    MAX_FOLIO_RECORDS, STACK_CLOCK_ACQUIRE, TAG_ACQUIRE, TAG_ACQUIRE_FOLIOS, TAG_FOLIOS,
+    AcquireEvent, AcquireWithFolios, Counter, EntryArgs, FolioBatch, Site, TallyKey,
+    ARG_GUP_FLAGS, ARG_NR_PAGES, ARG_PAGES, ARG_START, FOLIOS_PER_RECORD, FOLIO_BELOW_1_PIN,
+    FOLIO_BELOW_2_PINS, MAX_FOLIO_RECORDS, STACK_CLOCK_ACQUIRE, TAG_ACQUIRE, TAG_ACQUIRE_FOLIOS,
+    TAG_ACQUIRE_FOLIOS_COUNTED, TAG_FOLIOS,
 };
 
 /// What one [`folio_batch`] step needs, on the caller's stack.
@@ -171,8 +173,140 @@ extern "C" fn folio_batch(chunk: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
+/// Pages one call books at most (4 GiB of small pages); beyond, they are
+/// counted as [`Counter::FoliosTruncated`].
+const MAX_BOOKED_PAGES: u64 = 1 << 20;
+
+/// What one [`book_page`] step needs, on the caller's stack.
+#[repr(C)]
+struct BookLoop {
+    who: Booker,
+    pid_tgid: u64,
+    start: u64,
+    pages: u64,
+    n: u64,
+    gup_flags: u32,
+    /// 1: count each folio's pin for `-p` (see [`filter::pinned`]).
+    track: u32,
+}
+
+/// A pin call with the kernel books on: counted in the tally, its folios
+/// booked one page at a time (a `bpf_loop`, so a 1 GiB registration is
+/// one call of 262,144 steps). False when the tally could not count it:
+/// the caller sends it as records.
+#[inline(always)]
+fn book_acquire<C: StackIdContext>(ctx: &C, site: Site, args: &EntryArgs, ret: i64) -> bool {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let key = pid_tgid >> 32 << 32 | site as u64;
+    let stack_id = stack_id(ctx, STACK_CLOCK_ACQUIRE, key, args.ts_ns, false);
+    let who = Booker {
+        ts_ns: args.ts_ns,
+        tgid: (pid_tgid >> 32) as u32,
+        stack_id,
+        site: site as u16,
+        flags: books::kind_flags(args.gup_flags),
+        _pad: 0,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    let tally_key = TallyKey {
+        tgid: who.tgid,
+        stack_id,
+        site: who.site,
+        flags: who.flags,
+        _reserved: 0,
+    };
+    if !books::count_call(&tally_key, &who.comm, ret) {
+        bump(Counter::BooksFull);
+        return false;
+    }
+    if ret <= 0 || args.pages == 0 {
+        return true;
+    }
+    let n = ret as u64;
+    let mut state = BookLoop {
+        who,
+        pid_tgid,
+        start: args.start,
+        pages: args.pages,
+        n,
+        gup_flags: args.gup_flags,
+        track: filter::active() as u32,
+    };
+    // SAFETY: `book_page` has bpf_loop's callback signature; `state` lives
+    // on this stack for the whole loop.
+    unsafe {
+        bpf_loop(
+            n.min(MAX_BOOKED_PAGES) as u32,
+            book_page as *mut c_void,
+            &mut state as *mut BookLoop as *mut c_void,
+            0,
+        );
+    }
+    if n > MAX_BOOKED_PAGES {
+        bump(Counter::FoliosTruncated);
+    }
+    true
+}
+
+/// Books page `i` of the call in `ctx`; a folio its book cannot take is
+/// sent as a one-folio acquire record the tally has already counted.
+#[inline(never)]
+extern "C" fn book_page(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the `BookLoop` of `book_acquire`.
+    let state = unsafe { &*(ctx as *const BookLoop) };
+    let page = read_u64(state.pages + i * 8);
+    let folio = folio_of(page);
+    let refcount = read_u64(folio + global(&FOLIO_REFCOUNT_OFF)) as u32 as u64;
+    if state.track != 0 {
+        filter::pinned(folio, 1);
+    }
+    if books::book(folio, refcount, &state.who) {
+        return 0;
+    }
+    let Some(mut rec) = EVENTS.reserve::<AcquireWithFolios>(0) else {
+        bump(Counter::RingbufFull);
+        return 0;
+    };
+    let below1 = (refcount.wrapping_sub(1024) >> 63) & 1;
+    let below2 = (refcount.wrapping_sub(2048) >> 63) & 1;
+    let w = &state.who;
+    let out = rec.as_mut_ptr();
+    // SAFETY: the record is reserved and ours until submitted.
+    unsafe {
+        (*out).acquire = AcquireEvent {
+            tag: TAG_ACQUIRE_FOLIOS_COUNTED,
+            site: w.site as u32,
+            ts_ns: w.ts_ns,
+            pid_tgid: state.pid_tgid,
+            start: state.start,
+            pages: state.pages + i * 8,
+            ret: 1,
+            nr_pages: 1,
+            gup_flags: state.gup_flags,
+            stack_id: w.stack_id,
+            folio_records: 1,
+            comm: w.comm,
+        };
+        let b = &mut (*out).batch;
+        b.tag = TAG_FOLIOS;
+        b.count = 1;
+        b.ts_ns = w.ts_ns;
+        b.pid_tgid = state.pid_tgid;
+        b.first = i as u32;
+        b.site = w.site as u32;
+        b.folios = [0; FOLIOS_PER_RECORD];
+        b.folios[0] = folio | (below1 * FOLIO_BELOW_1_PIN) | (below2 * FOLIO_BELOW_2_PINS);
+    }
+    rec.submit(wakeup());
+    bump(Counter::Submitted);
+    0
+}
+
 #[inline(always)]
 pub(crate) fn emit_acquire<C: StackIdContext>(ctx: &C, site: Site, args: &EntryArgs, ret: i64) {
+    if books::on() && books::books_site(site) && book_acquire(ctx, site, args, ret) {
+        return;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     // Folios are read only for calls that grabbed pages; the acquire record
     // says how many batches to expect after it.

@@ -6,6 +6,7 @@
 
 use crate::{
     acquire::{acquire_fexit, finish_kretprobe, park_args},
+    books::{self, Booker},
     filter,
     kernel::{func_arg, kprobe_args, now_ns, pick, read_u64},
     maps::{arg_pos, global, EVENTS, FOLIO_REFCOUNT_OFF},
@@ -18,8 +19,9 @@ use aya_ebpf::{
     programs::{tracing::StackIdContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use pintrace_common::{
-    AcquireEvent, Counter, FolioBatch, Site, FOLIOS_PER_RECORD, FOLIO_BELOW_1_PIN,
-    FOLIO_BELOW_2_PINS, STACK_CLOCK_ACQUIRE, TAG_ACQUIRE, TAG_FOLIOS,
+    AcquireEvent, AcquireWithFolios, Counter, Site, TallyKey, FOLIOS_PER_RECORD,
+    FOLIO_BELOW_1_PIN, FOLIO_BELOW_2_PINS, STACK_CLOCK_ACQUIRE, TAG_ACQUIRE_FOLIOS,
+    TAG_ACQUIRE_FOLIOS_COUNTED, TAG_FOLIOS,
 };
 
 /// The programs of every row of `site_table!` with a `gup` argument layout:
@@ -87,55 +89,77 @@ fn emit_add_pin<C: StackIdContext>(ctx: &C, folio: u64, after: bool) -> u32 {
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     let ts_ns = now_ns();
-    let Some(mut entry) = EVENTS.reserve::<AcquireEvent>(0) else {
-        bump(Counter::RingbufFull);
-        return 0;
-    };
-    entry.write(AcquireEvent {
-        tag: TAG_ACQUIRE,
-        site: Site::FolioAddPin as u32,
+    let stack_id = stack_id(
+        ctx,
+        STACK_CLOCK_ACQUIRE,
+        pid_tgid >> 32 << 32 | Site::FolioAddPin as u64,
         ts_ns,
-        pid_tgid,
-        start: 0,
-        pages: 0,
-        ret: 1,
-        nr_pages: 1,
-        gup_flags: 0,
-        stack_id: stack_id(
-            ctx,
-            STACK_CLOCK_ACQUIRE,
-            pid_tgid >> 32 << 32 | Site::FolioAddPin as u64,
-            ts_ns,
-            false,
-        ),
-        folio_records: 1,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-    });
-    entry.submit(wakeup());
-    bump(Counter::Submitted);
-    let Some(mut rec) = EVENTS.reserve::<FolioBatch>(0) else {
-        bump(Counter::RingbufFull);
-        return 0;
-    };
+        false,
+    );
+    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
     let mut rc = read_u64(folio + global(&FOLIO_REFCOUNT_OFF)) as u32 as u64;
     if !after {
         rc += 1024;
     }
+    // With the kernel books: counted and booked like any pin, a record
+    // only when the folio's book cannot take it.
+    let mut tag = TAG_ACQUIRE_FOLIOS;
+    if books::on() {
+        let who = Booker {
+            ts_ns,
+            tgid: (pid_tgid >> 32) as u32,
+            stack_id,
+            site: Site::FolioAddPin as u16,
+            flags: 0,
+            _pad: 0,
+            comm,
+        };
+        let key = TallyKey {
+            tgid: who.tgid,
+            stack_id,
+            site: who.site,
+            flags: 0,
+            _reserved: 0,
+        };
+        if books::count_call(&key, &comm, 1) {
+            if books::book(folio, rc, &who) {
+                return 0;
+            }
+            tag = TAG_ACQUIRE_FOLIOS_COUNTED;
+        }
+    }
+    let Some(mut rec) = EVENTS.reserve::<AcquireWithFolios>(0) else {
+        bump(Counter::RingbufFull);
+        return 0;
+    };
     let below1 = (rc.wrapping_sub(1024) >> 63) & 1;
     let below2 = (rc.wrapping_sub(2048) >> 63) & 1;
     let out = rec.as_mut_ptr();
     // SAFETY: `out` is this reserved record; every field is written.
     unsafe {
-        for j in 0..FOLIOS_PER_RECORD {
-            (*out).folios[j] = 0;
-        }
-        (*out).folios[0] = folio | (below1 * FOLIO_BELOW_1_PIN) | (below2 * FOLIO_BELOW_2_PINS);
-        (*out).tag = TAG_FOLIOS;
-        (*out).count = 1;
-        (*out).ts_ns = ts_ns;
-        (*out).pid_tgid = pid_tgid;
-        (*out).first = 0;
-        (*out).site = Site::FolioAddPin as u32;
+        (*out).acquire = AcquireEvent {
+            tag,
+            site: Site::FolioAddPin as u32,
+            ts_ns,
+            pid_tgid,
+            start: 0,
+            pages: 0,
+            ret: 1,
+            nr_pages: 1,
+            gup_flags: 0,
+            stack_id,
+            folio_records: 1,
+            comm,
+        };
+        let b = &mut (*out).batch;
+        b.folios = [0; FOLIOS_PER_RECORD];
+        b.folios[0] = folio | (below1 * FOLIO_BELOW_1_PIN) | (below2 * FOLIO_BELOW_2_PINS);
+        b.tag = TAG_FOLIOS;
+        b.count = 1;
+        b.ts_ns = ts_ns;
+        b.pid_tgid = pid_tgid;
+        b.first = 0;
+        b.site = Site::FolioAddPin as u32;
     }
     rec.submit(wakeup());
     bump(Counter::Submitted);

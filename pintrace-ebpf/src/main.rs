@@ -22,6 +22,7 @@
 mod acquire;
 mod acquire_sites;
 mod bio;
+mod books;
 mod filter;
 mod kernel;
 mod maps;

@@ -4,11 +4,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
 use pintrace_common::{
-    ArgLayout, AuditSlot, EntryArgs, Site, StackClock, AUDIT_SLOTS, BUILTIN_ARG_LAYOUTS,
-    COUNTER_SLOTS, FILTER_MAX_FOLIOS, FILTER_MAX_TGIDS, SITE_SLOTS, STACK_CLOCK_SLOTS,
+    ArgLayout, AuditSlot, Book, EntryArgs, Site, StackClock, TallyCounts, TallyKey, AUDIT_SLOTS,
+    BUILTIN_ARG_LAYOUTS, COUNTER_SLOTS, DEFAULT_BOOKS_MAX, FILTER_MAX_FOLIOS, FILTER_MAX_TGIDS,
+    LIFETIME_BUCKETS, SITE_SLOTS, STACK_CLOCK_SLOTS, TALLY_MAX,
 };
 
 /// Ring buffer of events; user space sizes it before load (`--ringbuf-mib`).
@@ -80,6 +81,26 @@ pub(crate) static RQ_RECORDS: u32 = 0;
 /// FOLL_PIN: see `pintrace_common::GLOBAL_FOLL_PIN`.
 #[unsafe(no_mangle)]
 pub(crate) static FOLL_PIN: u32 = 0;
+/// FOLL_LONGTERM: see `pintrace_common::GLOBAL_FOLL_LONGTERM`.
+#[unsafe(no_mangle)]
+pub(crate) static FOLL_LONGTERM: u32 = 0;
+
+/// The kernel books: see `pintrace_common::books` and [`crate::books`].
+#[unsafe(no_mangle)]
+pub(crate) static BOOKS_ON: u32 = 0;
+/// Allocated as it fills (`BPF_F_NO_PREALLOC`): its memory follows the
+/// pins held, not `--books-max`.
+#[map]
+pub(crate) static BOOKS: HashMap<u64, Book> =
+    HashMap::with_max_entries(DEFAULT_BOOKS_MAX, BPF_F_NO_PREALLOC);
+#[map]
+pub(crate) static TALLY: PerCpuHashMap<TallyKey, TallyCounts> =
+    PerCpuHashMap::with_max_entries(TALLY_MAX, 0);
+#[map]
+pub(crate) static LIFETIMES: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(2 * LIFETIME_BUCKETS, 0);
+/// `BPF_F_NO_PREALLOC` (UAPI).
+const BPF_F_NO_PREALLOC: u32 = 1;
 /// When this CPU last took a stack, per (process, site) in
 /// [`STACK_CLOCK_SLOTS`] hashed slots per clock (acquire, release).
 #[map]

@@ -1,20 +1,23 @@
 //! The release site: `gup_put_folio`, every counted unpin.
 
 use crate::{
-    filter,
+    books, filter,
     kernel::{func_arg, kprobe_args, now_ns, pick, read_u64},
     maps::{
         arg_pos, global, EVENTS, FOLIO_REFCOUNT_OFF, FOLL_PIN, PAGE_COMPOUND_HEAD_OFF, PAGE_SIZEOF,
     },
     ring::{bump, wakeup},
-    stacks::{recently_released, sampling, stack_id},
+    stacks::{closed_in_books, recently_released, sampling, stack_id},
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
     macros::{fentry, kprobe},
     programs::{tracing::StackIdContext, FEntryContext, ProbeContext},
 };
-use pintrace_common::{Counter, ReleaseEvent, Site, STACK_CLOCK_RELEASE, TAG_RELEASE};
+use pintrace_common::{
+    Counter, ReleaseEvent, Site, RELEASE_BOOKS_CLOSED, RELEASE_BOOKS_EXACT, STACK_CLOCK_RELEASE,
+    TAG_RELEASE,
+};
 
 /// `gup_put_folio(struct folio *folio, int refs, unsigned int flags)`.
 #[inline(always)]
@@ -24,14 +27,29 @@ fn emit_release<C: StackIdContext>(ctx: &C, folio: u64, refs: i32, flags: u32) -
     if !filter::release_watched(folio, refs as i64, is_pin) {
         return 0;
     }
-    let Some(mut entry) = EVENTS.reserve::<ReleaseEvent>(0) else {
-        bump(Counter::RingbufFull);
-        return 0;
-    };
     let refcount = read_u64(folio + global(&FOLIO_REFCOUNT_OFF)) as u32 as i32;
     // A large folio's first tail page has compound_head == folio | 1.
     let tail_head = read_u64(folio + global(&PAGE_SIZEOF) + global(&PAGE_COMPOUND_HEAD_OFF));
     let large = (folio != 0 && tail_head == folio + 1) as u32;
+    let wrong = is_pin && large == 0 && (refcount as i64) < refs as i64 * 1024;
+    // With the kernel books, an unpin of a folio whose book covers it
+    // sends nothing; one of a folio without a book says whether the books
+    // closed it lately (and knew all its pins then).
+    let mut books_mark = 0;
+    if is_pin && books::on() {
+        if books::release(folio, refs as i64, wrong) {
+            return 0;
+        }
+        books_mark = match closed_in_books(folio) {
+            Some(true) => RELEASE_BOOKS_CLOSED | RELEASE_BOOKS_EXACT,
+            Some(false) => RELEASE_BOOKS_CLOSED,
+            None => 0,
+        };
+    }
+    let Some(mut entry) = EVENTS.reserve::<ReleaseEvent>(0) else {
+        bump(Counter::RingbufFull);
+        return 0;
+    };
     let ts_ns = now_ns();
     let pid_tgid = bpf_get_current_pid_tgid();
     // An unpin the refcount shows to be wrong (fewer pins' worth than it
@@ -41,7 +59,6 @@ fn emit_release<C: StackIdContext>(ctx: &C, folio: u64, refs: i32, flags: u32) -
     // refcount cannot show (another pin still held) keeps its stack. A
     // folio with several pins at once (large folios shared by concurrent
     // I/O, legacy Direct I/O's added pins) takes stacks more often.
-    let wrong = is_pin && large == 0 && (refcount as i64) < refs as i64 * 1024;
     let again = is_pin && sampling() && recently_released(folio);
     entry.write(ReleaseEvent {
         tag: TAG_RELEASE,
@@ -60,7 +77,7 @@ fn emit_release<C: StackIdContext>(ctx: &C, folio: u64, refs: i32, flags: u32) -
             wrong || again,
         ),
         large,
-        _reserved: 0,
+        books: books_mark,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });
     entry.submit(wakeup());

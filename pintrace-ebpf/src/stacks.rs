@@ -24,9 +24,22 @@ pub(crate) fn recently_released(folio: u64) -> bool {
     };
     // SAFETY: a valid array slot; concurrent writers only race on a hint.
     let b = unsafe { &mut *b };
-    if b[0] == folio || b[1] == folio || b[2] == folio || b[3] == folio {
+    let m = |w: u64| w & !CLOSED_EXACT == folio;
+    if m(b[0]) || m(b[1]) || m(b[2]) || m(b[3]) {
         return true;
     }
+    remember(b, folio);
+    false
+}
+
+/// The low bit of a [`RELEASED`] way: the kernel books closed the folio
+/// knowing every pin on it (see [`closed_in_books`]).
+const CLOSED_EXACT: u64 = 1;
+
+/// Puts `entry` (a folio, maybe with [`CLOSED_EXACT`]) in one of the
+/// bucket's ways.
+#[inline(always)]
+fn remember(b: &mut [u64; 4], entry: u64) {
     // An empty way, else one chosen by the folio's address.
     let way = if b[0] == 0 {
         0
@@ -37,10 +50,41 @@ pub(crate) fn recently_released(folio: u64) -> bool {
     } else if b[3] == 0 {
         3
     } else {
-        (folio >> 6) as usize & 3
+        (entry >> 6) as usize & 3
     };
-    b[way] = folio;
-    false
+    b[way] = entry;
+}
+
+/// The kernel books closed `folio` (its last booked pin released): a
+/// further unpin of it, sent as a record, says so ([`closed_in_books`]).
+#[inline(always)]
+pub(crate) fn remember_closed(folio: u64, exact: bool) {
+    let Some(b) = RELEASED.get_ptr_mut(released_bucket(folio)) else {
+        return;
+    };
+    // SAFETY: as in `recently_released`.
+    let b = unsafe { &mut *b };
+    for w in b.iter_mut() {
+        if *w & !CLOSED_EXACT == folio {
+            *w = 0;
+        }
+    }
+    remember(b, folio | exact as u64 * CLOSED_EXACT);
+}
+
+/// Whether `folio` is remembered as closed by the books or unpinned, and
+/// whether its book knew every pin: `None`, or `Some(exact)`.
+#[inline(always)]
+pub(crate) fn closed_in_books(folio: u64) -> Option<bool> {
+    let b = RELEASED.get_ptr(released_bucket(folio))?;
+    // SAFETY: as in `recently_released`.
+    let b = unsafe { &*b };
+    for w in b.iter() {
+        if *w & !CLOSED_EXACT == folio {
+            return Some(*w & CLOSED_EXACT != 0);
+        }
+    }
+    None
 }
 
 /// An acquire of `folio`: it is pinned again, its next unpin is normal.
@@ -50,7 +94,7 @@ pub(crate) fn forget_released(folio: u64) {
         // SAFETY: as in `recently_released`.
         let b = unsafe { &mut *b };
         for w in b.iter_mut() {
-            if *w == folio {
+            if *w & !CLOSED_EXACT == folio {
                 *w = 0;
             }
         }

@@ -122,6 +122,7 @@ pub fn stream(data: &[u8], flags: FollFlags) -> Vec<Step> {
                     stack_id: c.u8() as i8 as i32,
                     folio_records: (c.u8() % 10) as u32,
                     comm: comm(&mut c),
+                    counted: false,
                 };
                 last_acquire = (a.ts_ns, a.tgid, a.tid);
                 encode::acquire(&a)
@@ -160,6 +161,7 @@ pub fn stream(data: &[u8], flags: FollFlags) -> Vec<Step> {
                 stack_id: c.u8() as i8 as i32,
                 large: c.u8() & 1 == 1,
                 comm: comm(&mut c),
+                books: Default::default(),
             }),
             6 => encode::exit(tgid, ts),
             7 => encode::rq_complete(&RqComplete {

@@ -74,6 +74,7 @@ impl Stream {
             stack_id,
             folio_records: records,
             comm: comm(name),
+            counted: false,
         };
         let mut batches = Vec::new();
         for (i, chunk) in folios.chunks(FOLIOS_PER_RECORD).enumerate() {
@@ -131,6 +132,7 @@ impl Stream {
             stack_id: 90,
             large: false,
             comm: comm("swapper/0"),
+            books: Default::default(),
         };
         self.records.push((self.ts, encode::release(&r)));
         self

@@ -295,6 +295,8 @@ async fn run_async(
         bios: true,
         rq_records: false,
         pids: Vec::new(),
+        // Every bio and its release is judged: the full event stream.
+        books_max: None,
     };
     let session = Session::start(&opts, "check")?;
     let mut report = CheckReport::new(

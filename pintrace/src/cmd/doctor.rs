@@ -18,6 +18,7 @@ pub fn run(json: bool) -> Result<Exit> {
         stack_interval_ns: 0,
         rq_records: false,
         pids: Vec::new(),
+        books_max: None,
     };
     let s = Startup::run(Preference::Auto, &settings)?;
     let can_trace = s.plan.is_ok();

@@ -34,9 +34,13 @@ pub struct RunArgs {
     /// the summary (`"type": "summary"`).
     #[arg(long)]
     pub json: bool,
-    /// With --json, also every acquire, release and bio event as it is
-    /// decoded (`"type": "acquire"`, `"release"`, `"folios"`, `"bio"`, ...).
-    #[arg(long, requires = "json")]
+    /// The full event stream instead of the kernel books: every acquire,
+    /// release and bio is a record the agent books (pins tied to their
+    /// bios, "held after its bio completed" leaks), at several times the
+    /// cost per I/O (see docs/performance.md). With --json, every event is
+    /// also printed as it is decoded (`"type": "acquire"`, `"release"`,
+    /// `"folios"`, `"bio"`, ...). --record implies it.
+    #[arg(long)]
     pub events: bool,
     /// Also report every TIME (as `perf stat -I` does): per kind, the
     /// calls, pages, releases and findings of the interval and the
@@ -141,6 +145,27 @@ pub(crate) fn summarize(source: &Source, pipeline: &Pipeline) -> Result<Summary>
     summary.failures = model.failures_total;
     summary.unknown_releases = pipeline.ledger.unknown_releases;
     summary.pin_lifetime = model.lifetime_summary();
+    if let Some((open, peak, memory)) = source.books_usage() {
+        use pintrace_common::Counter;
+        let counters = source.counters()?;
+        let c = |which: Counter| {
+            counters
+                .iter()
+                .find(|(k, _)| *k == which)
+                .map_or(0, |(_, v)| *v)
+        };
+        summary.books_mode = "kernel";
+        summary.kernel_books = Some(crate::views::summary::KernelBooksUsage {
+            max: source.books_max().unwrap_or(0),
+            booked: c(Counter::Booked),
+            balanced_releases: c(Counter::BookedReleases),
+            escalated: c(Counter::Escalated),
+            full: c(Counter::BooksFull),
+            open_at_end: open as u64,
+            open_peak: peak as u64,
+            memory_peak_bytes: memory,
+        });
+    }
     for k in crate::ledger::Kind::ALL {
         summary
             .outstanding
@@ -219,7 +244,7 @@ async fn run_async(args: &RunArgs, verbose: bool) -> Result<Exit> {
     let vm_before = source.is_live().then(vmstat::read).flatten();
     let attached_cpu_s = agent_usage(0.0).map_or(0.0, |a| a.user_s + a.system_s);
     let mut pipeline = pipeline_for(&source, args.session.leak_age);
-    if args.events {
+    if args.events && args.json {
         pipeline.echo = Some(Vec::new());
     }
     let mut out = FindingsOut {

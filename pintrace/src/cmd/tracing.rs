@@ -15,6 +15,7 @@ use crate::{
 };
 use anyhow::Result;
 use clap::Args;
+use pintrace_common::DEFAULT_BOOKS_MAX;
 use std::{
     path::{Path, PathBuf},
     time::Duration,
@@ -46,6 +47,12 @@ pub struct SessionArgs {
     /// Direct I/O.
     #[arg(long, conflicts_with = "replay")]
     pub no_bio: bool,
+    /// The kernel books' capacity, in folios pinned at once (the map
+    /// allocates as it fills: about 100 bytes of kernel memory per folio
+    /// booked). Pins beyond it are sent as records: slower, never lost.
+    #[arg(long, value_name = "FOLIOS", default_value_t = DEFAULT_BOOKS_MAX,
+          value_parser = clap::value_parser!(u32).range(1..=1 << 26), conflicts_with = "replay")]
+    pub books_max: u32,
     /// Report non-long-term pins held longer than this as leaks (seconds,
     /// or with a unit: 500ms, 5s, 2m).
     #[arg(long, value_name = "TIME", value_parser = parse_time, allow_hyphen_values = true)]
@@ -53,9 +60,10 @@ pub struct SessionArgs {
 }
 
 impl SessionArgs {
-    /// The session these options ask for; `rq_records` when the block
-    /// completions are wanted one by one (to echo or record them).
-    pub fn options(&self, verbose: bool, rq_records: bool) -> SessionOptions {
+    /// The session these options ask for; `full_events` for the full event
+    /// stream (every acquire, release and block completion a record, to
+    /// echo or record them), else the kernel books.
+    pub fn options(&self, verbose: bool, full_events: bool) -> SessionOptions {
         SessionOptions {
             attach: self.attach,
             ringbuf_mib: self.ringbuf_mib,
@@ -63,8 +71,9 @@ impl SessionArgs {
             wakeup: self.ringbuf_wakeup,
             stacks: self.stacks,
             bios: !self.no_bio,
-            rq_records,
+            rq_records: full_events,
             pids: Vec::new(),
+            books_max: (!full_events).then_some(self.books_max),
         }
     }
 }

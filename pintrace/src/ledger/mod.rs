@@ -49,11 +49,14 @@
 
 mod bio;
 mod finding;
+mod kernel;
 mod table;
 mod tally;
 
 use bio::BioBooks;
 pub use bio::BioInfo;
+pub use kernel::holder_of;
+use kernel::KernelBooks;
 use finding::{leak, mismatch, Evidence};
 pub use finding::{Finding, FindingKind};
 use table::{FolioTable, Found};
@@ -61,7 +64,7 @@ pub use tally::{BioCounts, Completions, Counts, Kind, ProcessTally, Releases, St
 
 use crate::{
     kernel::flags::FollFlags,
-    stream::events::{Acquire, Comm, Event, Folios, Release},
+    stream::events::{Acquire, BooksMark, Comm, Event, Folios, Release},
 };
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -194,6 +197,8 @@ pub struct Ledger {
     /// Threads inside `__bio_release_pages`, and the bio they release.
     releasing: FxHashMap<u32, u64>,
     next_bio: u64,
+    /// The kernel books' last snapshot (the default mode).
+    kernel: KernelBooks,
 }
 
 impl Ledger {
@@ -214,6 +219,7 @@ impl Ledger {
             filling: FxHashMap::default(),
             releasing: FxHashMap::default(),
             next_bio: 0,
+            kernel: KernelBooks::default(),
         }
     }
 
@@ -237,9 +243,9 @@ impl Ledger {
         }
     }
 
-    /// Every holder with references outstanding.
+    /// Every holder with references outstanding (the kernel books' too).
     pub fn holders(&self) -> impl Iterator<Item = &Holder> {
-        self.folios.iter().flat_map(|(_, b)| b.holders.iter())
+        self.holders_by_folio().map(|(_, h)| h)
     }
 
     /// Every holder with references outstanding, with its folio.
@@ -247,6 +253,7 @@ impl Ledger {
         self.folios
             .iter()
             .flat_map(|(folio, b)| b.holders.iter().map(move |h| (folio, h)))
+            .chain(self.kernel.iter())
     }
 
     /// Applies one event; returns the findings it proves, if any.
@@ -259,8 +266,9 @@ impl Ledger {
             Event::Exit { tgid, ts_ns } => {
                 self.exited.insert(*tgid, *ts_ns);
             }
-            Event::RqComplete(_) => {}
+            Event::RqComplete(_) | Event::Counted(_) => {}
             Event::Bio(b) => self.bio(b, findings),
+            Event::Booked(b) => self.booked(b),
         }
     }
 
@@ -371,10 +379,18 @@ impl Ledger {
         // for this unpin to be right.
         let below_bias = !r.large && (r.refcount as i64) < refs as i64 * GUP_PIN_COUNTING_BIAS;
         let Some(mut found) = found else {
+            // The kernel books remember what they closed, as the ledger
+            // remembers what it did.
             let released_exact = self
                 .folios
                 .released(r.folio)
-                .map(|(_, exact)| exact && !r.large);
+                .map(|(_, exact)| exact)
+                .or(match r.books {
+                    BooksMark::None => None,
+                    BooksMark::Closed => Some(false),
+                    BooksMark::ClosedExact => Some(true),
+                })
+                .map(|exact| exact && !r.large);
             if below_bias {
                 let kind = match released_exact {
                     Some(_) => FindingKind::DoubleUnpin,
@@ -532,6 +548,7 @@ impl Ledger {
             }
             !books.holders.is_empty()
         });
+        self.judge_kernel(now_ns, findings);
     }
 
     /// Reports the held suspects now (see `suspects`): for a caller who
@@ -563,6 +580,7 @@ impl Ledger {
                 findings.push(leak(kind, folio, h, now_ns, bios));
             }
         }
+        self.finish_kernel(now_ns, findings);
     }
 
     /// Folios with pins the next [`Ledger::tick`] at `now_ns` would report
@@ -590,12 +608,12 @@ impl Ledger {
     /// `which` picks, sorted.
     fn folios_with_pins(&self, mut which: impl FnMut(&Holder) -> bool) -> Vec<u64> {
         let mut v: Vec<u64> = self
-            .folios
-            .iter()
-            .filter(|(_, b)| b.holders.iter().any(|h| h.kind != Kind::Get && which(h)))
+            .holders_by_folio()
+            .filter(|(_, h)| h.kind != Kind::Get && which(h))
             .map(|(f, _)| f)
             .collect();
         v.sort_unstable();
+        v.dedup();
         v
     }
 
@@ -623,6 +641,7 @@ impl Ledger {
             return;
         }
         let Some(books) = self.folios.get_mut(folio) else {
+            self.audit_kernel(folio, refcount, read_ns, findings);
             return;
         };
         let pins: u64 = books
@@ -658,30 +677,16 @@ impl Ledger {
         }
         self.settle_bios(&from_bios);
         if let Some(h) = holder {
-            findings.push(Finding {
-                kind: FindingKind::PinReleasedAsGet,
-                folio,
-                refs: missing,
-                tgid: h.tgid,
-                comm: h.comm,
-                stack_id: h.stack_id,
-                holder: Some(h),
-                bio: self.bios.get(&h.bio).map(|b| b.info),
-                at_ns: read_ns,
-                detail: format!(
-                    "{pins} pin(s) in the books but refcount {refcount} holds at most {capacity} \
-                     pin(s) of {GUP_PIN_COUNTING_BIAS}: {missing} released with put_page \
-                     (a FOLL_GET release of a FOLL_PIN page); the stack is the pin's"
-                ),
-            });
+            let bio = self.bios.get(&h.bio).map(|b| b.info);
+            findings.push(released_as_get(
+                folio, missing, pins, refcount, capacity, h, bio, read_ns,
+            ));
         }
     }
 
     /// Pins (references) the ledger sees outstanding, by kind.
     pub fn outstanding(&self, kind: Kind) -> u64 {
-        self.folios
-            .iter()
-            .flat_map(|(_, b)| b.holders.iter())
+        self.holders()
             .filter(|h| h.kind == kind)
             .map(|h| h.refs)
             .sum()
@@ -700,12 +705,7 @@ impl Ledger {
     /// stay here: their release is invisible).
     pub fn held_by_stack(&self, tgid: u32) -> BTreeMap<(Kind, i32), u64> {
         let mut out = BTreeMap::new();
-        for h in self
-            .folios
-            .iter()
-            .flat_map(|(_, b)| b.holders.iter())
-            .filter(|h| h.tgid == tgid)
-        {
+        for h in self.holders().filter(|h| h.tgid == tgid) {
             *out.entry((h.kind, h.stack_id)).or_default() += h.refs;
         }
         out
@@ -729,11 +729,43 @@ impl Ledger {
                 findings.push(leak(FindingKind::LeakOwnerExited, folio, h, now_ns, bios));
             }
         }
+        self.report_kernel_leaks_of(tgid, now_ns, findings);
     }
 
     /// Folios with books open (memory is proportional to this).
     pub fn tracked_folios(&self) -> usize {
         self.folios.open_len() + self.folios.marked_len()
+    }
+}
+
+/// The refcount audit's finding: `pins` in the books, room for `capacity`
+/// in the refcount, `missing` released with put_page.
+#[allow(clippy::too_many_arguments)]
+fn released_as_get(
+    folio: u64,
+    missing: u64,
+    pins: u64,
+    refcount: i32,
+    capacity: u64,
+    h: Holder,
+    bio: Option<BioInfo>,
+    read_ns: u64,
+) -> Finding {
+    Finding {
+        kind: FindingKind::PinReleasedAsGet,
+        folio,
+        refs: missing,
+        tgid: h.tgid,
+        comm: h.comm,
+        stack_id: h.stack_id,
+        holder: Some(h),
+        bio,
+        at_ns: read_ns,
+        detail: format!(
+            "{pins} pin(s) in the books but refcount {refcount} holds at most {capacity} \
+             pin(s) of {GUP_PIN_COUNTING_BIAS}: {missing} released with put_page \
+             (a FOLL_GET release of a FOLL_PIN page); the stack is the pin's"
+        ),
     }
 }
 

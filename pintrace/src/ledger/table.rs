@@ -137,6 +137,11 @@ impl FolioTable {
         })
     }
 
+    /// Whether `folio` has books open.
+    pub fn is_open(&self, folio: u64) -> bool {
+        self.slots.get(&folio).is_some_and(|&s| is_open(s))
+    }
+
     pub fn get_mut(&mut self, folio: u64) -> Option<&mut FolioBooks> {
         let slot = *self.slots.get(&folio)?;
         is_open(slot).then(|| &mut self.open[slot as u32 as usize].books)

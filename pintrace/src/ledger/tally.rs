@@ -3,7 +3,7 @@
 
 use crate::{
     kernel::flags::FollFlags,
-    stream::events::{Acquire, BioPhase, Comm, Event},
+    stream::events::{Acquire, BioPhase, Comm, Counted, Event},
 };
 use pintrace_common::Site;
 use rustc_hash::FxHashMap;
@@ -68,6 +68,12 @@ impl Counts {
         } else {
             self.failed_calls += 1;
         }
+    }
+
+    fn add_counted(&mut self, c: &Counted) {
+        self.calls += c.calls;
+        self.pages += c.pages;
+        self.failed_calls += c.failed;
     }
 }
 
@@ -150,10 +156,14 @@ pub struct StackCounts {
 
 impl StackCounts {
     fn add(&mut self, stack_id: i32) {
+        self.add_n(stack_id, 1);
+    }
+
+    fn add_n(&mut self, stack_id: i32, n: u64) {
         match stack_id {
-            pintrace_common::STACK_NOT_TAKEN => self.sampled_out += 1,
-            id if id < 0 => self.failed += 1,
-            _ => self.taken += 1,
+            pintrace_common::STACK_NOT_TAKEN => self.sampled_out += n,
+            id if id < 0 => self.failed += n,
+            _ => self.taken += n,
         }
     }
 }
@@ -177,6 +187,8 @@ impl Tally {
     pub fn apply(&mut self, event: &Event) {
         self.events += 1;
         match event {
+            // Counted by the kernel books already ([`Event::Counted`]).
+            Event::Acquire(a) if a.counted => {}
             Event::Acquire(a) => {
                 let kind = Kind::of(a, &self.flags);
                 self.by_kind.entry(kind).or_default().add(a);
@@ -212,7 +224,8 @@ impl Tally {
                     self.releases.get_refs += refs;
                 }
             }
-            Event::Folios(_) | Event::Exit { .. } => {}
+            Event::Counted(c) => self.counted(c),
+            Event::Folios(_) | Event::Exit { .. } | Event::Booked(_) => {}
             Event::Bio(b) => match b.phase {
                 BioPhase::FillEnd => self.bios.filled += 1,
                 BioPhase::Endio => self.bios.completed += 1,
@@ -227,6 +240,47 @@ impl Tally {
                 }
             }
         }
+    }
+
+    /// What the kernel books counted: acquire calls by process, site and
+    /// stack, or references released from a process's books.
+    fn counted(&mut self, c: &Counted) {
+        let p = self.processes.entry(c.tgid).or_insert_with(|| ProcessTally {
+            tgid: c.tgid,
+            comm: c.comm,
+            ..ProcessTally::default()
+        });
+        let Some(site) = c.site else {
+            let kind = if c.longterm {
+                Kind::LongtermPin
+            } else {
+                Kind::Pin
+            };
+            add(&mut self.released, kind, c.released);
+            add(&mut p.released, kind, c.released);
+            return;
+        };
+        let kind = if c.longterm {
+            Kind::LongtermPin
+        } else {
+            Kind::Pin
+        };
+        p.comm = c.comm;
+        self.stacks.add_n(c.stack_id, c.calls + c.failed);
+        self.by_kind.entry(kind).or_default().add_counted(c);
+        p.by_kind.entry(kind).or_default().add_counted(c);
+        p.by_site.entry(site.symbol()).or_default().add_counted(c);
+        *p.pages_by_stack.entry((kind, c.stack_id)).or_default() += c.pages;
+        if site == Site::FolioAddPin {
+            self.added_pins += c.pages;
+        }
+    }
+
+    /// Releases the kernel books balanced (the probes' counters), which no
+    /// record reports.
+    pub fn add_booked_releases(&mut self, calls: u64, refs: u64) {
+        self.releases.calls += calls;
+        self.releases.pin_refs += refs;
     }
 
     /// Credits `refs` released references to the process that took them
@@ -285,6 +339,7 @@ mod tests {
             stack_id: -1,
             folio_records: 0,
             comm: Comm::default(),
+            counted: false,
         })
     }
 

@@ -252,7 +252,7 @@ impl Model {
     /// One decoded event (before the ledger applies it).
     pub fn observe(&mut self, event: &Event) {
         match event {
-            Event::Acquire(a) if a.ret > 0 => {
+            Event::Acquire(a) if a.ret > 0 && !a.counted => {
                 self.now_ns = self.now_ns.max(a.ts_ns);
                 let kind = Kind::of(a, &self.flags);
                 let pages = a.pages_grabbed();
@@ -280,8 +280,30 @@ impl Model {
                     r.unget += refs;
                 }
             }
+            // The kernel books' counts since their last reading.
+            Event::Counted(c) => {
+                self.now_ns = self.now_ns.max(c.ts_ns);
+                let r = self.rate_mut(c.ts_ns);
+                r.pin += c.pages;
+                r.unpin += c.released;
+                if c.site.is_some() && c.pages > 0 {
+                    self.holders
+                        .entry((c.tgid, c.stack_id))
+                        .or_insert_with(|| HolderStats {
+                            comm: c.comm,
+                            ..Default::default()
+                        })
+                        .add(c.ts_ns / SEC, c.pages);
+                }
+            }
             _ => {}
         }
+    }
+
+    /// `n` references that lived `ns` (the kernel books' histogram).
+    pub fn record_lifetimes(&mut self, ns: u64, n: u64) {
+        let high = self.lifetimes.high();
+        let _ = self.lifetimes.record_n(ns.clamp(1, high), n);
     }
 
     /// The lifetimes the ledger noted since the last call.

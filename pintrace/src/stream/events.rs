@@ -8,10 +8,11 @@
 
 pub use pintrace_common::BioPhase;
 use pintrace_common::{
-    AcquireEvent, AcquireWithFolios, BioEvent, ExitEvent, FolioBatch, FromBytes, ReleaseEvent,
-    RqCompleteEvent, Site, FOLIOS_PER_RECORD, FOLIO_ADDR_MASK, FOLIO_BELOW_1_PIN,
-    FOLIO_BELOW_2_PINS, TAG_ACQUIRE, TAG_ACQUIRE_FOLIOS, TAG_BIO, TAG_EXIT, TAG_FOLIOS,
-    TAG_RELEASE, TAG_RQ_COMPLETE,
+    AcquireEvent, AcquireWithFolios, BioEvent, BookedEvent, ExitEvent, FolioBatch, FromBytes,
+    ReleaseEvent, RqCompleteEvent, Site, BOOK_EXACT, BOOK_LONGTERM, FOLIOS_PER_RECORD,
+    FOLIO_ADDR_MASK, FOLIO_BELOW_1_PIN, FOLIO_BELOW_2_PINS, RELEASE_BOOKS_CLOSED,
+    RELEASE_BOOKS_EXACT, TAG_ACQUIRE, TAG_ACQUIRE_FOLIOS, TAG_ACQUIRE_FOLIOS_COUNTED, TAG_BIO,
+    TAG_BOOKED, TAG_EXIT, TAG_FOLIOS, TAG_RELEASE, TAG_RQ_COMPLETE,
 };
 use serde::{Serialize, Serializer};
 use std::{fmt, mem::size_of};
@@ -63,6 +64,9 @@ pub struct Acquire {
     /// [`Folios`] batches that follow for this call.
     pub folio_records: u32,
     pub comm: Comm,
+    /// The kernel books counted this call already ([`Counted`]): only its
+    /// folios are news, the pins the books could not keep.
+    pub counted: bool,
 }
 
 /// The folios of pages `first..first + count` of one acquire call, matched to
@@ -125,6 +129,73 @@ pub struct Release {
     pub stack_id: i32,
     pub large: bool,
     pub comm: Comm,
+    /// With the kernel books, for a folio without a book: whether they
+    /// closed it lately, and knew every pin on it then.
+    pub books: BooksMark,
+}
+
+/// What the kernel books remember of a folio they hold no book for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BooksMark {
+    #[default]
+    None,
+    /// Its last booked pin was released lately.
+    Closed,
+    /// The same, and the book knew every pin on the folio.
+    ClosedExact,
+}
+
+impl BooksMark {
+    pub fn from_bits(v: u32) -> BooksMark {
+        match (v & RELEASE_BOOKS_CLOSED != 0, v & RELEASE_BOOKS_EXACT != 0) {
+            (false, _) => BooksMark::None,
+            (true, false) => BooksMark::Closed,
+            (true, true) => BooksMark::ClosedExact,
+        }
+    }
+
+    pub fn bits(self) -> u32 {
+        match self {
+            BooksMark::None => 0,
+            BooksMark::Closed => RELEASE_BOOKS_CLOSED,
+            BooksMark::ClosedExact => RELEASE_BOOKS_CLOSED | RELEASE_BOOKS_EXACT,
+        }
+    }
+}
+
+/// A folio's kernel book, handed to the ledger when the probes escalate
+/// the folio: its pins, all of one process and kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Booked {
+    pub ts_ns: u64,
+    pub folio: u64,
+    pub refs: u64,
+    pub acquired_ns: u64,
+    pub tgid: u32,
+    pub stack_id: i32,
+    pub site: Site,
+    pub longterm: bool,
+    /// The folio held no other pin when the book opened (small folios).
+    pub exact: bool,
+    pub comm: Comm,
+}
+
+/// What the kernel books counted for one key since the last reading
+/// (made by the agent from the per-CPU tally, not a ring record): calls,
+/// pages and failed calls of an acquiring process at a site and stack, or
+/// (`site` None) references released from its books.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counted {
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub comm: Comm,
+    pub site: Option<Site>,
+    pub longterm: bool,
+    pub stack_id: i32,
+    pub calls: u64,
+    pub pages: u64,
+    pub failed: u64,
+    pub released: u64,
 }
 
 impl Acquire {
@@ -185,6 +256,8 @@ pub enum Event {
         ts_ns: u64,
     },
     Bio(Bio),
+    Booked(Booked),
+    Counted(Counted),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -236,17 +309,21 @@ fn split_pid_tgid(pid_tgid: u64) -> (u32, u32) {
 /// batch).
 pub fn decode_each(record: &[u8], mut f: impl FnMut(&Event)) -> Result<(), DecodeError> {
     const SPLIT: usize = size_of::<AcquireEvent>();
-    if record.len() >= 4 && record[..4] == TAG_ACQUIRE_FOLIOS.to_ne_bytes() {
+    let tag = record.first_chunk::<4>().map(|t| u32::from_ne_bytes(*t));
+    if let Some(tag @ (TAG_ACQUIRE_FOLIOS | TAG_ACQUIRE_FOLIOS_COUNTED)) = tag {
         let need = size_of::<AcquireWithFolios>();
         if record.len() < need {
             return Err(DecodeError::Truncated {
-                tag: TAG_ACQUIRE_FOLIOS,
+                tag,
                 len: record.len(),
                 need,
             });
         }
         let (acquire, batch) = record.split_at(SPLIT);
-        let acquire = decode_body(TAG_ACQUIRE, acquire)?;
+        let mut acquire = decode_body(TAG_ACQUIRE, acquire)?;
+        if let Event::Acquire(a) = &mut acquire {
+            a.counted = tag == TAG_ACQUIRE_FOLIOS_COUNTED;
+        }
         let batch = decode(batch)?;
         if !matches!(batch, Event::Folios(_)) {
             return Err(DecodeError::UnknownTag(u32::from_ne_bytes(
@@ -295,6 +372,7 @@ fn decode_body(tag: u32, record: &[u8]) -> Result<Event, DecodeError> {
                 stack_id: r.stack_id,
                 folio_records: r.folio_records,
                 comm: Comm(r.comm),
+                counted: false,
             })
         }
         TAG_FOLIOS => {
@@ -325,6 +403,23 @@ fn decode_body(tag: u32, record: &[u8]) -> Result<Event, DecodeError> {
                 stack_id: r.stack_id,
                 large: r.large != 0,
                 comm: Comm(r.comm),
+                books: BooksMark::from_bits(r.books),
+            })
+        }
+        TAG_BOOKED => {
+            let r: BookedEvent = read(tag, record)?;
+            let b = r.book;
+            Event::Booked(Booked {
+                ts_ns: r.ts_ns,
+                folio: r.folio,
+                refs: b.refs.max(0) as u64,
+                acquired_ns: b.acquired_ns,
+                tgid: b.tgid,
+                stack_id: b.stack_id,
+                site: site(b.site as u32)?,
+                longterm: b.flags & BOOK_LONGTERM != 0,
+                exact: b.flags & BOOK_EXACT != 0,
+                comm: Comm(b.comm),
             })
         }
         TAG_EXIT => {

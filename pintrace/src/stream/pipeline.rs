@@ -52,6 +52,16 @@ impl Pipeline {
         }
     }
 
+    /// Applies one event that is not a ring record (the kernel books'
+    /// counts), as [`Pipeline::feed`] applies a decoded one.
+    pub fn feed_event(&mut self, ev: &Event, found: &mut Vec<Finding>) {
+        let before = found.len();
+        self.model.observe(ev);
+        self.ledger.apply(ev, found);
+        self.model.take_lifetimes(&mut self.ledger);
+        self.model.note_findings(&found[before..]);
+    }
+
     /// Time passes (kernel clock): ages pins in the ledger, samples the model.
     pub fn tick(&mut self, now_ns: u64, found: &mut Vec<Finding>) {
         let before = found.len();

@@ -9,12 +9,13 @@ use crate::{
 };
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
     programs::{FEntry, FExit, KProbe, TracePoint},
     Btf, Ebpf, EbpfLoader, VerifierLogLevel,
 };
 use pintrace_common::{
-    ArgLayout, AuditSlot, Counter, Site, AUDIT_MAP, AUDIT_SLOTS, COUNTERS_MAP, EVENTS_MAP,
+    ArgLayout, AuditSlot, Book, Counter, Site, TallyCounts, TallyKey, AUDIT_MAP, BOOKS_MAP,
+    GLOBAL_BOOKS_ON, GLOBAL_FOLL_LONGTERM, LIFETIMES_MAP, LIFETIME_BUCKETS, TALLY_MAP, TALLY_MAX, AUDIT_SLOTS, COUNTERS_MAP, EVENTS_MAP,
     FILTER_FOLIOS_MAP, FILTER_MAX_FOLIOS, FILTER_MAX_TGIDS, FILTER_TGIDS_MAP, GLOBAL_ARG_LAYOUTS,
     GLOBAL_AUDIT_TGID, GLOBAL_BDEV_DEV_OFF, GLOBAL_BIO_BDEV_OFF, GLOBAL_BIO_FLAGS_OFF,
     GLOBAL_BIO_OPF_OFF, GLOBAL_BIO_SECTOR_OFF, GLOBAL_BIO_SIZE_OFF, GLOBAL_BIO_STATUS_OFF,
@@ -26,6 +27,7 @@ use pintrace_common::{
 };
 use std::os::fd::{AsFd as _, AsRawFd, RawFd};
 
+mod batch;
 mod info;
 
 pub mod bench;
@@ -59,6 +61,11 @@ pub struct LoadOptions {
     pub pids: Vec<u32>,
     /// Where each site's arguments are (`ARG_LAYOUTS`, by site value).
     pub arg_layouts: [ArgLayout; SITE_SLOTS],
+    /// This kernel's FOLL_LONGTERM, for the kernel books' kinds.
+    pub foll_longterm: u32,
+    /// Keep the books in the kernel, for at most this many folios
+    /// (`--books-max`); `None`: every event is a record.
+    pub books_max: Option<u32>,
 }
 
 pub struct Probes {
@@ -67,6 +74,15 @@ pub struct Probes {
     /// The refcount audit program is attached.
     audit_ready: bool,
     _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+/// The data of the map `name`.
+fn map_data<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a MapData> {
+    match ebpf.map(name) {
+        Some(Map::HashMap(d)) => Ok(d),
+        Some(_) => bail!("{name} is not a hash map"),
+        None => bail!("the eBPF object has no {name} map"),
+    }
 }
 
 /// Raises RLIMIT_MEMLOCK for kernels that still account BPF memory there.
@@ -170,6 +186,12 @@ impl Probes {
             .override_global(GLOBAL_RB_WAKEUP_BYTES, &opts.wakeup_bytes, true)
             .override_global(GLOBAL_STACK_INTERVAL_NS, &opts.stack_interval_ns, true)
             .override_global(GLOBAL_FOLL_PIN, &opts.foll_pin, true)
+            .override_global(GLOBAL_FOLL_LONGTERM, &opts.foll_longterm, true)
+            .override_global(GLOBAL_BOOKS_ON, &(opts.books_max.is_some() as u32), true)
+            // The books map allocates as it fills; the tally map up front,
+            // so it is full-size only with the books on.
+            .map_max_entries(BOOKS_MAP, opts.books_max.unwrap_or(1).max(1))
+            .map_max_entries(TALLY_MAP, if opts.books_max.is_some() { TALLY_MAX } else { 1 })
             .override_global(GLOBAL_RQ_RECORDS, &opts.rq_records, true)
             .override_global(GLOBAL_ARG_LAYOUTS, &opts.arg_layouts, true)
             .override_global(GLOBAL_FILTER, &(!opts.pids.is_empty() as u32), true)
@@ -388,6 +410,80 @@ impl Probes {
                 let values = array.get(&(c as u32), 0)?;
                 Ok((c, values.iter().sum()))
             })
+            .collect()
+    }
+
+    /// The kernel books now: every folio's [`Book`] (escalated ones too).
+    pub fn books(&self) -> Result<Vec<(u64, Book)>> {
+        let data = map_data(&self.ebpf, BOOKS_MAP)?;
+        batch::lookup_all::<u64, Book>(data.fd().as_fd())
+            .map_err(|e| anyhow!("reading the kernel books ({BOOKS_MAP}): {e}"))
+    }
+
+    /// Deletes the kernel books of `folios` (pins the ledger knows left
+    /// without an unpin).
+    pub fn drop_books(&mut self, folios: &[u64]) -> Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(BOOKS_MAP)
+            .ok_or_else(|| anyhow!("the eBPF object has no {BOOKS_MAP} map"))?;
+        let mut books: HashMap<&mut MapData, u64, Book> = HashMap::try_from(map)?;
+        for f in folios {
+            // Gone already (unpinned meanwhile): nothing to drop.
+            let _ = books.remove(f);
+        }
+        Ok(())
+    }
+
+    /// The kernel memory the books take now, as the kernel accounts it
+    /// (`memlock` of the map's fdinfo), in bytes.
+    pub fn books_memory(&self) -> Option<u64> {
+        let data = map_data(&self.ebpf, BOOKS_MAP).ok()?;
+        let fd = data.fd().as_fd().as_raw_fd();
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// The kernel tally: counts by key, summed over CPUs (each key's
+    /// `comm` from the first CPU that has one).
+    pub fn tally(&self) -> Result<Vec<(TallyKey, TallyCounts)>> {
+        let map = self
+            .ebpf
+            .map(TALLY_MAP)
+            .ok_or_else(|| anyhow!("the eBPF object has no {TALLY_MAP} map"))?;
+        let tally: PerCpuHashMap<&MapData, TallyKey, TallyCounts> = PerCpuHashMap::try_from(map)?;
+        let mut out = Vec::new();
+        for entry in tally.iter() {
+            // A key deleted meanwhile ends nothing: the map only grows.
+            let (key, per_cpu) = entry?;
+            let mut sum = TallyCounts::default();
+            for c in per_cpu.iter() {
+                sum.calls += c.calls;
+                sum.pages += c.pages;
+                sum.failed += c.failed;
+                sum.released += c.released;
+                sum.release_calls += c.release_calls;
+                if sum.comm[0] == 0 {
+                    sum.comm = c.comm;
+                }
+            }
+            out.push((key, sum));
+        }
+        Ok(out)
+    }
+
+    /// The booked pins' lifetimes: references per bucket, FOLL_PIN's then
+    /// long-term's, summed over CPUs.
+    pub fn lifetimes(&self) -> Result<Vec<u64>> {
+        let map = self
+            .ebpf
+            .map(LIFETIMES_MAP)
+            .ok_or_else(|| anyhow!("the eBPF object has no {LIFETIMES_MAP} map"))?;
+        let array: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
+        (0..2 * LIFETIME_BUCKETS)
+            .map(|i| Ok(array.get(&i, 0)?.iter().sum()))
             .collect()
     }
 

@@ -7,6 +7,7 @@ use crate::{
     kernel::flags::FollFlags,
     kernel::symbols::{without_probe_frames, KernelSymbolizer},
     trace::plan::{Plan, Preference},
+    trace::books::{BooksReader, Reading},
     trace::probes::{EventSource, Probes},
     trace::startup::{ProbeSettings, Startup},
 };
@@ -30,6 +31,10 @@ pub struct SessionOptions {
     /// Watch only these processes (`run -p`), filtered in the kernel; empty:
     /// every process.
     pub pids: Vec<u32>,
+    /// Keep the books in the kernel for at most this many folios (the
+    /// default; `--books-max`); `None`: every event is a record (`--events`,
+    /// `--record`, `check`).
+    pub books_max: Option<u32>,
 }
 
 /// Which events carry a kernel stack.
@@ -98,6 +103,8 @@ pub struct Session {
     probes: Probes,
     /// One for the session: it caches kallsyms.
     symbols: KernelSymbolizer,
+    /// With the kernel books on: what was read of them last.
+    pub books: Option<BooksReader>,
 }
 
 /// The way out for `command` on a kernel it cannot trace. The installed
@@ -135,6 +142,7 @@ impl Session {
             stack_interval_ns: opts.stacks.interval_ns(),
             rq_records: opts.rq_records,
             pids: opts.pids.clone(),
+            books_max: opts.books_max,
         };
         let mut s = Startup::run(opts.attach, &settings)?;
         let mut plan = s
@@ -142,6 +150,10 @@ impl Session {
             .map_err(|e| anyhow::anyhow!("{e}\n{}", no_plan_advice(command)))?;
         if !opts.bios {
             plan.leave_bios_off("--no-bio");
+        } else if opts.books_max.is_some() {
+            // Tying pins to bios takes four programs and four records per
+            // Direct I/O: the full event stream's job.
+            plan.leave_bio_sites_off("kernel books; --events ties pins to bios", true);
         }
         let mut probes = s.probes.take().context("probes were not loaded")?;
         let kprobe_fallback = opts.attach != Preference::Fentry && s.caps.kprobes.is_yes();
@@ -160,6 +172,7 @@ impl Session {
             wakeup: opts.wakeup,
             probes,
             symbols: KernelSymbolizer::running(),
+            books: opts.books_max.map(BooksReader::new),
         })
     }
 
@@ -208,6 +221,52 @@ impl Session {
             .collect();
         lost.insert(RECURSION_MISSES, self.probes.recursion_misses());
         Ok(lost)
+    }
+
+    /// Reads the kernel books into the pipeline (a no-op without them):
+    /// their counts, and a snapshot of the open books when due or
+    /// `forced`. Books whose pins the ledger found gone are dropped.
+    pub fn sync_books(
+        &mut self,
+        pipeline: &mut crate::stream::pipeline::Pipeline,
+        found: &mut Vec<crate::ledger::Finding>,
+        forced: bool,
+    ) -> Result<()> {
+        let Some(reader) = self.books.as_mut() else {
+            return Ok(());
+        };
+        let now_ns = monotonic_ns();
+        let mut releases = (0, 0);
+        for (c, v) in self.probes.counters()? {
+            match c {
+                pintrace_common::Counter::BookedReleases => releases.0 = v,
+                pintrace_common::Counter::BookedReleaseRefs => releases.1 = v,
+                _ => {}
+            }
+        }
+        let books = reader
+            .snapshot_due(now_ns, forced)
+            .then(|| self.probes.books())
+            .transpose()?;
+        let reading = Reading {
+            now_ns,
+            tally: self.probes.tally()?,
+            lifetimes: self.probes.lifetimes()?,
+            releases,
+            memory: books.as_ref().and_then(|_| self.probes.books_memory()),
+            books,
+        };
+        reader.apply(reading, pipeline, found);
+        let drops = pipeline.ledger.take_kernel_drops();
+        if !drops.is_empty() {
+            self.probes.drop_books(&drops)?;
+        }
+        Ok(())
+    }
+
+    /// The probes' counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Vec<(pintrace_common::Counter, u64)>> {
+        self.probes.counters()
     }
 
     /// Block requests the probe counted without a record (per-CPU totals).

@@ -260,6 +260,7 @@ impl Source {
         pipeline: &mut Pipeline,
         found: &mut Vec<Finding>,
     ) -> Result<Option<u64>> {
+        self.sync_books(pipeline, found, true)?;
         let Source::Live(l) = self else {
             return Ok(None);
         };
@@ -279,6 +280,7 @@ impl Source {
     /// then the pipeline ticks. A replay ticks on its recorded clock.
     pub fn tick(&mut self, pipeline: &mut Pipeline, found: &mut Vec<Finding>) -> Result<()> {
         let now = self.now_ns();
+        self.sync_books(pipeline, found, false)?;
         let Source::Live(l) = self else {
             return Ok(());
         };
@@ -292,6 +294,42 @@ impl Source {
         }
         pipeline.tick(now, found);
         Ok(())
+    }
+
+    /// Reads the kernel books of a live session into the pipeline (see
+    /// [`Session::sync_books`]); nothing for a replay or the full event
+    /// stream.
+    pub fn sync_books(
+        &mut self,
+        pipeline: &mut Pipeline,
+        found: &mut Vec<Finding>,
+        forced: bool,
+    ) -> Result<()> {
+        match self {
+            Source::Live(l) => l.session.sync_books(pipeline, found, forced),
+            Source::Replay(_) => Ok(()),
+        }
+    }
+
+    /// What the kernel books hold and held at most, and the most kernel
+    /// memory they took; `None` without them.
+    pub fn books_usage(&self) -> Option<(usize, usize, u64)> {
+        match self {
+            Source::Live(l) => l
+                .session
+                .books
+                .as_ref()
+                .map(|b| (b.booked_now, b.booked_peak, b.memory_peak)),
+            Source::Replay(_) => None,
+        }
+    }
+
+    /// `--books-max` of a live run with the kernel books.
+    pub fn books_max(&self) -> Option<u32> {
+        match self {
+            Source::Live(l) => l.session.books.as_ref().map(|b| b.max),
+            Source::Replay(_) => None,
+        }
     }
 
     /// Feeds what is already there, without waiting (live: the ring buffer;
@@ -358,6 +396,14 @@ impl Source {
         match self {
             Source::Live(l) => l.session.lost(),
             Source::Replay(r) => Ok(r.lost.clone()),
+        }
+    }
+
+    /// The probes' counters, summed over CPUs (none for a replay).
+    pub fn counters(&self) -> Result<Vec<(pintrace_common::Counter, u64)>> {
+        match self {
+            Source::Live(l) => l.session.counters(),
+            Source::Replay(_) => Ok(Vec::new()),
         }
     }
 

@@ -27,6 +27,8 @@ pub struct ProbeSettings {
     pub rq_records: bool,
     /// See [`LoadOptions::pids`].
     pub pids: Vec<u32>,
+    /// See [`LoadOptions::books_max`].
+    pub books_max: Option<u32>,
 }
 
 impl ProbeSettings {
@@ -43,6 +45,8 @@ impl ProbeSettings {
             arg_layouts: caps.protos.globals(),
             rq_records: self.rq_records as u32,
             pids: self.pids.clone(),
+            foll_longterm: caps.flags.flags.longterm,
+            books_max: self.books_max,
         }
     }
 }

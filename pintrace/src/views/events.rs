@@ -66,6 +66,31 @@ pub fn to_json(e: &Event) -> Value {
             }
             v
         }
+        Event::Booked(b) => json!({
+            "type": "booked",
+            "ts_ns": b.ts_ns,
+            "folio": format!("{:#x}", b.folio),
+            "refs": b.refs,
+            "acquired_ns": b.acquired_ns,
+            "tgid": b.tgid,
+            "comm": b.comm,
+            "site": b.site.symbol(),
+            "longterm": b.longterm,
+            "stack_id": b.stack_id,
+        }),
+        Event::Counted(c) => json!({
+            "type": "counted",
+            "ts_ns": c.ts_ns,
+            "tgid": c.tgid,
+            "comm": c.comm,
+            "site": c.site.map(|s| s.symbol()),
+            "longterm": c.longterm,
+            "stack_id": c.stack_id,
+            "calls": c.calls,
+            "pages": c.pages,
+            "failed": c.failed,
+            "released": c.released,
+        }),
     }
 }
 
@@ -122,6 +147,8 @@ impl ProcessFilter {
                     ) && self.matches(b.tgid, None))
             }
             Event::RqComplete(_) => !self.is_active(),
+            Event::Booked(b) => self.matches(b.tgid, Some(&b.comm)),
+            Event::Counted(c) => self.matches(c.tgid, Some(&c.comm)),
         }
     }
 }
@@ -152,6 +179,7 @@ mod tests {
             stack_id: 1,
             folio_records: 1,
             comm: comm(name),
+            counted: false,
         })
     }
 
@@ -190,6 +218,7 @@ mod tests {
             stack_id: 0,
             large: false,
             comm: comm("swapper/0"),
+            books: Default::default(),
         })));
         assert!(ProcessFilter::default().shows(&acquire(1, "x")));
     }

@@ -138,6 +138,34 @@ pub struct Summary {
     /// The agent's own CPU time and memory (live runs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentUsage>,
+    /// Where the books were kept: `"kernel"` (the default) or `"events"`
+    /// (the full event stream: `--events`, `--record`, a replay).
+    pub books_mode: &'static str,
+    /// With the kernel books: what they held and did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_books: Option<KernelBooksUsage>,
+}
+
+/// The kernel books of a live run (see `pintrace_common::books`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct KernelBooksUsage {
+    /// `--books-max`.
+    pub max: u32,
+    /// Pins booked in the kernel (no record sent).
+    pub booked: u64,
+    /// `gup_put_folio` calls the books balanced, and the references.
+    pub balanced_releases: u64,
+    /// Folios handed to the ledger (shared, or unpinned in a way their
+    /// book did not cover).
+    pub escalated: u64,
+    /// Pins sent as records because the books were full: not lost.
+    pub full: u64,
+    /// Folios booked at the last reading, and at most.
+    pub open_at_end: u64,
+    pub open_peak: u64,
+    /// The most kernel memory the books map took, as the kernel accounts
+    /// it (bytes).
+    pub memory_peak_bytes: u64,
 }
 
 impl Summary {
@@ -181,6 +209,8 @@ impl Summary {
             filtered_in_kernel: None,
             workload: None,
             agent: None,
+            books_mode: "events",
+            kernel_books: None,
         }
     }
 }
@@ -349,6 +379,7 @@ mod tests {
             stack_id,
             folio_records: 1,
             comm: synth::comm("engine"),
+            counted: false,
         };
         let plain = Summary::new(&t, "6.12".into(), "p".into(), 1.0, BTreeMap::new(), 0);
         assert!(!render(&plain).contains("stacks:"));

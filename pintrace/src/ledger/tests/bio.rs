@@ -46,6 +46,7 @@ impl Stream {
             stack_id: 2,
             large: false,
             comm: Comm::default(),
+            books: Default::default(),
         }));
     }
 }

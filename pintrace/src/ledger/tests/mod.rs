@@ -45,6 +45,7 @@ impl Stream {
             stack_id: 1,
             folio_records: records,
             comm: Comm(*b"engine\0\0\0\0\0\0\0\0\0\0"),
+            counted: false,
         }));
         for (i, chunk) in folios.chunks(FOLIOS_PER_RECORD).enumerate() {
             let mut arr = [0u64; FOLIOS_PER_RECORD];
@@ -89,6 +90,7 @@ impl Stream {
             stack_id: 2,
             large,
             comm: Comm(*b"irq\0\0\0\0\0\0\0\0\0\0\0\0\0"),
+            books: Default::default(),
         }));
     }
 
@@ -367,6 +369,7 @@ fn an_unpin_inside_the_acquiring_call_is_not_a_mismatch() {
         stack_id: 3,
         large: false,
         comm: Comm(*b"engine\0\0\0\0\0\0\0\0\0\0"),
+        books: Default::default(),
     }));
     // ... and pins another folio (it had to break COW on the slow path).
     s.pin(10, &[with_evidence(folio(13), false, true)]);
@@ -567,6 +570,7 @@ fn interleaved_acquires_of_two_threads_match_their_batches() {
             stack_id: tgid as i32,
             folio_records: 1,
             comm: Comm::default(),
+            counted: false,
         })
     };
     let batch = |tgid: u32, ts: u64, f: u64| {

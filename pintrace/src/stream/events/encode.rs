@@ -73,7 +73,7 @@ pub fn release(r: &Release) -> Vec<u8> {
         refcount: r.refcount,
         stack_id: r.stack_id,
         large: r.large as u32,
-        _reserved: 0,
+        books: r.books.bits(),
         comm: r.comm.0,
     }
     .as_bytes()

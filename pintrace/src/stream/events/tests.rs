@@ -20,6 +20,7 @@ fn sample() -> Acquire {
         stack_id: 3,
         folio_records: 8,
         comm: comm("pintrace"),
+        counted: false,
     }
 }
 
@@ -150,6 +151,7 @@ fn folios_release_and_exit_round_trip() {
         stack_id: 4,
         large: true,
         comm: comm("fio"),
+        books: Default::default(),
     };
     let bytes = encode::release(&r);
     assert_eq!(bytes.len(), size_of::<ReleaseEvent>());
@@ -238,6 +240,7 @@ fn every_record_matches_its_struct() {
         stack_id: -7,
         folio_records: 8,
         comm: comm("acquirer"),
+        counted: false,
     };
     let size = size_of::<AcquireEvent>();
     check_record(
@@ -307,7 +310,7 @@ fn every_record_matches_its_struct() {
         refcount: 13,
         stack_id: 14,
         large: 1,
-        _reserved: 0,
+        books: 0,
         comm: comm("releaser").0,
     };
     let r = Release {
@@ -322,6 +325,7 @@ fn every_record_matches_its_struct() {
         stack_id: 14,
         large: true,
         comm: comm("releaser"),
+        books: Default::default(),
     };
     let size = size_of::<ReleaseEvent>();
     check_record(

@@ -31,6 +31,9 @@ const MAPS: &[(&str, &str)] = named!(
     STACK_CLOCK_MAP,
     FILTER_TGIDS_MAP,
     FILTER_FOLIOS_MAP,
+    BOOKS_MAP,
+    TALLY_MAP,
+    LIFETIMES_MAP,
 );
 
 /// The globals user space sets before load: all `u32` but two.
@@ -57,6 +60,8 @@ const GLOBALS: &[(&str, &str)] = named!(
     GLOBAL_RQ_RECORDS,
     GLOBAL_ARG_LAYOUTS,
     GLOBAL_FILTER,
+    GLOBAL_FOLL_LONGTERM,
+    GLOBAL_BOOKS_ON,
 );
 const U64_GLOBALS: &[&str] = &[pintrace_common::GLOBAL_STACK_INTERVAL_NS];
 

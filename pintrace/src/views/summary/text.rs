@@ -172,6 +172,26 @@ pub fn render(s: &Summary) -> String {
             s.findings, s.failures
         );
     }
+    match &s.kernel_books {
+        Some(b) => {
+            let _ = writeln!(
+                o,
+                "books: in the kernel ({} pins booked, {} releases balanced there; {} folios \
+                 escalated to the ledger, {} pins sent as records with the books full; \
+                 at most {} folios open of --books-max {}, {} KiB of kernel memory)",
+                b.booked,
+                b.balanced_releases,
+                b.escalated,
+                b.full,
+                b.open_peak,
+                b.max,
+                b.memory_peak_bytes / 1024
+            );
+        }
+        None => {
+            let _ = writeln!(o, "books: in user space, from the full event stream");
+        }
+    }
     if let Some(a) = &s.agent {
         let _ = writeln!(
             o,
