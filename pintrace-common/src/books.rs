@@ -12,9 +12,9 @@ pub const BOOKS_MAP: &str = "BOOKS";
 /// 1: the probes keep the books (see the module); 0: every acquire and
 /// release is a record (`--events`, `--record`).
 pub const GLOBAL_BOOKS_ON: &str = "BOOKS_ON";
-/// Folios [`BOOKS_MAP`] holds by default (`--books-max`): 4 GiB of small
+/// Folios [`BOOKS_MAP`] holds by default (`--books-max`): 2 GiB of small
 /// pages pinned at once. The map allocates as it fills.
-pub const DEFAULT_BOOKS_MAX: u32 = 1 << 20;
+pub const DEFAULT_BOOKS_MAX: u32 = 1 << 19;
 /// Name of the per-CPU hash map of calls, pages and releases by
 /// [`TallyKey`].
 pub const TALLY_MAP: &str = "TALLY";

@@ -35,6 +35,9 @@ mod planted;
 #[path = "guest/filter.rs"]
 mod filter;
 
+#[path = "guest/books.rs"]
+mod books;
+
 const IN_GUEST: &str = "needs a kernel with kprobes/fentry: run by `cargo xtask vm`";
 
 pub(crate) fn bin() -> String {
@@ -145,9 +148,11 @@ fn dio_read_is_counted_by_kind(attach: &str) {
     // Exactly one 8 MiB O_DIRECT read (8 x 1 MiB preads by busybox dd), so the
     // count is exact; the engine's own runs add its O_DIRECT probe read.
     let input = format!("if={devpath}");
+    // The bios are tied to their pins on the full event stream.
     let out = pintrace(&[
         "run",
         "--json",
+        "--events",
         "--attach",
         attach,
         "--",

@@ -436,7 +436,8 @@ fn pintrace_ties_pins_to_their_bio() {
         "{me} zoo run bio-balanced --pages {PAGES} --bdev {devpath} && \
          {me} zoo run bio-leak --pages {PAGES} --bdev {devpath} --linger 4"
     );
-    let out = pintrace(&["run", "--json", "--", "sh", "-c", &script]);
+    // Pins are tied to their bios on the full event stream.
+    let out = pintrace(&["run", "--json", "--events", "--", "sh", "-c", &script]);
     release_all();
     assert_eq!(out.status.code(), Some(1), "the leak makes run exit 1");
     let stdout = String::from_utf8_lossy(&out.stdout);
