@@ -28,7 +28,16 @@ enum Command {
         json: bool,
     },
     /// Trace GUP acquires, optionally around a command: `pintrace run -- CMD ARGS`.
-    #[command(after_help = "Exit codes: 0 no finding failed the run, 1 findings \
+    #[command(after_help = "Modes: by default the books are kept in the kernel: a \
+        pin and its unpin are booked and balanced by the probes (two programs per I/O, \
+        no record), and only what the ledger must decide crosses to user space (a \
+        folio shared by two holders, an unpin its book does not cover, process exits); \
+        leaks, mismatches, the refcount audit and the tallies are the same. Pins are \
+        not tied to their bios there: --events gives the full event stream (every \
+        acquire, release and bio a record; pins tied to bios, \"held after its bio \
+        completed\" leaks), at several times the cost per I/O (docs/performance.md \
+        has the measured costs of both). --record implies --events.\n\n\
+        Exit codes: 0 no finding failed the run, 1 findings \
         (leaks, mismatched releases), 2 could not run (bad arguments, missing \
         privileges or kernel features: the message names which). When pintrace has \
         neither, a workload that failed passes on its own exit code (128+N when \

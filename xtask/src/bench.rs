@@ -5,9 +5,9 @@
 //! (psync QD1 and io_uring QD32), in alternating rounds under each
 //! condition: no tracing, the bare probe (a per-CPU counter on
 //! `pin_user_pages_fast`, as a kprobe and as fexit), and `pintrace run` by
-//! default (sampled stacks), with every stack, with none, and with
-//! `--no-bio`; and the peer: Debian's bpftrace with a hand-written
-//! per-folio pin count (`PEER_SCRIPT`).
+//! default (the kernel books), and on the full event stream (`--events`)
+//! with and without the bio probes; and the peer: Debian's bpftrace with a
+//! hand-written per-folio pin count (`PEER_SCRIPT`).
 //! Then one pass with BPF statistics on (`kernel.bpf_stats_enabled`) reads
 //! every program's run count, run time and translated size with bpftool.
 //!
@@ -115,18 +115,16 @@ const CONDITIONS: &[(&str, &str)] = &[
         "bare-fexit",
         r#"pintrace bench-probe --attach fexit -- sh -c "$E > $F.json""#,
     ),
+    // The default: the kernel books.
     ("pintrace", r#"pintrace run --json -- sh -c "$E > $F.json""#),
+    // The full event stream, with and without the bio probes.
     (
-        "pintrace-stacks-all",
-        r#"pintrace run --json --stacks all -- sh -c "$E > $F.json""#,
+        "pintrace-events",
+        r#"pintrace run --json --events -- sh -c "$E > $F.json""#,
     ),
     (
-        "pintrace-stacks-none",
-        r#"pintrace run --json --stacks none -- sh -c "$E > $F.json""#,
-    ),
-    (
-        "pintrace-no-bio",
-        r#"pintrace run --json --no-bio -- sh -c "$E > $F.json""#,
+        "pintrace-events-no-bio",
+        r#"pintrace run --json --events --no-bio -- sh -c "$E > $F.json""#,
     ),
     // The peer: Debian's bpftrace with the script a kernel developer would
     // write for this by hand ([`PEER_SCRIPT`]). `-c` starts the command once

@@ -3,26 +3,24 @@
 //! answers who holds which folio by which kind of reference, and what went
 //! wrong.
 //!
-//! Design: the authoritative books live here, in user space, keyed by folio
-//! address. The probes only describe what happened (an acquire with its
-//! folios, a `gup_put_folio` with the folio's refcount just before); every
-//! record they could not deliver is counted, so a lossy run is known to be
-//! lossy and its findings are marked uncertain rather than stated as fact.
-//!
-//! Why not books in a BPF hash map: a folio's holders are a small list
-//! (kind, owner, stack, bio, age), the judgements need time (grace periods,
-//! `--leak-age`, owner exits) and the audit needs every pin's owner; in BPF
-//! that is a map update per page on the hot path, a fixed capacity that can
-//! fill (and then loses exactly what it exists to keep), and a second copy
-//! user space must still walk to report. Here it costs, measured with
+//! Design: the ledger is the one place that decides findings. By default
+//! the probes keep the simple books in the kernel (`kernel.rs`: a folio
+//! pinned by one process with one kind, balanced there without a record)
+//! and the ledger judges a snapshot of them; everything else reaches it as
+//! events: the folios the probes escalate (shared, or unpinned in a way
+//! their book did not cover), FOLL_GET references, exits, and with
+//! `--events` every acquire, release and bio. The probes only describe what
+//! happened (an acquire with its folios, a `gup_put_folio` with the folio's
+//! refcount just before); every record they could not deliver is counted,
+//! so a lossy run is known to be lossy and its findings are marked
+//! uncertain rather than stated as fact. Its own books cost, measured with
 //! `cargo bench -p pintrace --bench pipeline` on one core of the 2-core
 //! development machine, beside another job: 21 M records/s through the
 //! ledger alone (12.6 M with decoding and the live model), 132 bytes per
 //! tracked folio (an 88-byte entry of open books and a 16-byte map slot; a
-//! folio remembered only as released costs the slot); the ring buffer
-//! (`--ringbuf-mib`) absorbs bursts, and a run that overflows it says so.
-//! The books are one folio table (`table.rs`): a pin, an unpin and the
-//! release that closes a folio's books cost one hash lookup each.
+//! folio remembered only as released costs the slot). The books are one
+//! folio table (`table.rs`): a pin, an unpin and the release that closes a
+//! folio's books cost one hash lookup each.
 //!
 //! What is certain, and reported as such:
 //! - **mismatch, unpin below the bias**: a FOLL_PIN release of `refs` from a

@@ -5,6 +5,7 @@ use crate::stream::events::{Acquire, Bio, BioPhase, Comm, Event, Folios, Release
 use pintrace_common::{Site, FOLIOS_PER_RECORD};
 
 mod bio;
+mod kernel;
 
 const F: FollFlags = FollFlags::FROM_6_3;
 const MS: u64 = 1_000_000;
