@@ -18,9 +18,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use pintrace_common::{
-    AcquireEvent, AcquireWithFolios, Counter, EntryArgs, FolioBatch, Site, TallyKey,
-    ARG_GUP_FLAGS, ARG_NR_PAGES, ARG_PAGES, ARG_START, FOLIOS_PER_RECORD, FOLIO_BELOW_1_PIN,
-    FOLIO_BELOW_2_PINS, MAX_FOLIO_RECORDS, STACK_CLOCK_ACQUIRE, TAG_ACQUIRE, TAG_ACQUIRE_FOLIOS,
+    AcquireEvent, AcquireWithFolios, Counter, EntryArgs, FolioBatch, Site, TallyKey, ARG_GUP_FLAGS,
+    ARG_NR_PAGES, ARG_PAGES, ARG_START, FOLIOS_PER_RECORD, FOLIO_BELOW_1_PIN, FOLIO_BELOW_2_PINS,
+    MAX_FOLIO_RECORDS, STACK_CLOCK_ACQUIRE, TAG_ACQUIRE, TAG_ACQUIRE_FOLIOS,
     TAG_ACQUIRE_FOLIOS_COUNTED, TAG_FOLIOS,
 };
 

@@ -19,9 +19,9 @@ use aya_ebpf::{
     programs::{tracing::StackIdContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use pintrace_common::{
-    AcquireEvent, AcquireWithFolios, Counter, Site, TallyKey, FOLIOS_PER_RECORD,
-    FOLIO_BELOW_1_PIN, FOLIO_BELOW_2_PINS, STACK_CLOCK_ACQUIRE, TAG_ACQUIRE_FOLIOS,
-    TAG_ACQUIRE_FOLIOS_COUNTED, TAG_FOLIOS,
+    AcquireEvent, AcquireWithFolios, Counter, Site, TallyKey, FOLIOS_PER_RECORD, FOLIO_BELOW_1_PIN,
+    FOLIO_BELOW_2_PINS, STACK_CLOCK_ACQUIRE, TAG_ACQUIRE_FOLIOS, TAG_ACQUIRE_FOLIOS_COUNTED,
+    TAG_FOLIOS,
 };
 
 /// The programs of every row of `site_table!` with a `gup` argument layout:

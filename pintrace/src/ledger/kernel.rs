@@ -37,7 +37,10 @@ impl KernelBooks {
     }
 
     fn find_mut(&mut self, folio: u64) -> Option<&mut Holder> {
-        let i = self.holders.binary_search_by_key(&folio, |(f, _)| *f).ok()?;
+        let i = self
+            .holders
+            .binary_search_by_key(&folio, |(f, _)| *f)
+            .ok()?;
         Some(&mut self.holders[i].1)
     }
 

@@ -53,10 +53,10 @@ mod tally;
 
 use bio::BioBooks;
 pub use bio::BioInfo;
-pub use kernel::holder_of;
-use kernel::KernelBooks;
 use finding::{leak, mismatch, Evidence};
 pub use finding::{Finding, FindingKind};
+pub use kernel::holder_of;
+use kernel::KernelBooks;
 use table::{FolioTable, Found};
 pub use tally::{BioCounts, Completions, Counts, Kind, ProcessTally, Releases, StackCounts, Tally};
 

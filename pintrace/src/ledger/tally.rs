@@ -245,11 +245,14 @@ impl Tally {
     /// What the kernel books counted: acquire calls by process, site and
     /// stack, or references released from a process's books.
     fn counted(&mut self, c: &Counted) {
-        let p = self.processes.entry(c.tgid).or_insert_with(|| ProcessTally {
-            tgid: c.tgid,
-            comm: c.comm,
-            ..ProcessTally::default()
-        });
+        let p = self
+            .processes
+            .entry(c.tgid)
+            .or_insert_with(|| ProcessTally {
+                tgid: c.tgid,
+                comm: c.comm,
+                ..ProcessTally::default()
+            });
         let Some(site) = c.site else {
             let kind = if c.longterm {
                 Kind::LongtermPin

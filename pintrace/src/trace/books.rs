@@ -89,7 +89,9 @@ impl BooksReader {
             *before = now;
             if n > 0 {
                 let bucket = i as u32 % LIFETIME_BUCKETS;
-                pipeline.model.record_lifetimes(lifetime_bucket_floor(bucket), n);
+                pipeline
+                    .model
+                    .record_lifetimes(lifetime_bucket_floor(bucket), n);
             }
         }
         if let Some(books) = r.books {
@@ -153,7 +155,11 @@ mod tests {
         }
     }
 
-    fn reading(now_ns: u64, tally: Vec<(TallyKey, TallyCounts)>, books: Vec<(u64, Book)>) -> Reading {
+    fn reading(
+        now_ns: u64,
+        tally: Vec<(TallyKey, TallyCounts)>,
+        books: Vec<(u64, Book)>,
+    ) -> Reading {
         Reading {
             now_ns,
             tally,
@@ -171,9 +177,17 @@ mod tests {
         let mut found = Vec::new();
         let pin = key(Site::PinUserPagesFast as u16, 0);
         let released = key(TALLY_RELEASED, 0);
-        r.apply(reading(1, vec![(pin, counts(3, 5, 0))], vec![]), &mut p, &mut found);
         r.apply(
-            reading(2, vec![(pin, counts(4, 9, 0)), (released, counts(0, 0, 6))], vec![]),
+            reading(1, vec![(pin, counts(3, 5, 0))], vec![]),
+            &mut p,
+            &mut found,
+        );
+        r.apply(
+            reading(
+                2,
+                vec![(pin, counts(4, 9, 0)), (released, counts(0, 0, 6))],
+                vec![],
+            ),
             &mut p,
             &mut found,
         );
@@ -201,7 +215,11 @@ mod tests {
             flags: BOOK_LONGTERM,
             ..Book::default()
         };
-        r.apply(reading(20, vec![], vec![(0x1000, book)]), &mut p, &mut found);
+        r.apply(
+            reading(20, vec![], vec![(0x1000, book)]),
+            &mut p,
+            &mut found,
+        );
         assert_eq!(p.ledger.outstanding(Kind::LongtermPin), 2);
         assert_eq!(p.ledger.kernel_booked(), 1);
         p.finish(30, &mut found);
@@ -211,7 +229,11 @@ mod tests {
         assert_eq!(found[0].kind, crate::ledger::FindingKind::LongtermHeldAtEnd);
         // A later snapshot of the same book does not report it again.
         let mut again = Vec::new();
-        r.apply(reading(40, vec![], vec![(0x1000, book)]), &mut p, &mut again);
+        r.apply(
+            reading(40, vec![], vec![(0x1000, book)]),
+            &mut p,
+            &mut again,
+        );
         p.finish(50, &mut again);
         assert!(again.is_empty(), "{again:?}");
     }

@@ -14,16 +14,17 @@ use aya::{
     Btf, Ebpf, EbpfLoader, VerifierLogLevel,
 };
 use pintrace_common::{
-    ArgLayout, AuditSlot, Book, Counter, Site, TallyCounts, TallyKey, AUDIT_MAP, BOOKS_MAP,
-    GLOBAL_BOOKS_ON, GLOBAL_FOLL_LONGTERM, LIFETIMES_MAP, LIFETIME_BUCKETS, TALLY_MAP, TALLY_MAX, AUDIT_SLOTS, COUNTERS_MAP, EVENTS_MAP,
-    FILTER_FOLIOS_MAP, FILTER_MAX_FOLIOS, FILTER_MAX_TGIDS, FILTER_TGIDS_MAP, GLOBAL_ARG_LAYOUTS,
-    GLOBAL_AUDIT_TGID, GLOBAL_BDEV_DEV_OFF, GLOBAL_BIO_BDEV_OFF, GLOBAL_BIO_FLAGS_OFF,
-    GLOBAL_BIO_OPF_OFF, GLOBAL_BIO_SECTOR_OFF, GLOBAL_BIO_SIZE_OFF, GLOBAL_BIO_STATUS_OFF,
-    GLOBAL_FILTER, GLOBAL_FOLIO_REFCOUNT_OFF, GLOBAL_FOLL_PIN, GLOBAL_PAGE_COMPOUND_HEAD_OFF,
-    GLOBAL_PAGE_SIZEOF, GLOBAL_RB_WAKEUP_BYTES, GLOBAL_REQ_BIOTAIL_OFF, GLOBAL_RQ_DEV_OFF,
-    GLOBAL_RQ_ERROR_OFF, GLOBAL_RQ_NR_SECTOR_OFF, GLOBAL_RQ_RECORDS, GLOBAL_RQ_SECTOR_OFF,
-    GLOBAL_STACK_INTERVAL_NS, PROG_AUDIT, PROG_PROCESS_EXIT, PROG_RQ_COMPLETE, SITE_SLOTS,
-    STACKS_MAP,
+    ArgLayout, AuditSlot, Book, Counter, Site, TallyCounts, TallyKey, AUDIT_MAP, AUDIT_SLOTS,
+    BOOKS_MAP, COUNTERS_MAP, EVENTS_MAP, FILTER_FOLIOS_MAP, FILTER_MAX_FOLIOS, FILTER_MAX_TGIDS,
+    FILTER_TGIDS_MAP, GLOBAL_ARG_LAYOUTS, GLOBAL_AUDIT_TGID, GLOBAL_BDEV_DEV_OFF,
+    GLOBAL_BIO_BDEV_OFF, GLOBAL_BIO_FLAGS_OFF, GLOBAL_BIO_OPF_OFF, GLOBAL_BIO_SECTOR_OFF,
+    GLOBAL_BIO_SIZE_OFF, GLOBAL_BIO_STATUS_OFF, GLOBAL_BOOKS_ON, GLOBAL_FILTER,
+    GLOBAL_FOLIO_REFCOUNT_OFF, GLOBAL_FOLL_LONGTERM, GLOBAL_FOLL_PIN,
+    GLOBAL_PAGE_COMPOUND_HEAD_OFF, GLOBAL_PAGE_SIZEOF, GLOBAL_RB_WAKEUP_BYTES,
+    GLOBAL_REQ_BIOTAIL_OFF, GLOBAL_RQ_DEV_OFF, GLOBAL_RQ_ERROR_OFF, GLOBAL_RQ_NR_SECTOR_OFF,
+    GLOBAL_RQ_RECORDS, GLOBAL_RQ_SECTOR_OFF, GLOBAL_STACK_INTERVAL_NS, LIFETIMES_MAP,
+    LIFETIME_BUCKETS, PROG_AUDIT, PROG_PROCESS_EXIT, PROG_RQ_COMPLETE, SITE_SLOTS, STACKS_MAP,
+    TALLY_MAP, TALLY_MAX,
 };
 use std::os::fd::{AsFd as _, AsRawFd, RawFd};
 
@@ -191,7 +192,14 @@ impl Probes {
             // The books map allocates as it fills; the tally map up front,
             // so it is full-size only with the books on.
             .map_max_entries(BOOKS_MAP, opts.books_max.unwrap_or(1).max(1))
-            .map_max_entries(TALLY_MAP, if opts.books_max.is_some() { TALLY_MAX } else { 1 })
+            .map_max_entries(
+                TALLY_MAP,
+                if opts.books_max.is_some() {
+                    TALLY_MAX
+                } else {
+                    1
+                },
+            )
             .override_global(GLOBAL_RQ_RECORDS, &opts.rq_records, true)
             .override_global(GLOBAL_ARG_LAYOUTS, &opts.arg_layouts, true)
             .override_global(GLOBAL_FILTER, &(!opts.pids.is_empty() as u32), true)

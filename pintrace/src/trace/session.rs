@@ -6,8 +6,8 @@ use crate::{
     kernel::caps::{self, Caps},
     kernel::flags::FollFlags,
     kernel::symbols::{without_probe_frames, KernelSymbolizer},
-    trace::plan::{Plan, Preference},
     trace::books::{BooksReader, Reading},
+    trace::plan::{Plan, Preference},
     trace::probes::{EventSource, Probes},
     trace::startup::{ProbeSettings, Startup},
 };

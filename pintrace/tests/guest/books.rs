@@ -84,7 +84,16 @@ fn kernel_books_and_the_event_stream_find_the_same() {
     // The full event stream: its command starts once its probes are in,
     // and ends when the other agent's workload is over.
     let events = Command::new(&me)
-        .args(["run", "--json", "--events", "--ringbuf-mib", "64", "--", "sh", "-c"])
+        .args([
+            "run",
+            "--json",
+            "--events",
+            "--ringbuf-mib",
+            "64",
+            "--",
+            "sh",
+            "-c",
+        ])
         .arg(format!(
             "touch {r}; while [ ! -e {d} ]; do sleep 0.1; done",
             r = ready.display(),
@@ -197,7 +206,16 @@ fn books_too_small_send_the_rest_as_records_and_lose_nothing() {
         dev.path.display()
     );
     let out = Command::new(&me)
-        .args(["run", "--json", "--books-max", "16", "--", "sh", "-c", &script])
+        .args([
+            "run",
+            "--json",
+            "--books-max",
+            "16",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
         .stderr(Stdio::inherit())
         .output()
         .unwrap();

@@ -51,7 +51,10 @@ fn kernel_holders_are_judged_like_the_ledgers_own_and_reported_once() {
     assert_eq!(s.ledger.outstanding_of(10)[&Kind::Pin], 2);
     assert_eq!(s.ledger.pinned_folios_of(10), vec![folio(1)]);
     // Its owner exits: a leak once the grace period is over, reported once.
-    s.feed(Event::Exit { tgid: 10, ts_ns: s.ts });
+    s.feed(Event::Exit {
+        tgid: 10,
+        ts_ns: s.ts,
+    });
     let grace = LedgerConfig::default().exit_grace_ns;
     s.ledger.tick(s.ts + grace, &mut s.findings);
     assert_eq!(s.kinds(), vec![FindingKind::LeakOwnerExited]);

@@ -41,7 +41,11 @@ pub fn lookup_all<K: aya::Pod + Default, V: aya::Pod + Default>(
         keys.resize(chunk, K::default());
         values.resize(chunk, V::default());
         let mut attr = BatchAttr {
-            in_batch: if first { 0 } else { &token_in as *const u64 as u64 },
+            in_batch: if first {
+                0
+            } else {
+                &token_in as *const u64 as u64
+            },
             out_batch: &mut token_out as *mut u64 as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
