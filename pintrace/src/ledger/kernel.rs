@@ -25,6 +25,9 @@ pub(super) struct KernelBooks {
     /// Folios whose kernel book the agent should drop: their pins left
     /// without an unpin (the refcount audit), so no unpin will close it.
     drops: Vec<u64>,
+    /// Those books, by (folio, acquired_ns, tgid), left out of the
+    /// snapshots read before the agent dropped them.
+    dropped: FxHashSet<(u64, u64, u32)>,
 }
 
 impl KernelBooks {
@@ -85,6 +88,7 @@ impl Ledger {
             books
                 .into_iter()
                 .filter(|(_, b)| b.flags & BOOK_ESCALATED == 0 && b.refs > 0)
+                .filter(|(f, b)| !k.dropped.contains(&(*f, b.acquired_ns, b.tgid)))
                 .map(|(folio, b)| (folio, holder_of(&b))),
         );
         k.holders.sort_unstable_by_key(|(f, _)| *f);
@@ -253,6 +257,7 @@ impl Ledger {
         // Its pins left without an unpin: no unpin will close the book.
         k.remove(folio);
         k.drops.push(folio);
+        k.dropped.insert((folio, holder.acquired_ns, holder.tgid));
         findings.push(super::released_as_get(
             folio, missing, pins, refcount, capacity, holder, None, read_ns,
         ));

@@ -125,6 +125,10 @@ fn a_kernel_book_whose_pins_left_with_put_page_is_named_and_dropped() {
     s.ledger.audit(folio(1), 1023, false, read, &mut s.findings);
     assert_eq!(s.kinds(), vec![FindingKind::PinReleasedAsGet]);
     assert_eq!(s.ledger.take_kernel_drops(), vec![folio(1)]);
+    // A snapshot read before the agent dropped it still has it: not again.
+    s.ledger.set_kernel_books([(folio(1), book(10, 1, s.ts))]);
+    assert_eq!(s.ledger.audit_candidates(read), Vec::<u64>::new());
+    s.ledger.audit(folio(1), 1023, false, read, &mut s.findings);
     s.ledger.finish(read, &mut s.findings);
     assert_eq!(s.findings.len(), 1);
 }
