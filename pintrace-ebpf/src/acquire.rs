@@ -219,10 +219,7 @@ fn book_acquire<C: StackIdContext>(ctx: &C, site: Site, args: &EntryArgs, ret: i
         bump(Counter::BooksFull);
         return false;
     }
-    if ret <= 0 || args.pages == 0 {
-        return true;
-    }
-    let n = ret as u64;
+    let n = ret.max(0) as u64;
     let mut state = BookLoop {
         who,
         pid_tgid,
@@ -232,6 +229,15 @@ fn book_acquire<C: StackIdContext>(ctx: &C, site: Site, args: &EntryArgs, ret: i
         gup_flags: args.gup_flags,
         track: filter::active() as u32,
     };
+    // This thread sent an unpin the ledger may hold as a mismatch: GUP
+    // drops grabs of its own inside the call (gup_fast_fallback), and this
+    // return is what tells the ledger so.
+    if books::returning_after_unpin(pid_tgid as u32) {
+        emit_counted(&state, 0, ret, 0);
+    }
+    if ret <= 0 || args.pages == 0 {
+        return true;
+    }
     // SAFETY: `book_page` has bpf_loop's callback signature; `state` lives
     // on this stack for the whole loop.
     unsafe {
@@ -263,12 +269,21 @@ extern "C" fn book_page(i: u64, ctx: *mut c_void) -> i64 {
     if books::book(folio, refcount, &state.who) {
         return 0;
     }
-    let Some(mut rec) = EVENTS.reserve::<AcquireWithFolios>(0) else {
-        bump(Counter::RingbufFull);
-        return 0;
-    };
     let below1 = (refcount.wrapping_sub(1024) >> 63) & 1;
     let below2 = (refcount.wrapping_sub(2048) >> 63) & 1;
+    let entry = folio | (below1 * FOLIO_BELOW_1_PIN) | (below2 * FOLIO_BELOW_2_PINS);
+    emit_counted(state, i, 1, entry);
+    0
+}
+
+/// An acquire record of a call the tally has counted: `ret` pages from
+/// page `i` on, with one folio `entry` (0: none, the call's return only).
+#[inline(always)]
+fn emit_counted(state: &BookLoop, i: u64, ret: i64, entry: u64) {
+    let Some(mut rec) = EVENTS.reserve::<AcquireWithFolios>(0) else {
+        bump(Counter::RingbufFull);
+        return;
+    };
     let w = &state.who;
     let out = rec.as_mut_ptr();
     // SAFETY: the record is reserved and ours until submitted. Field by
@@ -282,7 +297,7 @@ extern "C" fn book_page(i: u64, ctx: *mut c_void) -> i64 {
         a.pid_tgid = state.pid_tgid;
         a.start = state.start;
         a.pages = state.pages + i * 8;
-        a.ret = 1;
+        a.ret = ret;
         a.nr_pages = 1;
         a.gup_flags = state.gup_flags;
         a.stack_id = w.stack_id;
@@ -290,19 +305,18 @@ extern "C" fn book_page(i: u64, ctx: *mut c_void) -> i64 {
         a.comm = w.comm;
         let b = &mut (*out).batch;
         b.tag = TAG_FOLIOS;
-        b.count = 1;
+        b.count = (entry != 0) as u32;
         b.ts_ns = w.ts_ns;
         b.pid_tgid = state.pid_tgid;
         b.first = i as u32;
         b.site = w.site as u32;
-        b.folios[0] = folio | (below1 * FOLIO_BELOW_1_PIN) | (below2 * FOLIO_BELOW_2_PINS);
+        b.folios[0] = entry;
         for j in 1..FOLIOS_PER_RECORD {
             b.folios[j] = 0;
         }
     }
     rec.submit(wakeup());
     bump(Counter::Submitted);
-    0
 }
 
 #[inline(always)]

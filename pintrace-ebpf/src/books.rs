@@ -15,7 +15,7 @@
 
 use crate::{
     kernel::{atomic_add, now_ns},
-    maps::{global, BOOKS, BOOKS_ON, EVENTS, FOLL_LONGTERM, LIFETIMES, TALLY},
+    maps::{global, BOOKS, BOOKS_ON, EVENTS, FOLL_LONGTERM, LIFETIMES, TALLY, UNPINNED_IN},
     ring::{add, bump, wakeup},
     stacks::remember_closed,
 };
@@ -258,4 +258,35 @@ fn balanced(book: &Book, refs: i64) {
         // SAFETY: this CPU's own slot.
         unsafe { *slot += refs as u64 };
     }
+}
+
+/// The slot of thread `tid` in [`UNPINNED_IN`].
+#[inline(always)]
+fn unpinned_slot(tid: u32) -> u32 {
+    (tid.wrapping_mul(0x9e37_79b1) >> 22) & (crate::maps::UNPINNED_SLOTS - 1)
+}
+
+/// Thread `tid` sent the record of an unpin the books could not balance.
+#[inline(always)]
+pub(crate) fn unpinned_in(tid: u32) {
+    if let Some(slot) = UNPINNED_IN.get_ptr_mut(unpinned_slot(tid)) {
+        // SAFETY: a valid array slot; a race only costs one record.
+        unsafe { *slot = tid };
+    }
+}
+
+/// Whether thread `tid` sent one since its last acquire (then forgotten).
+#[inline(always)]
+pub(crate) fn returning_after_unpin(tid: u32) -> bool {
+    let Some(slot) = UNPINNED_IN.get_ptr_mut(unpinned_slot(tid)) else {
+        return false;
+    };
+    // SAFETY: as in `unpinned_in`.
+    unsafe {
+        if *slot != tid {
+            return false;
+        }
+        *slot = 0;
+    }
+    true
 }

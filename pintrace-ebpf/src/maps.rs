@@ -99,6 +99,11 @@ pub(crate) static TALLY: PerCpuHashMap<TallyKey, TallyCounts> =
 #[map]
 pub(crate) static LIFETIMES: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(2 * LIFETIME_BUCKETS, 0);
+/// Threads that sent an unpin record with the books on, hashed by tid
+/// (see `books::returning_after_unpin`).
+#[map]
+pub(crate) static UNPINNED_IN: Array<u32> = Array::with_max_entries(UNPINNED_SLOTS, 0);
+pub(crate) const UNPINNED_SLOTS: u32 = 1024;
 /// `BPF_F_NO_PREALLOC` (UAPI).
 const BPF_F_NO_PREALLOC: u32 = 1;
 /// When this CPU last took a stack, per (process, site) in

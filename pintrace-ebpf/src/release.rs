@@ -40,6 +40,9 @@ fn emit_release<C: StackIdContext>(ctx: &C, folio: u64, refs: i32, flags: u32) -
         if books::release(folio, refs as i64, wrong) {
             return 0;
         }
+        if !wrong {
+            books::unpinned_in(bpf_get_current_pid_tgid() as u32);
+        }
         books_mark = match closed_in_books(folio) {
             Some(true) => RELEASE_BOOKS_CLOSED | RELEASE_BOOKS_EXACT,
             Some(false) => RELEASE_BOOKS_CLOSED,
