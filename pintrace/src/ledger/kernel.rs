@@ -157,21 +157,11 @@ impl Ledger {
         let k = &mut self.kernel;
         let mut due = Vec::new();
         for (i, (_, h)) in k.holders.iter().enumerate() {
-            if h.reported {
-                continue;
-            }
-            let owner_gone = self
-                .exited
-                .get(&h.tgid)
-                .is_some_and(|&t| now_ns.saturating_sub(t) >= config.exit_grace_ns);
-            let too_old = h.kind == Kind::Pin
-                && config
-                    .leak_age_ns
-                    .is_some_and(|age| now_ns.saturating_sub(h.acquired_ns) >= age);
-            if owner_gone {
-                due.push((i, FindingKind::LeakOwnerExited));
-            } else if too_old {
-                due.push((i, FindingKind::LeakOld));
+            if let Some(kind) = (!h.reported)
+                .then(|| super::aged_leak(h, now_ns, &self.exited, &config))
+                .flatten()
+            {
+                due.push((i, kind));
             }
         }
         self.report_kernel(due, now_ns, findings);

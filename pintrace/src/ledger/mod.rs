@@ -527,18 +527,7 @@ impl Ledger {
                 .iter_mut()
                 .filter(|h| h.kind != Kind::Get && !h.reported)
             {
-                let owner_gone = exited
-                    .get(&h.tgid)
-                    .is_some_and(|&t| now_ns.saturating_sub(t) >= config.exit_grace_ns);
-                let too_old = h.kind == Kind::Pin
-                    && config
-                        .leak_age_ns
-                        .is_some_and(|age| now_ns.saturating_sub(h.acquired_ns) >= age);
-                let kind = if owner_gone {
-                    FindingKind::LeakOwnerExited
-                } else if too_old {
-                    FindingKind::LeakOld
-                } else {
+                let Some(kind) = aged_leak(h, now_ns, exited, &config) else {
                     continue;
                 };
                 h.reported = true;
@@ -764,6 +753,30 @@ fn released_as_get(
              pin(s) of {GUP_PIN_COUNTING_BIAS}: {missing} released with put_page \
              (a FOLL_GET release of a FOLL_PIN page); the stack is the pin's"
         ),
+    }
+}
+
+/// The leak a holder is by now, if any: its owner gone a grace period, or
+/// (a non-long-term pin) older than `--leak-age`.
+fn aged_leak(
+    h: &Holder,
+    now_ns: u64,
+    exited: &FxHashMap<u32, u64>,
+    config: &LedgerConfig,
+) -> Option<FindingKind> {
+    let owner_gone = exited
+        .get(&h.tgid)
+        .is_some_and(|&t| now_ns.saturating_sub(t) >= config.exit_grace_ns);
+    let too_old = h.kind == Kind::Pin
+        && config
+            .leak_age_ns
+            .is_some_and(|age| now_ns.saturating_sub(h.acquired_ns) >= age);
+    if owner_gone {
+        Some(FindingKind::LeakOwnerExited)
+    } else if too_old {
+        Some(FindingKind::LeakOld)
+    } else {
+        None
     }
 }
 

@@ -195,6 +195,22 @@ fn kernel_books_and_the_event_stream_find_the_same() {
     assert_eq!(n(&kb["full"]), 0, "{kb}");
 }
 
+/// `pintrace run --json EXTRA -- sh -c SCRIPT`, which must succeed: its
+/// summary.
+fn run_summary(extra: &[&str], script: &str) -> Value {
+    let mut args = vec!["run", "--json"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "sh", "-c", script]);
+    let out = Command::new(bin())
+        .args(&args)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    let s = summary_of(&lines_of(&out.stdout));
+    assert!(out.status.success(), "{s}");
+    s
+}
+
 #[test]
 #[ignore = "needs a kernel with kprobes/fentry: run by `cargo xtask vm`"]
 fn books_too_small_send_the_rest_as_records_and_lose_nothing() {
@@ -207,23 +223,7 @@ fn books_too_small_send_the_rest_as_records_and_lose_nothing() {
          --size 4m --rw read >/dev/null",
         dev.path.display()
     );
-    let out = Command::new(&me)
-        .args([
-            "run",
-            "--json",
-            "--books-max",
-            "16",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    let lines = lines_of(&out.stdout);
-    let s = summary_of(&lines);
-    assert!(out.status.success(), "{s}");
+    let s = run_summary(&["--books-max", "16"], &script);
     let kb = &s["kernel_books"];
     assert_eq!(n(&kb["max"]), 16, "{kb}");
     assert!(n(&kb["full"]) > 0, "{kb}");
@@ -251,14 +251,7 @@ fn a_1_gib_io_uring_registration_is_booked_and_released() {
          --size 16m --buffer anon --rw read --runtime 3 >/dev/null",
         dev.path.display()
     );
-    let out = Command::new(&me)
-        .args(["run", "--json", "--", "sh", "-c", &script])
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    let lines = lines_of(&out.stdout);
-    let s = summary_of(&lines);
-    assert!(out.status.success(), "{s}");
+    let s = run_summary(&[], &script);
     let pins = n(&s["by_kind"]["longterm_pin"]["pages"]);
     assert!(pins >= 262_144, "{s}");
     let kb = &s["kernel_books"];

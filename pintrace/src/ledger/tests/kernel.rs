@@ -90,25 +90,8 @@ fn an_escalated_book_joins_the_ledger_once_and_its_records_balance_it() {
 #[test]
 fn an_unpin_of_a_folio_the_kernel_books_closed_is_a_double_unpin() {
     let mut s = Stream::new(LedgerConfig::default());
-    let release = |s: &mut Stream, folio: u64, books: BooksMark| {
-        s.ts += MS;
-        s.feed(Event::Release(Release {
-            site: Site::GupPutFolio,
-            ts_ns: s.ts,
-            tgid: 77,
-            tid: 77,
-            folio,
-            refs: 1,
-            gup_flags: F.pin,
-            refcount: 1,
-            stack_id: 2,
-            large: false,
-            comm: Comm(*b"irq\0\0\0\0\0\0\0\0\0\0\0\0\0"),
-            books,
-        }))
-    };
-    release(&mut s, folio(1), BooksMark::ClosedExact);
-    release(&mut s, folio(2), BooksMark::None);
+    s.release_marked(77, 77, folio(1), 1, 1, false, BooksMark::ClosedExact);
+    s.release_marked(77, 77, folio(2), 1, 1, false, BooksMark::None);
     assert_eq!(
         s.kinds(),
         vec![FindingKind::DoubleUnpin, FindingKind::UnpinWithoutPin]

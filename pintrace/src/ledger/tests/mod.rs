@@ -78,6 +78,21 @@ impl Stream {
     }
 
     fn release(&mut self, tgid: u32, tid: u32, folio: u64, refs: i32, refcount: i32, large: bool) {
+        self.release_marked(tgid, tid, folio, refs, refcount, large, Default::default());
+    }
+
+    /// [`Stream::release`], with what the kernel books remember of the folio.
+    #[allow(clippy::too_many_arguments)]
+    fn release_marked(
+        &mut self,
+        tgid: u32,
+        tid: u32,
+        folio: u64,
+        refs: i32,
+        refcount: i32,
+        large: bool,
+        books: crate::stream::events::BooksMark,
+    ) {
         self.ts += MS;
         self.feed(Event::Release(Release {
             site: Site::GupPutFolio,
@@ -91,7 +106,7 @@ impl Stream {
             stack_id: 2,
             large,
             comm: Comm(*b"irq\0\0\0\0\0\0\0\0\0\0\0\0\0"),
-            books: Default::default(),
+            books,
         }));
     }
 
