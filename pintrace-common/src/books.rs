@@ -1,4 +1,4 @@
-//! The kernel-side books (the default mode): the probes keep each folio's
+//! The kernel-side books (`run --kernel-books`): the probes keep each folio's
 //! open pins in [`BOOKS_MAP`] and count calls, pages and releases in
 //! [`TALLY_MAP`] and [`LIFETIMES_MAP`], so a balanced pin and unpin send
 //! nothing through the ring buffer. What user space must decide goes there

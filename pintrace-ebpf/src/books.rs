@@ -1,4 +1,4 @@
-//! The kernel-side books (the default; see `pintrace_common::books`): a
+//! The kernel-side books (`run --kernel-books`; see `pintrace_common::books`): a
 //! pin opens or adds to its folio's [`BOOKS`] entry, an unpin takes from it
 //! and drops it at zero, and the calls, pages, releases and lifetimes are
 //! counted per CPU. Nothing crosses the ring buffer for a balanced pin and

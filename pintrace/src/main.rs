@@ -28,15 +28,12 @@ enum Command {
         json: bool,
     },
     /// Trace GUP acquires, optionally around a command: `pintrace run -- CMD ARGS`.
-    #[command(after_help = "Modes: by default the books are kept in the kernel: a \
-        pin and its unpin are booked and balanced by the probes (two programs per I/O, \
-        no record), and only what the ledger must decide crosses to user space (a \
-        folio shared by two holders, an unpin its book does not cover, process exits); \
-        leaks, mismatches, the refcount audit and the tallies are the same. Pins are \
-        not tied to their bios there: --events gives the full event stream (every \
-        acquire, release and bio a record; pins tied to bios, \"held after its bio \
-        completed\" leaks), at several times the cost per I/O (docs/performance.md \
-        has the measured costs of both). --record implies --events.\n\n\
+    #[command(after_help = "Modes: by default every acquire, release and bio is a \
+        record the agent books (pins tied to their bios). --kernel-books \
+        (experimental) keeps the books in the kernel instead: a pin and its unpin \
+        are booked and balanced by the probes, and only what the ledger must decide \
+        crosses to user space; pins are not tied to bios there. docs/performance.md \
+        has what each costs.\n\n\
         Exit codes: 0 no finding failed the run, 1 findings \
         (leaks, mismatched releases), 2 could not run (bad arguments, missing \
         privileges or kernel features: the message names which). When pintrace has \

@@ -159,7 +159,7 @@ fn run_job(ws: &Workspace, args: &TestArgs, opts: &GuestOpts, job: &Job, built: 
     let t = Instant::now();
     match job {
         Job::Suite(k) => {
-            let res = vm::run_guest(ws, opts, k, built, vm::suite_payload(args.guest.paths));
+            let res = vm::run_guest(ws, opts, k, built, vm::suite_payload(&args.guest));
             match res {
                 Ok(o) => {
                     vm::report(&o);

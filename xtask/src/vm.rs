@@ -58,6 +58,12 @@ pub struct GuestOpts {
     /// slow, so apart from the default suite.
     #[arg(long)]
     pub paths: bool,
+    /// Also run the kernel books suite (guest/books.rs: the experimental
+    /// `run --kernel-books` mode against the event stream, at 1 GiB of
+    /// pins, with its map too small): apart from the default suite while
+    /// that mode is not the default.
+    #[arg(long)]
+    pub kernel_books: bool,
     /// Keep the console off stdout (it still goes to the log).
     #[arg(skip)]
     pub quiet: bool,
@@ -76,6 +82,7 @@ impl Default for GuestOpts {
             pinzoo: false,
             no_strip: false,
             paths: false,
+            kernel_books: false,
             quiet: false,
         }
     }
@@ -131,7 +138,7 @@ pub fn vm(ws: &Workspace, args: &VmArgs) -> Result<bool> {
     // `vm -- CMD` carries the guest tests too, to run one of them by hand.
     let built = build(ws, want_suite || ws.has_guest_tests)?;
     let payload = if want_suite {
-        suite_payload(args.guest.paths)
+        suite_payload(&args.guest)
     } else {
         Payload::new(args.command.clone())
     };
@@ -152,9 +159,13 @@ pub fn vm(ws: &Workspace, args: &VmArgs) -> Result<bool> {
 /// The test modules of the Direct I/O path suites (`--paths`).
 pub const PATH_SUITES: &[&str] = &["families::", "planted::", "paths::"];
 
+/// The kernel books suite's module (`--kernel-books`).
+pub const BOOKS_SUITE: &str = "books::";
+
 /// The guest suite: every ignored test of `pintrace/tests/guest.rs`, one
-/// at a time; the path suites only with `paths`.
-pub fn suite_payload(paths: bool) -> Payload {
+/// at a time; the path suites only with `--paths`, the kernel books suite
+/// only with `--kernel-books`.
+pub fn suite_payload(opts: &GuestOpts) -> Payload {
     let mut argv = vec![
         GUEST_TESTS,
         "--ignored",
@@ -162,10 +173,13 @@ pub fn suite_payload(paths: bool) -> Payload {
         "--skip",
         SOAK_TEST,
     ];
-    if !paths {
+    if !opts.paths {
         for m in PATH_SUITES {
             argv.extend(["--skip", m]);
         }
+    }
+    if !opts.kernel_books {
+        argv.extend(["--skip", BOOKS_SUITE]);
     }
     Payload::new(argv)
         .env("PINTRACE_BIN", GUEST_PINTRACE)

@@ -34,12 +34,9 @@ pub struct RunArgs {
     /// the summary (`"type": "summary"`).
     #[arg(long)]
     pub json: bool,
-    /// The full event stream instead of the kernel books: every acquire,
-    /// release and bio is a record the agent books (pins tied to their
-    /// bios, "held after its bio completed" leaks), at several times the
-    /// cost per I/O (see docs/performance.md). With --json, every event is
-    /// also printed as it is decoded (`"type": "acquire"`, `"release"`,
-    /// `"folios"`, `"bio"`, ...). --record implies it.
+    /// With --json, also every acquire, release and bio event as it is
+    /// decoded (`"type": "acquire"`, `"release"`, `"folios"`, `"bio"`, ...);
+    /// the full event stream (it overrides --kernel-books).
     #[arg(long)]
     pub events: bool,
     /// Also report every TIME (as `perf stat -I` does): per kind, the

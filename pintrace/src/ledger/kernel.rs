@@ -1,4 +1,4 @@
-//! The kernel books as the ledger sees them (the default mode; see
+//! The kernel books as the ledger sees them (`run --kernel-books`; see
 //! `pintrace_common::books`). The probes keep each folio's pins while one
 //! process of one kind holds them, and the agent hands the ledger a
 //! snapshot of them ([`Ledger::set_kernel_books`]) before each judgement.

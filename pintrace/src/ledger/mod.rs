@@ -4,12 +4,13 @@
 //! wrong.
 //!
 //! Design: the ledger is the one place that decides findings. By default
-//! the probes keep the simple books in the kernel (`kernel.rs`: a folio
-//! pinned by one process with one kind, balanced there without a record)
-//! and the ledger judges a snapshot of them; everything else reaches it as
-//! events: the folios the probes escalate (shared, or unpinned in a way
-//! their book did not cover), FOLL_GET references, exits, and with
-//! `--events` every acquire, release and bio. The probes only describe what
+//! it is fed every acquire, release and bio as an event. With the kernel
+//! books (`run --kernel-books`) the probes keep the simple books in the
+//! kernel (`kernel.rs`: a folio pinned by one process with one kind,
+//! balanced there without a record) and the ledger judges a snapshot of
+//! them; everything else reaches it as events: the folios the probes
+//! escalate (shared, or unpinned in a way their book did not cover),
+//! FOLL_GET references and exits. The probes only describe what
 //! happened (an acquire with its folios, a `gup_put_folio` with the folio's
 //! refcount just before); every record they could not deliver is counted,
 //! so a lossy run is known to be lossy and its findings are marked
@@ -195,7 +196,7 @@ pub struct Ledger {
     /// Threads inside `__bio_release_pages`, and the bio they release.
     releasing: FxHashMap<u32, u64>,
     next_bio: u64,
-    /// The kernel books' last snapshot (the default mode).
+    /// The kernel books' last snapshot (with `--kernel-books`).
     kernel: KernelBooks,
 }
 

@@ -1,4 +1,4 @@
-//! Reading the kernel books (the default mode; see `pintrace_common::books`)
+//! Reading the kernel books (`run --kernel-books`; see `pintrace_common::books`)
 //! into the pipeline: at each tick the per-CPU tally becomes
 //! [`Counted`] events (what changed since the last reading), the balanced
 //! releases and pin lifetimes their totals, and the open books a snapshot

@@ -127,7 +127,7 @@ fn kernel_books_and_the_event_stream_find_the_same() {
         dev = dev.path.display()
     );
     let books = Command::new(&me)
-        .args(["run", "--json", "--", "sh", "-c", &script])
+        .args(["run", "--json", "--kernel-books", "--", "sh", "-c", &script])
         .stderr(Stdio::inherit())
         .output()
         .unwrap();
@@ -189,9 +189,13 @@ fn kernel_books_and_the_event_stream_find_the_same() {
     let vm = &bs["vmstat"]["delta"];
     assert_eq!(pins - n(&bs["added_pins"]), n(&vm["acquired"]), "{bs}");
     assert_eq!(n(&bs["releases"]["pin_refs"]), n(&vm["released"]), "{bs}");
-    assert!(n(&kb["booked"]) >= 1024 + 64, "{kb}");
-    assert!(n(&kb["balanced_releases"]) >= 1024, "{kb}");
-    assert!(n(&bs["events"]) < n(&es["events"]) / 4, "{bs}\n{es}");
+    if super::kernel_version() >= (6, 5) {
+        // Direct I/O pins from 6.5 (before, its FOLL_GET references are
+        // records in both modes).
+        assert!(n(&kb["booked"]) >= 1024 + 64, "{kb}");
+        assert!(n(&kb["balanced_releases"]) >= 1024, "{kb}");
+        assert!(n(&bs["events"]) < n(&es["events"]) / 4, "{bs}\n{es}");
+    }
     assert_eq!(n(&kb["full"]), 0, "{kb}");
 }
 
@@ -223,7 +227,7 @@ fn books_too_small_send_the_rest_as_records_and_lose_nothing() {
          --size 4m --rw read >/dev/null",
         dev.path.display()
     );
-    let s = run_summary(&["--books-max", "16"], &script);
+    let s = run_summary(&["--kernel-books", "--books-max", "16"], &script);
     let kb = &s["kernel_books"];
     assert_eq!(n(&kb["max"]), 16, "{kb}");
     assert!(n(&kb["full"]) > 0, "{kb}");
@@ -251,7 +255,18 @@ fn a_1_gib_io_uring_registration_is_booked_and_released() {
          --size 16m --buffer anon --rw read --runtime 3 >/dev/null",
         dev.path.display()
     );
-    let s = run_summary(&[], &script);
+    // Small pages: with THP the buffers are 512 folios of 2 MiB.
+    let thp = "/sys/kernel/mm/transparent_hugepage/enabled";
+    let before = std::fs::read_to_string(thp).ok();
+    let _ = std::fs::write(thp, "never");
+    let s = run_summary(&["--kernel-books"], &script);
+    if let Some(mode) = before.as_deref().and_then(|b| {
+        b.split_whitespace()
+            .find(|w| w.starts_with('['))
+            .map(|w| w.trim_matches(['[', ']']).to_owned())
+    }) {
+        let _ = std::fs::write(thp, mode);
+    }
     let pins = n(&s["by_kind"]["longterm_pin"]["pages"]);
     assert!(pins >= 262_144, "{s}");
     let kb = &s["kernel_books"];

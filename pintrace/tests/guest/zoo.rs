@@ -626,8 +626,8 @@ fn pintrace_sees_the_unlocked_calls() {
 
 /// Sampled stacks (the default) and none. A leak of 256 pages is one call:
 /// its stack is taken and names the module. The 256 right unpins of the
-/// double-unpin scenario the kernel books balance, without a stack; each
-/// wrong unpin after them takes its stack anyway,
+/// double-unpin scenario come faster than one stack per millisecond, so
+/// most go without; each wrong unpin after them takes its stack anyway,
 /// because the folio's refcount shows it is wrong. With `--stacks none`
 /// the same findings are made, and say they have no stack.
 #[test]
@@ -665,9 +665,7 @@ fn sampled_stacks_still_name_each_bug() {
             _ => {
                 assert!(!leaks.iter().chain(&doubles).any(named));
                 assert_eq!(num(stacks, "taken"), 0, "{stacks}");
-                // The wrong unpins are records; the right ones the kernel
-                // books balance, which count no stack.
-                assert!(num(stacks, "sampled_out") >= N, "{stacks}");
+                assert!(num(stacks, "sampled_out") >= 2 * N, "{stacks}");
             }
         }
     }
