@@ -49,8 +49,9 @@ pub struct SessionArgs {
     pub no_bio: bool,
     /// Experimental: keep the books in the kernel (two programs per I/O,
     /// no record for a balanced pin and unpin; pins not tied to their
-    /// bios). Not yet the default: under Direct I/O load on 6.12 it still
-    /// reports unpins GUP makes inside its own calls as mismatches.
+    /// bios). Not yet the default: under concurrent Direct I/O on 6.12 it
+    /// can report false double unpins, and it loses more releases to
+    /// probe recursion (counted).
     #[arg(long, conflicts_with = "replay")]
     pub kernel_books: bool,
     /// With --kernel-books: their capacity, in folios pinned at once (the
