@@ -113,9 +113,14 @@ pub enum Counter {
     /// references they released.
     BookedReleases = 15,
     BookedReleaseRefs = 16,
+    /// Calls an interrupt made into a site while that site's program ran
+    /// on the CPU below it: the kernel skipped the program, its second
+    /// program sent the record instead (see the sites' `again`). Not a
+    /// loss; the kernel's count of skipped runs includes them.
+    Recovered = 17,
 }
 
-pub const COUNTER_SLOTS: u32 = 17;
+pub const COUNTER_SLOTS: u32 = 18;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_SLOTS as usize] = [
@@ -136,6 +141,7 @@ impl Counter {
         Counter::BooksFull,
         Counter::BookedReleases,
         Counter::BookedReleaseRefs,
+        Counter::Recovered,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -157,6 +163,7 @@ impl Counter {
             Counter::BooksFull => "books_full",
             Counter::BookedReleases => "booked_releases",
             Counter::BookedReleaseRefs => "booked_release_refs",
+            Counter::Recovered => "recursion_recovered",
         }
     }
 
@@ -175,6 +182,7 @@ impl Counter {
                 | Counter::BooksFull
                 | Counter::BookedReleases
                 | Counter::BookedReleaseRefs
+                | Counter::Recovered
         )
     }
 }

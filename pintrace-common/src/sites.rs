@@ -26,7 +26,13 @@
 ///   [`ARG_PAGES`];
 /// - the programs, by name: an `fentry` and/or an `fexit` program (the
 ///   BTF trampoline way in), a `kprobe`, and a `kretprobe` where the return
-///   value is needed. User space attaches them by these names.
+///   value is needed. User space attaches them by these names;
+/// - `again` (the sites an interrupt can call while the same site's
+///   program runs in the task below it: releases and bio completions): a
+///   second fentry program, attached beside the first. The kernel skips a
+///   trampoline program that is already running on the CPU (and counts it
+///   in the program's `recursion_misses`); the second one is not running
+///   then, sees that the first is, and sends the record in its place.
 #[macro_export]
 macro_rules! site_table {
     ($callback:ident) => {
@@ -105,6 +111,7 @@ macro_rules! site_table {
                 role: Release,
                 args: { folio: ptr @ 0, refs: int @ 1, flags: int @ 2 },
                 fentry: fentry_gup_put_folio,
+                again: again_gup_put_folio,
                 kprobe: kprobe_gup_put_folio,
             }
             /// `bio_iov_iter_get_pages(bio, iter)`: a Direct I/O bio filled from user
@@ -141,6 +148,7 @@ macro_rules! site_table {
                 role: Bio,
                 args: { bio: ptr @ 0 },
                 fentry: fentry_bio_endio,
+                again: again_bio_endio,
                 kprobe: kprobe_bio_endio,
             }
             /// `__bio_release_pages(bio, mark_dirty)`: the block layer releases the
@@ -151,6 +159,7 @@ macro_rules! site_table {
                 role: Bio,
                 args: { bio: ptr @ 0 },
                 fentry: fentry_bio_release,
+                again: again_bio_release,
                 kprobe: kprobe_bio_release,
             }
             /// `folio_add_pin(folio)` (6.5 on): one more pin on a folio already
@@ -237,6 +246,7 @@ macro_rules! define_sites {
             $(gup: $ret:ident,)?
             $(fentry: $fentry:ident,)?
             $(fexit: $fexit:ident,)?
+            $(again: $again:ident,)?
             kprobe: $kprobe:ident,
             $(kretprobe: $kretprobe:ident,)?
         }
@@ -305,6 +315,7 @@ macro_rules! define_sites {
                     $(Site::$site => SitePrograms::of_row(
                         define_sites!(@name $($fentry)?),
                         define_sites!(@name $($fexit)?),
+                        define_sites!(@name $($again)?),
                         stringify!($kprobe),
                         define_sites!(@name $($kretprobe)?),
                     ),)*
@@ -458,6 +469,9 @@ pub struct SitePrograms {
     /// that mark both ends of a call.
     pub trampoline_entry: Option<&'static str>,
     pub trampoline_is_exit: bool,
+    /// The second fentry program of a site an interrupt can enter again
+    /// (the row's `again`): it sends what the first, skipped, could not.
+    pub again: Option<&'static str>,
     pub kprobe: &'static str,
     pub kretprobe: Option<&'static str>,
 }
@@ -468,6 +482,7 @@ impl SitePrograms {
     const fn of_row(
         fentry: Option<&'static str>,
         fexit: Option<&'static str>,
+        again: Option<&'static str>,
         kprobe: &'static str,
         kretprobe: Option<&'static str>,
     ) -> SitePrograms {
@@ -476,10 +491,14 @@ impl SitePrograms {
             (Some(entry), None) => (entry, None, false),
             (None, None) => panic!("a site needs an fentry or an fexit program"),
         };
+        if again.is_some() && trampoline_is_exit {
+            panic!("a second program (`again`) stands beside an fentry program only");
+        }
         SitePrograms {
             trampoline,
             trampoline_entry,
             trampoline_is_exit,
+            again,
             kprobe,
             kretprobe,
         }
@@ -490,6 +509,7 @@ impl SitePrograms {
         [
             Some(self.trampoline),
             self.trampoline_entry,
+            self.again,
             Some(self.kprobe),
             self.kretprobe,
         ]

@@ -60,6 +60,7 @@ macro_rules! gup_programs {
             $(gup: $ret:ident,)?
             $(fentry: $fentry:ident,)?
             $(fexit: $fexit:ident,)?
+            $(again: $again:ident,)?
             kprobe: $kprobe:ident,
             $(kretprobe: $kretprobe:ident,)?
         }

@@ -3,7 +3,7 @@
 //! watched processes' bios are followed (their fill runs in their context).
 
 use crate::{
-    filter,
+    again, filter,
     kernel::{func_arg, func_ret, kprobe_args, now_ns, pick, read_u32, read_u64},
     maps::{
         arg_pos, global, BDEV_DEV_OFF, BIOS, BIO_ARGS, BIO_BDEV_OFF, BIO_FLAGS_OFF, BIO_OPF_OFF,
@@ -223,7 +223,16 @@ fn bio_endio(bio: u64) -> u32 {
 
 #[fentry(function = "bio_endio")]
 pub fn fentry_bio_endio(ctx: FEntryContext) -> u32 {
-    bio_endio(trampoline_arg(&ctx, Site::BioEndio))
+    again::first(Site::BioEndio, || {
+        bio_endio(trampoline_arg(&ctx, Site::BioEndio))
+    })
+}
+
+#[fentry(function = "bio_endio")]
+pub fn again_bio_endio(ctx: FEntryContext) -> u32 {
+    again::second(Site::BioEndio, || {
+        bio_endio(trampoline_arg(&ctx, Site::BioEndio))
+    })
 }
 
 #[kprobe]
@@ -244,7 +253,16 @@ fn bio_release(bio: u64) -> u32 {
 
 #[fentry(function = "__bio_release_pages")]
 pub fn fentry_bio_release(ctx: FEntryContext) -> u32 {
-    bio_release(trampoline_arg(&ctx, Site::BioRelease))
+    again::first(Site::BioRelease, || {
+        bio_release(trampoline_arg(&ctx, Site::BioRelease))
+    })
+}
+
+#[fentry(function = "__bio_release_pages")]
+pub fn again_bio_release(ctx: FEntryContext) -> u32 {
+    again::second(Site::BioRelease, || {
+        bio_release(trampoline_arg(&ctx, Site::BioRelease))
+    })
 }
 
 #[kprobe]

@@ -5,6 +5,9 @@
 //! for `gup_put_folio`) and a `kprobe` (with a `kretprobe` for acquires, the
 //! arguments parked in [`maps::ENTRY_ARGS`] by thread until the return). User
 //! space attaches exactly one of the two per site, so no call is seen twice.
+//! The sites an interrupt can enter again have a second fentry program
+//! beside the first, which sends a record only for a call the kernel
+//! skipped the first for ([`again`]).
 //! The sites, their programs' names and the arguments each reads (by
 //! parameter name, with a built-in position) are
 //! `pintrace_common::site_table!`; user space sets where the arguments are
@@ -21,6 +24,7 @@
 
 mod acquire;
 mod acquire_sites;
+mod again;
 mod bio;
 mod books;
 mod filter;

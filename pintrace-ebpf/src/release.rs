@@ -1,7 +1,7 @@
 //! The release site: `gup_put_folio`, every counted unpin.
 
 use crate::{
-    books, filter,
+    again, books, filter,
     kernel::{func_arg, kprobe_args, now_ns, pick, read_u64},
     maps::{
         arg_pos, global, EVENTS, FOLIO_REFCOUNT_OFF, FOLL_PIN, PAGE_COMPOUND_HEAD_OFF, PAGE_SIZEOF,
@@ -102,7 +102,16 @@ fn emit_release_args<C: StackIdContext>(ctx: &C, arg: impl Fn(u32) -> u64) -> u3
 
 #[fentry(function = "gup_put_folio")]
 pub fn fentry_gup_put_folio(ctx: FEntryContext) -> u32 {
-    emit_release_args(&ctx, |n| func_arg(&ctx, n))
+    again::first(Site::GupPutFolio, || {
+        emit_release_args(&ctx, |n| func_arg(&ctx, n))
+    })
+}
+
+#[fentry(function = "gup_put_folio")]
+pub fn again_gup_put_folio(ctx: FEntryContext) -> u32 {
+    again::second(Site::GupPutFolio, || {
+        emit_release_args(&ctx, |n| func_arg(&ctx, n))
+    })
 }
 
 #[kprobe]

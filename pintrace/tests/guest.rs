@@ -38,6 +38,9 @@ mod filter;
 #[path = "guest/books.rs"]
 mod books;
 
+#[path = "guest/nested.rs"]
+mod nested;
+
 const IN_GUEST: &str = "needs a kernel with kprobes/fentry: run by `cargo xtask vm`";
 
 pub(crate) fn bin() -> String {

@@ -20,6 +20,8 @@
 #include <linux/blkdev.h>
 #include <linux/delay.h>
 #include <linux/file.h>
+#include <linux/completion.h>
+#include <linux/hrtimer.h>
 #include <linux/fs.h>
 #include <linux/kprobes.h>
 #include <linux/list.h>
@@ -225,6 +227,61 @@ static long run_bio(struct pinzoo_req *req)
 	return 0;
 }
 
+/* PINZOO_NESTED: the softirq's share of the pages and its pace. */
+#define NESTED_PERIOD_NS 5000
+
+struct nested {
+	struct hrtimer timer;
+	struct page **pages;
+	unsigned long next, end;
+	struct completion done;
+};
+
+static enum hrtimer_restart nested_fire(struct hrtimer *t)
+{
+	struct nested *n = container_of(t, struct nested, timer);
+
+	if (n->next < n->end)
+		unpin_user_page(n->pages[n->next++]);
+	if (n->next < n->end) {
+		hrtimer_forward_now(t, ns_to_ktime(NESTED_PERIOD_NS));
+		return HRTIMER_RESTART;
+	}
+	complete(&n->done);
+	return HRTIMER_NORESTART;
+}
+
+/* Unpins pages[0, split) in the task, pages[split, nr) in a softirq. */
+static long run_nested(struct page **pages, unsigned long nr)
+{
+	struct nested *n = kzalloc(sizeof(*n), GFP_KERNEL);
+	unsigned long i, split = nr - nr / 4;
+
+	if (!n)
+		return -ENOMEM;
+	n->pages = pages;
+	n->next = split;
+	n->end = nr;
+	init_completion(&n->done);
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 13, 0)
+	hrtimer_setup(&n->timer, nested_fire, CLOCK_MONOTONIC, HRTIMER_MODE_REL_PINNED_SOFT);
+#else
+	hrtimer_init(&n->timer, CLOCK_MONOTONIC, HRTIMER_MODE_REL_PINNED_SOFT);
+	n->timer.function = nested_fire;
+#endif
+	/* The timer is pinned to this CPU; so is the task while it unpins. */
+	preempt_disable();
+	hrtimer_start(&n->timer, ns_to_ktime(NESTED_PERIOD_NS), HRTIMER_MODE_REL_PINNED_SOFT);
+	for (i = 0; i < split; i++)
+		unpin_user_page(pages[i]);
+	preempt_enable();
+	wait_for_completion(&n->done);
+	/* The callback may still be returning from complete(). */
+	hrtimer_cancel(&n->timer);
+	kfree(n);
+	return 0;
+}
+
 static long run(struct pinzoo_req *req)
 {
 	unsigned int flags = FOLL_WRITE;
@@ -279,6 +336,16 @@ static long run(struct pinzoo_req *req)
 	case PINZOO_BALANCED:
 		req->refcount[PINZOO_RC_ACQUIRED] = rc_of(pages[0]);
 		unpin_user_pages(pages, got);
+		req->released = got;
+		req->refcount[PINZOO_RC_RELEASED] = rc_of(pages[0]);
+		break;
+	case PINZOO_NESTED:
+		req->refcount[PINZOO_RC_ACQUIRED] = rc_of(pages[0]);
+		if (run_nested(pages, got)) {
+			unpin_user_pages(pages, got);
+			kvfree(pages);
+			return -ENOMEM;
+		}
 		req->released = got;
 		req->refcount[PINZOO_RC_RELEASED] = rc_of(pages[0]);
 		break;

@@ -9,7 +9,7 @@
 #include <linux/types.h>
 #include <linux/ioctl.h>
 
-#define PINZOO_VERSION 3
+#define PINZOO_VERSION 4
 
 enum pinzoo_scenario {
 	/* pin_user_pages_fast, then unpin_user_pages. */
@@ -34,6 +34,12 @@ enum pinzoo_scenario {
 	PINZOO_BIO_LEAK = 8,
 	/* The same bio, completed and released with bio_release_pages. */
 	PINZOO_BIO_BALANCED = 9,
+	/*
+	 * Balanced, but a quarter of the pages is unpinned from a softirq (a
+	 * pinned soft hrtimer on this CPU) while the task unpins the rest: the
+	 * interrupts' unpins land inside the task's, as a bio completion's do.
+	 */
+	PINZOO_NESTED = 10,
 };
 
 #define PINZOO_F_LONGTERM 0x1

@@ -142,6 +142,14 @@ pub(crate) fn summarize(source: &Source, pipeline: &Pipeline) -> Result<Summary>
     summary.failures = model.failures_total;
     summary.unknown_releases = pipeline.ledger.unknown_releases;
     summary.pin_lifetime = model.lifetime_summary();
+    if let Some(skipped) = source.recursion_skipped() {
+        let recovered = source
+            .counters()?
+            .iter()
+            .find(|(k, _)| *k == pintrace_common::Counter::Recovered)
+            .map_or(0, |(_, v)| *v);
+        summary.recursion = Some(crate::views::summary::Recursion { skipped, recovered });
+    }
     if let Some((open, peak, memory)) = source.books_usage() {
         use pintrace_common::Counter;
         let counters = source.counters()?;

@@ -132,6 +132,10 @@ pub enum Scenario {
     BioLeak,
     /// The same bio, completed and released with bio_release_pages.
     BioBalanced,
+    /// Balanced, but a quarter of the pages unpinned from a softirq on the
+    /// same CPU while the task unpins the rest: unpins nested in unpins, as
+    /// a bio completion's are (correct; for the tracer's nested calls).
+    Nested,
 }
 
 impl Scenario {
@@ -146,6 +150,7 @@ impl Scenario {
             Scenario::Hold => 7,
             Scenario::BioLeak => 8,
             Scenario::BioBalanced => 9,
+            Scenario::Nested => 10,
         }
     }
 }

@@ -26,6 +26,7 @@ use pintrace_common::{
     LIFETIME_BUCKETS, PROG_AUDIT, PROG_PROCESS_EXIT, PROG_RQ_COMPLETE, SITE_SLOTS, STACKS_MAP,
     TALLY_MAP, TALLY_MAX,
 };
+use std::collections::BTreeMap;
 use std::os::fd::{AsFd as _, AsRawFd, RawFd};
 
 mod batch;
@@ -381,6 +382,24 @@ impl Probes {
                     prog.attach()
                         .with_context(|| format!("attaching {}", what()))?;
                 }
+                if let Some(again) = progs.again {
+                    // Without it the site still works; its nested calls
+                    // are then only counted as lost, as they were.
+                    let second = (|| -> Result<()> {
+                        let prog: &mut FEntry = program(&mut self.ebpf, again)?.try_into()?;
+                        if prog.fd().is_err() {
+                            prog.load(symbol, btf)?;
+                        }
+                        prog.attach()?;
+                        Ok(())
+                    })();
+                    if let Err(e) = second {
+                        log::warn!(
+                            "{symbol}: its second program ({again}) did not attach, so calls \
+                             an interrupt makes while its first runs are lost (counted): {e:#}"
+                        );
+                    }
+                }
             }
             Method::Kprobe => {
                 for name in std::iter::once(progs.kprobe).chain(progs.kretprobe) {
@@ -495,15 +514,22 @@ impl Probes {
             .collect()
     }
 
-    /// Runs of the loaded programs the kernel skipped because a program
+    /// Runs of the loaded programs the kernel skipped because the program
     /// was already running on that CPU (an interrupt's release nested in a
-    /// task's probe): events lost with no trace in the ring buffer.
-    pub fn recursion_misses(&self) -> u64 {
+    /// task's probe), by program. The sites' second programs are left out:
+    /// one of theirs skipped means their first ran.
+    pub fn recursion_misses(&self) -> BTreeMap<String, u64> {
+        let seconds: Vec<&str> = Site::ALL
+            .iter()
+            .filter_map(|s| s.programs().again)
+            .collect();
         self.ebpf
             .programs()
-            .filter_map(|(_, p)| p.fd().ok())
-            .map(|fd| info::recursion_misses(fd.as_fd()))
-            .sum()
+            .filter(|(name, _)| !seconds.contains(name))
+            .filter_map(|(name, p)| Some((name, p.fd().ok()?)))
+            .map(|(name, fd)| (name.to_string(), info::recursion_misses(fd.as_fd())))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 }
 

@@ -214,15 +214,27 @@ impl Session {
     /// probes' own loss counters and the kernel's count of program runs it
     /// skipped ([`RECURSION_MISSES`]).
     pub fn lost(&self) -> Result<BTreeMap<&'static str, u64>> {
-        let mut lost: BTreeMap<&'static str, u64> = self
-            .probes
-            .counters()?
+        let counters = self.probes.counters()?;
+        // A skipped run its site's second program sent in its place is not
+        // lost (see the sites' `again`).
+        let recovered = counters
+            .iter()
+            .find(|(c, _)| *c == pintrace_common::Counter::Recovered)
+            .map_or(0, |(_, v)| *v);
+        let skipped: u64 = self.probes.recursion_misses().values().sum();
+        let mut lost: BTreeMap<&'static str, u64> = counters
             .into_iter()
             .filter(|(c, _)| c.is_loss())
             .map(|(c, v)| (c.name(), v))
             .collect();
-        lost.insert(RECURSION_MISSES, self.probes.recursion_misses());
+        lost.insert(RECURSION_MISSES, skipped.saturating_sub(recovered));
         Ok(lost)
+    }
+
+    /// The runs the kernel skipped, by program (their sites' second
+    /// programs sent [`pintrace_common::Counter::Recovered`] of them).
+    pub fn recursion_skipped(&self) -> BTreeMap<String, u64> {
+        self.probes.recursion_misses()
     }
 
     /// Reads the kernel books into the pipeline (a no-op without them):

@@ -391,6 +391,15 @@ impl Source {
         }
     }
 
+    /// Probe runs the kernel skipped because the program was already
+    /// running on the CPU, by program (live runs only).
+    pub fn recursion_skipped(&self) -> Option<BTreeMap<String, u64>> {
+        match self {
+            Source::Live(l) => Some(l.session.recursion_skipped()),
+            Source::Replay(_) => None,
+        }
+    }
+
     /// Events the probes could not deliver, by cause (as recorded, on replay).
     pub fn lost(&self) -> Result<BTreeMap<&'static str, u64>> {
         match self {

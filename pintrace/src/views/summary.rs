@@ -144,6 +144,20 @@ pub struct Summary {
     /// With the kernel books: what they held and did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_books: Option<KernelBooksUsage>,
+    /// Live runs: the probe runs the kernel skipped because the program
+    /// was already running on that CPU (an interrupt nested in it), and how
+    /// many of them the sites' second programs sent instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recursion: Option<Recursion>,
+}
+
+/// Probe runs an interrupt nested in a running probe (see [`Summary`]):
+/// `lost.recursion_misses` is what `skipped` holds beyond `recovered`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Recursion {
+    /// By program, those with any.
+    pub skipped: BTreeMap<String, u64>,
+    pub recovered: u64,
 }
 
 /// The kernel books of a live run (see `pintrace_common::books`).
@@ -211,6 +225,7 @@ impl Summary {
             agent: None,
             books_mode: "events",
             kernel_books: None,
+            recursion: None,
         }
     }
 }

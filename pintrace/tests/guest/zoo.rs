@@ -51,7 +51,11 @@ fn zoo_session(scenarios: &[&str], run_args: &[&str]) -> (Option<i32>, Vec<Value
 }
 
 /// [`zoo_session`] with `pages` pages per scenario.
-fn zoo_session_of(scenarios: &[&str], pages: i64, run_args: &[&str]) -> (Option<i32>, Vec<Value>) {
+pub(crate) fn zoo_session_of(
+    scenarios: &[&str],
+    pages: i64,
+    run_args: &[&str],
+) -> (Option<i32>, Vec<Value>) {
     let me = super::bin();
     let script = scenarios
         .iter()
@@ -82,7 +86,7 @@ fn process_of(summary: &Value, run: &Value) -> Value {
 }
 
 /// The summary line of a zoo session's output.
-fn summary_in(lines: &[Value]) -> &Value {
+pub(crate) fn summary_in(lines: &[Value]) -> &Value {
     lines
         .iter()
         .find(|v| v["type"] == "summary")
@@ -90,7 +94,7 @@ fn summary_in(lines: &[Value]) -> &Value {
 }
 
 /// The zoo runs' own lines (one per scenario) of a session's output.
-fn runs_in(lines: &[Value]) -> Vec<&Value> {
+pub(crate) fn runs_in(lines: &[Value]) -> Vec<&Value> {
     lines
         .iter()
         .filter(|v| v.get("scenario").is_some())

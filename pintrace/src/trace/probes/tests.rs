@@ -97,6 +97,7 @@ fn expected_programs() -> Vec<(&'static str, Kind, Option<Site>)> {
         };
         v.push((p.trampoline, trampoline, Some(site)));
         v.extend(p.trampoline_entry.map(|n| (n, Kind::FEntry, Some(site))));
+        v.extend(p.again.map(|n| (n, Kind::FEntry, Some(site))));
         v.push((p.kprobe, Kind::KProbe, Some(site)));
         v.extend(p.kretprobe.map(|n| (n, Kind::KRetProbe, Some(site))));
     }
