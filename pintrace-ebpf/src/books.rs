@@ -7,14 +7,15 @@
 //! book is sent once as a [`BookedEvent`] and from then on each of its
 //! acquires and releases is a record, judged by the user-space ledger.
 //!
-//! The updates are atomic adds: tracing programs may not take a
-//! `bpf_spin_lock`. A pin that lands on an entry another CPU is deleting
-//! at that instant loses its book (a narrow race, as in `filter`): its
-//! unpin then comes as a record of a folio with no books, "unknown", never
-//! a finding.
+//! The updates are compare-and-swaps on a book's `refs` (tracing programs
+//! may not take a `bpf_spin_lock`). The unpin that takes the last pins
+//! swaps them for [`CLOSING`] before it deletes the entry, so a pin landing
+//! on a book another CPU is closing sees it and goes to the ring buffer
+//! instead: no pin is ever added to a deleted book, which would let a later
+//! unpin of that folio look like a double unpin.
 
 use crate::{
-    kernel::{atomic_add, now_ns},
+    kernel::{compare_swap, now_ns},
     maps::{global, BOOKS, BOOKS_ON, EVENTS, FOLL_LONGTERM, LIFETIMES, TALLY, UNPINNED_IN},
     ring::{add, bump, wakeup},
     stacks::remember_closed,
@@ -27,6 +28,14 @@ use pintrace_common::{
 
 /// `BPF_NOEXIST` (UAPI).
 const BPF_NOEXIST: u64 = 1;
+
+/// A book's `refs` while the unpin that emptied it deletes it (user space
+/// skips books without pins).
+const CLOSING: i64 = i64::MIN;
+
+/// Tries of a compare-and-swap against other CPUs' updates of one book
+/// before the folio is escalated instead (its records then decide).
+const TRIES: u32 = 4;
 
 /// Whether the probes keep the books (else every event is a record).
 #[inline(always)]
@@ -144,27 +153,39 @@ pub(crate) fn book(folio: u64, refcount: u64, who: &Booker) -> bool {
 }
 
 /// A pin of a folio whose book is open: the same holder adds to it; any
-/// other escalates it.
+/// other escalates it. False (the pin goes to the ring buffer) when the
+/// book is escalated or being closed.
 #[inline(always)]
 fn join(b: *mut Book, folio: u64, who: &Booker) -> bool {
-    // SAFETY: `b` points at the map's value for `folio`, live for this run.
-    let (tgid, flags) = unsafe {
-        (
-            read_volatile(addr_of!((*b).tgid)),
-            read_volatile(addr_of!((*b).flags)),
-        )
-    };
-    if flags & BOOK_ESCALATED == 0 {
-        if tgid == who.tgid && flags & BOOK_LONGTERM == who.flags {
-            // SAFETY: as above.
-            atomic_add(unsafe { addr_of_mut!((*b).refs) }, 1);
-            bump(Counter::Booked);
-            return true;
+    // SAFETY: `b` points at the map's value for `folio`, live for this
+    // program's run (a deleted entry is freed after an RCU grace period).
+    let refs = unsafe { addr_of_mut!((*b).refs) };
+    for _ in 0..TRIES {
+        // SAFETY: as above.
+        let (r, tgid, flags) = unsafe {
+            (
+                read_volatile(refs),
+                read_volatile(addr_of!((*b).tgid)),
+                read_volatile(addr_of!((*b).flags)),
+            )
+        };
+        if r <= 0 {
+            return false;
         }
-        escalate(b, folio, who.ts_ns);
+        let mine =
+            flags & BOOK_ESCALATED == 0 && tgid == who.tgid && flags & BOOK_LONGTERM == who.flags;
+        if !mine && flags & BOOK_ESCALATED == 0 {
+            escalate(b, folio, who.ts_ns);
+            continue;
+        }
+        // Escalated books still count, to know when to go.
+        if compare_swap(refs, r, r + 1) {
+            if mine {
+                bump(Counter::Booked);
+            }
+            return mine;
+        }
     }
-    // SAFETY: as above. Escalated books still count, to know when to go.
-    atomic_add(unsafe { addr_of_mut!((*b).refs) }, 1);
     false
 }
 
@@ -208,26 +229,45 @@ pub(crate) fn release(folio: u64, refs: i64, wrong: bool) -> bool {
         return false;
     };
     // SAFETY: as in `join`.
-    let book = unsafe { read_volatile(b) };
-    if book.flags & BOOK_ESCALATED == 0 {
-        if !wrong && book.refs >= refs {
-            // SAFETY: as above.
-            atomic_add(unsafe { addr_of_mut!((*b).refs) }, -refs);
-            // SAFETY: as above (read after the add: a pin another CPU took
-            // meanwhile keeps the entry).
-            if unsafe { read_volatile(addr_of!((*b).refs)) } <= 0 {
-                let _ = BOOKS.remove(&folio);
+    let count = unsafe { addr_of_mut!((*b).refs) };
+    for _ in 0..TRIES {
+        // SAFETY: as above.
+        let book = unsafe { read_volatile(b) };
+        if book.refs <= 0 {
+            // Closed by another CPU's unpin: nothing left to take.
+            return false;
+        }
+        let escalated = book.flags & BOOK_ESCALATED != 0;
+        if !escalated && (wrong || book.refs < refs) {
+            escalate(b, folio, now_ns());
+            continue;
+        }
+        let last = book.refs <= refs;
+        if !compare_swap(
+            count,
+            book.refs,
+            if last { CLOSING } else { book.refs - refs },
+        ) {
+            continue;
+        }
+        if last {
+            let _ = BOOKS.remove(&folio);
+            if !escalated {
                 remember_closed(folio, book.flags & BOOK_EXACT != 0);
             }
-            balanced(&book, refs);
-            return true;
         }
-        escalate(b, folio, now_ns());
+        if escalated {
+            return false;
+        }
+        balanced(&book, refs);
+        return true;
     }
+    // Other CPUs kept changing the book: the ledger decides from here (the
+    // book it is sent still holds this unpin's pins, and the record of the
+    // unpin takes them).
     // SAFETY: as above.
-    atomic_add(unsafe { addr_of_mut!((*b).refs) }, -refs);
-    if unsafe { read_volatile(addr_of!((*b).refs)) } <= 0 {
-        let _ = BOOKS.remove(&folio);
+    if unsafe { read_volatile(addr_of!((*b).flags)) } & BOOK_ESCALATED == 0 {
+        escalate(b, folio, now_ns());
     }
     false
 }

@@ -107,6 +107,16 @@ pub(crate) fn atomic_add(p: *mut i64, n: i64) {
     };
 }
 
+/// `*p = new` if `*p == old`, atomically across CPUs (BPF_CMPXCHG, of the
+/// v3 instruction set the probes are built for: see `build.rs`); true
+/// when it was swapped.
+#[inline(always)]
+pub(crate) fn compare_swap(p: *mut i64, old: i64, new: i64) -> bool {
+    use core::intrinsics::AtomicOrdering::SeqCst;
+    // SAFETY: as in `atomic_add`.
+    unsafe { core::intrinsics::atomic_cxchg::<i64, { SeqCst }, { SeqCst }>(p, old, new).1 }
+}
+
 #[inline(always)]
 pub(crate) fn func_ret(ctx: &FExitContext) -> u64 {
     let mut v = 0u64;
