@@ -152,7 +152,9 @@ pub struct Summary {
 }
 
 /// Probe runs an interrupt nested in a running probe (see [`Summary`]):
-/// `lost.recursion_misses` is what `skipped` holds beyond `recovered`.
+/// `lost.recursion_misses` is what `skipped` holds beyond `recovered`,
+/// but for `block_rq_complete`'s (a request missing from `completions`
+/// only: no pin or bio event).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Recursion {
     /// By program, those with any.
