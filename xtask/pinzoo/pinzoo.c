@@ -256,6 +256,7 @@ static long run_nested(struct page **pages, unsigned long nr)
 {
 	struct nested *n = kzalloc(sizeof(*n), GFP_KERNEL);
 	unsigned long i, split = nr - nr / 4;
+	ktime_t deadline;
 
 	if (!n)
 		return -ENOMEM;
@@ -272,6 +273,14 @@ static long run_nested(struct page **pages, unsigned long nr)
 	/* The timer is pinned to this CPU; so is the task while it unpins. */
 	preempt_disable();
 	hrtimer_start(&n->timer, ns_to_ktime(NESTED_PERIOD_NS), HRTIMER_MODE_REL_PINNED_SOFT);
+	/*
+	 * Start with the timer's first unpin, so that the task's run under its
+	 * later ones; bounded, as a softirq left to ksoftirqd cannot run here.
+	 */
+	deadline = ktime_add_ms(ktime_get(), 10);
+	while (READ_ONCE(n->next) == split && !completion_done(&n->done) &&
+	       ktime_before(ktime_get(), deadline))
+		cpu_relax();
 	for (i = 0; i < split; i++)
 		unpin_user_page(pages[i]);
 	preempt_enable();
