@@ -143,22 +143,14 @@ pub(crate) fn summarize(source: &Source, pipeline: &Pipeline) -> Result<Summary>
     summary.unknown_releases = pipeline.ledger.unknown_releases;
     summary.pin_lifetime = model.lifetime_summary();
     if let Some(skipped) = source.recursion_skipped() {
-        let recovered = source
-            .counters()?
-            .iter()
-            .find(|(k, _)| *k == pintrace_common::Counter::Recovered)
-            .map_or(0, |(_, v)| *v);
+        let recovered =
+            crate::trace::probes::counter(&source.counters()?, pintrace_common::Counter::Recovered);
         summary.recursion = Some(crate::views::summary::Recursion { skipped, recovered });
     }
     if let Some((open, peak, memory)) = source.books_usage() {
         use pintrace_common::Counter;
         let counters = source.counters()?;
-        let c = |which: Counter| {
-            counters
-                .iter()
-                .find(|(k, _)| *k == which)
-                .map_or(0, |(_, v)| *v)
-        };
+        let c = |which: Counter| crate::trace::probes::counter(&counters, which);
         summary.books_mode = "kernel";
         summary.kernel_books = Some(crate::views::summary::KernelBooksUsage {
             max: source.books_max().unwrap_or(0),

@@ -580,6 +580,14 @@ impl Probes {
     }
 }
 
+/// One counter's value in a list of [`Probes::counters`] (0 if absent).
+pub fn counter(counters: &[(Counter, u64)], which: Counter) -> u64 {
+    counters
+        .iter()
+        .find(|(c, _)| *c == which)
+        .map_or(0, |(_, v)| *v)
+}
+
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
     ebpf.program_mut(name)
         .ok_or_else(|| anyhow!("the eBPF object has no program {name}"))

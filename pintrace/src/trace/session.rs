@@ -217,10 +217,8 @@ impl Session {
         let counters = self.probes.counters()?;
         // A skipped run its site's second program sent in its place is not
         // lost (see the sites' `again`).
-        let recovered = counters
-            .iter()
-            .find(|(c, _)| *c == pintrace_common::Counter::Recovered)
-            .map_or(0, |(_, v)| *v);
+        let recovered =
+            crate::trace::probes::counter(&counters, pintrace_common::Counter::Recovered);
         // A skipped `block:block_rq_complete` loses one request from the
         // `completions` counts, which no finding rests on: it shows in the
         // summary's `recursion.skipped`, not as a lost event.
