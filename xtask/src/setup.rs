@@ -124,19 +124,23 @@ pub fn ensure_packages(wanted: &[&str], required: &[&str]) -> Result<String> {
         println!("setup: warning: `{p}` is not in the apt index; skipping it");
     }
     if !available.is_empty() {
-        let upgraded = keep_installed(&available)?;
-        if !upgraded.is_empty() {
+        let kept = keep_installed(&available)?;
+        if !kept.names.is_empty() {
             println!(
-                "setup: upgrading {} beside them, which apt would otherwise remove",
-                upgraded.join(" ")
+                "setup: installing {} beside them, which apt would otherwise remove",
+                kept.names.join(" ")
             );
+        }
+        for said in &kept.said {
+            println!("setup: replacing {said}: Debian 12's QEMU needs its own");
         }
         println!("setup: installing {} with apt-get", available.join(" "));
         let mut cmd = Command::new("apt-get");
         cmd.env("DEBIAN_FRONTEND", "noninteractive")
             .args(["-q", "install", "-y", "--no-install-recommends"])
+            .args(kept.flags())
             .args(&available)
-            .args(&upgraded);
+            .args(&kept.pins);
         util::run(&mut cmd).map_err(|e| anyhow!("{e:#}\n  retry with: {install}"))?;
     }
     let still = missing_packages(wanted)?;
@@ -183,33 +187,145 @@ pub fn parse_dpkg_status(text: &str) -> Vec<String> {
 
 /// Installed packages apt would remove to install `pkgs` (a newer QEMU
 /// whose common files break the machine's older qemu-utils, say): they are
-/// installed too, i.e. upgraded with the rest. Refuses when apt would still
-/// remove something, rather than take away what the machine had.
-fn keep_installed(pkgs: &[String]) -> Result<Vec<String>> {
-    let mut extra: Vec<String> = Vec::new();
+/// installed too, at the archive's version: upgraded with the rest, or,
+/// when the machine's copy is newer than the archive's and breaks what
+/// the archive offers (a backported qemu-utils beside Debian 12's QEMU),
+/// replaced by the archive's (`--allow-downgrades`; said when done).
+/// Refuses when apt would still remove something, rather than take away
+/// what the machine had.
+fn keep_installed(pkgs: &[String]) -> Result<Kept> {
+    let mut kept = Kept::default();
     for _ in 0..3 {
         let mut sim = Command::new("apt-get");
         sim.env("DEBIAN_FRONTEND", "noninteractive")
             .args(["-s", "-q", "install", "-y", "--no-install-recommends"])
+            .args(kept.flags())
             .args(pkgs)
-            .args(&extra);
+            .args(&kept.pins);
         let removed = parse_removals(&util::output(&mut sim)?);
         if removed.is_empty() {
-            return Ok(extra);
+            return Ok(kept);
         }
-        let new: Vec<String> = removed.into_iter().filter(|r| !extra.contains(r)).collect();
+        let new: Vec<String> = removed
+            .into_iter()
+            .filter(|r| !kept.names.contains(r))
+            .collect();
         if new.is_empty() {
             break;
         }
-        extra.extend(new);
+        let mut policy = Command::new("apt-cache");
+        policy.arg("policy").args(&new);
+        let versions = parse_versions(&util::output(&mut policy)?);
+        for name in new {
+            match versions.get(&name) {
+                Some(v) => {
+                    if let (Some(have), Some(archive)) = (&v.installed, &v.archive) {
+                        if have != archive {
+                            kept.downgrades |= v.newer_than_archive;
+                            kept.pins.push(format!("{name}={archive}"));
+                            kept.said.push(if v.newer_than_archive {
+                                format!("{name} {have} (newer than the archive's) with {archive}")
+                            } else {
+                                format!("{name} {have} with {archive}")
+                            });
+                        } else {
+                            kept.pins.push(name.clone());
+                        }
+                    } else {
+                        kept.pins.push(name.clone());
+                    }
+                }
+                None => kept.pins.push(name.clone()),
+            }
+            kept.names.push(name);
+        }
     }
     bail!(
-        "installing {} would remove installed package(s) {} even when upgraded with them; \
+        "installing {} would remove installed package(s) {} even when installed with them; \
          install by hand, choosing what to keep: apt-get install {}",
         pkgs.join(" "),
-        extra.join(" "),
+        kept.names.join(" "),
         pkgs.join(" ")
     )
+}
+
+/// What [`keep_installed`] installs beside the packages asked for.
+#[derive(Debug, Default)]
+struct Kept {
+    /// The packages, as apt-get arguments (`name` or `name=version`).
+    pins: Vec<String>,
+    names: Vec<String>,
+    /// Replacements, for the log.
+    said: Vec<String>,
+    /// One of them is older than the machine's copy.
+    downgrades: bool,
+}
+
+impl Kept {
+    fn flags(&self) -> &'static [&'static str] {
+        if self.downgrades {
+            &["--allow-downgrades"]
+        } else {
+            &[]
+        }
+    }
+}
+
+/// A package's versions in `apt-cache policy`: the installed one and the
+/// newest an archive (not only dpkg's status) offers.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Versions {
+    pub installed: Option<String>,
+    pub archive: Option<String>,
+    /// The installed version is listed above every archive's: newer.
+    pub newer_than_archive: bool,
+}
+
+/// `apt-cache policy a b`'s version tables (listed newest first).
+pub fn parse_versions(text: &str) -> BTreeMap<String, Versions> {
+    let mut map: BTreeMap<String, Versions> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    let mut version: Option<(String, bool)> = None;
+    for line in text.lines() {
+        if !line.starts_with(' ') && line.ends_with(':') {
+            let name = line.trim_end_matches(':').to_string();
+            map.insert(name.clone(), Versions::default());
+            current = Some(name);
+            version = None;
+            continue;
+        }
+        let Some(v) = current.as_ref().and_then(|n| map.get_mut(n)) else {
+            continue;
+        };
+        let t = line.trim();
+        if let Some(i) = t.strip_prefix("Installed:") {
+            let i = i.trim();
+            v.installed = (i != "(none)").then(|| i.to_string());
+        } else if t.starts_with("Candidate:") || t.starts_with("Version table:") {
+        } else if let Some(rest) = t.strip_prefix("*** ") {
+            version = rest
+                .split_whitespace()
+                .next()
+                .map(|s| (s.to_string(), true));
+        } else if line.starts_with("     ") && !line.starts_with("        ") {
+            version = t.split_whitespace().next().map(|s| (s.to_string(), false));
+        } else if let Some((ver, is_installed)) = &version {
+            // A source line of the version above: an archive unless it is
+            // dpkg's status file alone.
+            if !t.ends_with("/var/lib/dpkg/status") && v.archive.is_none() {
+                v.archive = Some(ver.clone());
+            }
+            if *is_installed && v.archive.is_none() {
+                v.newer_than_archive = true;
+            }
+        }
+    }
+    for v in map.values_mut() {
+        if v.archive.is_none() {
+            v.newer_than_archive = false;
+        }
+    }
+    map
 }
 
 /// The packages an `apt-get -s install` would remove (its `Remv NAME ...` lines).
@@ -443,6 +559,30 @@ mod tests {
                  Conf qemu-system-common (1:7.2+dfsg-7+deb12u18 Debian:12)\n";
         assert_eq!(parse_removals(t), ["qemu-utils"]);
         assert!(parse_removals("Inst fio (3.33-3 Debian:12)\nConf fio (3.33-3)\n").is_empty());
+    }
+
+    #[test]
+    fn versions_of_a_backport_newer_than_the_archive() {
+        let t = "qemu-utils:\n  Installed: 1:10.0.2+ds-2~bpo12+1\n  Candidate: 1:10.0.2+ds-2~bpo12+1\n  \
+                 Version table:\n *** 1:10.0.2+ds-2~bpo12+1 100\n        100 /var/lib/dpkg/status\n     \
+                 1:7.2+dfsg-7+deb12u18+b3 500\n        500 http://deb.debian.org/debian bookworm/main amd64 Packages\n     \
+                 1:7.2+dfsg-7+deb12u15 500\n        500 http://deb.debian.org/debian-security bookworm-security/main amd64 Packages\n\
+                 cpio:\n  Installed: 2.13+dfsg-7.1\n  Candidate: 2.13+dfsg-7.1\n  Version table:\n \
+                 *** 2.13+dfsg-7.1 500\n        500 http://deb.debian.org/debian bookworm/main amd64 Packages\n        \
+                 100 /var/lib/dpkg/status\n\
+                 old:\n  Installed: 1.0-1\n  Candidate: 1.1-1\n  Version table:\n     1.1-1 500\n        \
+                 500 http://deb.debian.org/debian bookworm/main amd64 Packages\n *** 1.0-1 100\n        100 /var/lib/dpkg/status\n";
+        let m = parse_versions(t);
+        let q = &m["qemu-utils"];
+        assert_eq!(q.installed.as_deref(), Some("1:10.0.2+ds-2~bpo12+1"));
+        assert_eq!(q.archive.as_deref(), Some("1:7.2+dfsg-7+deb12u18+b3"));
+        assert!(q.newer_than_archive);
+        let c = &m["cpio"];
+        assert_eq!(c.archive, c.installed);
+        assert!(!c.newer_than_archive);
+        let o = &m["old"];
+        assert_eq!(o.archive.as_deref(), Some("1.1-1"));
+        assert!(!o.newer_than_archive);
     }
 
     #[test]
