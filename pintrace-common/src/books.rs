@@ -1,4 +1,4 @@
-//! The kernel-side books (`run --kernel-books`): the probes keep each folio's
+//! The kernel-side books (the default; `run --books events` sends every event instead): the probes keep each folio's
 //! open pins in [`BOOKS_MAP`] and count calls, pages and releases in
 //! [`TALLY_MAP`] and [`LIFETIMES_MAP`], so a balanced pin and unpin send
 //! nothing through the ring buffer. What user space must decide goes there
@@ -61,6 +61,9 @@ pub struct Book {
     pub flags: u16,
     pub _reserved: u32,
     pub comm: [u8; 16],
+    /// The bio fill the pins were taken in: its `FillBegin` record's
+    /// `ts_ns` (0: none, or pins of more than one fill).
+    pub fill_ns: u64,
 }
 
 /// An escalated folio's [`Book`], as it was when the probes handed it over.
@@ -149,7 +152,7 @@ mod tests {
 
     #[test]
     fn layouts_have_no_padding() {
-        assert_eq!(size_of::<Book>(), 8 * 2 + 4 * 2 + 2 * 2 + 4 + 16);
+        assert_eq!(size_of::<Book>(), 8 * 2 + 4 * 2 + 2 * 2 + 4 + 16 + 8);
         assert_eq!(size_of::<BookedEvent>(), 4 * 2 + 8 * 2 + size_of::<Book>());
         assert_eq!(size_of::<TallyKey>(), 16);
         assert_eq!(size_of::<TallyCounts>(), 8 * 5 + 16);

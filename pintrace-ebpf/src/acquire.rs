@@ -8,7 +8,7 @@ use crate::{
     books::{self, Booker},
     filter,
     kernel::{folio_of, func_arg, func_ret, kprobe_args, now_ns, pick, read_u64},
-    maps::{arg_pos, global, ret_is_long, ENTRY_ARGS, EVENTS, FOLIO_REFCOUNT_OFF, FOLL_PIN},
+    maps::{arg_pos, global, ret_is_long, ENTRY_ARGS, EVENTS, FILLS, FOLIO_REFCOUNT_OFF, FOLL_PIN},
     ring::{bump, wakeup},
     stacks::{forget_released, sampling, stack_id},
 };
@@ -207,6 +207,8 @@ fn book_acquire<C: StackIdContext>(ctx: &C, site: Site, args: &EntryArgs, ret: i
         flags: books::kind_flags(args.gup_flags),
         _pad: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        // SAFETY: the value is copied out at once.
+        fill_ns: unsafe { FILLS.get(&pid_tgid) }.copied().unwrap_or(0),
     };
     let tally_key = TallyKey {
         tgid: who.tgid,

@@ -114,6 +114,8 @@ fn emit_add_pin<C: StackIdContext>(ctx: &C, folio: u64, after: bool) -> u32 {
             flags: 0,
             _pad: 0,
             comm,
+            // Legacy Direct I/O fills no bio from an iterator: no fill.
+            fill_ns: 0,
         };
         let key = TallyKey {
             tgid: who.tgid,

@@ -3,11 +3,11 @@
 //! watched processes' bios are followed (their fill runs in their context).
 
 use crate::{
-    again, filter,
+    again, books, filter,
     kernel::{func_arg, func_ret, kprobe_args, now_ns, pick, read_u32, read_u64},
     maps::{
         arg_pos, global, BDEV_DEV_OFF, BIOS, BIO_ARGS, BIO_BDEV_OFF, BIO_FLAGS_OFF, BIO_OPF_OFF,
-        BIO_SECTOR_OFF, BIO_SIZE_OFF, BIO_STATUS_OFF, EVENTS, MAPPING, REQ_BIOTAIL_OFF,
+        BIO_SECTOR_OFF, BIO_SIZE_OFF, BIO_STATUS_OFF, EVENTS, FILLS, MAPPING, REQ_BIOTAIL_OFF,
     },
     ring::{bump, wakeup},
 };
@@ -34,6 +34,30 @@ fn kprobe_arg0(ctx: &ProbeContext, site: Site) -> u64 {
 /// (sector and size are final there; the device is set by then).
 #[inline(always)]
 fn emit_bio(phase: BioPhase, bio: u64, status: i32) {
+    emit_bio_at(phase, bio, status, now_ns());
+}
+
+/// A fill begins: its record, and with the kernel books the thread's mark
+/// ([`FILLS`]) that the pins it takes carry into their books.
+#[inline(always)]
+fn fill_begin(bio: u64) {
+    let ts_ns = now_ns();
+    if books::on() && FILLS.insert(bpf_get_current_pid_tgid(), ts_ns, 0).is_err() {
+        bump(Counter::EntryArgsFull);
+    }
+    emit_bio_at(BioPhase::FillBegin, bio, 0, ts_ns);
+}
+
+/// A fill returned: its pins are taken.
+#[inline(always)]
+fn fill_done() {
+    if books::on() {
+        let _ = FILLS.remove(bpf_get_current_pid_tgid());
+    }
+}
+
+#[inline(always)]
+fn emit_bio_at(phase: BioPhase, bio: u64, status: i32, ts_ns: u64) {
     let Some(mut entry) = EVENTS.reserve::<BioEvent>(0) else {
         bump(Counter::RingbufFull);
         return;
@@ -67,7 +91,7 @@ fn emit_bio(phase: BioPhase, bio: u64, status: i32) {
     entry.write(BioEvent {
         tag: TAG_BIO,
         phase: phase as u32,
-        ts_ns: now_ns(),
+        ts_ns,
         pid_tgid: bpf_get_current_pid_tgid(),
         bio,
         sector,
@@ -101,7 +125,7 @@ pub fn fentry_bio_fill(ctx: FEntryContext) -> u32 {
     if !filter::current_watched() {
         return 0;
     }
-    emit_bio(BioPhase::FillBegin, trampoline_arg(&ctx, Site::BioFill), 0);
+    fill_begin(trampoline_arg(&ctx, Site::BioFill));
     0
 }
 
@@ -110,6 +134,7 @@ pub fn fexit_bio_fill(ctx: FExitContext) -> u32 {
     if !filter::current_watched() {
         return 0;
     }
+    fill_done();
     bio_fill_end(trampoline_arg(&ctx, Site::BioFill), func_ret(&ctx) as i32);
     0
 }
@@ -123,7 +148,7 @@ pub fn kprobe_bio_fill(ctx: ProbeContext) -> u32 {
     if BIO_ARGS.insert(bpf_get_current_pid_tgid(), bio, 0).is_err() {
         bump(Counter::EntryArgsFull);
     }
-    emit_bio(BioPhase::FillBegin, bio, 0);
+    fill_begin(bio);
     0
 }
 
@@ -133,6 +158,7 @@ pub fn kretprobe_bio_fill(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     let key = bpf_get_current_pid_tgid();
+    fill_done();
     // SAFETY: the value is copied out before the entry is removed.
     let Some(bio) = (unsafe { BIO_ARGS.get(key) }).copied() else {
         bump(Counter::MissingEntry);
@@ -149,7 +175,7 @@ fn bio_map_begin(rq: u64) {
     if MAPPING.insert(bpf_get_current_pid_tgid(), rq, 0).is_err() {
         bump(Counter::EntryArgsFull);
     }
-    emit_bio(BioPhase::FillBegin, 0, 0);
+    fill_begin(0);
 }
 
 /// The end of `bio_map_user_iov`: on success its bio is the request's
@@ -183,6 +209,7 @@ pub fn fexit_bio_map(ctx: FExitContext) -> u32 {
         return 0;
     }
     let _ = MAPPING.remove(bpf_get_current_pid_tgid());
+    fill_done();
     bio_map_end(trampoline_arg(&ctx, Site::BioMap), func_ret(&ctx) as i32);
     0
 }
@@ -202,6 +229,7 @@ pub fn kretprobe_bio_map(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     let key = bpf_get_current_pid_tgid();
+    fill_done();
     // SAFETY: the value is copied out before the entry is removed.
     let Some(rq) = (unsafe { MAPPING.get(key) }).copied() else {
         bump(Counter::MissingEntry);

@@ -1,4 +1,4 @@
-//! The kernel-side books (`run --kernel-books`; see `pintrace_common::books`): a
+//! The kernel-side books (the default; see `pintrace_common::books`): a
 //! pin opens or adds to its folio's [`BOOKS`] entry, an unpin takes from it
 //! and drops it at zero, and the calls, pages, releases and lifetimes are
 //! counted per CPU. Nothing crosses the ring buffer for a balanced pin and
@@ -113,6 +113,8 @@ pub(crate) struct Booker {
     pub flags: u16,
     pub _pad: u32,
     pub comm: [u8; 16],
+    /// See [`Book::fill_ns`].
+    pub fill_ns: u64,
 }
 
 /// Books one pin of `folio` (`refcount`: its refcount at the acquire's
@@ -137,6 +139,7 @@ pub(crate) fn book(folio: u64, refcount: u64, who: &Booker) -> bool {
         flags: who.flags | exact,
         _reserved: 0,
         comm: who.comm,
+        fill_ns: who.fill_ns,
     };
     if BOOKS.insert(&folio, &fresh, BPF_NOEXIST).is_ok() {
         bump(Counter::Booked);
@@ -182,6 +185,15 @@ fn join(b: *mut Book, folio: u64, who: &Booker) -> bool {
         if compare_swap(refs, r, r + 1) {
             if mine {
                 bump(Counter::Booked);
+                // Pins of two fills (or of one and none) in one book: no
+                // bio is theirs alone. A race here costs only the tie.
+                // SAFETY: as above.
+                unsafe {
+                    let fill = addr_of_mut!((*b).fill_ns);
+                    if read_volatile(fill) != who.fill_ns {
+                        fill.write_volatile(0);
+                    }
+                }
             }
             return mine;
         }

@@ -141,6 +141,13 @@ pub(crate) static BIOS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(6553
 #[map]
 pub(crate) static BIO_ARGS: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0);
 
+/// With the kernel books: threads filling a bio from user memory
+/// (`bio_iov_iter_get_pages`, `bio_map_user_iov`), and when the fill began
+/// (its `FillBegin` record's time). The pins a fill takes carry it into
+/// their books, which is how user space ties a booked pin to its bio.
+#[map]
+pub(crate) static FILLS: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0);
+
 /// Threads inside `bio_map_user_iov`, and the request it maps into: its
 /// bio is named at the exit (the request's last bio), or by a release of
 /// its pages inside the call (an error path).

@@ -28,12 +28,13 @@ enum Command {
         json: bool,
     },
     /// Trace GUP acquires, optionally around a command: `pintrace run -- CMD ARGS`.
-    #[command(after_help = "Modes: by default every acquire, release and bio is a \
-        record the agent books (pins tied to their bios). --kernel-books \
-        (experimental) keeps the books in the kernel instead: a pin and its unpin \
-        are booked and balanced by the probes, and only what the ledger must decide \
-        crosses to user space; pins are not tied to bios there. docs/performance.md \
-        has what each costs.\n\n\
+    #[command(after_help = "Modes: by default the probes keep the books in the \
+        kernel (--books kernel): a pin and its unpin are booked and balanced there, \
+        and only what the ledger must decide crosses to user space, beside each \
+        bio's four records that tie pins to their bios (--no-bio drops those). \
+        --books events (and --events, --record) sends every acquire, release and \
+        bio as a record the agent books: several records per I/O and about twice \
+        the agent's CPU. docs/performance.md has what each costs.\n\n\
         Exit codes: 0 no finding failed the run, 1 findings \
         (leaks, mismatched releases), 2 could not run (bad arguments, missing \
         privileges or kernel features: the message names which). When pintrace has \

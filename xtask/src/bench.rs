@@ -5,8 +5,8 @@
 //! (psync QD1 and io_uring QD32), in alternating rounds under each
 //! condition: no tracing, the bare probe (a per-CPU counter on
 //! `pin_user_pages_fast`, as a kprobe and as fexit), and `pintrace run` by
-//! default (the full event stream), with `--no-bio`, and with the
-//! experimental kernel books (`--kernel-books`); and the peer: Debian's bpftrace with a
+//! default (the kernel books), with `--no-bio`, and with the full event
+//! stream (`--books events`); and the peer: Debian's bpftrace with a
 //! hand-written per-folio pin count (`PEER_SCRIPT`).
 //! Then one pass with BPF statistics on (`kernel.bpf_stats_enabled`) reads
 //! every program's run count, run time and translated size with bpftool.
@@ -115,17 +115,17 @@ const CONDITIONS: &[(&str, &str)] = &[
         "bare-fexit",
         r#"pintrace bench-probe --attach fexit -- sh -c "$E > $F.json""#,
     ),
-    // The default: the full event stream.
+    // The default: the books kept in the kernel, no record for a balanced
+    // pin and unpin.
     ("pintrace", r#"pintrace run --json -- sh -c "$E > $F.json""#),
     (
         "pintrace-no-bio",
         r#"pintrace run --json --no-bio -- sh -c "$E > $F.json""#,
     ),
-    // The books kept in the kernel: two programs per I/O, no record for a
-    // balanced pin and unpin.
+    // The full event stream: every acquire, release and bio a record.
     (
-        "pintrace-kernel-books",
-        r#"pintrace run --json --kernel-books -- sh -c "$E > $F.json""#,
+        "pintrace-events",
+        r#"pintrace run --json --books events -- sh -c "$E > $F.json""#,
     ),
     // The peer: Debian's bpftrace with the script a kernel developer would
     // write for this by hand ([`PEER_SCRIPT`]). `-c` starts the command once
@@ -497,8 +497,8 @@ pub fn analyse(dir: &Path, args: &BenchArgs) -> Result<Report> {
             ("bpftrace", "bare-kprobe"),
             ("bpftrace", "bare-fexit"),
             ("pintrace", "bpftrace"),
-            ("pintrace-kernel-books", "bare-fexit"),
-            ("pintrace-kernel-books", "bpftrace"),
+            ("pintrace-events", "bare-fexit"),
+            ("pintrace-events", "bpftrace"),
         ] {
             if let (Some(p), Some(b)) = (over(c), over(floor)) {
                 if b > 0.0 {

@@ -58,12 +58,6 @@ pub struct GuestOpts {
     /// slow, so apart from the default suite.
     #[arg(long)]
     pub paths: bool,
-    /// Also run the kernel books suite (guest/books.rs: the experimental
-    /// `run --kernel-books` mode against the event stream, at 1 GiB of
-    /// pins, with its map too small): apart from the default suite while
-    /// that mode is not the default.
-    #[arg(long)]
-    pub kernel_books: bool,
     /// Keep the console off stdout (it still goes to the log).
     #[arg(skip)]
     pub quiet: bool,
@@ -82,7 +76,6 @@ impl Default for GuestOpts {
             pinzoo: false,
             no_strip: false,
             paths: false,
-            kernel_books: false,
             quiet: false,
         }
     }
@@ -159,12 +152,8 @@ pub fn vm(ws: &Workspace, args: &VmArgs) -> Result<bool> {
 /// The test modules of the Direct I/O path suites (`--paths`).
 pub const PATH_SUITES: &[&str] = &["families::", "planted::", "paths::"];
 
-/// The kernel books suite's module (`--kernel-books`).
-pub const BOOKS_SUITE: &str = "books::";
-
 /// The guest suite: every ignored test of `pintrace/tests/guest.rs`, one
-/// at a time; the path suites only with `--paths`, the kernel books suite
-/// only with `--kernel-books`.
+/// at a time; the path suites only with `--paths`.
 pub fn suite_payload(opts: &GuestOpts) -> Payload {
     let mut argv = vec![
         GUEST_TESTS,
@@ -177,9 +166,6 @@ pub fn suite_payload(opts: &GuestOpts) -> Payload {
         for m in PATH_SUITES {
             argv.extend(["--skip", m]);
         }
-    }
-    if !opts.kernel_books {
-        argv.extend(["--skip", BOOKS_SUITE]);
     }
     Payload::new(argv)
         .env("PINTRACE_BIN", GUEST_PINTRACE)

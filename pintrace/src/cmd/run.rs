@@ -36,7 +36,7 @@ pub struct RunArgs {
     pub json: bool,
     /// With --json, also every acquire, release and bio event as it is
     /// decoded (`"type": "acquire"`, `"release"`, `"folios"`, `"bio"`, ...);
-    /// the full event stream (it overrides --kernel-books).
+    /// the full event stream (it overrides --books kernel).
     #[arg(long)]
     pub events: bool,
     /// Also report every TIME (as `perf stat -I` does): per kind, the

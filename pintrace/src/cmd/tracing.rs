@@ -21,6 +21,15 @@ use std::{
     time::Duration,
 };
 
+/// Where a live run keeps its books (`--books`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BooksAt {
+    /// In a BPF map the probes update: no record for a balanced pin.
+    Kernel,
+    /// In the agent, from the full event stream.
+    Events,
+}
+
 /// The options that shape a tracing session; the probe-side ones do nothing
 /// on a replay, so they conflict with `--replay`.
 #[derive(Args, Debug, Clone)]
@@ -47,18 +56,22 @@ pub struct SessionArgs {
     /// Direct I/O.
     #[arg(long, conflicts_with = "replay")]
     pub no_bio: bool,
-    /// Experimental: keep the books in the kernel (two programs per I/O,
-    /// no record for a balanced pin and unpin; pins not tied to their
-    /// bios). Not yet the default: under concurrent Direct I/O on 6.12 it
-    /// can report false double unpins, and it loses more releases to
-    /// probe recursion (counted).
-    #[arg(long, conflicts_with = "replay")]
-    pub kernel_books: bool,
-    /// With --kernel-books: their capacity, in folios pinned at once (the
+    /// Where the books are kept. `kernel` (the default): the probes keep
+    /// each folio's pins in a BPF map and count calls, pages and releases
+    /// per CPU; a balanced pin and unpin send no record (two programs per
+    /// Direct I/O, plus the bio programs unless --no-bio), and the agent
+    /// reads the books twice a second. `events`: every acquire, release
+    /// and bio is a record the agent books (the full event stream, as
+    /// --events and --record use): several records and about twice the
+    /// agent's CPU per I/O.
+    #[arg(long, value_enum, value_name = "WHERE", default_value_t = BooksAt::Kernel,
+          conflicts_with = "replay")]
+    pub books: BooksAt,
+    /// With the kernel books: their capacity, in folios pinned at once (the
     /// map allocates as it fills). Pins beyond it are sent as records:
     /// slower, never lost.
     #[arg(long, value_name = "FOLIOS", default_value_t = DEFAULT_BOOKS_MAX,
-          value_parser = clap::value_parser!(u32).range(1..=1 << 26), requires = "kernel_books")]
+          value_parser = clap::value_parser!(u32).range(1..=1 << 26))]
     pub books_max: u32,
     /// Report non-long-term pins held longer than this as leaks (seconds,
     /// or with a unit: 500ms, 5s, 2m).
@@ -79,7 +92,7 @@ impl SessionArgs {
             bios: !self.no_bio,
             rq_records: full_events,
             pids: Vec::new(),
-            books_max: (self.kernel_books && !full_events).then_some(self.books_max),
+            books_max: (self.books == BooksAt::Kernel && !full_events).then_some(self.books_max),
         }
     }
 }
@@ -185,6 +198,7 @@ pub(crate) fn open_source(
 pub(crate) fn pipeline_for(source: &Source, leak_age: Option<Duration>) -> Pipeline {
     let config = LedgerConfig {
         leak_age_ns: leak_age.map(|d| d.as_nanos() as u64),
+        kernel_books: source.books_max().is_some(),
         ..LedgerConfig::default()
     };
     let mut pipeline = Pipeline::new(Ledger::new(source.meta().flags, config));

@@ -46,6 +46,20 @@ pub(super) struct BioBooks {
     /// `__bio_release_pages` ran: unpins of its folios are expected.
     pub(super) released: bool,
     reported: bool,
+    /// Its fill's (tgid, start), by which the kernel books name it.
+    fill: (u32, u64),
+}
+
+impl BioBooks {
+    /// Done with as far as its own references go, at `now_ns`: completed or
+    /// released, or filled longer ago than anything is remembered (its
+    /// completion was not seen).
+    pub(super) fn over(&self, now_ns: u64) -> bool {
+        self.refs == 0
+            && (self.released
+                || self.completed_ns.is_some()
+                || now_ns.saturating_sub(self.fill.1) >= super::RELEASED_MEMORY_NS)
+    }
 }
 
 impl Ledger {
@@ -64,8 +78,12 @@ impl Ledger {
                         folios: SmallVec::new(),
                         released: false,
                         reported: false,
+                        fill: (b.tgid, b.ts_ns),
                     },
                 );
+                if self.config.kernel_books {
+                    self.bio_of_fill.insert((b.tgid, b.ts_ns), id);
+                }
                 // 0: the fill allocates its bio and names it later.
                 if b.bio != 0 {
                     self.bind_bio(b.bio, id);
@@ -103,8 +121,9 @@ impl Ledger {
                     bytes: b.bytes,
                     write: b.is_write(),
                 };
-                if books.refs == 0 {
-                    // Nothing taken (a kernel-memory iterator): nothing to follow.
+                if books.refs == 0 && !self.config.kernel_books {
+                    // Nothing taken (a kernel-memory iterator): nothing to
+                    // follow. (The kernel books may hold what it took.)
                     self.forget_bio(id);
                 }
             }
@@ -217,12 +236,14 @@ impl Ledger {
         }
         let books = self.bios.get_mut(&id).expect("bio books");
         books.refs = books.refs.saturating_sub(released);
-        if books.refs == 0 {
-            self.forget_bio(id);
-        } else {
-            books.released = true;
+        books.released = true;
+        if books.refs > 0 {
             self.releasing.insert(b.tid, id);
+        } else if !self.config.kernel_books {
+            self.forget_bio(id);
         }
+        // With the kernel books, the next snapshot that holds none of its
+        // pins lets it go (`Ledger::set_kernel_books`).
     }
 
     /// Points the address at the books `id`. The address is reused once a
@@ -250,10 +271,33 @@ impl Ledger {
         self.bind_bio(ptr, id);
     }
 
-    fn forget_bio(&mut self, id: u64) {
+    pub(super) fn forget_bio(&mut self, id: u64) {
         if let Some(books) = self.bios.remove(&id) {
             if self.bio_at.get(&books.ptr) == Some(&id) {
                 self.bio_at.remove(&books.ptr);
+            }
+            if self.bio_of_fill.get(&books.fill) == Some(&id) {
+                self.bio_of_fill.remove(&books.fill);
+            }
+        }
+    }
+
+    /// The ledger's number for the bio of a kernel book's fill (0: none
+    /// followed).
+    pub(super) fn fill_bio(&self, tgid: u32, fill_ns: u64) -> u64 {
+        if fill_ns == 0 {
+            return 0;
+        }
+        self.bio_of_fill.get(&(tgid, fill_ns)).copied().unwrap_or(0)
+    }
+
+    /// An escalated book's pins join the bio they were taken for, as the
+    /// records of its acquire would have.
+    pub(super) fn add_to_bio(&mut self, id: u64, folio: u64, refs: u64) {
+        if let Some(b) = self.bios.get_mut(&id) {
+            b.refs += refs;
+            if !b.folios.contains(&folio) {
+                b.folios.push(folio);
             }
         }
     }
@@ -289,10 +333,15 @@ impl Ledger {
             let Some(b) = self.bios.get_mut(&id) else {
                 continue;
             };
-            b.reported = true;
             let (info, completed) = (b.info, b.completed_ns.unwrap_or(now_ns));
+            // The kernel books are judged as of their snapshot: one older
+            // than the grace period after the completion cannot tell.
+            if self.config.kernel_books && !self.kernel.read_since(completed + grace) {
+                continue;
+            }
+            b.reported = true;
+            let (mut refs, first_kernel) = self.kernel.report_bio(id);
             let mut first: Option<(Holder, u64)> = None;
-            let mut refs = 0;
             for folio in b.folios.clone() {
                 let Some(fb) = self.folios.get_mut(folio) else {
                     continue;
@@ -307,6 +356,7 @@ impl Ledger {
                     first.get_or_insert((*h, folio));
                 }
             }
+            let first = first.or(first_kernel);
             let Some((h, folio)) = first else {
                 // Its holders were reported already, or dropped (FOLL_GET
                 // holders of an exited owner): nothing more to say.

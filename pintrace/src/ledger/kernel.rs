@@ -1,4 +1,4 @@
-//! The kernel books as the ledger sees them (`run --kernel-books`; see
+//! The kernel books as the ledger sees them (the default; see
 //! `pintrace_common::books`). The probes keep each folio's pins while one
 //! process of one kind holds them, and the agent hands the ledger a
 //! snapshot of them ([`Ledger::set_kernel_books`]) before each judgement.
@@ -28,6 +28,9 @@ pub(super) struct KernelBooks {
     /// Those books, by (folio, acquired_ns, tgid), left out of the
     /// snapshots read before the agent dropped them.
     dropped: FxHashSet<(u64, u64, u32)>,
+    /// When the last snapshot was read: its holders are judged as of then
+    /// (one read seconds ago may hold pins released since).
+    read_ns: u64,
 }
 
 impl KernelBooks {
@@ -57,6 +60,28 @@ impl KernelBooks {
         h.reported = true;
         self.reported.insert((folio, h.acquired_ns, h.tgid));
     }
+
+    /// Whether the last snapshot was read at `t` or later.
+    pub(super) fn read_since(&self, t: u64) -> bool {
+        self.read_ns >= t
+    }
+
+    /// Reports the holders of bio `id` not yet reported: their references
+    /// and the first of them.
+    pub(super) fn report_bio(&mut self, id: u64) -> (u64, Option<(Holder, u64)>) {
+        let (mut refs, mut first) = (0, None);
+        for i in 0..self.holders.len() {
+            let (folio, mut h) = self.holders[i];
+            if h.bio != id || h.reported || h.refs == 0 {
+                continue;
+            }
+            self.report(folio, &mut h);
+            self.holders[i].1 = h;
+            refs += h.refs;
+            first.get_or_insert((h, folio));
+        }
+        (refs, first)
+    }
 }
 
 /// The ledger's holder for a kernel book.
@@ -78,18 +103,27 @@ pub fn holder_of(book: &Book) -> Holder {
 }
 
 impl Ledger {
-    /// The kernel books now, as read from the probes' map: every entry
-    /// with pins that is not escalated (those are in the ledger's own
-    /// books). Replaces the previous snapshot.
-    pub fn set_kernel_books(&mut self, books: impl IntoIterator<Item = (u64, Book)>) {
+    /// The kernel books as read from the probes' map at `read_ns`: every
+    /// entry with pins that is not escalated (those are in the ledger's own
+    /// books). Replaces the previous snapshot. Bios done with whose pins
+    /// it no longer holds are let go.
+    pub fn set_kernel_books(&mut self, books: impl IntoIterator<Item = (u64, Book)>, read_ns: u64) {
+        let bio_of_fill = &self.bio_of_fill;
         let k = &mut self.kernel;
+        k.read_ns = read_ns;
         k.holders.clear();
         k.holders.extend(
             books
                 .into_iter()
                 .filter(|(_, b)| b.flags & BOOK_ESCALATED == 0 && b.refs > 0)
                 .filter(|(f, b)| !k.dropped.contains(&(*f, b.acquired_ns, b.tgid)))
-                .map(|(folio, b)| (folio, holder_of(&b))),
+                .map(|(folio, b)| {
+                    let mut h = holder_of(&b);
+                    if b.fill_ns != 0 {
+                        h.bio = bio_of_fill.get(&(b.tgid, b.fill_ns)).copied().unwrap_or(0);
+                    }
+                    (folio, h)
+                }),
         );
         k.holders.sort_unstable_by_key(|(f, _)| *f);
         // A folio can be both here and in the ledger's own books only
@@ -105,6 +139,19 @@ impl Ledger {
         let reported = &k.reported;
         for (f, h) in &mut k.holders {
             h.reported = reported.contains(&(*f, h.acquired_ns, h.tgid));
+        }
+        // Every pin of a bio is taken before it completes, so a snapshot
+        // applied after its completion or release holds its pins if any
+        // are still held.
+        let held: FxHashSet<u64> = k.holders.iter().map(|(_, h)| h.bio).collect();
+        let gone: Vec<u64> = self
+            .bios
+            .iter()
+            .filter(|(id, b)| b.over(read_ns) && !held.contains(id))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in gone {
+            self.forget_bio(id);
         }
     }
 
@@ -127,6 +174,7 @@ impl Ledger {
         } else {
             Kind::Pin
         };
+        let bio = self.fill_bio(b.tgid, b.fill_ns);
         let books = self.folios.open(b.folio);
         if books
             .holders
@@ -146,19 +194,23 @@ impl Ledger {
             stack_id: b.stack_id,
             acquired_ns: b.acquired_ns,
             reported: false,
-            bio: 0,
+            bio,
         });
+        if bio != 0 {
+            self.add_to_bio(bio, b.folio, b.refs);
+        }
     }
 
     /// [`Ledger::tick`]'s judgement of the kernel holders: aged pins and
-    /// pins of owners gone a grace period.
+    /// pins of owners gone a grace period, as of the snapshot's reading.
     pub(super) fn judge_kernel(&mut self, now_ns: u64, findings: &mut Vec<Finding>) {
         let config = self.config;
         let k = &mut self.kernel;
+        let as_of = k.read_ns.min(now_ns);
         let mut due = Vec::new();
         for (i, (_, h)) in k.holders.iter().enumerate() {
             if let Some(kind) = (!h.reported)
-                .then(|| super::aged_leak(h, now_ns, &self.exited, &config))
+                .then(|| super::aged_leak(h, as_of, &self.exited, &config))
                 .flatten()
             {
                 due.push((i, kind));

@@ -5,7 +5,7 @@
 //!
 //! Design: the ledger is the one place that decides findings. By default
 //! it is fed every acquire, release and bio as an event. With the kernel
-//! books (`run --kernel-books`) the probes keep the simple books in the
+//! books (the default) the probes keep the simple books in the
 //! kernel (`kernel.rs`: a folio pinned by one process with one kind,
 //! balanced there without a record) and the ledger judges a snapshot of
 //! them; everything else reaches it as events: the folios the probes
@@ -91,6 +91,9 @@ pub struct LedgerConfig {
     pub exit_grace_ns: u64,
     /// How long after its bio completed a reference may still be released.
     pub bio_grace_ns: u64,
+    /// The probes keep books of their own (`Ledger::set_kernel_books`):
+    /// every bio is followed, for the booked pins it may hold.
+    pub kernel_books: bool,
 }
 
 impl Default for LedgerConfig {
@@ -99,6 +102,7 @@ impl Default for LedgerConfig {
             leak_age_ns: None,
             exit_grace_ns: 5_000_000_000,
             bio_grace_ns: 2_000_000_000,
+            kernel_books: false,
         }
     }
 }
@@ -193,10 +197,13 @@ pub struct Ledger {
     bio_at: FxHashMap<u64, u64>,
     /// Threads inside `bio_iov_iter_get_pages`, and the bio they fill.
     filling: FxHashMap<u32, u64>,
+    /// With the kernel books: each followed bio by its fill's (tgid,
+    /// start), which the books of the pins it took carry.
+    bio_of_fill: FxHashMap<(u32, u64), u64>,
     /// Threads inside `__bio_release_pages`, and the bio they release.
     releasing: FxHashMap<u32, u64>,
     next_bio: u64,
-    /// The kernel books' last snapshot (with `--kernel-books`).
+    /// The kernel books' last snapshot (the default).
     kernel: KernelBooks,
 }
 
@@ -216,6 +223,7 @@ impl Ledger {
             bios: FxHashMap::default(),
             bio_at: FxHashMap::default(),
             filling: FxHashMap::default(),
+            bio_of_fill: FxHashMap::default(),
             releasing: FxHashMap::default(),
             next_bio: 0,
             kernel: KernelBooks::default(),

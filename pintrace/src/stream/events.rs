@@ -178,6 +178,8 @@ pub struct Booked {
     /// The folio held no other pin when the book opened (small folios).
     pub exact: bool,
     pub comm: Comm,
+    /// See [`pintrace_common::Book::fill_ns`].
+    pub fill_ns: u64,
 }
 
 /// What the kernel books counted for one key since the last reading
@@ -420,6 +422,7 @@ fn decode_body(tag: u32, record: &[u8]) -> Result<Event, DecodeError> {
                 longterm: b.flags & BOOK_LONGTERM != 0,
                 exact: b.flags & BOOK_EXACT != 0,
                 comm: Comm(b.comm),
+                fill_ns: b.fill_ns,
             })
         }
         TAG_EXIT => {

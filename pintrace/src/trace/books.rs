@@ -1,4 +1,4 @@
-//! Reading the kernel books (`run --kernel-books`; see `pintrace_common::books`)
+//! Reading the kernel books (the default; see `pintrace_common::books`)
 //! into the pipeline: at each tick the per-CPU tally becomes
 //! [`Counted`] events (what changed since the last reading), the balanced
 //! releases and pin lifetimes their totals, and the open books a snapshot
@@ -98,7 +98,7 @@ impl BooksReader {
             self.booked_now = books.len();
             self.booked_peak = self.booked_peak.max(books.len());
             self.last_snapshot = Some((r.now_ns, books.len()));
-            pipeline.ledger.set_kernel_books(books);
+            pipeline.ledger.set_kernel_books(books, r.now_ns);
         }
         if let Some(m) = r.memory {
             self.memory_peak = self.memory_peak.max(m);

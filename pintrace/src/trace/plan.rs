@@ -282,12 +282,6 @@ impl Plan {
     /// pins are then not tied to their bios and block completions are not
     /// counted, for about half the probes' cost per Direct I/O.
     pub fn leave_bios_off(&mut self, why: &str) {
-        self.leave_bio_sites_off(why, false);
-    }
-
-    /// The bio sites off, and block completions too unless `keep_completions`
-    /// (counted per CPU, they cost one cheap program per request).
-    pub fn leave_bio_sites_off(&mut self, why: &str, keep_completions: bool) {
         let mut off = Vec::new();
         for s in self.sites.iter_mut().filter(|s| s.id.is_bio()) {
             if s.method.take().is_some() {
@@ -296,19 +290,14 @@ impl Plan {
             s.programs = "off";
             s.reason = why.to_owned();
         }
-        if !keep_completions && self.rq_complete.take().is_some() {
+        if self.rq_complete.take().is_some() {
             off.push("block:block_rq_complete");
         }
         if !off.is_empty() {
             self.notes.push(format!(
                 "{} left off ({why}): pins are not tied to their bios (no \"held after its bio \
-                 completed\" leaks, no bio in findings){}",
+                 completed\" leaks, no bio in findings) and block completions are not counted",
                 off.join(", "),
-                if keep_completions {
-                    ""
-                } else {
-                    " and block completions are not counted"
-                }
             ));
         }
     }

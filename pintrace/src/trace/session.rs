@@ -150,12 +150,6 @@ impl Session {
             .map_err(|e| anyhow::anyhow!("{e}\n{}", no_plan_advice(command)))?;
         if !opts.bios {
             plan.leave_bios_off("--no-bio");
-        } else if opts.books_max.is_some() && s.caps.flags.flags.bio_page_pinned != 0 {
-            // Where bios pin (6.5 on), tying pins to bios takes four
-            // programs and four records per Direct I/O: the full event
-            // stream's job. Before, a bio's pages are FOLL_GET references,
-            // records either way, whose release only the bio probes see.
-            plan.leave_bio_sites_off("kernel books; --events ties pins to bios", true);
         }
         let mut probes = s.probes.take().context("probes were not loaded")?;
         let kprobe_fallback = opts.attach != Preference::Fentry && s.caps.kprobes.is_yes();

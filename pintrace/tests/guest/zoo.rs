@@ -428,6 +428,7 @@ fn pintrace_names_each_planted_bug() {
 /// device, size and the module's stack), reported while its owner is still
 /// alive; the same bio released properly is silent, its references counted
 /// as released (6.12: unpins; 6.1: FOLL_GET references put by the bio release).
+/// The same with the full event stream and with the kernel books.
 #[test]
 #[ignore = "needs the pinzoo module in a guest: run by `cargo xtask vm`"]
 fn pintrace_ties_pins_to_their_bio() {
@@ -440,63 +441,66 @@ fn pintrace_ties_pins_to_their_bio() {
         "{me} zoo run bio-balanced --pages {PAGES} --bdev {devpath} && \
          {me} zoo run bio-leak --pages {PAGES} --bdev {devpath} --linger 4"
     );
-    // Pins are tied to their bios on the full event stream.
-    let out = pintrace(&["run", "--json", "--events", "--", "sh", "-c", &script]);
-    release_all();
-    assert_eq!(out.status.code(), Some(1), "the leak makes run exit 1");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<Value> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let summary = lines.iter().find(|v| v["type"] == "summary").unwrap();
-    assert_eq!(summary["lossless"], true, "{summary}");
-    let runs = runs_in(&lines);
-    assert_eq!(runs.len(), 2, "{stdout}");
-    let findings: Vec<&Value> = lines.iter().filter(|v| v["type"] == "finding").collect();
-    let of = |run: &Value| -> Vec<&Value> {
-        findings
-            .iter()
-            .copied()
-            .filter(|f| f["tgid"] == run["pid"])
-            .collect()
-    };
-    // Balanced: silent, and every reference it took came back.
-    assert!(of(runs[0]).is_empty(), "{:?}", of(runs[0]));
-    let process = |run: &Value| process_of(summary, run);
-    let kind = if super::kernel_version() >= (6, 5) {
-        "pin"
-    } else {
-        "get"
-    };
-    assert_eq!(process(runs[0])["released"][kind], PAGES, "{summary}");
-    // Leak: exactly one finding, the bio's, naming it.
-    let mine = of(runs[1]);
-    assert_eq!(mine.len(), 1, "one finding for one bio: {mine:?}");
-    let f = mine[0];
-    assert_eq!(f["kind"], "leak_after_bio", "{f}");
-    assert_eq!(f["refs"], PAGES, "{f}");
-    assert_eq!(f["bio"]["bytes"], PAGES * 4096, "{f}");
-    let meta = std::fs::metadata(&devpath).unwrap();
-    use std::os::unix::fs::MetadataExt as _;
-    let rdev = meta.rdev();
-    assert_eq!(
-        (f["bio"]["major"].as_u64(), f["bio"]["minor"].as_u64()),
-        (
-            Some(libc::major(rdev) as u64),
-            Some(libc::minor(rdev) as u64)
-        ),
-        "{f}"
-    );
-    let folio = runs[1]["folio"].as_str().unwrap();
-    assert_eq!(format!("{:#x}", f["folio"].as_u64().unwrap()), folio, "{f}");
-    let stack = f["stack"].to_string();
-    assert!(stack.contains("pinzoo"), "{stack}");
-    assert!(stack.contains("bio_iov_iter_get_pages"), "{stack}");
-    assert!(
-        summary["bios"]["filled"].as_u64().unwrap() >= 2,
-        "{summary}"
-    );
+    // Pins are tied to their bios on the full event stream and in the
+    // kernel books alike.
+    for mode in ["events", "kernel"] {
+        let out = pintrace(&["run", "--json", "--books", mode, "--", "sh", "-c", &script]);
+        release_all();
+        assert_eq!(out.status.code(), Some(1), "the leak makes run exit 1");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<Value> = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let summary = lines.iter().find(|v| v["type"] == "summary").unwrap();
+        assert_eq!(summary["lossless"], true, "{mode}: {summary}");
+        let runs = runs_in(&lines);
+        assert_eq!(runs.len(), 2, "{stdout}");
+        let findings: Vec<&Value> = lines.iter().filter(|v| v["type"] == "finding").collect();
+        let of = |run: &Value| -> Vec<&Value> {
+            findings
+                .iter()
+                .copied()
+                .filter(|f| f["tgid"] == run["pid"])
+                .collect()
+        };
+        // Balanced: silent, and every reference it took came back.
+        assert!(of(runs[0]).is_empty(), "{:?}", of(runs[0]));
+        let process = |run: &Value| process_of(summary, run);
+        let kind = if super::kernel_version() >= (6, 5) {
+            "pin"
+        } else {
+            "get"
+        };
+        assert_eq!(process(runs[0])["released"][kind], PAGES, "{summary}");
+        // Leak: exactly one finding, the bio's, naming it.
+        let mine = of(runs[1]);
+        assert_eq!(mine.len(), 1, "{mode}: one finding for one bio: {mine:?}");
+        let f = mine[0];
+        assert_eq!(f["kind"], "leak_after_bio", "{mode}: {f}");
+        assert_eq!(f["refs"], PAGES, "{f}");
+        assert_eq!(f["bio"]["bytes"], PAGES * 4096, "{f}");
+        let meta = std::fs::metadata(&devpath).unwrap();
+        use std::os::unix::fs::MetadataExt as _;
+        let rdev = meta.rdev();
+        assert_eq!(
+            (f["bio"]["major"].as_u64(), f["bio"]["minor"].as_u64()),
+            (
+                Some(libc::major(rdev) as u64),
+                Some(libc::minor(rdev) as u64)
+            ),
+            "{f}"
+        );
+        let folio = runs[1]["folio"].as_str().unwrap();
+        assert_eq!(format!("{:#x}", f["folio"].as_u64().unwrap()), folio, "{f}");
+        let stack = f["stack"].to_string();
+        assert!(stack.contains("pinzoo"), "{stack}");
+        assert!(stack.contains("bio_iov_iter_get_pages"), "{stack}");
+        assert!(
+            summary["bios"]["filled"].as_u64().unwrap() >= 2,
+            "{summary}"
+        );
+    }
     assert_kernel_quiet();
 }
 
@@ -669,7 +673,9 @@ fn sampled_stacks_still_name_each_bug() {
             _ => {
                 assert!(!leaks.iter().chain(&doubles).any(named));
                 assert_eq!(num(stacks, "taken"), 0, "{stacks}");
-                assert!(num(stacks, "sampled_out") >= 2 * N, "{stacks}");
+                // Each wrong unpin asked for one (the right ones balance
+                // in the kernel books without asking).
+                assert!(num(stacks, "sampled_out") >= N, "{stacks}");
             }
         }
     }

@@ -336,3 +336,121 @@ fn get_references_of_a_mapped_bio_are_released_by_it() {
     assert_eq!(s.ledger.outstanding(Kind::Get), 0);
     assert_eq!(s.ledger.tracked_bios(), 0);
 }
+
+/// The kernel books' stream of a fill: its records, the pins in a book.
+fn kernel_fill(s: &mut Stream, tgid: u32, bio: u64) -> pintrace_common::Book {
+    s.bio_event(BioPhase::FillBegin, tgid, bio, 0);
+    let fill_ns = s.ts;
+    s.bio_event(BioPhase::FillEnd, tgid, bio, 0);
+    pintrace_common::Book {
+        refs: 1,
+        acquired_ns: fill_ns,
+        tgid,
+        stack_id: 3,
+        site: Site::PinUserPagesFast as u16,
+        fill_ns,
+        ..Default::default()
+    }
+}
+
+fn stream_with_kernel_books() -> Stream {
+    let mut s = Stream::new(LedgerConfig {
+        kernel_books: true,
+        ..LedgerConfig::default()
+    });
+    s.ledger.flags.bio_page_pinned = PINNED;
+    s
+}
+
+#[test]
+fn a_kernel_booked_pin_held_after_its_bio_completed_is_one_leak_naming_the_bio() {
+    let mut s = stream_with_kernel_books();
+    let book = kernel_fill(&mut s, 10, BIO_A);
+    s.bio_event(BioPhase::Endio, 0, BIO_A, 0);
+    let done = s.ts;
+    s.ledger
+        .set_kernel_books([(folio(1), book)], done + 1000 * MS);
+    s.ledger.tick(done + 1000 * MS, &mut s.findings);
+    assert!(s.findings.is_empty(), "within the grace period");
+    // A snapshot read within the grace period cannot tell, however late
+    // the judgement.
+    s.ledger.tick(done + 2500 * MS, &mut s.findings);
+    assert!(s.findings.is_empty(), "{:?}", s.findings);
+    s.ledger
+        .set_kernel_books([(folio(1), book)], done + 2500 * MS);
+    s.ledger.tick(done + 2500 * MS, &mut s.findings);
+    assert_eq!(s.kinds(), vec![FindingKind::LeakAfterBio]);
+    let f = &s.findings[0];
+    assert_eq!((f.folio, f.refs, f.tgid), (folio(1), 1, 10));
+    assert_eq!(f.bio.map(|b| b.sector), Some(2048));
+    // Reported once: not again at the end.
+    s.ledger
+        .set_kernel_books([(folio(1), book)], done + 3000 * MS);
+    s.ledger.finish(done + 3000 * MS, &mut s.findings);
+    assert_eq!(s.findings.len(), 1, "{:?}", s.findings);
+}
+
+#[test]
+fn a_kernel_booked_bio_is_let_go_once_a_snapshot_holds_none_of_its_pins() {
+    let mut s = stream_with_kernel_books();
+    let a = kernel_fill(&mut s, 10, BIO_A);
+    let b = kernel_fill(&mut s, 10, BIO_B);
+    assert_eq!(s.ledger.tracked_bios(), 2, "followed while in flight");
+    s.bio_event(BioPhase::Endio, 0, BIO_A, 0);
+    s.bio_event(BioPhase::Release, 0, BIO_A, PINNED);
+    // B is still in flight; A's pin is still booked.
+    s.ledger
+        .set_kernel_books([(folio(1), a), (folio(2), b)], s.ts + MS);
+    assert_eq!(s.ledger.tracked_bios(), 2);
+    // A's unpin closed its book: A goes; B, not done, stays.
+    s.ledger.set_kernel_books([(folio(2), b)], s.ts + 2 * MS);
+    assert_eq!(s.ledger.tracked_bios(), 1);
+    s.bio_event(BioPhase::Endio, 0, BIO_B, 0);
+    s.bio_event(BioPhase::Release, 0, BIO_B, PINNED);
+    s.ledger.set_kernel_books([], s.ts + MS);
+    assert_eq!(s.ledger.tracked_bios(), 0);
+    let t = s.ts;
+    s.ledger.finish(t + 10_000 * MS, &mut s.findings);
+    assert!(s.findings.is_empty(), "{:?}", s.findings);
+}
+
+#[test]
+fn an_escalated_kernel_book_brings_its_pins_to_their_bio() {
+    let mut s = stream_with_kernel_books();
+    let book = kernel_fill(&mut s, 10, BIO_A);
+    s.feed(Event::Booked(crate::stream::events::Booked {
+        ts_ns: s.ts,
+        folio: folio(1),
+        refs: 1,
+        acquired_ns: book.acquired_ns,
+        tgid: 10,
+        stack_id: 3,
+        site: Site::PinUserPagesFast,
+        longterm: false,
+        exact: true,
+        comm: Comm::default(),
+        fill_ns: book.fill_ns,
+    }));
+    s.bio_event(BioPhase::Endio, 0, BIO_A, 0);
+    let done = s.ts;
+    s.ledger.set_kernel_books([], done + 2500 * MS);
+    s.ledger.tick(done + 2500 * MS, &mut s.findings);
+    assert_eq!(s.kinds(), vec![FindingKind::LeakAfterBio]);
+    assert_eq!(s.findings[0].folio, folio(1));
+}
+
+#[test]
+fn a_kernel_book_of_pins_from_no_followed_fill_is_no_bio_leak() {
+    let mut s = stream_with_kernel_books();
+    let mut book = kernel_fill(&mut s, 10, BIO_A);
+    // Pins of two fills in one book: the probes clear its fill.
+    book.fill_ns = 0;
+    s.bio_event(BioPhase::Endio, 0, BIO_A, 0);
+    let done = s.ts;
+    s.ledger
+        .set_kernel_books([(folio(1), book)], done + 2500 * MS);
+    s.ledger.tick(done + 2500 * MS, &mut s.findings);
+    assert!(s.findings.is_empty(), "{:?}", s.findings);
+    s.ledger.finish(done + 2500 * MS, &mut s.findings);
+    assert_eq!(s.kinds(), vec![FindingKind::LeakAtEnd]);
+}

@@ -31,6 +31,7 @@ fn booked(s: &Stream, folio: u64, b: &Book) -> Event {
         longterm: false,
         exact: true,
         comm: Comm(b.comm),
+        fill_ns: b.fill_ns,
     })
 }
 
@@ -41,11 +42,14 @@ fn kernel_holders_are_judged_like_the_ledgers_own_and_reported_once() {
         flags: BOOK_ESCALATED,
         ..book(10, 1, s.ts)
     };
-    s.ledger.set_kernel_books([
-        (folio(1), book(10, 2, s.ts)),
-        (folio(2), escalated),
-        (folio(3), book(11, 0, s.ts)),
-    ]);
+    s.ledger.set_kernel_books(
+        [
+            (folio(1), book(10, 2, s.ts)),
+            (folio(2), escalated),
+            (folio(3), book(11, 0, s.ts)),
+        ],
+        s.ts,
+    );
     // Escalated books are the ledger's own; empty ones hold nothing.
     assert_eq!(s.ledger.outstanding(Kind::Pin), 2);
     assert_eq!(s.ledger.outstanding_of(10)[&Kind::Pin], 2);
@@ -56,10 +60,17 @@ fn kernel_holders_are_judged_like_the_ledgers_own_and_reported_once() {
         ts_ns: s.ts,
     });
     let grace = LedgerConfig::default().exit_grace_ns;
+    // Judged as of the snapshot: one read at the exit cannot tell whether
+    // the pins outlived the grace period.
+    s.ledger.tick(s.ts + grace, &mut s.findings);
+    assert_eq!(s.kinds(), vec![]);
+    s.ledger
+        .set_kernel_books([(folio(1), book(10, 2, s.ts))], s.ts + grace);
     s.ledger.tick(s.ts + grace, &mut s.findings);
     assert_eq!(s.kinds(), vec![FindingKind::LeakOwnerExited]);
     assert_eq!((s.findings[0].folio, s.findings[0].refs), (folio(1), 2));
-    s.ledger.set_kernel_books([(folio(1), book(10, 2, s.ts))]);
+    s.ledger
+        .set_kernel_books([(folio(1), book(10, 2, s.ts))], s.ts + 2 * grace);
     s.ledger.finish(s.ts + 2 * grace, &mut s.findings);
     assert_eq!(s.findings.len(), 1, "{:?}", s.findings);
 }
@@ -68,7 +79,7 @@ fn kernel_holders_are_judged_like_the_ledgers_own_and_reported_once() {
 fn an_escalated_book_joins_the_ledger_once_and_its_records_balance_it() {
     let mut s = Stream::new(LedgerConfig::default());
     let b = book(10, 2, s.ts);
-    s.ledger.set_kernel_books([(folio(1), b)]);
+    s.ledger.set_kernel_books([(folio(1), b)], s.ts);
     // Two CPUs sent the same book: one holder, out of the snapshot.
     s.feed(booked(&s, folio(1), &b));
     s.feed(booked(&s, folio(1), &b));
@@ -101,7 +112,8 @@ fn an_unpin_of_a_folio_the_kernel_books_closed_is_a_double_unpin() {
 #[test]
 fn a_kernel_book_whose_pins_left_with_put_page_is_named_and_dropped() {
     let mut s = Stream::new(LedgerConfig::default());
-    s.ledger.set_kernel_books([(folio(1), book(10, 1, s.ts))]);
+    s.ledger
+        .set_kernel_books([(folio(1), book(10, 1, s.ts))], s.ts);
     let read = s.ts + MS;
     assert_eq!(s.ledger.audit_candidates(read), vec![folio(1)]);
     // 1023: the pin's 1024 lost one reference to put_page.
@@ -109,7 +121,8 @@ fn a_kernel_book_whose_pins_left_with_put_page_is_named_and_dropped() {
     assert_eq!(s.kinds(), vec![FindingKind::PinReleasedAsGet]);
     assert_eq!(s.ledger.take_kernel_drops(), vec![folio(1)]);
     // A snapshot read before the agent dropped it still has it: not again.
-    s.ledger.set_kernel_books([(folio(1), book(10, 1, s.ts))]);
+    s.ledger
+        .set_kernel_books([(folio(1), book(10, 1, s.ts))], s.ts);
     assert_eq!(s.ledger.audit_candidates(read), Vec::<u64>::new());
     s.ledger.audit(folio(1), 1023, false, read, &mut s.findings);
     s.ledger.finish(read, &mut s.findings);
