@@ -31,6 +31,53 @@ pub const TAG_BOOKED: u32 = 8;
 /// counted: only its folios are news (those its book could not take).
 pub const TAG_ACQUIRE_FOLIOS_COUNTED: u32 = 9;
 
+/// A [`BioDoneEvent`]: a followed bio completed.
+pub const TAG_BIO_DONE: u32 = 10;
+/// 1: the bio sites send a record at each step of a bio's life (the full
+/// event stream, or a kernel whose Direct I/O bios take FOLL_GET
+/// references, which only the bio's release record releases); 0: with the
+/// kernel books where bios pin, a bio's one record is its completion
+/// ([`BioDoneEvent`]), fill and release are counted.
+pub const GLOBAL_BIO_RECORDS: &str = "BIO_RECORDS";
+
+/// What the probes keep of a followed bio from its fill to its completion
+/// (the value of the bio map), with the kernel books: its fields are read
+/// when the fill returns (`bi_iter` is consumed by completion time).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "user",
+    derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable)
+)]
+pub struct BioSeen {
+    /// The fill's start ([`Book::fill_ns`]); 0 without the kernel books.
+    pub fill_ns: u64,
+    /// The filling thread's.
+    pub pid_tgid: u64,
+    pub sector: u64,
+    pub bytes: u32,
+    pub dev: u32,
+    pub opf: u32,
+    /// 1 once its completion record is sent (a split bio's `bio_endio`
+    /// runs more than once).
+    pub done: u32,
+}
+
+/// A followed bio completed ([`crate::BioPhase::Done`]): the one record of
+/// its life with the kernel books where bios pin. `bio.ts_ns` is the
+/// completion, `bio.pid_tgid` the filler's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(
+    feature = "user",
+    derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable)
+)]
+pub struct BioDoneEvent {
+    pub bio: crate::BioEvent,
+    /// Its fill's start, as the books of its pins carry it.
+    pub fill_ns: u64,
+}
+
 /// [`Book::flags`]: the pins were taken with FOLL_LONGTERM.
 pub const BOOK_LONGTERM: u16 = 1;
 /// [`Book::flags`]: escalated; user space keeps this folio's books, the

@@ -118,9 +118,14 @@ pub enum Counter {
     /// program sent the record instead (see the sites' `again`). Not a
     /// loss; the kernel's count of skipped runs includes them.
     Recovered = 17,
+    /// Kernel books, where bios pin: bios filled from user memory and
+    /// released (`__bio_release_pages`), counted without a record (their
+    /// completions are [`BioPhase::Done`] records).
+    BiosFilled = 18,
+    BiosReleased = 19,
 }
 
-pub const COUNTER_SLOTS: u32 = 18;
+pub const COUNTER_SLOTS: u32 = 20;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_SLOTS as usize] = [
@@ -142,6 +147,8 @@ impl Counter {
         Counter::BookedReleases,
         Counter::BookedReleaseRefs,
         Counter::Recovered,
+        Counter::BiosFilled,
+        Counter::BiosReleased,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -164,6 +171,8 @@ impl Counter {
             Counter::BookedReleases => "booked_releases",
             Counter::BookedReleaseRefs => "booked_release_refs",
             Counter::Recovered => "recursion_recovered",
+            Counter::BiosFilled => "bios_filled",
+            Counter::BiosReleased => "bios_released",
         }
     }
 
@@ -183,6 +192,8 @@ impl Counter {
                 | Counter::BookedReleases
                 | Counter::BookedReleaseRefs
                 | Counter::Recovered
+                | Counter::BiosFilled
+                | Counter::BiosReleased
         )
     }
 }
@@ -357,6 +368,11 @@ pub enum BioPhase {
     Endio = 3,
     /// `__bio_release_pages` of a bio seen filled (`flags`: `bi_flags`).
     Release = 4,
+    /// With the kernel books where bios pin: the one record of a followed
+    /// bio, at its completion (a [`crate::BioDoneEvent`]: `ts_ns` the
+    /// completion, `pid_tgid` the filler's, the fill's sector, size,
+    /// device and operation, `status` its `bi_status`).
+    Done = 5,
 }
 
 impl BioPhase {
@@ -366,6 +382,7 @@ impl BioPhase {
             2 => Some(BioPhase::FillEnd),
             3 => Some(BioPhase::Endio),
             4 => Some(BioPhase::Release),
+            5 => Some(BioPhase::Done),
             _ => None,
         }
     }

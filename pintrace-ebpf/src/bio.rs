@@ -7,7 +7,8 @@ use crate::{
     kernel::{func_arg, func_ret, kprobe_args, now_ns, pick, read_u32, read_u64},
     maps::{
         arg_pos, global, BDEV_DEV_OFF, BIOS, BIO_ARGS, BIO_BDEV_OFF, BIO_FLAGS_OFF, BIO_OPF_OFF,
-        BIO_SECTOR_OFF, BIO_SIZE_OFF, BIO_STATUS_OFF, EVENTS, FILLS, MAPPING, REQ_BIOTAIL_OFF,
+        BIO_RECORDS, BIO_SECTOR_OFF, BIO_SIZE_OFF, BIO_STATUS_OFF, EVENTS, FILLS, MAPPING,
+        REQ_BIOTAIL_OFF,
     },
     ring::{bump, wakeup},
 };
@@ -16,7 +17,9 @@ use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use pintrace_common::{BioEvent, BioPhase, Counter, Site, TAG_BIO};
+use pintrace_common::{
+    BioDoneEvent, BioEvent, BioPhase, BioSeen, Counter, Site, TAG_BIO, TAG_BIO_DONE,
+};
 
 /// The one argument every bio site reads (`bio`, or `bio_map_user_iov`'s
 /// `rq`): slot 0 of its row, at the position of its `ArgLayout`.
@@ -28,6 +31,13 @@ fn trampoline_arg<C: aya_ebpf::EbpfContext>(ctx: &C, site: Site) -> u64 {
 #[inline(always)]
 fn kprobe_arg0(ctx: &ProbeContext, site: Site) -> u64 {
     pick(&kprobe_args(ctx), arg_pos(site, 0))
+}
+
+/// Whether each step of a bio's life is a record (see
+/// `pintrace_common::GLOBAL_BIO_RECORDS`); else only its completion is.
+#[inline(always)]
+fn records() -> bool {
+    global(&BIO_RECORDS) != 0
 }
 
 /// One step of a bio's life; the bio's fields are read only at FillEnd
@@ -45,15 +55,40 @@ fn fill_begin(bio: u64) {
     if books::on() && FILLS.insert(bpf_get_current_pid_tgid(), ts_ns, 0).is_err() {
         bump(Counter::EntryArgsFull);
     }
-    emit_bio_at(BioPhase::FillBegin, bio, 0, ts_ns);
+    if records() {
+        emit_bio_at(BioPhase::FillBegin, bio, 0, ts_ns);
+    }
 }
 
-/// A fill returned: its pins are taken.
+/// A fill returned, its pins taken: its start (0 without the kernel
+/// books), forgotten.
 #[inline(always)]
-fn fill_done() {
-    if books::on() {
-        let _ = FILLS.remove(bpf_get_current_pid_tgid());
+fn fill_done() -> u64 {
+    if !books::on() {
+        return 0;
     }
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let fill_ns = unsafe { FILLS.get(&key) }.copied().unwrap_or(0);
+    let _ = FILLS.remove(&key);
+    fill_ns
+}
+
+/// The bio's sector, size, device and operation.
+#[inline(always)]
+fn bio_fields(bio: u64) -> (u64, u32, u32, u32) {
+    let bdev = read_u64(bio + global(&BIO_BDEV_OFF));
+    let dev = if bdev == 0 {
+        0
+    } else {
+        read_u32(bdev + global(&BDEV_DEV_OFF))
+    };
+    (
+        read_u64(bio + global(&BIO_SECTOR_OFF)),
+        read_u32(bio + global(&BIO_SIZE_OFF)),
+        dev,
+        read_u32(bio + global(&BIO_OPF_OFF)),
+    )
 }
 
 #[inline(always)]
@@ -63,18 +98,7 @@ fn emit_bio_at(phase: BioPhase, bio: u64, status: i32, ts_ns: u64) {
         return;
     };
     let (sector, bytes, dev, opf) = if bio != 0 && matches!(phase, BioPhase::FillEnd) {
-        let bdev = read_u64(bio + global(&BIO_BDEV_OFF));
-        let dev = if bdev == 0 {
-            0
-        } else {
-            read_u32(bdev + global(&BDEV_DEV_OFF))
-        };
-        (
-            read_u64(bio + global(&BIO_SECTOR_OFF)),
-            read_u32(bio + global(&BIO_SIZE_OFF)),
-            dev,
-            read_u32(bio + global(&BIO_OPF_OFF)),
-        )
+        bio_fields(bio)
     } else {
         (0, 0, 0, 0)
     };
@@ -84,7 +108,7 @@ fn emit_bio_at(phase: BioPhase, bio: u64, status: i32, ts_ns: u64) {
         0
     };
     let status = if let BioPhase::Endio = phase {
-        (read_u32(bio + global(&BIO_STATUS_OFF)) & 0xff) as i32
+        bio_status(bio)
     } else {
         status
     };
@@ -107,11 +131,78 @@ fn emit_bio_at(phase: BioPhase, bio: u64, status: i32, ts_ns: u64) {
 }
 
 #[inline(always)]
-fn bio_fill_end(bio: u64, ret: i32) {
-    if BIOS.insert(bio, 1u32, 0).is_err() {
-        bump(Counter::BiosFull);
+fn bio_status(bio: u64) -> i32 {
+    (read_u32(bio + global(&BIO_STATUS_OFF)) & 0xff) as i32
+}
+
+/// A fill that named its bio returned: the bio is followed. With records,
+/// its FillEnd; else its fields are kept for its completion record.
+#[inline(always)]
+fn bio_fill_end(bio: u64, ret: i32, fill_ns: u64) {
+    if records() {
+        if BIOS.insert(bio, BioSeen::default(), 0).is_err() {
+            bump(Counter::BiosFull);
+        }
+        emit_bio(BioPhase::FillEnd, bio, ret);
+        return;
     }
-    emit_bio(BioPhase::FillEnd, bio, ret);
+    let (sector, bytes, dev, opf) = bio_fields(bio);
+    let seen = BioSeen {
+        fill_ns,
+        pid_tgid: bpf_get_current_pid_tgid(),
+        sector,
+        bytes,
+        dev,
+        opf,
+        done: 0,
+    };
+    if BIOS.insert(bio, seen, 0).is_err() {
+        bump(Counter::BiosFull);
+    } else {
+        bump(Counter::BiosFilled);
+    }
+}
+
+/// A followed bio completed, without the per-step records: its one
+/// record, once (a split bio completes its parts through it again).
+#[inline(always)]
+fn bio_done(bio: u64) {
+    let Some(seen) = BIOS.get_ptr_mut(bio) else {
+        return;
+    };
+    // SAFETY: the map's value, live for this run; a race between two
+    // completions of one bio costs at most a second record, which the
+    // ledger takes once.
+    let seen = unsafe {
+        if (*seen).done != 0 {
+            return;
+        }
+        (*seen).done = 1;
+        *seen
+    };
+    let Some(mut entry) = EVENTS.reserve::<BioDoneEvent>(0) else {
+        bump(Counter::RingbufFull);
+        return;
+    };
+    entry.write(BioDoneEvent {
+        bio: BioEvent {
+            tag: TAG_BIO_DONE,
+            phase: BioPhase::Done as u32,
+            ts_ns: now_ns(),
+            pid_tgid: seen.pid_tgid,
+            bio,
+            sector: seen.sector,
+            bytes: seen.bytes,
+            dev: seen.dev,
+            opf: seen.opf,
+            flags: 0,
+            status: bio_status(bio),
+            _reserved: 0,
+        },
+        fill_ns: seen.fill_ns,
+    });
+    entry.submit(wakeup());
+    bump(Counter::Submitted);
 }
 
 /// Completion and release are reported for bios seen filled only.
@@ -134,8 +225,12 @@ pub fn fexit_bio_fill(ctx: FExitContext) -> u32 {
     if !filter::current_watched() {
         return 0;
     }
-    fill_done();
-    bio_fill_end(trampoline_arg(&ctx, Site::BioFill), func_ret(&ctx) as i32);
+    let fill_ns = fill_done();
+    bio_fill_end(
+        trampoline_arg(&ctx, Site::BioFill),
+        func_ret(&ctx) as i32,
+        fill_ns,
+    );
     0
 }
 
@@ -158,7 +253,7 @@ pub fn kretprobe_bio_fill(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     let key = bpf_get_current_pid_tgid();
-    fill_done();
+    let fill_ns = fill_done();
     // SAFETY: the value is copied out before the entry is removed.
     let Some(bio) = (unsafe { BIO_ARGS.get(key) }).copied() else {
         bump(Counter::MissingEntry);
@@ -166,7 +261,7 @@ pub fn kretprobe_bio_fill(ctx: RetProbeContext) -> u32 {
     };
     let _ = BIO_ARGS.remove(key);
     let ret: u64 = ctx.ret();
-    bio_fill_end(bio, ret as i32);
+    bio_fill_end(bio, ret as i32, fill_ns);
     0
 }
 
@@ -181,16 +276,16 @@ fn bio_map_begin(rq: u64) {
 /// The end of `bio_map_user_iov`: on success its bio is the request's
 /// last; on failure it is freed already, and the end names none.
 #[inline(always)]
-fn bio_map_end(rq: u64, ret: i32) {
+fn bio_map_end(rq: u64, ret: i32, fill_ns: u64) {
     let bio = if ret == 0 && rq != 0 {
         read_u64(rq + global(&REQ_BIOTAIL_OFF))
     } else {
         0
     };
-    if bio == 0 {
+    if bio != 0 {
+        bio_fill_end(bio, ret, fill_ns);
+    } else if records() {
         emit_bio(BioPhase::FillEnd, 0, ret);
-    } else {
-        bio_fill_end(bio, ret);
     }
 }
 
@@ -209,8 +304,12 @@ pub fn fexit_bio_map(ctx: FExitContext) -> u32 {
         return 0;
     }
     let _ = MAPPING.remove(bpf_get_current_pid_tgid());
-    fill_done();
-    bio_map_end(trampoline_arg(&ctx, Site::BioMap), func_ret(&ctx) as i32);
+    let fill_ns = fill_done();
+    bio_map_end(
+        trampoline_arg(&ctx, Site::BioMap),
+        func_ret(&ctx) as i32,
+        fill_ns,
+    );
     0
 }
 
@@ -229,7 +328,7 @@ pub fn kretprobe_bio_map(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     let key = bpf_get_current_pid_tgid();
-    fill_done();
+    let fill_ns = fill_done();
     // SAFETY: the value is copied out before the entry is removed.
     let Some(rq) = (unsafe { MAPPING.get(key) }).copied() else {
         bump(Counter::MissingEntry);
@@ -237,13 +336,15 @@ pub fn kretprobe_bio_map(ctx: RetProbeContext) -> u32 {
     };
     let _ = MAPPING.remove(key);
     let ret: u64 = ctx.ret();
-    bio_map_end(rq, ret as i32);
+    bio_map_end(rq, ret as i32, fill_ns);
     0
 }
 
 #[inline(always)]
 fn bio_endio(bio: u64) -> u32 {
-    if bio_seen(bio) {
+    if !records() {
+        bio_done(bio);
+    } else if bio_seen(bio) {
         emit_bio(BioPhase::Endio, bio, 0);
     }
     0
@@ -272,7 +373,12 @@ pub fn kprobe_bio_endio(ctx: ProbeContext) -> u32 {
 /// before it could be named.
 #[inline(always)]
 fn bio_release(bio: u64) -> u32 {
-    if bio_seen(bio) || MAPPING.get_ptr(bpf_get_current_pid_tgid()).is_some() {
+    if !records() {
+        // Its unpins follow, balanced in the books.
+        if BIOS.remove(bio).is_ok() {
+            bump(Counter::BiosReleased);
+        }
+    } else if bio_seen(bio) || MAPPING.get_ptr(bpf_get_current_pid_tgid()).is_some() {
         let _ = BIOS.remove(bio);
         emit_bio(BioPhase::Release, bio, 0);
     }

@@ -7,9 +7,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
 use pintrace_common::{
-    ArgLayout, AuditSlot, Book, EntryArgs, Site, StackClock, TallyCounts, TallyKey, AUDIT_SLOTS,
-    BUILTIN_ARG_LAYOUTS, COUNTER_SLOTS, DEFAULT_BOOKS_MAX, FILTER_MAX_FOLIOS, FILTER_MAX_TGIDS,
-    LIFETIME_BUCKETS, SITE_SLOTS, STACK_CLOCK_SLOTS, TALLY_MAX,
+    ArgLayout, AuditSlot, BioSeen, Book, EntryArgs, Site, StackClock, TallyCounts, TallyKey,
+    AUDIT_SLOTS, BUILTIN_ARG_LAYOUTS, COUNTER_SLOTS, DEFAULT_BOOKS_MAX, FILTER_MAX_FOLIOS,
+    FILTER_MAX_TGIDS, LIFETIME_BUCKETS, SITE_SLOTS, STACK_CLOCK_SLOTS, TALLY_MAX,
 };
 
 /// Ring buffer of events; user space sizes it before load (`--ringbuf-mib`).
@@ -88,6 +88,9 @@ pub(crate) static FOLL_LONGTERM: u32 = 0;
 /// The kernel books: see `pintrace_common::books` and [`crate::books`].
 #[unsafe(no_mangle)]
 pub(crate) static BOOKS_ON: u32 = 0;
+/// See `pintrace_common::GLOBAL_BIO_RECORDS`.
+#[unsafe(no_mangle)]
+pub(crate) static BIO_RECORDS: u32 = 1;
 /// Allocated as it fills (`BPF_F_NO_PREALLOC`): its memory follows the
 /// pins held, not `--books-max`.
 #[map]
@@ -132,9 +135,10 @@ pub(crate) static FILTER_FOLIOS: HashMap<u64, i64> =
 pub(crate) static AUDIT_TGID: u32 = 0;
 
 /// Bios seen filled from user memory: only their completion and release are
-/// reported. LRU: a bio freed without either ages out.
+/// reported. LRU: a bio freed without either ages out. With the kernel
+/// books where bios pin, the fill's fields for its completion record.
 #[map]
-pub(crate) static BIOS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65536, 0);
+pub(crate) static BIOS: LruHashMap<u64, BioSeen> = LruHashMap::with_max_entries(65536, 0);
 
 /// The bio of an in-flight `bio_iov_iter_get_pages`, by thread, for the
 /// kretprobe.

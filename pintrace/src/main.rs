@@ -30,8 +30,9 @@ enum Command {
     /// Trace GUP acquires, optionally around a command: `pintrace run -- CMD ARGS`.
     #[command(after_help = "Modes: by default the probes keep the books in the \
         kernel (--books kernel): a pin and its unpin are booked and balanced there, \
-        and only what the ledger must decide crosses to user space, beside each \
-        bio's four records that tie pins to their bios (--no-bio drops those). \
+        and only what the ledger must decide crosses to user space, beside one \
+        record per bio, at its completion, that ties pins to their bios (--no-bio \
+        drops it and the bio programs). \
         --books events (and --events, --record) sends every acquire, release and \
         bio as a record the agent books: several records per I/O and about twice \
         the agent's CPU. docs/performance.md has what each costs.\n\n\

@@ -59,8 +59,8 @@ pub struct SessionArgs {
     /// Where the books are kept. `kernel` (the default): the probes keep
     /// each folio's pins in a BPF map and count calls, pages and releases
     /// per CPU; a balanced pin and unpin send no record (two programs per
-    /// Direct I/O, plus the bio programs unless --no-bio), and the agent
-    /// reads the books twice a second. `events`: every acquire, release
+    /// Direct I/O, plus the bio programs and one record per bio unless
+    /// --no-bio), and the agent reads the books twice a second. `events`: every acquire, release
     /// and bio is a record the agent books (the full event stream, as
     /// --events and --record use): several records and about twice the
     /// agent's CPU per I/O.

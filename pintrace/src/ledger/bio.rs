@@ -134,6 +134,7 @@ impl Ledger {
                 };
                 books.completed_ns.get_or_insert(b.ts_ns);
             }
+            BioPhase::Done => self.bio_done(b),
             BioPhase::Release => {
                 let id = match self.bio_at.get(&b.bio) {
                     Some(&id) => id,
@@ -150,6 +151,38 @@ impl Ledger {
                 self.release_bio(id, b, findings);
             }
         }
+    }
+
+    /// A bio the kernel books followed completed (its one record): kept,
+    /// for the booked pins of its fill, until a snapshot holds none of
+    /// them (`Ledger::set_kernel_books`).
+    fn bio_done(&mut self, b: &Bio) {
+        let key = (b.tgid, b.fill_ns);
+        if b.fill_ns == 0 || self.bio_of_fill.contains_key(&key) {
+            return;
+        }
+        self.next_bio += 1;
+        let id = self.next_bio;
+        self.bios.insert(
+            id,
+            BioBooks {
+                ptr: 0,
+                info: BioInfo {
+                    major: b.major,
+                    minor: b.minor,
+                    sector: b.sector,
+                    bytes: b.bytes,
+                    write: b.is_write(),
+                },
+                completed_ns: Some(b.ts_ns),
+                refs: 0,
+                folios: SmallVec::new(),
+                released: false,
+                reported: false,
+                fill: key,
+            },
+        );
+        self.bio_of_fill.insert(key, id);
     }
 
     /// `__bio_release_pages`: with BIO_PAGE_PINNED the unpins follow on this

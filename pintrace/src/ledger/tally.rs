@@ -228,7 +228,7 @@ impl Tally {
             Event::Folios(_) | Event::Exit { .. } | Event::Booked(_) => {}
             Event::Bio(b) => match b.phase {
                 BioPhase::FillEnd => self.bios.filled += 1,
-                BioPhase::Endio => self.bios.completed += 1,
+                BioPhase::Endio | BioPhase::Done => self.bios.completed += 1,
                 BioPhase::Release => self.bios.released += 1,
                 BioPhase::FillBegin => {}
             },
@@ -281,6 +281,12 @@ impl Tally {
 
     /// Releases the kernel books balanced (the probes' counters), which no
     /// record reports.
+    /// Bios the kernel books counted filled and released without records.
+    pub fn add_booked_bios(&mut self, filled: u64, released: u64) {
+        self.bios.filled += filled;
+        self.bios.released += released;
+    }
+
     pub fn add_booked_releases(&mut self, calls: u64, refs: u64) {
         self.releases.calls += calls;
         self.releases.pin_refs += refs;

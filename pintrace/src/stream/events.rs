@@ -8,11 +8,11 @@
 
 pub use pintrace_common::BioPhase;
 use pintrace_common::{
-    AcquireEvent, AcquireWithFolios, BioEvent, BookedEvent, ExitEvent, FolioBatch, FromBytes,
-    ReleaseEvent, RqCompleteEvent, Site, BOOK_EXACT, BOOK_LONGTERM, FOLIOS_PER_RECORD,
+    AcquireEvent, AcquireWithFolios, BioDoneEvent, BioEvent, BookedEvent, ExitEvent, FolioBatch,
+    FromBytes, ReleaseEvent, RqCompleteEvent, Site, BOOK_EXACT, BOOK_LONGTERM, FOLIOS_PER_RECORD,
     FOLIO_ADDR_MASK, FOLIO_BELOW_1_PIN, FOLIO_BELOW_2_PINS, RELEASE_BOOKS_CLOSED,
     RELEASE_BOOKS_EXACT, TAG_ACQUIRE, TAG_ACQUIRE_FOLIOS, TAG_ACQUIRE_FOLIOS_COUNTED, TAG_BIO,
-    TAG_BOOKED, TAG_EXIT, TAG_FOLIOS, TAG_RELEASE, TAG_RQ_COMPLETE,
+    TAG_BIO_DONE, TAG_BOOKED, TAG_EXIT, TAG_FOLIOS, TAG_RELEASE, TAG_RQ_COMPLETE,
 };
 use serde::{Serialize, Serializer};
 use std::{fmt, mem::size_of};
@@ -234,6 +234,9 @@ pub struct Bio {
     pub opf: u32,
     pub flags: u32,
     pub status: i32,
+    /// [`BioPhase::Done`]: its fill's start, as the kernel books of its
+    /// pins carry it (0 otherwise).
+    pub fill_ns: u64,
 }
 
 impl Bio {
@@ -302,6 +305,27 @@ fn read<T: FromBytes>(tag: u32, record: &[u8]) -> Result<T, DecodeError> {
 }
 
 /// `bpf_get_current_pid_tgid()`'s halves: (tgid, tid).
+/// A bio record's step; `fill_ns` for [`BioPhase::Done`].
+fn bio_of(r: &BioEvent, fill_ns: u64) -> Result<Bio, DecodeError> {
+    let phase = BioPhase::from_u32(r.phase).ok_or(DecodeError::UnknownBioPhase(r.phase))?;
+    let (tgid, tid) = split_pid_tgid(r.pid_tgid);
+    Ok(Bio {
+        phase,
+        ts_ns: r.ts_ns,
+        tgid,
+        tid,
+        bio: r.bio,
+        sector: r.sector,
+        bytes: r.bytes,
+        major: r.dev >> 20,
+        minor: r.dev & 0xfffff,
+        opf: r.opf,
+        flags: r.flags,
+        status: r.status,
+        fill_ns,
+    })
+}
+
 fn split_pid_tgid(pid_tgid: u64) -> (u32, u32) {
     ((pid_tgid >> 32) as u32, pid_tgid as u32)
 }
@@ -432,24 +456,10 @@ fn decode_body(tag: u32, record: &[u8]) -> Result<Event, DecodeError> {
                 ts_ns: r.ts_ns,
             }
         }
-        TAG_BIO => {
-            let r: BioEvent = read(tag, record)?;
-            let phase = BioPhase::from_u32(r.phase).ok_or(DecodeError::UnknownBioPhase(r.phase))?;
-            let (tgid, tid) = split_pid_tgid(r.pid_tgid);
-            Event::Bio(Bio {
-                phase,
-                ts_ns: r.ts_ns,
-                tgid,
-                tid,
-                bio: r.bio,
-                sector: r.sector,
-                bytes: r.bytes,
-                major: r.dev >> 20,
-                minor: r.dev & 0xfffff,
-                opf: r.opf,
-                flags: r.flags,
-                status: r.status,
-            })
+        TAG_BIO => Event::Bio(bio_of(&read::<BioEvent>(tag, record)?, 0)?),
+        TAG_BIO_DONE => {
+            let r: BioDoneEvent = read(tag, record)?;
+            Event::Bio(bio_of(&r.bio, r.fill_ns)?)
         }
         TAG_RQ_COMPLETE => {
             let r: RqCompleteEvent = read(tag, record)?;

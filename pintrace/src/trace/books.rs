@@ -29,6 +29,7 @@ pub struct BooksReader {
     tally: FxHashMap<TallyKey, TallyCounts>,
     lifetimes: Vec<u64>,
     releases: (u64, u64),
+    bios: (u64, u64),
     last_snapshot: Option<(u64, usize)>,
     /// Folios in the last snapshot, the largest one and the kernel memory
     /// the books took then.
@@ -45,6 +46,8 @@ pub struct Reading {
     pub lifetimes: Vec<u64>,
     /// `Counter::BookedReleases` and `Counter::BookedReleaseRefs`.
     pub releases: (u64, u64),
+    /// `Counter::BiosFilled` and `Counter::BiosReleased`.
+    pub bios: (u64, u64),
     /// The open books, when read this time.
     pub books: Option<Vec<(u64, Book)>>,
     pub memory: Option<u64>,
@@ -83,6 +86,12 @@ impl BooksReader {
             refs.saturating_sub(self.releases.1),
         );
         self.releases = r.releases;
+        let (filled, released) = r.bios;
+        pipeline.ledger.tally.add_booked_bios(
+            filled.saturating_sub(self.bios.0),
+            released.saturating_sub(self.bios.1),
+        );
+        self.bios = r.bios;
         self.lifetimes.resize(r.lifetimes.len(), 0);
         for (i, (&now, before)) in r.lifetimes.iter().zip(&mut self.lifetimes).enumerate() {
             let n = now.saturating_sub(*before);
@@ -165,6 +174,7 @@ mod tests {
             tally,
             lifetimes: vec![0; 2 * LIFETIME_BUCKETS as usize],
             releases: (0, 0),
+            bios: (0, 0),
             books: Some(books),
             memory: None,
         }

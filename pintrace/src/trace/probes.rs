@@ -17,9 +17,9 @@ use pintrace_common::{
     ArgLayout, AuditSlot, Book, Counter, Site, TallyCounts, TallyKey, AUDIT_MAP, AUDIT_SLOTS,
     BOOKS_MAP, COUNTERS_MAP, EVENTS_MAP, FILTER_FOLIOS_MAP, FILTER_MAX_FOLIOS, FILTER_MAX_TGIDS,
     FILTER_TGIDS_MAP, GLOBAL_ARG_LAYOUTS, GLOBAL_AUDIT_TGID, GLOBAL_BDEV_DEV_OFF,
-    GLOBAL_BIO_BDEV_OFF, GLOBAL_BIO_FLAGS_OFF, GLOBAL_BIO_OPF_OFF, GLOBAL_BIO_SECTOR_OFF,
-    GLOBAL_BIO_SIZE_OFF, GLOBAL_BIO_STATUS_OFF, GLOBAL_BOOKS_ON, GLOBAL_FILTER,
-    GLOBAL_FOLIO_REFCOUNT_OFF, GLOBAL_FOLL_LONGTERM, GLOBAL_FOLL_PIN,
+    GLOBAL_BIO_BDEV_OFF, GLOBAL_BIO_FLAGS_OFF, GLOBAL_BIO_OPF_OFF, GLOBAL_BIO_RECORDS,
+    GLOBAL_BIO_SECTOR_OFF, GLOBAL_BIO_SIZE_OFF, GLOBAL_BIO_STATUS_OFF, GLOBAL_BOOKS_ON,
+    GLOBAL_FILTER, GLOBAL_FOLIO_REFCOUNT_OFF, GLOBAL_FOLL_LONGTERM, GLOBAL_FOLL_PIN,
     GLOBAL_PAGE_COMPOUND_HEAD_OFF, GLOBAL_PAGE_SIZEOF, GLOBAL_RB_WAKEUP_BYTES,
     GLOBAL_REQ_BIOTAIL_OFF, GLOBAL_RQ_DEV_OFF, GLOBAL_RQ_ERROR_OFF, GLOBAL_RQ_NR_SECTOR_OFF,
     GLOBAL_RQ_RECORDS, GLOBAL_RQ_SECTOR_OFF, GLOBAL_STACK_INTERVAL_NS, LIFETIMES_MAP,
@@ -68,6 +68,8 @@ pub struct LoadOptions {
     /// Keep the books in the kernel, for at most this many folios
     /// (`--books-max`); `None`: every event is a record.
     pub books_max: Option<u32>,
+    /// See `pintrace_common::GLOBAL_BIO_RECORDS`.
+    pub bio_records: u32,
 }
 
 pub struct Probes {
@@ -190,6 +192,7 @@ impl Probes {
             .override_global(GLOBAL_FOLL_PIN, &opts.foll_pin, true)
             .override_global(GLOBAL_FOLL_LONGTERM, &opts.foll_longterm, true)
             .override_global(GLOBAL_BOOKS_ON, &(opts.books_max.is_some() as u32), true)
+            .override_global(GLOBAL_BIO_RECORDS, &opts.bio_records, true)
             // The books map allocates as it fills; the tally map up front,
             // so it is full-size only with the books on.
             .map_max_entries(BOOKS_MAP, opts.books_max.unwrap_or(1).max(1))

@@ -251,11 +251,13 @@ impl Session {
             return Ok(());
         };
         let now_ns = monotonic_ns();
-        let mut releases = (0, 0);
+        let (mut releases, mut bios) = ((0, 0), (0, 0));
         for (c, v) in self.probes.counters()? {
             match c {
                 pintrace_common::Counter::BookedReleases => releases.0 = v,
                 pintrace_common::Counter::BookedReleaseRefs => releases.1 = v,
+                pintrace_common::Counter::BiosFilled => bios.0 = v,
+                pintrace_common::Counter::BiosReleased => bios.1 = v,
                 _ => {}
             }
         }
@@ -268,6 +270,7 @@ impl Session {
             tally: self.probes.tally()?,
             lifetimes: self.probes.lifetimes()?,
             releases,
+            bios,
             memory: books.as_ref().and_then(|_| self.probes.books_memory()),
             books,
         };

@@ -280,6 +280,12 @@ impl Source {
     /// then the pipeline ticks. A replay ticks on its recorded clock.
     pub fn tick(&mut self, pipeline: &mut Pipeline, found: &mut Vec<Finding>) -> Result<()> {
         let now = self.now_ns();
+        if self.is_live() {
+            // Everything sent before `now` is judged with it: an agent behind
+            // its ring buffer (echoing every event, say) would otherwise see
+            // a bio complete seconds ago and not yet the unpins that followed.
+            self.drain(pipeline, found)?;
+        }
         self.sync_books(pipeline, found, false)?;
         let Source::Live(l) = self else {
             return Ok(());

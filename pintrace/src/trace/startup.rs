@@ -47,6 +47,10 @@ impl ProbeSettings {
             pids: self.pids.clone(),
             foll_longterm: caps.flags.flags.longterm,
             books_max: self.books_max,
+            // Where bios take FOLL_GET references (before 6.5), only their
+            // release record releases them: every step stays a record.
+            bio_records: !(self.books_max.is_some() && caps.flags.flags.bio_page_pinned != 0)
+                as u32,
         }
     }
 }

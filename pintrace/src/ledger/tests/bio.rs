@@ -22,6 +22,7 @@ impl Stream {
             opf: 0,
             flags,
             status,
+            fill_ns: 0,
         }));
     }
 
@@ -453,4 +454,66 @@ fn a_kernel_book_of_pins_from_no_followed_fill_is_no_bio_leak() {
     assert!(s.findings.is_empty(), "{:?}", s.findings);
     s.ledger.finish(done + 2500 * MS, &mut s.findings);
     assert_eq!(s.kinds(), vec![FindingKind::LeakAtEnd]);
+}
+
+#[test]
+fn a_bio_known_by_its_completion_record_names_the_booked_pins_it_left() {
+    // Where bios pin, the kernel books send one record per bio: its
+    // completion, with its fill's start.
+    let mut s = stream_with_kernel_books();
+    let fill_ns = s.ts + MS;
+    let book = pintrace_common::Book {
+        refs: 2,
+        acquired_ns: fill_ns,
+        tgid: 10,
+        stack_id: 3,
+        site: Site::PinUserPagesFast as u16,
+        fill_ns,
+        ..Default::default()
+    };
+    s.ts += 2 * MS;
+    let done = s.ts;
+    s.feed(Event::Bio(Bio {
+        phase: BioPhase::Done,
+        ts_ns: done,
+        tgid: 10,
+        tid: 10,
+        bio: BIO_A,
+        sector: 4096,
+        bytes: 8192,
+        major: 259,
+        minor: 0,
+        opf: 0,
+        flags: 0,
+        status: 0,
+        fill_ns,
+    }));
+    assert_eq!(s.ledger.tally.bios.completed, 1);
+    // Another bio of the same thread, done with: let go at the snapshot.
+    s.feed(Event::Bio(Bio {
+        fill_ns: fill_ns + MS,
+        ..Bio {
+            phase: BioPhase::Done,
+            ts_ns: done,
+            tgid: 10,
+            tid: 10,
+            bio: BIO_B,
+            sector: 0,
+            bytes: 4096,
+            major: 259,
+            minor: 0,
+            opf: 0,
+            flags: 0,
+            status: 0,
+            fill_ns: 0,
+        }
+    }));
+    s.ledger
+        .set_kernel_books([(folio(1), book)], done + 2500 * MS);
+    assert_eq!(s.ledger.tracked_bios(), 1);
+    s.ledger.tick(done + 2500 * MS, &mut s.findings);
+    assert_eq!(s.kinds(), vec![FindingKind::LeakAfterBio]);
+    let f = &s.findings[0];
+    assert_eq!((f.folio, f.refs), (folio(1), 2));
+    assert_eq!(f.bio.map(|b| (b.major, b.sector)), Some((259, 4096)));
 }

@@ -177,6 +177,7 @@ fn bio_round_trips_and_rejects_unknown_phases() {
         opf: 1,
         flags: 1,
         status: 0,
+        fill_ns: 0,
     };
     let bytes = encode::bio(&b);
     assert_eq!(bytes.len(), size_of::<BioEvent>());
@@ -381,6 +382,7 @@ fn every_record_matches_its_struct() {
         opf: 18,
         flags: 19,
         status: -20,
+        fill_ns: 0,
     };
     let size = size_of::<BioEvent>();
     check_record(
@@ -390,6 +392,24 @@ fn every_record_matches_its_struct() {
         encode::bio(&b),
         Event::Bio(b),
     );
+    // The kernel books' one record of a bio: its completion and its fill.
+    let done = pintrace_common::BioDoneEvent {
+        bio: BioEvent {
+            tag: pintrace_common::TAG_BIO_DONE,
+            phase: BioPhase::Done as u32,
+            ..raw
+        },
+        fill_ns: 0x2222,
+    };
+    assert_eq!(
+        decode(done.as_bytes()),
+        Ok(Event::Bio(Bio {
+            phase: BioPhase::Done,
+            fill_ns: 0x2222,
+            ..b
+        }))
+    );
+    assert!(decode(&done.as_bytes()[..size]).is_err());
 
     let raw = RqCompleteEvent {
         tag: TAG_RQ_COMPLETE,

@@ -62,6 +62,7 @@ const GLOBALS: &[(&str, &str)] = named!(
     GLOBAL_FILTER,
     GLOBAL_FOLL_LONGTERM,
     GLOBAL_BOOKS_ON,
+    GLOBAL_BIO_RECORDS,
 );
 const U64_GLOBALS: &[&str] = &[pintrace_common::GLOBAL_STACK_INTERVAL_NS];
 
