@@ -67,7 +67,8 @@ impl KernelBooks {
     }
 
     /// Reports the holders of bio `id` not yet reported: their references
-    /// and the first of them.
+    /// and the first of them, of the lowest folio (the books keep no order
+    /// of a bio's pages).
     pub(super) fn report_bio(&mut self, id: u64) -> (u64, Option<(Holder, u64)>) {
         let (mut refs, mut first) = (0, None);
         for i in 0..self.holders.len() {

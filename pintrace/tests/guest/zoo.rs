@@ -491,8 +491,13 @@ fn pintrace_ties_pins_to_their_bio() {
             ),
             "{f}"
         );
-        let folio = runs[1]["folio"].as_str().unwrap();
-        assert_eq!(format!("{:#x}", f["folio"].as_u64().unwrap()), folio, "{f}");
+        // The event stream names the bio's first page's folio, as the zoo
+        // does; the kernel books do not keep the order of a bio's pages
+        // and name its folio of the lowest address.
+        if mode == "events" {
+            let folio = runs[1]["folio"].as_str().unwrap();
+            assert_eq!(format!("{:#x}", f["folio"].as_u64().unwrap()), folio, "{f}");
+        }
         let stack = f["stack"].to_string();
         assert!(stack.contains("pinzoo"), "{stack}");
         assert!(stack.contains("bio_iov_iter_get_pages"), "{stack}");
