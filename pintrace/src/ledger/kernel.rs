@@ -301,7 +301,7 @@ impl Ledger {
         k.remove(folio);
         k.drops.push(folio);
         k.dropped.insert((folio, holder.acquired_ns, holder.tgid));
-        findings.push(super::released_as_get(
+        findings.push(super::audit::released_as_get(
             folio, missing, pins, refcount, capacity, holder, None, read_ns,
         ));
     }
