@@ -6,6 +6,7 @@
 
 use super::{take, Finding, FindingKind, Holder, Kind, Ledger};
 use crate::stream::events::{Bio, BioPhase};
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use smallvec::SmallVec;
 
@@ -17,6 +18,19 @@ pub struct BioInfo {
     pub sector: u64,
     pub bytes: u32,
     pub write: bool,
+}
+
+impl BioInfo {
+    /// What a bio record read of its bio at the end of its fill.
+    fn of(b: &Bio) -> BioInfo {
+        BioInfo {
+            major: b.major,
+            minor: b.minor,
+            sector: b.sector,
+            bytes: b.bytes,
+            write: b.is_write(),
+        }
+    }
 }
 
 impl std::fmt::Display for BioInfo {
@@ -51,6 +65,20 @@ pub(super) struct BioBooks {
 }
 
 impl BioBooks {
+    /// A bio followed from its fill's (tgid, start), holding nothing yet.
+    fn new(ptr: u64, info: BioInfo, completed_ns: Option<u64>, fill: (u32, u64)) -> BioBooks {
+        BioBooks {
+            ptr,
+            info,
+            completed_ns,
+            refs: 0,
+            folios: SmallVec::new(),
+            released: false,
+            reported: false,
+            fill,
+        }
+    }
+
     /// Done with as far as its own references go, at `now_ns`: completed or
     /// released, or filled longer ago than anything is remembered (its
     /// completion was not seen).
@@ -68,19 +96,9 @@ impl Ledger {
             BioPhase::FillBegin => {
                 self.next_bio += 1;
                 let id = self.next_bio;
-                self.bios.insert(
-                    id,
-                    BioBooks {
-                        ptr: b.bio,
-                        info: BioInfo::default(),
-                        completed_ns: None,
-                        refs: 0,
-                        folios: SmallVec::new(),
-                        released: false,
-                        reported: false,
-                        fill: (b.tgid, b.ts_ns),
-                    },
-                );
+                let fill = (b.tgid, b.ts_ns);
+                self.bios
+                    .insert(id, BioBooks::new(b.bio, BioInfo::default(), None, fill));
                 if self.config.kernel_books {
                     self.bio_of_fill.insert((b.tgid, b.ts_ns), id);
                 }
@@ -114,13 +132,7 @@ impl Ledger {
                 let Some(books) = self.bios.get_mut(&id) else {
                     return;
                 };
-                books.info = BioInfo {
-                    major: b.major,
-                    minor: b.minor,
-                    sector: b.sector,
-                    bytes: b.bytes,
-                    write: b.is_write(),
-                };
+                books.info = BioInfo::of(b);
                 if books.refs == 0 && !self.config.kernel_books {
                     // Nothing taken (a kernel-memory iterator): nothing to
                     // follow. (The kernel books may hold what it took.)
@@ -163,25 +175,8 @@ impl Ledger {
         }
         self.next_bio += 1;
         let id = self.next_bio;
-        self.bios.insert(
-            id,
-            BioBooks {
-                ptr: 0,
-                info: BioInfo {
-                    major: b.major,
-                    minor: b.minor,
-                    sector: b.sector,
-                    bytes: b.bytes,
-                    write: b.is_write(),
-                },
-                completed_ns: Some(b.ts_ns),
-                refs: 0,
-                folios: SmallVec::new(),
-                released: false,
-                reported: false,
-                fill: key,
-            },
-        );
+        self.bios
+            .insert(id, BioBooks::new(0, BioInfo::of(b), Some(b.ts_ns), key));
         self.bio_of_fill.insert(key, id);
     }
 
@@ -318,10 +313,7 @@ impl Ledger {
     /// The ledger's number for the bio of a kernel book's fill (0: none
     /// followed).
     pub(super) fn fill_bio(&self, tgid: u32, fill_ns: u64) -> u64 {
-        if fill_ns == 0 {
-            return 0;
-        }
-        self.bio_of_fill.get(&(tgid, fill_ns)).copied().unwrap_or(0)
+        bio_of_fill(&self.bio_of_fill, tgid, fill_ns)
     }
 
     /// An escalated book's pins join the bio they were taken for, as the
@@ -420,4 +412,13 @@ impl Ledger {
     pub fn tracked_bios(&self) -> usize {
         self.bios.len()
     }
+}
+
+/// [`Ledger::fill_bio`] over the ledger's map alone, for callers holding
+/// other parts of the ledger.
+pub(super) fn bio_of_fill(by_fill: &FxHashMap<(u32, u64), u64>, tgid: u32, fill_ns: u64) -> u64 {
+    if fill_ns == 0 {
+        return 0;
+    }
+    by_fill.get(&(tgid, fill_ns)).copied().unwrap_or(0)
 }

@@ -109,7 +109,7 @@ impl Ledger {
     /// books). Replaces the previous snapshot. Bios done with whose pins
     /// it no longer holds are let go.
     pub fn set_kernel_books(&mut self, books: impl IntoIterator<Item = (u64, Book)>, read_ns: u64) {
-        let bio_of_fill = &self.bio_of_fill;
+        let by_fill = &self.bio_of_fill;
         let k = &mut self.kernel;
         k.read_ns = read_ns;
         k.holders.clear();
@@ -120,9 +120,7 @@ impl Ledger {
                 .filter(|(f, b)| !k.dropped.contains(&(*f, b.acquired_ns, b.tgid)))
                 .map(|(folio, b)| {
                     let mut h = holder_of(&b);
-                    if b.fill_ns != 0 {
-                        h.bio = bio_of_fill.get(&(b.tgid, b.fill_ns)).copied().unwrap_or(0);
-                    }
+                    h.bio = super::bio::bio_of_fill(by_fill, b.tgid, b.fill_ns);
                     (folio, h)
                 }),
         );

@@ -305,6 +305,15 @@ fn read<T: FromBytes>(tag: u32, record: &[u8]) -> Result<T, DecodeError> {
 }
 
 /// `bpf_get_current_pid_tgid()`'s halves: (tgid, tid).
+/// The kernel's internal dev_t: 12 bits of major, 20 of minor.
+fn dev_major(dev: u32) -> u32 {
+    dev >> 20
+}
+
+fn dev_minor(dev: u32) -> u32 {
+    dev & 0xfffff
+}
+
 /// A bio record's step; `fill_ns` for [`BioPhase::Done`].
 fn bio_of(r: &BioEvent, fill_ns: u64) -> Result<Bio, DecodeError> {
     let phase = BioPhase::from_u32(r.phase).ok_or(DecodeError::UnknownBioPhase(r.phase))?;
@@ -317,8 +326,8 @@ fn bio_of(r: &BioEvent, fill_ns: u64) -> Result<Bio, DecodeError> {
         bio: r.bio,
         sector: r.sector,
         bytes: r.bytes,
-        major: r.dev >> 20,
-        minor: r.dev & 0xfffff,
+        major: dev_major(r.dev),
+        minor: dev_minor(r.dev),
         opf: r.opf,
         flags: r.flags,
         status: r.status,
@@ -465,9 +474,8 @@ fn decode_body(tag: u32, record: &[u8]) -> Result<Event, DecodeError> {
             let r: RqCompleteEvent = read(tag, record)?;
             Event::RqComplete(RqComplete {
                 ts_ns: r.ts_ns,
-                // The kernel's internal dev_t: 12 bits of major, 20 of minor.
-                major: r.dev >> 20,
-                minor: r.dev & 0xfffff,
+                major: dev_major(r.dev),
+                minor: dev_minor(r.dev),
                 sector: r.sector,
                 nr_sector: r.nr_sector,
                 error: r.error,

@@ -93,6 +93,14 @@ pub(crate) fn summary_in(lines: &[Value]) -> &Value {
         .expect("a summary")
 }
 
+/// The findings of one zoo run's process in a session's output.
+fn findings_of<'a>(lines: &'a [Value], run: &Value) -> Vec<&'a Value> {
+    lines
+        .iter()
+        .filter(|v| v["type"] == "finding" && v["tgid"] == run["pid"])
+        .collect()
+}
+
 /// The zoo runs' own lines (one per scenario) of a session's output.
 pub(crate) fn runs_in(lines: &[Value]) -> Vec<&Value> {
     lines
@@ -313,7 +321,6 @@ fn pintrace_names_each_planted_bug() {
         summary["audited_folios"].as_u64().unwrap() >= 2 * PAGES as u64,
         "{summary}"
     );
-    let findings: Vec<&Value> = lines.iter().filter(|v| v["type"] == "finding").collect();
     let runs = runs_in(&lines);
     assert_eq!(runs.len(), 10, "every scenario ran");
     // The slow calls are seen at their own sites (pin_user_pages, get_user_pages).
@@ -337,13 +344,7 @@ fn pintrace_names_each_planted_bug() {
     // ... and its unpins are named (below) only because the ledger saw the
     // FOLL_GET acquire at get_user_pages.
 
-    let of = |run: &Value| -> Vec<&Value> {
-        findings
-            .iter()
-            .copied()
-            .filter(|f| f["tgid"] == run["pid"])
-            .collect()
-    };
+    let of = |run: &Value| findings_of(&lines, run);
     let kinds = |run: &Value| -> Vec<String> {
         let mut k: Vec<String> = of(run)
             .iter()
@@ -456,14 +457,7 @@ fn pintrace_ties_pins_to_their_bio() {
         assert_eq!(summary["lossless"], true, "{mode}: {summary}");
         let runs = runs_in(&lines);
         assert_eq!(runs.len(), 2, "{stdout}");
-        let findings: Vec<&Value> = lines.iter().filter(|v| v["type"] == "finding").collect();
-        let of = |run: &Value| -> Vec<&Value> {
-            findings
-                .iter()
-                .copied()
-                .filter(|f| f["tgid"] == run["pid"])
-                .collect()
-        };
+        let of = |run: &Value| findings_of(&lines, run);
         // Balanced: silent, and every reference it took came back.
         assert!(of(runs[0]).is_empty(), "{:?}", of(runs[0]));
         let process = |run: &Value| process_of(summary, run);
@@ -594,13 +588,7 @@ fn pintrace_sees_the_unlocked_calls() {
     let runs = runs_in(&lines);
     assert_eq!(runs.len(), scenarios.len(), "every scenario ran");
     let process = |run: &Value| process_of(summary, run);
-    let findings = |run: &Value| -> Vec<Value> {
-        lines
-            .iter()
-            .filter(|v| v["type"] == "finding" && v["tgid"] == run["pid"])
-            .cloned()
-            .collect()
-    };
+    let findings = |run: &Value| findings_of(&lines, run);
     for run in &runs[..2] {
         let p = process(run);
         // Each page once, at the site it was taken through.
@@ -656,12 +644,7 @@ fn sampled_stacks_still_name_each_bug() {
         assert_eq!(summary["lossless"], true, "{summary}");
         let runs = runs_in(&lines);
         assert_eq!(runs.len(), 2, "{policy}: both scenarios ran");
-        let of = |run: &Value| -> Vec<&Value> {
-            lines
-                .iter()
-                .filter(|v| v["type"] == "finding" && v["tgid"] == run["pid"])
-                .collect()
-        };
+        let of = |run: &Value| findings_of(&lines, run);
         let (leaks, doubles) = (of(runs[0]), of(runs[1]));
         assert_eq!(leaks.len() as i64, N, "{policy}: {leaks:?}");
         assert_eq!(doubles.len() as i64, N, "{policy}: {doubles:?}");
