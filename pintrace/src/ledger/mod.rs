@@ -492,7 +492,9 @@ impl Ledger {
         let get_holder = books.holders.iter().find(|h| h.kind == Kind::Get).copied();
         let kind = match get_holder {
             Some(_) => FindingKind::UnpinOfGetPage,
-            None if books.released_any => FindingKind::DoubleUnpin,
+            // The kernel books' mark counts as the release the ledger's own
+            // books of the folio (a stale FOLL_GET holder's) never saw.
+            None if books.released_any || r.books != BooksMark::None => FindingKind::DoubleUnpin,
             None => FindingKind::UnpinWithoutPin,
         };
         let f = mismatch(kind, r, missing, get_holder, evidence);

@@ -128,3 +128,26 @@ fn a_kernel_book_whose_pins_left_with_put_page_is_named_and_dropped() {
     s.ledger.finish(read, &mut s.findings);
     assert_eq!(s.findings.len(), 1);
 }
+
+#[test]
+fn a_double_unpin_of_a_page_the_ledger_knew_from_an_old_get_holder_is_still_one() {
+    // A page an exited process held with FOLL_GET is reused; its new pin
+    // and first unpin balance in the kernel books, unseen; the second
+    // unpin arrives with the books' mark on a folio the ledger has books
+    // for (the stale FOLL_GET holder's).
+    let mut s = Stream::new(LedgerConfig::default());
+    s.acquire(
+        Site::GetUserPagesFast,
+        10,
+        F.get,
+        &[with_evidence(folio(9), true, true)],
+    );
+    s.ts += MS;
+    s.feed(Event::Exit {
+        tgid: 10,
+        ts_ns: s.ts,
+    });
+    s.release_marked(11, 11, folio(9), 1, 1025, false, BooksMark::ClosedExact);
+    s.ledger.finish(s.ts, &mut s.findings);
+    assert_eq!(s.kinds(), vec![FindingKind::DoubleUnpin]);
+}
