@@ -120,6 +120,13 @@ pub(crate) static STACK_CLOCK: PerCpuArray<StackClock> =
 #[map]
 pub(crate) static RELEASED: Array<[u64; 4]> = Array::with_max_entries(RELEASED_BUCKETS, 0);
 pub(crate) const RELEASED_BUCKETS: u32 = 4096;
+/// Folios the kernel books closed, and whether each book knew every pin
+/// (1): what a later unpin of one without a book says ([`crate::stacks::closed_in_books`]).
+/// Its own map, not [`RELEASED`]'s ways, which other folios of a bucket
+/// overwrite: a lost mark turned a double unpin into an unpin without pin.
+/// LRU: the oldest marks go first.
+#[map]
+pub(crate) static CLOSED: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65536, 0);
 
 /// `-p`: see `pintrace_common::GLOBAL_FILTER` and [`crate::filter`].
 #[unsafe(no_mangle)]

@@ -2,7 +2,9 @@
 //! unwinds without losing the stack of a wrong or repeated unpin.
 
 use crate::{
-    maps::{global_u64, RELEASED, RELEASED_BUCKETS, STACKS, STACK_CLOCK, STACK_INTERVAL_NS},
+    maps::{
+        global_u64, CLOSED, RELEASED, RELEASED_BUCKETS, STACKS, STACK_CLOCK, STACK_INTERVAL_NS,
+    },
     ring::bump,
 };
 use aya_ebpf::programs::tracing::StackIdContext;
@@ -24,7 +26,7 @@ pub(crate) fn recently_released(folio: u64) -> bool {
     };
     // SAFETY: a valid array slot; concurrent writers only race on a hint.
     let b = unsafe { &mut *b };
-    let m = |w: u64| w & !CLOSED_EXACT == folio;
+    let m = |w: u64| w == folio;
     if m(b[0]) || m(b[1]) || m(b[2]) || m(b[3]) {
         return true;
     }
@@ -32,12 +34,7 @@ pub(crate) fn recently_released(folio: u64) -> bool {
     false
 }
 
-/// The low bit of a [`RELEASED`] way: the kernel books closed the folio
-/// knowing every pin on it (see [`closed_in_books`]).
-const CLOSED_EXACT: u64 = 1;
-
-/// Puts `entry` (a folio, maybe with [`CLOSED_EXACT`]) in one of the
-/// bucket's ways.
+/// Puts `entry` (a folio) in one of the bucket's ways.
 #[inline(always)]
 fn remember(b: &mut [u64; 4], entry: u64) {
     // An empty way, else one chosen by the folio's address.
@@ -64,27 +61,19 @@ pub(crate) fn remember_closed(folio: u64, exact: bool) {
     };
     // SAFETY: as in `recently_released`.
     let b = unsafe { &mut *b };
-    for w in b.iter_mut() {
-        if *w & !CLOSED_EXACT == folio {
-            *w = 0;
-        }
+    // Its further unpin keeps its stack, as one after an unpin record does.
+    if !b.contains(&folio) {
+        remember(b, folio);
     }
-    remember(b, folio | exact as u64 * CLOSED_EXACT);
+    let _ = CLOSED.insert(folio, exact as u32, 0);
 }
 
-/// Whether `folio` is remembered as closed by the books or unpinned, and
+/// Whether the books closed `folio` (as far as [`CLOSED`] remembers), and
 /// whether its book knew every pin: `None`, or `Some(exact)`.
 #[inline(always)]
 pub(crate) fn closed_in_books(folio: u64) -> Option<bool> {
-    let b = RELEASED.get_ptr(released_bucket(folio))?;
-    // SAFETY: as in `recently_released`.
-    let b = unsafe { &*b };
-    for w in b.iter() {
-        if *w & !CLOSED_EXACT == folio {
-            return Some(*w & CLOSED_EXACT != 0);
-        }
-    }
-    None
+    // SAFETY: the value is copied out at once.
+    unsafe { CLOSED.get(&folio) }.map(|exact| *exact != 0)
 }
 
 /// An acquire of `folio`: it is pinned again, its next unpin is normal.
@@ -94,7 +83,7 @@ pub(crate) fn forget_released(folio: u64) {
         // SAFETY: as in `recently_released`.
         let b = unsafe { &mut *b };
         for w in b.iter_mut() {
-            if *w & !CLOSED_EXACT == folio {
+            if *w == folio {
                 *w = 0;
             }
         }
